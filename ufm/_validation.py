@@ -1,0 +1,135 @@
+"""Argument checking shared by the public constructors.
+
+Every public entry point funnels user input through these helpers so that a bad argument
+always produces the same kind of message: the argument's name, what was expected, and what
+was found.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def as_float_array(value, name: str, *, ndim: int | tuple[int, ...] | None = None,
+                   shape: tuple | None = None, finite: bool = True) -> np.ndarray:
+    """Convert ``value`` to a C-contiguous float64 array and check its rank, shape, finiteness.
+
+    Arguments:
+        value: any array-like (lists, numpy arrays, objects with ``__array__``).
+        name: the argument name used in error messages.
+        ndim: required number of dimensions (or a tuple of allowed ones).
+        shape: required shape; ``None`` entries match any size.
+        finite: reject NaN and infinities.
+
+    Raises:
+        TypeError: ``value`` is not numeric.
+        ValueError: wrong rank, shape, or non-finite entries.
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # pragma: no cover - exotic objects
+        raise TypeError(f"{name}: expected an array-like of numbers, got {type(value).__name__}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name}: expected an array of real numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name}: expected real numbers, got complex dtype {arr.dtype}")
+    arr = np.asarray(arr, dtype=np.float64, order="C")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{k}-D" for k in allowed)
+            raise ValueError(f"{name}: expected a {want} array, got shape {arr.shape}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+            want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
+    if finite and arr.size and not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{name}: expected finite values, found {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    return arr
+
+
+def as_int_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
+    """Convert ``value`` to an int64 array, refusing non-integral numbers."""
+    arr = np.asarray(value)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name}: expected integers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name}: expected integer values, got non-integral entries")
+    arr = np.asarray(arr, dtype=np.int64, order="C")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
+    return arr
+
+
+def as_nonnegative(value, name: str) -> float:
+    """A finite real number >= 0."""
+    x = as_real(value, name)
+    if x < 0:
+        raise ValueError(f"{name}: expected a number >= 0, got {x!r}")
+    return x
+
+
+def as_positive(value, name: str) -> float:
+    """A finite real number > 0."""
+    x = as_real(value, name)
+    if not x > 0:
+        raise ValueError(f"{name}: expected a number > 0, got {x!r}")
+    return x
+
+
+def as_real(value, name: str) -> float:
+    """A finite real scalar (bool refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.number):
+            value = value.item()
+        else:
+            raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    x = float(value)
+    if not np.isfinite(x):
+        raise ValueError(f"{name}: expected a finite number, got {x!r}")
+    return x
+
+
+def as_positive_int(value, name: str, *, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (bool and non-integral floats refused)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    if not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    """A string among ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        opts = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}: expected one of {opts}, got {value!r}")
+    return value
+
+
+def check_symmetric_psd(theta: np.ndarray, name: str, *, rtol: float = 1e-10) -> None:
+    """Raise unless ``theta`` is symmetric positive semi-definite (to rounding)."""
+    scale = max(1.0, float(np.max(np.abs(theta)))) if theta.size else 1.0
+    asym = float(np.max(np.abs(theta - theta.T))) if theta.size else 0.0
+    if asym > rtol * scale * 10:
+        raise ValueError(f"{name}: expected a symmetric matrix, max |Θ − Θᵀ| = {asym:.3g}")
+    lo = float(np.linalg.eigvalsh(0.5 * (theta + theta.T)).min()) if theta.size else 0.0
+    if lo < -1e-9 * scale * theta.shape[0]:
+        raise ValueError(f"{name}: expected a positive semi-definite matrix, smallest eigenvalue {lo:.3g}")
+
+
+def readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view, so that frozen records cannot be mutated through their arrays."""
+    arr = np.array(arr, copy=True)
+    arr.setflags(write=False)
+    return arr

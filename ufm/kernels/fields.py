@@ -1,0 +1,364 @@
+"""Numba vector fields of the UFM family, in parameter space and in Gram space.
+
+Pure functions on flat float64 arrays. They know nothing of models, files or plotting: the
+driver (:mod:`ufm.solve`) packs a model into the integer/float arrays described below.
+
+Rules for these kernels (DESIGN.md §5):
+
+1. Every function is module-level ``@njit(cache=True)`` and calls the others *by name*, so the
+   on-disk cache is reused across process starts. No jitted function is passed as an argument.
+2. One entry point, :func:`vector_field`, dispatches on small integer flags (space, loss, bias,
+   coupling), so there is one compiled driver for every model variant.
+3. Nothing allocates per call: intermediates live in a caller-provided ``work`` buffer of
+   length :func:`work_size`.
+4. Each function has a slow numpy twin in :mod:`ufm.reference` that the tests compare against.
+
+Packed model (``ip``, int64)::
+
+    ip[IP_SPACE]  0 = parameters, 1 = Gram
+    ip[IP_LOSS]   0 = cross-entropy (soft labels), 1 = MSE
+    ip[IP_BIAS]   1 if the logits carry a bias b
+    ip[IP_K], ip[IP_D], ip[IP_N]   sizes (d is ignored in Gram space)
+    ip[IP_NTHETA] number of coupling pieces (0: Θ = I, the standard UFM)
+
+Packed coefficients (``coef``, float64): η_W, η_H, η_b, λ_W, λ_H, λ_b, λ_E.
+
+Coupling: ``theta`` has shape (P, N, N) and ``theta_t`` (P,) the start time of each piece; the
+piece in force at time t is the last one with ``theta_t[p] <= t`` (piece 0 always applies
+before the others). A constant Θ is P = 1.
+
+State layout:
+    parameters: y = [vec(W) (K·d), vec(H) (d·N), b (K, if bias)], row-major.
+    Gram:       y = [vec(M) (K·N), vec(G_W) (K·K), vec(G_H) (N·N), b (K, if bias)] with
+                M = WH (logits without bias), G_W = WWᵀ, G_H = HᵀH.
+
+Maths (G = ∂ℓ/∂Z, Z = M + b1ᵀ)::
+
+    CE:  G = (softmax(Z) − Y) diag(π),   ℓ = −Σ_i π_i Σ_k Y_ki log softmax(z_i)_k
+    MSE: G = (Z − Y) diag(π),            ℓ = ½ Σ_i π_i ‖z_i − y_i‖²
+
+    dW/dt = −η_W (G Hᵀ + λ_W W)
+    dH/dt = −η_H (Wᵀ G + λ_H H) Θ − η_H λ_E H
+    db/dt = −η_b (G 1 + λ_b b)
+
+    dM/dt   = −η_W (G G_H + λ_W M) − η_H (G_W G + λ_H M) Θ − η_H λ_E M
+    dG_W/dt = −η_W (G Mᵀ + M Gᵀ + 2 λ_W G_W)
+    dG_H/dt = −η_H [Θ (Gᵀ M + λ_H G_H) + (Mᵀ G + λ_H G_H) Θ] − 2 η_H λ_E G_H
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+SPACE_PARAMETERS = 0
+SPACE_GRAM = 1
+LOSS_CE = 0
+LOSS_MSE = 1
+
+IP_SPACE = 0
+IP_LOSS = 1
+IP_BIAS = 2
+IP_K = 3
+IP_D = 4
+IP_N = 5
+IP_NTHETA = 6
+IP_SIZE = 7
+
+C_LR_W = 0
+C_LR_H = 1
+C_LR_B = 2
+C_LAM_W = 3
+C_LAM_H = 4
+C_LAM_B = 5
+C_LAM_E = 6
+C_SIZE = 7
+
+
+@njit(cache=True)
+def state_size(ip):
+    """Length of the flat state vector for the packed model ``ip``."""
+    K = ip[IP_K]
+    d = ip[IP_D]
+    N = ip[IP_N]
+    nb = K if ip[IP_BIAS] else 0
+    if ip[IP_SPACE] == SPACE_PARAMETERS:
+        return K * d + d * N + nb
+    return K * N + K * K + N * N + nb
+
+
+@njit(cache=True)
+def work_size(ip):
+    """Length of the scratch buffer :func:`vector_field` and :func:`record` need."""
+    K = ip[IP_K]
+    d = ip[IP_D]
+    N = ip[IP_N]
+    if ip[IP_SPACE] == SPACE_PARAMETERS:
+        return 2 * K * N + d * N + K * K + N * N
+    return 4 * K * N + K * K + 2 * N * N
+
+
+@njit(cache=True)
+def theta_piece(theta_t, t):
+    """Index of the coupling piece in force at time ``t``."""
+    p = 0
+    for q in range(1, theta_t.shape[0]):
+        if t >= theta_t[q]:
+            p = q
+        else:
+            break
+    return p
+
+
+@njit(cache=True)
+def logit_gradient(Z, Y, pi, loss, G):
+    """Write G = ∂ℓ/∂Z into ``G`` (K×N) and return the data loss ℓ.
+
+    The softmax is computed column-wise with the maximum subtracted, and log-softmax as
+    z − (m + log Σ exp(z − m)), so large logits neither overflow nor lose the loss value.
+    """
+    K = Z.shape[0]
+    N = Z.shape[1]
+    total = 0.0
+    if loss == LOSS_CE:
+        for i in range(N):
+            m = Z[0, i]
+            for k in range(1, K):
+                if Z[k, i] > m:
+                    m = Z[k, i]
+            s = 0.0
+            for k in range(K):
+                e = np.exp(Z[k, i] - m)
+                G[k, i] = e
+                s += e
+            lse = m + np.log(s)
+            w = pi[i]
+            acc = 0.0
+            for k in range(K):
+                G[k, i] = (G[k, i] / s - Y[k, i]) * w
+                if Y[k, i] != 0.0:
+                    acc -= Y[k, i] * (Z[k, i] - lse)
+            total += w * acc
+    else:
+        for i in range(N):
+            w = pi[i]
+            acc = 0.0
+            for k in range(K):
+                r = Z[k, i] - Y[k, i]
+                G[k, i] = r * w
+                acc += r * r
+            total += 0.5 * w * acc
+    return total
+
+
+@njit(cache=True)
+def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
+    K = ip[IP_K]
+    d = ip[IP_D]
+    N = ip[IP_N]
+    nW = K * d
+    nH = d * N
+    W = y[:nW].reshape(K, d)
+    H = y[nW:nW + nH].reshape(d, N)
+    Z = work[:K * N].reshape(K, N)
+    G = work[K * N:2 * K * N].reshape(K, N)
+    T = work[2 * K * N:2 * K * N + d * N].reshape(d, N)
+    np.dot(W, H, Z)
+    if ip[IP_BIAS]:
+        b = y[nW + nH:]
+        for k in range(K):
+            for i in range(N):
+                Z[k, i] += b[k]
+    logit_gradient(Z, Y, pi, ip[IP_LOSS], G)
+
+    lr_w = coef[C_LR_W]
+    lr_h = coef[C_LR_H]
+    lam_w = coef[C_LAM_W]
+    lam_h = coef[C_LAM_H]
+    lam_e = coef[C_LAM_E]
+    dW = dy[:nW].reshape(K, d)
+    np.dot(G, H.T, dW)
+    for k in range(K):
+        for j in range(d):
+            dW[k, j] = -lr_w * (dW[k, j] + lam_w * W[k, j])
+
+    np.dot(W.T, G, T)
+    for j in range(d):
+        for i in range(N):
+            T[j, i] += lam_h * H[j, i]
+    dH = dy[nW:nW + nH].reshape(d, N)
+    if ip[IP_NTHETA] > 0:
+        np.dot(T, theta[p], dH)
+    else:
+        dH[:, :] = T
+    for j in range(d):
+        for i in range(N):
+            dH[j, i] = -lr_h * (dH[j, i] + lam_e * H[j, i])
+
+    if ip[IP_BIAS]:
+        b = y[nW + nH:]
+        db = dy[nW + nH:]
+        _bias_field(G, b, db, coef)
+
+
+@njit(cache=True)
+def _bias_field(G, b, db, coef):
+    K = G.shape[0]
+    N = G.shape[1]
+    for k in range(K):
+        s = 0.0
+        for i in range(N):
+            s += G[k, i]
+        db[k] = -coef[C_LR_B] * (s + coef[C_LAM_B] * b[k])
+
+
+@njit(cache=True)
+def _gram_field(p, y, dy, ip, coef, Y, pi, theta, work):
+    K = ip[IP_K]
+    N = ip[IP_N]
+    nM = K * N
+    nGW = K * K
+    nGH = N * N
+    M = y[:nM].reshape(K, N)
+    GW = y[nM:nM + nGW].reshape(K, K)
+    GH = y[nM + nGW:nM + nGW + nGH].reshape(N, N)
+    Z = work[:nM].reshape(K, N)
+    G = work[nM:2 * nM].reshape(K, N)
+    T1 = work[2 * nM:3 * nM].reshape(K, N)
+    T2 = work[3 * nM:4 * nM].reshape(K, N)
+    S = work[4 * nM:4 * nM + nGW].reshape(K, K)
+    U = work[4 * nM + nGW:4 * nM + nGW + nGH].reshape(N, N)
+    V = work[4 * nM + nGW + nGH:4 * nM + nGW + 2 * nGH].reshape(N, N)
+    Z[:, :] = M
+    if ip[IP_BIAS]:
+        b = y[nM + nGW + nGH:]
+        for k in range(K):
+            for i in range(N):
+                Z[k, i] += b[k]
+    logit_gradient(Z, Y, pi, ip[IP_LOSS], G)
+
+    lr_w = coef[C_LR_W]
+    lr_h = coef[C_LR_H]
+    lam_w = coef[C_LAM_W]
+    lam_h = coef[C_LAM_H]
+    lam_e = coef[C_LAM_E]
+    coupled = ip[IP_NTHETA] > 0
+
+    # dM = −η_W (G G_H + λ_W M) − η_H (G_W G + λ_H M) Θ − η_H λ_E M
+    np.dot(G, GH, T1)
+    np.dot(GW, G, T2)
+    for k in range(K):
+        for i in range(N):
+            T2[k, i] += lam_h * M[k, i]
+    dM = dy[:nM].reshape(K, N)
+    if coupled:
+        np.dot(T2, theta[p], dM)
+    else:
+        dM[:, :] = T2
+    for k in range(K):
+        for i in range(N):
+            dM[k, i] = -lr_w * (T1[k, i] + lam_w * M[k, i]) - lr_h * (dM[k, i] + lam_e * M[k, i])
+
+    # dG_W = −η_W (S + Sᵀ + 2 λ_W G_W), S = G Mᵀ
+    np.dot(G, M.T, S)
+    dGW = dy[nM:nM + nGW].reshape(K, K)
+    for k in range(K):
+        for l in range(K):
+            dGW[k, l] = -lr_w * (S[k, l] + S[l, k] + 2.0 * lam_w * GW[k, l])
+
+    # dG_H = −η_H (V + Vᵀ) − 2 η_H λ_E G_H, V = (Mᵀ G + λ_H G_H) Θ  (Θ(GᵀM + λ_H G_H) = Vᵀ)
+    np.dot(M.T, G, U)
+    for i in range(N):
+        for j in range(N):
+            U[i, j] += lam_h * GH[i, j]
+    if coupled:
+        np.dot(U, theta[p], V)
+    else:
+        V[:, :] = U
+    dGH = dy[nM + nGW:nM + nGW + nGH].reshape(N, N)
+    for i in range(N):
+        for j in range(N):
+            dGH[i, j] = -lr_h * (V[i, j] + V[j, i] + 2.0 * lam_e * GH[i, j])
+
+    if ip[IP_BIAS]:
+        b = y[nM + nGW + nGH:]
+        db = dy[nM + nGW + nGH:]
+        _bias_field(G, b, db, coef)
+
+
+@njit(cache=True)
+def vector_field(p, y, dy, ip, coef, Y, pi, theta, work):
+    """Write dy/dt at state ``y`` into ``dy`` for the packed model (module docstring), with
+    coupling piece ``p`` in force (see :func:`theta_piece`; ignored without coupling)."""
+    if ip[IP_SPACE] == SPACE_PARAMETERS:
+        _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work)
+    else:
+        _gram_field(p, y, dy, ip, coef, Y, pi, theta, work)
+
+
+@njit(cache=True)
+def record(j, t, y, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss, out_data,
+           out_state, out_gram_W, out_gram_H, out_logits, work):
+    """Store the derived quantities of state ``y`` at save index ``j``.
+
+    Always: the objective (``out_loss``) and the data loss ℓ (``out_data``). Optionally, per
+    ``save`` flags [state, gram_W, gram_H, logits]: the flat state, G_W (K×K), G_H (N×N) and
+    Z (K×N). The objective is
+
+        ℓ + λ_W/2 tr G_W + λ_H/2 tr G_H + λ_b/2 ‖b‖² + λ_E/2 tr(Θ⁺ G_H),
+
+    a Lyapunov function of the flow whenever Θ is positive definite (Θ⁺ = I without coupling).
+    """
+    K = ip[IP_K]
+    d = ip[IP_D]
+    N = ip[IP_N]
+    Z = work[:K * N].reshape(K, N)
+    G = work[K * N:2 * K * N].reshape(K, N)
+    GWbuf = work[2 * K * N:2 * K * N + K * K].reshape(K, K)
+    GHbuf = work[2 * K * N + K * K:2 * K * N + K * K + N * N].reshape(N, N)
+    if ip[IP_SPACE] == SPACE_PARAMETERS:
+        W = y[:K * d].reshape(K, d)
+        H = y[K * d:K * d + d * N].reshape(d, N)
+        np.dot(W, H, Z)
+        np.dot(W, W.T, GWbuf)
+        np.dot(H.T, H, GHbuf)
+        off_b = K * d + d * N
+    else:
+        Z[:, :] = y[:K * N].reshape(K, N)
+        GWbuf[:, :] = y[K * N:K * N + K * K].reshape(K, K)
+        GHbuf[:, :] = y[K * N + K * K:K * N + K * K + N * N].reshape(N, N)
+        off_b = K * N + K * K + N * N
+    reg_b = 0.0
+    if ip[IP_BIAS]:
+        for k in range(K):
+            bk = y[off_b + k]
+            reg_b += bk * bk
+            for i in range(N):
+                Z[k, i] += bk
+    data = logit_gradient(Z, Y, pi, ip[IP_LOSS], G)
+    tr_w = 0.0
+    for k in range(K):
+        tr_w += GWbuf[k, k]
+    tr_h = 0.0
+    for i in range(N):
+        tr_h += GHbuf[i, i]
+    reg_e = 0.0
+    if coef[C_LAM_E] != 0.0:
+        if ip[IP_NTHETA] > 0:
+            p = theta_piece(theta_t, t)
+            for i in range(N):
+                for l in range(N):
+                    reg_e += theta_pinv[p, i, l] * GHbuf[l, i]
+        else:
+            reg_e = tr_h
+    out_data[j] = data
+    out_loss[j] = (data + 0.5 * coef[C_LAM_W] * tr_w + 0.5 * coef[C_LAM_H] * tr_h
+                   + 0.5 * coef[C_LAM_B] * reg_b + 0.5 * coef[C_LAM_E] * reg_e)
+    if save[0]:
+        out_state[j, :] = y
+    if save[1]:
+        out_gram_W[j] = GWbuf
+    if save[2]:
+        out_gram_H[j] = GHbuf
+    if save[3]:
+        out_logits[j] = Z

@@ -1,0 +1,264 @@
+"""Numba driver: explicit Runge–Kutta integration of the UFM vector field to save times.
+
+One compiled function, :func:`integrate`, runs any explicit tableau (passed as arrays, see
+:mod:`ufm.solvers`): fixed steps, or adaptive steps with an embedded error estimate and the
+PI step-size controller of Hairer, Nørsett & Wanner (DOPRI5, §II.4 and IV.2). Save times are
+served by the tableau's dense output when it has one, otherwise by shortening the step that
+would pass a save time so that it lands on it. Steps never cross a coupling breakpoint.
+
+Rules for implementers:
+
+1. ``integrate`` may be called repeatedly on consecutive save ranges ``[j0, j1)``; ``carry``
+   holds everything needed to continue (time, proposed step, controller memory, counters).
+2. It never raises: failures are reported by the returned status code, with every save before
+   the failure already written, so the caller can attach a partial trajectory to its error.
+3. It allocates only once per call (stage buffers), never per step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .fields import IP_NTHETA, record, state_size, theta_piece, vector_field, work_size
+
+STATUS_OK = 0
+STATUS_MAX_STEPS = 1
+STATUS_STEP_UNDERFLOW = 2
+STATUS_NONFINITE = 3
+
+# carry layout
+CARRY_T = 0
+CARRY_H = 1
+CARRY_FACOLD = 2
+CARRY_ACCEPTED = 3
+CARRY_REJECTED = 4
+CARRY_RHS = 5
+CARRY_SIZE = 6
+
+# PI controller constants (Hairer's DOPRI5 defaults).
+SAFETY = 0.9
+FAC_MIN = 0.2       # the step shrinks at most by 5 per step
+FAC_MAX = 10.0      # and grows at most by 10
+BETA = 0.04         # PI memory exponent
+DIVERGED = 1e60     # |y| above this is reported as divergence (the quartic loss stays finite)
+
+
+@njit(cache=True)
+def _error_norm(y, ynew, errv, rtol, atol):
+    n = y.shape[0]
+    acc = 0.0
+    for i in range(n):
+        sc = atol + rtol * max(abs(y[i]), abs(ynew[i]))
+        r = errv[i] / sc
+        acc += r * r
+    return np.sqrt(acc / n)
+
+
+@njit(cache=True)
+def _rms_scaled(v, y, rtol, atol):
+    acc = 0.0
+    for i in range(v.shape[0]):
+        r = v[i] / (atol + rtol * abs(y[i]))
+        acc += r * r
+    return np.sqrt(acc / v.shape[0])
+
+
+@njit(cache=True)
+def initial_step(p, y, f0, order, rtol, atol, ip, coef, Y, pi, theta, work):
+    """Hairer's starting-step heuristic (Solving ODEs I, §II.4): h ≈ (0.01/‖f'‖)^(1/(q+1))."""
+    d0 = _rms_scaled(y, y, rtol, atol)
+    d1 = _rms_scaled(f0, y, rtol, atol)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    y1 = y + h0 * f0
+    f1 = np.empty_like(y)
+    vector_field(p, y1, f1, ip, coef, Y, pi, theta, work)
+    d2 = _rms_scaled(f1 - f0, y, rtol, atol) / h0
+    dm = max(d1, d2)
+    if dm <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / dm) ** (1.0 / (order + 1.0))
+    return min(100.0 * h0, h1)
+
+
+@njit(cache=True)
+def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
+              h_max, rtol, atol, max_steps, ip, coef, Y, pi, theta, theta_t, theta_pinv,
+              save, out_loss, out_data, out_state, out_gram_W, out_gram_H, out_logits):
+    """Advance ``y`` (in place) from ``carry[CARRY_T]`` through save times ``t_save[j0:j1]``.
+
+    Arguments:
+        y: (n,) state at the current time; overwritten with the state at the last time reached.
+        carry: (CARRY_SIZE,) float64, time / proposed step / controller memory / counters.
+            ``carry[CARRY_H] <= 0`` asks for an automatic initial step (adaptive only).
+        t_save: (T,) strictly increasing save times, all >= the current time.
+        A, bw, c, e: tableau: (s, s) strictly lower-triangular stage matrix, (s,) weights,
+            (s,) nodes, (s,) error weights b − b̂ (zeros for fixed-step methods).
+        P: (s, q) dense-output coefficients, y(t + θh) = y + h Σ_i k_i Σ_m P[i, m] θ^(m+1);
+            shape (0, 0) when the tableau has no dense output.
+        order: order used by the controller (the lower of the embedded pair, plus one).
+        adaptive: 1 for error-controlled steps, 0 for fixed steps ``carry[CARRY_H]``.
+        fsal: 1 when the last stage is f at the new state (first-same-as-last).
+        h_max: largest step allowed.
+        rtol, atol: tolerances of the scaled RMS error norm.
+        max_steps: budget of attempted steps for this call.
+        ip, coef, Y, pi, theta, theta_t, theta_pinv: the packed model (ufm.kernels.fields).
+        save, out_*: what to record at each save time, see :func:`ufm.kernels.fields.record`.
+
+    Returns:
+        (status, j): a STATUS_* code and the number of save times written so far (j1 on success).
+    """
+    n = y.shape[0]
+    s = bw.shape[0]
+    k = np.empty((s, n))
+    ynew = np.empty(n)
+    ytmp = np.empty(n)
+    errv = np.empty(n)
+    work = np.empty(work_size(ip))
+    has_dense = P.shape[0] > 0
+    n_pieces = theta_t.shape[0] if ip[IP_NTHETA] > 0 else 1
+    expo1 = 1.0 / order - 0.75 * BETA
+
+    t = carry[CARRY_T]
+    h = carry[CARRY_H]
+    facold = carry[CARRY_FACOLD]
+    t_end = t_save[j1 - 1]
+    j = j0
+    while j < j1 and t_save[j] <= t:
+        record(j, t_save[j], y, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss, out_data,
+               out_state, out_gram_W, out_gram_H, out_logits, work)
+        j += 1
+    if j >= j1:
+        return STATUS_OK, j
+
+    p = theta_piece(theta_t, t) if ip[IP_NTHETA] > 0 else 0
+    vector_field(p, y, k[0], ip, coef, Y, pi, theta, work)
+    carry[CARRY_RHS] += 1
+    if h <= 0.0:
+        h = initial_step(p, y, k[0], order, rtol, atol, ip, coef, Y, pi, theta, work)
+        carry[CARRY_RHS] += 1
+    status = STATUS_OK
+    steps = 0
+    rejected_last = False
+    while j < j1:
+        if steps >= max_steps:
+            status = STATUS_MAX_STEPS
+            break
+        # Where this step must stop: the end, the next save time (without dense output),
+        # the next coupling breakpoint.
+        stop = t_end
+        if not has_dense and t_save[j] < stop:
+            stop = t_save[j]
+        if p + 1 < n_pieces and theta_t[p + 1] < stop:
+            stop = theta_t[p + 1]
+        h_try = min(h, h_max)
+        clipped = False
+        if t + h_try >= stop or (stop - (t + h_try)) <= 1e-12 * abs(stop):
+            h_try = stop - t
+            clipped = True
+        # a step this small relative to the horizon can never finish: the run has stalled
+        if h_try <= 1e-14 * max(1.0, abs(t), abs(t_end)):
+            status = STATUS_STEP_UNDERFLOW
+            break
+
+        for i in range(1, s):
+            for m in range(n):
+                acc = 0.0
+                for l in range(i):
+                    acc += A[i, l] * k[l, m]
+                ytmp[m] = y[m] + h_try * acc
+            vector_field(p, ytmp, k[i], ip, coef, Y, pi, theta, work)
+        carry[CARRY_RHS] += s - 1
+        for m in range(n):
+            acc = 0.0
+            for l in range(s):
+                acc += bw[l] * k[l, m]
+            ynew[m] = y[m] + h_try * acc
+        steps += 1
+
+        finite = True
+        for m in range(n):
+            v = abs(ynew[m])
+            if not (v <= DIVERGED):
+                finite = False
+                break
+        h_next = h
+        if adaptive:
+            for m in range(n):
+                acc = 0.0
+                for l in range(s):
+                    acc += e[l] * k[l, m]
+                errv[m] = h_try * acc
+            err = _error_norm(y, ynew, errv, rtol, atol) if finite else np.inf
+            if not (err <= 1.0):
+                # reject: shrink (a non-finite trial state or error shrinks by the maximum)
+                carry[CARRY_REJECTED] += 1
+                if err < np.inf:
+                    h = h_try / min(1.0 / FAC_MIN, (err ** expo1) / SAFETY)
+                else:
+                    h = h_try * FAC_MIN
+                rejected_last = True
+                continue
+            fac11 = err ** expo1 if err > 0 else 0.0
+            fac = fac11 / facold ** BETA
+            fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac / SAFETY))
+            h_next = h_try / fac
+            if rejected_last:
+                h_next = min(h_next, h_try)
+            if clipped and h_next < h:
+                # a step shortened to hit a stop says nothing about a smaller step being needed
+                h_next = h
+            facold = max(err, 1e-4)
+        elif not finite:
+            status = STATUS_NONFINITE
+            break
+        rejected_last = False
+        carry[CARRY_ACCEPTED] += 1
+
+        t_new = stop if clipped else t + h_try
+        if has_dense:
+            while j < j1 and t_save[j] <= t_new:
+                theta_ = (t_save[j] - t) / h_try
+                for m in range(n):
+                    acc = 0.0
+                    for l in range(s):
+                        pw = theta_
+                        poly = 0.0
+                        for q in range(P.shape[1]):
+                            poly += P[l, q] * pw
+                            pw *= theta_
+                        acc += k[l, m] * poly
+                    ytmp[m] = y[m] + h_try * acc
+                record(j, t_save[j], ytmp, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss,
+                       out_data, out_state, out_gram_W, out_gram_H, out_logits, work)
+                j += 1
+        else:
+            while j < j1 and t_save[j] <= t_new:
+                record(j, t_save[j], ynew, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss,
+                       out_data, out_state, out_gram_W, out_gram_H, out_logits, work)
+                j += 1
+        y[:] = ynew
+        t = t_new
+        h = h_next
+        p_new = theta_piece(theta_t, t) if ip[IP_NTHETA] > 0 else 0
+        if fsal and p_new == p:
+            k[0, :] = k[s - 1]
+        else:
+            p = p_new
+            vector_field(p, y, k[0], ip, coef, Y, pi, theta, work)
+            carry[CARRY_RHS] += 1
+
+    carry[CARRY_T] = t
+    carry[CARRY_H] = h
+    carry[CARRY_FACOLD] = facold
+    return status, j
+
+
+@njit(cache=True)
+def check_sizes(ip, n):
+    """True when a flat state of length n fits the packed model (used by the Python driver)."""
+    return state_size(ip) == n

@@ -1,0 +1,193 @@
+"""Synthetic settings: contexts with latent attributes and (by default) one-hot labels.
+
+Each function returns a :class:`~ufm.problems.Problem` carrying Y, the attributes, the
+attribute kernel (``problem.kernel("attribute", β)`` = I + β²AᵀA) and, where the setting has
+one, the relation matrices of its association scheme (``problem.relations``).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ._validation import as_int_array, as_positive_int
+from .problems import Problem
+
+__all__ = ["balanced", "factorial", "hierarchy", "relations_from_keys"]
+
+
+def relations_from_keys(keys, names_of=None):
+    """Relation matrices from a key per ordered pair: pairs with equal keys share a relation.
+
+    Arguments:
+        keys: (N, N) array of hashable relation keys (the identity's key must be unique to the
+            diagonal).
+        names_of: optional function key -> name.
+
+    Returns:
+        (relations, names): the identity first, then the other relations in sorted key order.
+    """
+    N = len(keys)
+    diag_keys = {keys[i][i] for i in range(N)}
+    groups: dict = {}
+    for i in range(N):
+        for j in range(N):
+            groups.setdefault(keys[i][j], []).append((i, j))
+    order = _sorted(diag_keys) + _sorted(k for k in groups if k not in diag_keys)
+    rels, names = [], []
+    for key in order:
+        R = np.zeros((N, N))
+        for i, j in groups[key]:
+            R[i, j] = 1.0
+        rels.append(R)
+        names.append(names_of(key) if names_of else str(key))
+    return rels, names
+
+
+def _sorted(keys):
+    keys = list(keys)
+    try:
+        return sorted(keys)
+    except TypeError:  # keys of mixed types: any fixed order will do
+        return sorted(keys, key=repr)
+
+
+def _samples(n_contexts: int, samples_per_context: int):
+    return np.repeat(np.arange(n_contexts), samples_per_context)
+
+
+def _labels_for(contexts: np.ndarray, n_contexts: int, label_permutation, seed):
+    """Label of each sample: its context's index, optionally permuted."""
+    if label_permutation is None:
+        perm = np.arange(n_contexts)
+    elif isinstance(label_permutation, str):
+        if label_permutation != "random":
+            raise ValueError(f"label_permutation: expected None, 'random' or a permutation array, "
+                             f"got {label_permutation!r}")
+        perm = np.random.default_rng(seed).permutation(n_contexts)
+    else:
+        perm = as_int_array(label_permutation, "label_permutation", ndim=1)
+        if not np.array_equal(np.sort(perm), np.arange(n_contexts)):
+            raise ValueError(f"label_permutation: expected a permutation of 0 … {n_contexts - 1}")
+    return perm[contexts]
+
+
+def balanced(K: int, n: int = 1, *, name: str | None = None) -> Problem:
+    """The standard classification problem: K classes, n samples each, one-hot labels.
+
+    Samples are ordered class by class (sample i has label i // n). The association scheme has
+    three relations: identity, same class (n > 1 only), different class.
+
+    Arguments:
+        K: number of classes, >= 2. n: samples per class, >= 1.
+    """
+    K = as_positive_int(K, "K", minimum=2)
+    n = as_positive_int(n, "n")
+    labels = _samples(K, n)
+    keys = [[("identity" if i == j else "same class" if labels[i] == labels[j] else "different class")
+             for j in range(K * n)] for i in range(K * n)]
+    rels, names = relations_from_keys(keys)
+    return Problem.classification(labels, K, relations=rels, relation_names=names,
+                                  name=name or f"balanced(K={K}, n={n})")
+
+
+def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, seed=None,
+              name: str | None = None) -> Problem:
+    """Contexts = all combinations of F attributes with ``levels[f]`` values each.
+
+    Context c (in ``itertools.product`` order, the first attribute varying slowest) has its
+    own label c (or ``label_permutation[c]``); each context is repeated
+    ``samples_per_context`` times (N = n·Π levels). Attributes: (N, F) with the context's
+    attribute values. The scheme's relations are indexed by the set of attributes on which
+    two samples agree (the identity and, with n > 1, "same context" are separate).
+
+    Arguments:
+        levels: sequence of F >= 1 integers >= 2 (e.g. (3, 3): colour × shape).
+        samples_per_context: n >= 1.
+        label_permutation: None, ``"random"`` (uses ``seed``) or a permutation of the contexts.
+        seed: seed for the random permutation.
+
+    Raises:
+        ValueError: bad levels, sample counts or permutation (named).
+    """
+    try:
+        levels = tuple(as_positive_int(q, "levels", minimum=2) for q in levels)
+    except TypeError as exc:
+        raise TypeError(f"levels: expected a sequence of integers >= 2, got {levels!r}") from exc
+    if not levels:
+        raise ValueError("levels: expected at least one attribute")
+    n = as_positive_int(samples_per_context, "samples_per_context")
+    combos = np.array(list(itertools.product(*[range(q) for q in levels])), dtype=np.int64)
+    C = combos.shape[0]
+    contexts = _samples(C, n)
+    attributes = combos[contexts]
+    labels = _labels_for(contexts, C, label_permutation, seed)
+    N = contexts.size
+    F = len(levels)
+
+    def key(i, j):
+        if i == j:
+            return ("identity",)
+        if contexts[i] == contexts[j]:
+            return ("same context",)
+        return tuple(f for f in range(F) if attributes[i, f] == attributes[j, f])
+
+    keys = [[key(i, j) for j in range(N)] for i in range(N)]
+
+    def nm(k):
+        if k and isinstance(k[0], str):
+            return k[0]
+        return "agree on none" if not k else "agree on " + ",".join(str(f) for f in k)
+
+    rels, names = relations_from_keys(keys, nm)
+    return Problem.classification(labels, C, attributes=attributes, relations=rels, relation_names=names,
+                                  name=name or f"factorial{levels}")
+
+
+def hierarchy(branching: int, depth: int, *, samples_per_context: int = 1, label_permutation=None,
+              seed=None, name: str | None = None) -> Problem:
+    """Contexts = the leaves of a tree with ``branching`` children per node and ``depth`` levels.
+
+    Leaf c (c = 0 … branching^depth − 1) has its own label. Its attributes are the internal
+    nodes on its root-to-leaf path below the root: column l − 1 is the index of its ancestor
+    at level l = 1 … depth − 1 (the root is shared by every leaf and the leaf is the context
+    itself, so neither is an attribute). Relations: identity, ("same context" for n > 1,) and
+    "LCA at level l" for l = depth − 1 … 0, deepest common ancestor first (Saxe et al.'s
+    hierarchical data).
+
+    Arguments:
+        branching: children per node, >= 2. depth: levels below the root, >= 2.
+        samples_per_context, label_permutation, seed: as in :func:`factorial`.
+    """
+    branching = as_positive_int(branching, "branching", minimum=2)
+    depth = as_positive_int(depth, "depth", minimum=2)
+    n = as_positive_int(samples_per_context, "samples_per_context")
+    C = branching ** depth
+    leaves = np.arange(C)
+    anc = np.stack([leaves // branching ** (depth - level) for level in range(1, depth)], axis=1)
+    contexts = _samples(C, n)
+    attributes = anc[contexts]
+    labels = _labels_for(contexts, C, label_permutation, seed)
+    N = contexts.size
+
+    def lca(i, j):
+        a, b = contexts[i], contexts[j]
+        level = depth
+        while a != b:
+            a //= branching
+            b //= branching
+            level -= 1
+        return level
+
+    def key(i, j):
+        if i == j:
+            return (0, "identity")
+        if contexts[i] == contexts[j]:
+            return (1, "same context")
+        return (2 + depth - lca(i, j), f"LCA at level {lca(i, j)}")
+
+    keys = [[key(i, j) for j in range(N)] for i in range(N)]
+    rels, names = relations_from_keys(keys, lambda k: k[1])
+    return Problem.classification(labels, C, attributes=attributes, relations=rels, relation_names=names,
+                                  name=name or f"hierarchy(branching={branching}, depth={depth})")

@@ -1,0 +1,240 @@
+"""Trajectories: what an integration or a training run saved, with metrics and file I/O."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import metrics as _metrics
+from .problems import Problem
+
+__all__ = ["Trajectory", "SAVEABLE"]
+
+#: names accepted by ``save=`` in :func:`ufm.solve` / :func:`ufm.train`
+SAVEABLE = ("W", "H", "b", "gram_W", "gram_H", "logits")
+_ARRAY_FIELDS = ("t", "steps", "loss", "data_loss", "W", "H", "b", "gram_W", "gram_H", "logits")
+FORMAT = "ufm-trajectory"
+VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Trajectory:
+    """Saved quantities at T save times.
+
+    Attributes:
+        t: (T,) ODE times (for discrete training, ``lr · steps``).
+        loss: (T,) objective (data loss plus penalties, see ``UFM.loss``).
+        data_loss: (T,) data loss ℓ alone.
+        steps: (T,) optimiser steps for discrete training, else None.
+        W: (T, K, d), H: (T, d, N), b: (T, K): parameters, when saved.
+        gram_W: (T, K, K) = WWᵀ, gram_H: (T, N, N) = HᵀH, logits: (T, K, N) = WH + b1ᵀ,
+            when saved.
+        problem: the :class:`~ufm.problems.Problem` (labels and attributes for metrics).
+        model: the :class:`~ufm.models.UFM` that produced it, when known.
+        info: JSON-serialisable metadata (method, space, tolerances, step counts, d, ...).
+    """
+
+    t: np.ndarray
+    loss: np.ndarray
+    data_loss: np.ndarray | None = None
+    steps: np.ndarray | None = None
+    W: np.ndarray | None = None
+    H: np.ndarray | None = None
+    b: np.ndarray | None = None
+    gram_W: np.ndarray | None = None
+    gram_H: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    problem: Problem | None = None
+    model: object = None
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.t.shape[0])
+
+    def __repr__(self) -> str:
+        saved = [n for n in _ARRAY_FIELDS[2:] if getattr(self, n) is not None]
+        span = f"t ∈ [{self.t[0]:.3g}, {self.t[-1]:.3g}]" if len(self) else "empty"
+        return f"Trajectory(T={len(self)}, {span}, saved={saved})"
+
+    def _need(self, name: str) -> np.ndarray:
+        arr = getattr(self, name)
+        if arr is None:
+            hint = "" if name not in SAVEABLE else f" (pass save=[..., {name!r}] to ufm.solve / ufm.train)"
+            raise ValueError(f"{name}: this trajectory did not save it{hint}")
+        return arr
+
+    def _labels(self, labels):
+        if labels is not None:
+            return labels
+        if self.problem is not None and self.problem.labels is not None:
+            return self.problem.labels
+        raise ValueError("labels: the trajectory's problem has no integer labels; pass labels=")
+
+    def _attributes(self, attributes):
+        if attributes is not None:
+            return attributes
+        if self.problem is not None and self.problem.attributes is not None:
+            return self.problem.attributes
+        raise ValueError("attributes: the trajectory's problem has no attributes; pass attributes=")
+
+    def metric(self, name: str, **kwargs) -> np.ndarray:
+        """A metric of :mod:`ufm.metrics` evaluated at every save time, shape (T,).
+
+        Names and the Grams they use (labels and attributes come from the problem unless given):
+
+        * ``"etf_distance"`` — of G_H against the label ETF (``which="W"`` for G_W);
+        * ``"semantic_gap"`` — of G_H with the problem's attributes (``attribute=f`` for one);
+        * ``"kernel_alignment"`` — centred alignment of G_H with ``kernel=`` (default AᵀA);
+        * ``"effective_rank"`` — of G_H (``which="W"`` for G_W);
+        * ``"nc1"``, ``"nc2"``, ``"cdnv"`` — from G_H; ``"nc3"``, ``"nc4"`` — also need logits
+          (and ``gram_W`` for nc3);
+        * ``"norm_W"``, ``"norm_H"`` — Frobenius norms √tr G.
+
+        Raises:
+            ValueError: unknown name, or a quantity the trajectory did not save.
+        """
+        m = _metrics
+        which = kwargs.pop("which", "H")
+        if which not in ("H", "W"):
+            raise ValueError(f"which: expected 'H' or 'W', got {which!r}")
+        gram_name = "gram_H" if which == "H" else "gram_W"
+        if name == "etf_distance":
+            G = self._need(gram_name)
+            labels = kwargs.pop("labels", None)
+            if which == "H" and labels is None and self.problem is not None:
+                labels = self.problem.labels
+            return np.array([m.etf_distance(g, labels=labels) for g in G])
+        if name == "semantic_gap":
+            G = self._need("gram_H")
+            attrs = self._attributes(kwargs.pop("attributes", None))
+            attribute = kwargs.pop("attribute", None)
+            labels = kwargs.pop("labels", None)
+            if labels is None and self.problem is not None and self.problem.K < self.problem.N:
+                labels = self.problem.labels
+            if attribute is None:
+                return np.array([m.semantic_gap(g, attrs, labels=labels) for g in G])
+            return np.array([m.semantic_gap(g, attrs, labels=labels, per_attribute=True)[attribute] for g in G])
+        if name == "kernel_alignment":
+            G = self._need(gram_name)
+            kern = kwargs.pop("kernel", None)
+            if kern is None:
+                if self.problem is None or "attribute" not in self.problem.similarities:
+                    raise ValueError("kernel: the problem has no attribute kernel; pass kernel=")
+                kern = self.problem.similarities["attribute"]
+            return np.array([m.kernel_alignment(g, kern) for g in G])
+        if name == "effective_rank":
+            return np.array([m.effective_rank(g) for g in self._need(gram_name)])
+        if name in ("nc1", "nc2", "cdnv"):
+            G = self._need("gram_H")
+            labels = self._labels(kwargs.pop("labels", None))
+            fn = getattr(m, name)
+            return np.array([fn(g, labels) for g in G])
+        if name == "nc3":
+            labels = self._labels(kwargs.pop("labels", None))
+            return np.array([m.nc3(gw, gh, z, labels) for gw, gh, z in
+                             zip(self._need("gram_W"), self._need("gram_H"), self._need("logits"))])
+        if name == "nc4":
+            labels = self._labels(kwargs.pop("labels", None))
+            return np.array([m.nc4(gh, z, labels) for gh, z in zip(self._need("gram_H"), self._need("logits"))])
+        if name in ("norm_W", "norm_H"):
+            G = self._need("gram_" + name[-1])
+            return np.sqrt(np.maximum(np.trace(G, axis1=1, axis2=2), 0.0))
+        raise ValueError(f"name: unknown metric {name!r}; expected one of 'etf_distance', 'semantic_gap', "
+                         "'kernel_alignment', 'effective_rank', 'nc1', 'nc2', 'nc3', 'nc4', 'cdnv', "
+                         "'norm_W', 'norm_H'")
+
+    def transient_summary(self, threshold: float = 0.02, **kwargs):
+        """:func:`ufm.metrics.transient_summary` of the semantic gap over this trajectory."""
+        return _metrics.transient_summary(self.t, self.metric("semantic_gap", **kwargs), threshold=threshold)
+
+    # -- I/O ----------------------------------------------------------------------------------
+    def save(self, path) -> str:
+        """Write to ``path`` (``.npz`` appended if missing), atomically (temp file + rename).
+
+        Arrays are stored as they are (float64, lossless); the problem, the model's parameters
+        and coupling, and ``info`` go along, the scalars as JSON under the key ``meta``.
+        Returns the path written.
+        """
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        arrays = {k: getattr(self, k) for k in _ARRAY_FIELDS if getattr(self, k) is not None}
+        meta = {"format": FORMAT, "version": VERSION, "info": self.info}
+        if self.problem is not None:
+            pd = self.problem.to_dict()
+            meta["problem"] = {"name": pd.pop("name"), "relation_names": pd.pop("relation_names", None)}
+            arrays.update({f"problem/{k}": v for k, v in pd.items()})
+        if self.model is not None:
+            from .models import PiecewiseCoupling
+            params = self.model.params()
+            cp = params.pop("coupling")
+            meta["model"] = params
+            if isinstance(cp, PiecewiseCoupling):
+                arrays["model/coupling_times"] = cp.times
+                arrays["model/coupling_kernels"] = cp.kernels
+            elif cp is not None:
+                arrays["model/coupling"] = cp
+        arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Trajectory":
+        """Read a file written by :meth:`save` (no pickles are loaded).
+
+        Raises:
+            ValueError: not a ufm trajectory file, or an unknown version.
+        """
+        path = os.fspath(path)
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"path: cannot read {path!r} as an .npz trajectory ({exc})") from exc
+        with data:
+            if "meta" not in data:
+                raise ValueError(f"path: {path!r} is not a ufm trajectory (no 'meta' entry)")
+            meta = json.loads(str(data["meta"]))
+            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+                raise ValueError(f"path: {path!r} has format {meta.get('format')!r} version "
+                                 f"{meta.get('version')!r}; expected {FORMAT!r} version {VERSION}")
+            arrays = {k: np.array(data[k]) for k in data.files if k != "meta"}
+        problem = None
+        if "problem" in meta:
+            pd = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("problem/")}
+            pd["name"] = meta["problem"]["name"]
+            if meta["problem"].get("relation_names") is not None:
+                pd["relation_names"] = meta["problem"]["relation_names"]
+            problem = Problem.from_dict(pd)
+        model = None
+        if "model" in meta and problem is not None:
+            from .models import UFM, PiecewiseCoupling
+            params = dict(meta["model"])
+            if "model/coupling_kernels" in arrays:
+                params["coupling"] = PiecewiseCoupling(arrays["model/coupling_times"], arrays["model/coupling_kernels"])
+            elif "model/coupling" in arrays:
+                params["coupling"] = arrays["model/coupling"]
+            else:
+                params["coupling"] = None
+            model = UFM(problem, **params)
+        kw = {k: arrays[k] for k in _ARRAY_FIELDS if k in arrays}
+        return cls(**kw, problem=problem, model=model, info=meta.get("info", {}))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
