@@ -104,7 +104,7 @@ def test_converges_to_regularised_ce_minimiser(K, n, lw, lh):
     m = ufm.UFM(ufm.settings.balanced(K, n), lambda_W=lw, lambda_H=lh)
     GW, GH = _zhu_ce_grams(K, n, lw, lh)
     for space, t_end in (("gram", 2e4), ("parameters", 2e4)):
-        tr = _converge(m, K + 2, t_end, space)
+        tr = _converge(m, K * n + 1, t_end, space)
         assert np.abs(tr.gram_W[-1] - GW).max() < 1e-6 * np.abs(GW).max(), space
         assert np.abs(tr.gram_H[-1] - GH).max() < 1e-6 * np.abs(GH).max(), space
 
@@ -114,7 +114,7 @@ def test_converges_to_regularised_ce_minimiser(K, n, lw, lh):
 def test_converges_to_regularised_mse_minimiser(K, n, lw, lh, bias):
     m = ufm.UFM(ufm.settings.balanced(K, n), loss="mse", lambda_W=lw, lambda_H=lh, bias=bias)
     GW, GH = _tirer_bruna_mse_grams(K, n, lw, lh, bias)
-    tr = _converge(m, K + 2, 3e4, "gram")
+    tr = _converge(m, K * n + 1, 3e4, "gram")
     assert np.abs(tr.gram_W[-1] - GW).max() < 1e-6 * np.abs(GW).max()
     assert np.abs(tr.gram_H[-1] - GH).max() < 1e-6 * np.abs(GH).max()
 

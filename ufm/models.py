@@ -302,7 +302,7 @@ class UFM:
         if b is None and self.bias:
             b = np.zeros(self.K)
         st = State(W, H, b)
-        self.check_state(st)
+        self.check_state(st, "state")
         return st
 
     def check_state(self, state, name: str = "init") -> None:

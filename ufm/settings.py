@@ -14,7 +14,7 @@ import numpy as np
 from ._validation import as_int_array, as_positive_int
 from .problems import Problem
 
-__all__ = ["balanced", "factorial", "hierarchy", "relations_from_keys"]
+__all__ = ["balanced", "factorial", "hierarchy", "sequences", "relations_from_keys"]
 
 
 def relations_from_keys(keys, names_of=None):
@@ -85,9 +85,9 @@ def balanced(K: int, n: int = 1, *, name: str | None = None) -> Problem:
     K = as_positive_int(K, "K", minimum=2)
     n = as_positive_int(n, "n")
     labels = _samples(K, n)
-    keys = [[("identity" if i == j else "same class" if labels[i] == labels[j] else "different class")
+    keys = [[((0, "identity") if i == j else (1, "same class") if labels[i] == labels[j] else (2, "different class"))
              for j in range(K * n)] for i in range(K * n)]
-    rels, names = relations_from_keys(keys)
+    rels, names = relations_from_keys(keys, lambda k: k[1])
     return Problem.classification(labels, K, relations=rels, relation_names=names,
                                   name=name or f"balanced(K={K}, n={n})")
 
@@ -191,3 +191,65 @@ def hierarchy(branching: int, depth: int, *, samples_per_context: int = 1, label
     rels, names = relations_from_keys(keys, lambda k: k[1])
     return Problem.classification(labels, C, attributes=attributes, relations=rels, relation_names=names,
                                   name=name or f"hierarchy(branching={branching}, depth={depth})")
+
+
+def sequences(classes=(2, 2), tokens_per_class: int = 2, *, labels: str = "unique", support: int = 2,
+              n_contexts: int | None = None, seed=None, name: str | None = None) -> Problem:
+    """Short token sequences whose positions draw tokens from latent classes (NTP setting).
+
+    Position p has ``classes[p]`` latent classes of ``tokens_per_class`` tokens each (think
+    subject / verb / object: "Mary broke the ___"). A context is one token per position; all
+    Π_p classes[p]·tokens_per_class combinations are used, or a random subset of
+    ``n_contexts`` of them (``seed``). Attributes: (N, P), the latent class at each position.
+
+    Labels:
+        ``"unique"``: every context has its own next token (one-hot, K = N) — the
+            almost-unique contexts of next-token prediction.
+        ``"soft"``: the next-token distribution depends on the latent classes only: each
+            combination of classes owns ``support`` tokens of the vocabulary and a context's
+            label is uniform over them (sparse soft labels, the NTP-UFM of Zhao et al.);
+            contexts with the same classes share their support.
+
+    Similarities for :meth:`Problem.kernel`: ``"attribute"`` (number of positions whose
+    latent class agrees) and ``"shared_token"`` (number of positions whose token agrees).
+
+    Arguments:
+        classes: latent classes per position, a sequence of P >= 1 integers >= 2.
+        tokens_per_class: tokens in each latent class, >= 1.
+        labels: ``"unique"`` or ``"soft"``. support: tokens per class combination (soft), >= 1.
+        n_contexts: use a random subset of this many contexts (>= 2); default all.
+        seed: seed of the subset.
+    Raises:
+        ValueError / TypeError: naming the bad argument.
+    """
+    try:
+        classes = tuple(as_positive_int(c, "classes", minimum=2) for c in classes)
+    except TypeError as exc:
+        raise TypeError(f"classes: expected a sequence of integers >= 2, got {classes!r}") from exc
+    if not classes:
+        raise ValueError("classes: expected at least one position")
+    m = as_positive_int(tokens_per_class, "tokens_per_class")
+    if labels not in ("unique", "soft"):
+        raise ValueError(f"labels: expected 'unique' or 'soft', got {labels!r}")
+    support = as_positive_int(support, "support")
+    # token t at position p: class t // m, so tokens of a class are contiguous
+    tokens = np.array(list(itertools.product(*[range(c * m) for c in classes])), dtype=np.int64)
+    if n_contexts is not None:
+        n_contexts = as_positive_int(n_contexts, "n_contexts", minimum=2)
+        if n_contexts > tokens.shape[0]:
+            raise ValueError(f"n_contexts: at most {tokens.shape[0]} distinct contexts exist, got {n_contexts}")
+        pick = np.sort(np.random.default_rng(seed).choice(tokens.shape[0], n_contexts, replace=False))
+        tokens = tokens[pick]
+    attributes = tokens // m
+    N = tokens.shape[0]
+    shared = (tokens[:, None, :] == tokens[None, :, :]).sum(axis=2).astype(float)
+    if labels == "unique":
+        Y = np.eye(N)
+    else:
+        combos = {c: i for i, c in enumerate(sorted({tuple(a) for a in attributes}))}
+        Y = np.zeros((len(combos) * support, N))
+        for i, a in enumerate(attributes):
+            g = combos[tuple(a)]
+            Y[g * support:(g + 1) * support, i] = 1.0 / support
+    nm = name or f"sequences(classes={classes}, tokens_per_class={m}, labels={labels!r})"
+    return Problem(Y, attributes=attributes, similarities={"shared_token": shared}, name=nm)

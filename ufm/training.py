@@ -52,7 +52,8 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
         momentum: μ in [0, 1). nesterov: Nesterov momentum.
         betas: (β₁, β₂) in [0, 1). eps: Adam's ε > 0.
         save_steps: (T,) strictly increasing step counts in [0, steps]; default step 0 and ~60
-            log-spaced steps up to ``steps``.
+            log-spaced steps up to ``steps``. The final step ``steps`` is always saved (appended
+            when missing), so the run always reaches it.
         save: as in :func:`ufm.solve` (``"W"``, ``"H"``, ``"b"``, ``"gram_W"``, ``"gram_H"``,
             ``"logits"``, or ``"all"``).
 
@@ -72,8 +73,10 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
     lr = as_positive(lr, "lr")
     check_choice(optimizer, "optimizer", tuple(OPTIMIZERS))
     mu = as_nonnegative(momentum, "momentum")
-    if mu >= 1:
+    if mu >= 1 and optimizer == "momentum":
         raise ValueError(f"momentum: expected a value in [0, 1), got {mu}")
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
     try:
         b1, b2 = (as_real(b, "betas") for b in betas)
     except TypeError:
@@ -89,6 +92,8 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
             raise ValueError("save_steps: expected a non-empty, strictly increasing array of steps")
         if save_steps[0] < 0 or save_steps[-1] > steps:
             raise ValueError(f"save_steps: expected steps in [0, {steps}], got [{save_steps[0]}, {save_steps[-1]}]")
+        if save_steps[-1] < steps:  # the run goes to ``steps``: its final state is always kept
+            save_steps = np.append(save_steps, steps)
     names = parse_save(save, "parameters")
 
     y, d = initial_vector(model, init, "parameters")

@@ -158,7 +158,10 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
         h_try = min(h, h_max)
         clipped = False
         if t + h_try >= stop or (stop - (t + h_try)) <= 1e-12 * abs(stop):
-            h_try = stop - t
+            # shorten only a step that would really pass the stop; one that lands on it to
+            # rounding keeps its size (so fixed steps stay exactly h: GD ≡ Euler bit for bit)
+            if abs(stop - (t + h_try)) > 1e-12 * abs(stop):
+                h_try = stop - t
             clipped = True
         # a step this small relative to the horizon can never finish: the run has stalled
         if h_try <= 1e-14 * max(1.0, abs(t), abs(t_end)):

@@ -1,0 +1,1 @@
+"""Subcommands of the ``ufm`` command (see :mod:`ufm.cli`)."""

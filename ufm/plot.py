@@ -1,0 +1,266 @@
+"""Matplotlib figures for UFM trajectories. The only module of the library that plots.
+
+Every function takes an Axes (or an array of Axes) through ``ax=``/``axes=``, creates one when
+given None, and returns what it drew on, so figures compose. matplotlib is imported lazily:
+importing :mod:`ufm` never pulls it in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import metrics as _metrics
+
+__all__ = ["gram_heatmap", "gram_grid", "metric_curves", "spectrum_curves", "phase_diagram",
+           "observed_vs_predicted", "attribute_order"]
+
+
+def _plt():
+    import matplotlib
+    if matplotlib.get_backend().lower() not in ("agg",) and not _has_display():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _has_display() -> bool:
+    import os
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def attribute_order(attributes) -> np.ndarray:
+    """Row order that groups contexts by their attributes (first attribute slowest).
+
+    Arguments:
+        attributes: (N, F) integer attributes, or None (identity order).
+    Returns:
+        (N,) permutation.
+    """
+    if attributes is None:
+        return None
+    a = np.asarray(attributes)
+    return np.lexsort(a.T[::-1]) if a.ndim == 2 and a.shape[1] else np.arange(a.shape[0])
+
+
+def gram_heatmap(gram, ax=None, *, cosine: bool = True, order=None, title: str | None = None,
+                 colorbar: bool = True, cmap: str = "RdBu_r"):
+    """Heatmap of a Gram matrix (cosines by default, on a fixed [−1, 1] colour scale).
+
+    Arguments:
+        gram: (N, N) Gram matrix.
+        ax: Axes to draw on (created when None).
+        cosine: plot G_ij / √(G_ii G_jj) instead of G.
+        order: (N,) row/column permutation (e.g. :func:`attribute_order`).
+        title: Axes title. colorbar: add a colour bar. cmap: colour map.
+    Returns:
+        The Axes.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 3))
+    G = np.asarray(gram, dtype=float)
+    M = _metrics.cosine(G) if cosine else G
+    if order is not None:
+        M = M[np.ix_(order, order)]
+    lim = 1.0 if cosine else float(np.abs(M).max() or 1.0)
+    im = ax.imshow(M, cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="cosine" if cosine else "Gram")
+    return ax
+
+
+def gram_grid(trajectories: dict, times, *, axes=None, order=None, cosine: bool = True):
+    """Grid of feature-Gram heatmaps: one row per trajectory, one column per requested time.
+
+    Arguments:
+        trajectories: mapping row label -> :class:`~ufm.trajectory.Trajectory` with gram_H.
+        times: (C,) times; each panel shows the nearest save time (in log t when t > 0).
+        axes: (R, C) array of Axes, or None to create a figure.
+        order: (N,) row order; default groups contexts by the first trajectory's attributes.
+        cosine: plot cosines.
+    Returns:
+        The (R, C) array of Axes.
+    """
+    plt = _plt()
+    labels = list(trajectories)
+    times = np.atleast_1d(np.asarray(times, dtype=float))
+    R, C = len(labels), len(times)
+    if axes is None:
+        fig, axes = plt.subplots(R, C, figsize=(1.9 * C + 1.2, 1.9 * R + 0.6), squeeze=False,
+                                 constrained_layout=True)
+    axes = np.asarray(axes).reshape(R, C)
+    if order is None:
+        first = trajectories[labels[0]]
+        order = attribute_order(first.problem.attributes if first.problem is not None else None)
+    im = None
+    for r, name in enumerate(labels):
+        tr = trajectories[name]
+        G = tr._need("gram_H")
+        for c, t in enumerate(times):
+            j = _nearest(tr.t, t)
+            ax = axes[r, c]
+            gram_heatmap(G[j], ax=ax, cosine=cosine, order=order, colorbar=False,
+                         title=f"t = {tr.t[j]:.3g}" if r == 0 else None)
+            im = ax.images[-1]
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+    if im is not None:
+        axes[0, 0].figure.colorbar(im, ax=list(axes.ravel()), shrink=0.8,
+                                   label="feature cosine" if cosine else "feature Gram")
+    return axes
+
+
+def _nearest(t, target):
+    t = np.asarray(t)
+    if target > 0 and np.all(t > 0):
+        return int(np.argmin(np.abs(np.log(t) - np.log(target))))
+    return int(np.argmin(np.abs(t - target)))
+
+
+def metric_curves(t, curves: dict, ax=None, *, ylabel: str = "", summaries: dict | None = None,
+                  threshold: float | None = None, logx: bool = True, logy: bool = False,
+                  title: str | None = None, xlabel: str = "t (gradient-flow time)"):
+    """Metric-vs-time curves with transient markers.
+
+    Arguments:
+        t: (T,) times shared by the curves (or a mapping label -> (T_i,) times).
+        curves: mapping label -> (T,) values.
+        ax: Axes (created when None).
+        ylabel, title, xlabel: labels.
+        summaries: mapping label -> :class:`~ufm.metrics.TransientSummary`; the peak is marked
+            with a dot and the collapse time with a dashed vertical line in the curve's colour.
+        threshold: draw the collapse threshold as a horizontal dotted line.
+        logx, logy: logarithmic axes (log time is the natural axis for these dynamics).
+    Returns:
+        The Axes.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    for label, y in curves.items():
+        tt = t[label] if isinstance(t, dict) else t
+        (line,) = ax.plot(tt, y, label=label, lw=1.6)
+        s = (summaries or {}).get(label)
+        if s is not None and np.isfinite(s.t_peak):
+            ax.plot([s.t_peak], [s.peak], "o", color=line.get_color(), ms=5)
+            if s.collapsed and np.isfinite(s.t_collapse):
+                ax.axvline(s.t_collapse, color=line.get_color(), ls="--", lw=1)
+    if threshold is not None:
+        ax.axhline(threshold, color="0.5", ls=":", lw=1)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def spectrum_curves(t, values, ax=None, *, labels=None, logx: bool = True, logy: bool = True,
+                    title: str | None = None, ylabel: str = "eigenvalue in fixed basis"):
+    """Gram spectra tracked in a fixed basis (modes keep their identity across time).
+
+    Arguments:
+        t: (T,) times. values: (T, m) mode values (e.g. :func:`ufm.metrics.spectrum_in_basis`).
+        labels: m labels (optional).
+    Returns:
+        The Axes.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    V = np.asarray(values, dtype=float)
+    for i in range(V.shape[1]):
+        y = V[:, i]
+        ax.plot(t, np.where(y > 0, y, np.nan) if logy else y,
+                label=None if labels is None else labels[i], lw=1.4)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if labels is not None:
+        ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def phase_diagram(x, y, Z, ax=None, *, xlabel: str, ylabel: str, zlabel: str, logx: bool = False,
+                  logy: bool = False, lognorm: bool = False, title: str | None = None,
+                  annotate: bool = True, fmt: str = "{:.2g}", cmap: str = "viridis"):
+    """A quantity over a 2-D parameter grid, one cell per grid point, with a colour bar.
+
+    Arguments:
+        x: (nx,) grid values along the horizontal axis; y: (ny,) along the vertical axis.
+        Z: (ny, nx) values (nan cells are left blank).
+        xlabel, ylabel, zlabel: axis and colour-bar labels.
+        logx, logy: label the grid values in log style (cells stay evenly spaced).
+        lognorm: logarithmic colour scale (positive values).
+        annotate: write each value in its cell.
+    Returns:
+        The Axes.
+    """
+    plt = _plt()
+    from matplotlib.colors import LogNorm
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 3.6))
+    Z = np.asarray(Z, dtype=float)
+    norm = None
+    if lognorm:
+        pos = Z[np.isfinite(Z) & (Z > 0)]
+        if pos.size:
+            norm = LogNorm(vmin=pos.min(), vmax=pos.max())
+    im = ax.imshow(Z, origin="lower", aspect="auto", cmap=cmap, norm=norm)
+    ax.set_xticks(range(len(x)), [(f"{v:.0e}" if logx else f"{v:g}") for v in x], fontsize=8)
+    ax.set_yticks(range(len(y)), [(f"{v:.0e}" if logy else f"{v:g}") for v in y], fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.figure.colorbar(im, ax=ax, label=zlabel)
+    if annotate:
+        finite = Z[np.isfinite(Z)]
+        mid = np.median(finite) if finite.size else 0
+        for i in range(Z.shape[0]):
+            for j in range(Z.shape[1]):
+                v = Z[i, j]
+                ax.text(j, i, "–" if not np.isfinite(v) else fmt.format(v), ha="center", va="center",
+                        fontsize=7, color="w" if (np.isfinite(v) and v < mid) else "k")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def observed_vs_predicted(x, observed, predicted, ax=None, *, label: str = "", logx: bool = True,
+                          xlabel: str = "step"):
+    """An observable logged from a real run (dots) against a model's prediction (line).
+
+    Arguments:
+        x: (T,) steps or times. observed, predicted: (T,) values.
+    Returns:
+        The Axes.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 3.2))
+    xx = np.asarray(x, dtype=float)
+    if logx:
+        xx = np.where(xx > 0, xx, np.nan)
+    (pts,) = ax.plot(xx, observed, "o", ms=3, label=f"{label} observed".strip())
+    ax.plot(xx, predicted, "-", color=pts.get_color(), lw=1.4, label=f"{label} predicted".strip())
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return ax
