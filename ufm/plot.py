@@ -123,7 +123,7 @@ def _nearest(t, target):
 
 def metric_curves(t, curves: dict, ax=None, *, ylabel: str = "", summaries: dict | None = None,
                   threshold: float | None = None, logx: bool = True, logy: bool = False,
-                  title: str | None = None, xlabel: str = "t (gradient-flow time)"):
+                  title: str | None = None, xlabel: str = "t (gradient-flow time)", styles: dict | None = None):
     """Metric-vs-time curves with transient markers.
 
     Arguments:
@@ -132,8 +132,10 @@ def metric_curves(t, curves: dict, ax=None, *, ylabel: str = "", summaries: dict
         ax: Axes (created when None).
         ylabel, title, xlabel: labels.
         summaries: mapping label -> :class:`~ufm.metrics.TransientSummary`; the peak is marked
-            with a dot and the collapse time with a dashed vertical line in the curve's colour.
+            with a dot and the collapse time with a dashed vertical line in the curve's colour
+            (only for a real transient: a peak above ``threshold`` when one is given).
         threshold: draw the collapse threshold as a horizontal dotted line.
+        styles: mapping label -> keyword arguments of ``ax.plot`` (colour, line style, ...).
         logx, logy: logarithmic axes (log time is the natural axis for these dynamics).
     Returns:
         The Axes.
@@ -143,9 +145,10 @@ def metric_curves(t, curves: dict, ax=None, *, ylabel: str = "", summaries: dict
         _, ax = plt.subplots(figsize=(5, 3.2))
     for label, y in curves.items():
         tt = t[label] if isinstance(t, dict) else t
-        (line,) = ax.plot(tt, y, label=label, lw=1.6)
+        kw = {"lw": 1.6, **(styles or {}).get(label, {})}
+        (line,) = ax.plot(tt, y, label=label, **kw)
         s = (summaries or {}).get(label)
-        if s is not None and np.isfinite(s.t_peak):
+        if s is not None and np.isfinite(s.t_peak) and (threshold is None or s.peak > threshold):
             ax.plot([s.t_peak], [s.peak], "o", color=line.get_color(), ms=5)
             if s.collapsed and np.isfinite(s.t_collapse):
                 ax.axvline(s.t_collapse, color=line.get_color(), ls="--", lw=1)

@@ -1,0 +1,31 @@
+"""``ufm run [CONFIG]``: the main job, structure before collapse."""
+
+HELP = "run the structure-before-collapse simulations (default configuration when none is given)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", nargs="?", help="TOML configuration (default: the shipped one; "
+                        "see simulations/structure_before_collapse.toml)")
+    parser.add_argument("--out", help="output folder (overrides the configuration's 'out')")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def main(args) -> int:
+    import sys
+
+    from ..experiments import structure_before_collapse as job
+
+    try:
+        cfg = job.load_config(args.config, out=args.out)
+    except ValueError as exc:
+        print(f"ufm run: {exc}", file=sys.stderr)
+        return 2
+    progress = None if args.quiet else job._Progress(sys.stderr)
+    summary = job.run(cfg, progress=progress, figures=not args.no_figures)
+    print(job.results_markdown(summary))
+    out = args.out or cfg.out
+    print(f"Figures, summary.json, results.md and trajectories are in {out}/")
+    for path in summary["figures"]:
+        print(f"  {path}")
+    return 0

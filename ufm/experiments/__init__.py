@@ -1,0 +1,1 @@
+"""Reproducible experiments shipped with the package (the default job of ``ufm run``)."""
