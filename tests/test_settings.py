@@ -316,3 +316,42 @@ def test_settings_feed_a_model():
         model = ufm.UFM(p, coupling=theta)
         assert model.kind == "coupled"
         assert np.linalg.eigvalsh(theta).min() >= 1.0 - 1e-12  # I + PSD
+
+
+def test_class_imbalance_through_per_context_counts():
+    counts = [3, 1, 2, 1, 1, 2]
+    p = ufm.settings.factorial((2, 3), samples_per_context=counts)
+    assert p.N == sum(counts) and p.K == 6
+    np.testing.assert_array_equal(np.bincount(p.labels), counts)
+    # every sample carries its context's attributes
+    combos = np.array([[a, b] for a in range(2) for b in range(3)])
+    np.testing.assert_array_equal(p.attributes, combos[p.labels])
+    assert p.relations is None  # unequal class sizes break the association scheme
+    h = ufm.settings.hierarchy(2, 2, samples_per_context=[1, 2, 1, 3])
+    np.testing.assert_array_equal(np.bincount(h.labels), [1, 2, 1, 3])
+    for bad, match in (([1, 2], "one per context"), ([1, 0, 1, 1, 1, 1], "counts >= 1"), (0, "samples_per_context")):
+        with pytest.raises(ValueError, match=match):
+            ufm.settings.factorial((2, 3), samples_per_context=bad)
+
+
+def test_sequences_setting():
+    p = ufm.settings.sequences((2, 3), tokens_per_class=2)
+    assert p.N == (2 * 2) * (3 * 2) and p.K == p.N and p.target_kind == "onehot"
+    assert p.attributes.shape == (p.N, 2)
+    # the shared-token similarity counts equal tokens by position and never exceeds the
+    # shared-class count (equal tokens imply equal classes)
+    S_tok, S_cls = p.similarities["shared_token"], p.similarities["attribute"]
+    assert np.all(np.diag(S_tok) == 2) and np.all(S_tok <= S_cls)
+    soft = ufm.settings.sequences((2, 2), tokens_per_class=2, labels="soft", support=3)
+    assert soft.target_kind == "soft" and soft.K == 4 * 3
+    np.testing.assert_allclose(soft.Y.sum(axis=0), 1.0)
+    # contexts with the same latent classes share their support, others are disjoint
+    same = (soft.attributes[:, None, :] == soft.attributes[None, :, :]).all(axis=2)
+    overlap = (soft.Y.T > 0).astype(int) @ (soft.Y > 0).astype(int)
+    assert np.all((overlap == 3) == same) and np.all((overlap == 0) == ~same)
+    sub = ufm.settings.sequences((2, 2), n_contexts=5, seed=3)
+    assert sub.N == 5 and np.array_equal(sub.attributes, ufm.settings.sequences((2, 2), n_contexts=5, seed=3).attributes)
+    for kwargs, match in ((dict(classes=(1, 2)), "classes"), (dict(labels="hard"), "labels"),
+                          (dict(n_contexts=100), "n_contexts"), (dict(tokens_per_class=0), "tokens_per_class")):
+        with pytest.raises(ValueError, match=match):
+            ufm.settings.sequences(**{"classes": (2, 2), **kwargs})

@@ -53,8 +53,21 @@ def _sorted(keys):
         return sorted(keys, key=repr)
 
 
-def _samples(n_contexts: int, samples_per_context: int):
+def _samples(n_contexts: int, samples_per_context):
     return np.repeat(np.arange(n_contexts), samples_per_context)
+
+
+def _sample_counts(samples_per_context, n_contexts: int):
+    """An int >= 1 (balanced) or one count >= 1 per context (class imbalance)."""
+    if isinstance(samples_per_context, (int, np.integer)) and not isinstance(samples_per_context, bool):
+        return as_positive_int(samples_per_context, "samples_per_context")
+    counts = as_int_array(samples_per_context, "samples_per_context", ndim=1)
+    if counts.shape != (n_contexts,):
+        raise ValueError(f"samples_per_context: expected an integer or {n_contexts} counts (one per context), "
+                         f"got shape {counts.shape}")
+    if counts.min() < 1:
+        raise ValueError("samples_per_context: expected counts >= 1")
+    return counts
 
 
 def _labels_for(contexts: np.ndarray, n_contexts: int, label_permutation, seed):
@@ -104,7 +117,8 @@ def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, s
 
     Arguments:
         levels: sequence of F >= 1 integers >= 2 (e.g. (3, 3): colour × shape).
-        samples_per_context: n >= 1.
+        samples_per_context: n >= 1, or one count per context (class imbalance; the problem
+            then has no association scheme and ``relations`` is None).
         label_permutation: None, ``"random"`` (uses ``seed``) or a permutation of the contexts.
         seed: seed for the random permutation.
 
@@ -117,9 +131,9 @@ def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, s
         raise TypeError(f"levels: expected a sequence of integers >= 2, got {levels!r}") from exc
     if not levels:
         raise ValueError("levels: expected at least one attribute")
-    n = as_positive_int(samples_per_context, "samples_per_context")
     combos = np.array(list(itertools.product(*[range(q) for q in levels])), dtype=np.int64)
     C = combos.shape[0]
+    n = _sample_counts(samples_per_context, C)
     contexts = _samples(C, n)
     attributes = combos[contexts]
     labels = _labels_for(contexts, C, label_permutation, seed)
@@ -140,7 +154,7 @@ def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, s
             return k[0]
         return "agree on none" if not k else "agree on " + ",".join(str(f) for f in k)
 
-    rels, names = relations_from_keys(keys, nm)
+    rels, names = relations_from_keys(keys, nm) if np.ndim(n) == 0 else (None, None)
     return Problem.classification(labels, C, attributes=attributes, relations=rels, relation_names=names,
                                   name=name or f"factorial{levels}")
 
@@ -162,8 +176,8 @@ def hierarchy(branching: int, depth: int, *, samples_per_context: int = 1, label
     """
     branching = as_positive_int(branching, "branching", minimum=2)
     depth = as_positive_int(depth, "depth", minimum=2)
-    n = as_positive_int(samples_per_context, "samples_per_context")
     C = branching ** depth
+    n = _sample_counts(samples_per_context, C)
     leaves = np.arange(C)
     anc = np.stack([leaves // branching ** (depth - level) for level in range(1, depth)], axis=1)
     contexts = _samples(C, n)
@@ -188,7 +202,7 @@ def hierarchy(branching: int, depth: int, *, samples_per_context: int = 1, label
         return (2 + depth - lca(i, j), f"LCA at level {lca(i, j)}")
 
     keys = [[key(i, j) for j in range(N)] for i in range(N)]
-    rels, names = relations_from_keys(keys, lambda k: k[1])
+    rels, names = relations_from_keys(keys, lambda k: k[1]) if np.ndim(n) == 0 else (None, None)
     return Problem.classification(labels, C, attributes=attributes, relations=rels, relation_names=names,
                                   name=name or f"hierarchy(branching={branching}, depth={depth})")
 
