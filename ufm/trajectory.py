@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import metrics as _metrics
+from ._io import atomic_write, json_default
 from .problems import Problem
 
 __all__ = ["Trajectory", "SAVEABLE"]
@@ -178,16 +178,9 @@ class Trajectory:
                 arrays["model/coupling_kernels"] = cp.kernels
             elif cp is not None:
                 arrays["model/coupling"] = cp
-        arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        arrays["meta"] = np.array(json.dumps(meta, default=json_default))
+        # np.savez appends ".npz" to names without it; the temporary name keeps that suffix
+        atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
         return path
 
     @classmethod
@@ -230,11 +223,3 @@ class Trajectory:
             model = UFM(problem, **params)
         kw = {k: arrays[k] for k in _ARRAY_FIELDS if k in arrays}
         return cls(**kw, problem=problem, model=model, info=meta.get("info", {}))
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

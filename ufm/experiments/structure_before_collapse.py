@@ -24,6 +24,8 @@ from importlib import resources
 
 import numpy as np
 
+from .._io import atomic_write_text, json_default
+
 __all__ = ["Config", "load_config", "build_problem", "run_setting", "scaling_study", "width_study",
            "phase_study", "run", "DEFAULT_CONFIG_NAME"]
 
@@ -351,10 +353,10 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
     if figures:
         say("writing figures")
         summary["figures"] = _figures(cfg, results, summary, out)
-    with open(os.path.join(out, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2, default=_json_default)
-    with open(os.path.join(out, "results.md"), "w") as fh:
-        fh.write(results_markdown(summary))
+    text = json.dumps(summary, indent=2, default=json_default)
+    atomic_write_text(os.path.join(out, "summary.json"), text)
+    md = results_markdown(summary)
+    atomic_write_text(os.path.join(out, "results.md"), md)
     say(f"wrote {out}")
     return summary
 
@@ -368,16 +370,6 @@ def _relation_cosines_at_peak(tr, threshold):
     j = int(np.argmin(np.abs(np.log(tr.t) - np.log(s.t_peak))))
     C = metrics.cosine(tr.gram_H[j])
     return {name: float(C[R.astype(bool)].mean()) for name, R in zip(p.relation_names, p.relations)}
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, float):
-        return obj
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _fmt(v, spec=".3g"):

@@ -1,0 +1,52 @@
+"""File helpers shared by every module that writes results: atomic writes and JSON encoding."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+
+def atomic_write(path, write) -> str:
+    """Call ``write(tmp_path)`` then rename the temporary file to ``path`` (atomic on POSIX).
+
+    A reader never sees a half-written file, and a crash leaves no partial file behind: the
+    temporary file lives in the destination folder (same file system) and is removed on error.
+
+    Arguments:
+        path: destination file; its folder is created if missing.
+        write: callable writing the complete file to the path it is given.
+    Returns:
+        ``path`` as a string.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp" + suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def json_default(obj):
+    """``json.dump(default=...)`` for numpy scalars and arrays."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_write_text(path, text: str) -> str:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return atomic_write(path, write)
