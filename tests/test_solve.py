@@ -275,7 +275,8 @@ def test_piecewise_coupling_switches_at_breakpoint():
     x0 = m.init(6, scale=0.3, seed=2)
     whole = ufm.solve(m, x0, [3.0, 8.0], rtol=1e-11, atol=1e-13, save="all")
     first = ufm.solve(m.replace(coupling=k1), x0, [3.0], rtol=1e-11, atol=1e-13, save="all")
-    mid = m.state(first.W[-1], first.H[-1])
+    mid = first.state()
+    np.testing.assert_array_equal(mid.W, first.W[-1])
     second = ufm.solve(m.replace(coupling=k2), mid, [8.0], t0=3.0, rtol=1e-11, atol=1e-13, save="all")
     np.testing.assert_allclose(whole.gram_H[-1], second.gram_H[-1], rtol=1e-8)
 
@@ -308,3 +309,16 @@ def test_results_agree_with_numba_jit_disabled():
     for loss in ("ce", "mse"):
         for a, b in zip(jit[loss], nojit[loss]):
             np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-12, atol=1e-15)
+
+
+def test_continuing_from_a_saved_state_in_gram_space():
+    """Trajectory.state() rebuilds a GramState (logits minus bias) that continues the run."""
+    p = ufm.settings.balanced(3, 2)
+    m = ufm.UFM(p, lambda_W=0.02, lambda_H=0.02, bias=True)
+    x0 = m.init(8, scale=0.5, seed=4)
+    whole = ufm.solve(m, x0, [2.0, 6.0], space="gram", rtol=1e-11, atol=1e-13, save="all")
+    first = ufm.solve(m, x0, [2.0], space="gram", rtol=1e-11, atol=1e-13, save="all")
+    rest = ufm.solve(m, first.state(), [6.0], t0=2.0, space="gram", rtol=1e-11, atol=1e-13, save="all")
+    assert rel_err(rest.gram_H, whole.gram_H[1:]) < 1e-8
+    with pytest.raises(ValueError, match="b"):
+        ufm.solve(m, x0, [1.0], save=("gram_W", "gram_H", "logits")).state()

@@ -81,6 +81,30 @@ class Trajectory:
             return self.problem.attributes
         raise ValueError("attributes: the trajectory's problem has no attributes; pass attributes=")
 
+    def state(self, index: int = -1):
+        """The state at save ``index`` (default the last), to continue from or inspect.
+
+        Returns a :class:`~ufm.models.State` when W and H were saved, otherwise a
+        :class:`~ufm.models.GramState` built from gram_W, gram_H and logits (minus the bias).
+
+        Raises:
+            ValueError: the trajectory saved neither (W, H) nor (gram_W, gram_H, logits), or the
+                model has a bias that was not saved.
+        """
+        from .models import GramState, State
+        if not len(self):
+            raise ValueError("index: the trajectory is empty")
+        bias = self.model is not None and self.model.bias
+        if bias and self.b is None:
+            raise ValueError("b: the model has a bias but the trajectory did not save it (save=[..., 'b'])")
+        b = None if self.b is None else self.b[index]
+        if self.W is not None and self.H is not None:
+            return State(self.W[index], self.H[index], b)
+        if self.gram_W is None or self.gram_H is None or self.logits is None:
+            raise ValueError("save: a state needs W and H, or gram_W, gram_H and logits (save='all')")
+        M = self.logits[index] if b is None else self.logits[index] - b[:, None]
+        return GramState(M, self.gram_W[index], self.gram_H[index], b)
+
     def metric(self, name: str, **kwargs) -> np.ndarray:
         """A metric of :mod:`ufm.metrics` evaluated at every save time, shape (T,).
 
