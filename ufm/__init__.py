@@ -16,5 +16,16 @@ from .trajectory import Trajectory
 
 __version__ = "0.1.0"
 
+# Heavier subpackages load on first use: `ufm.bridge.load(...)` works after `import ufm`
+# without making `import ufm` pay for scipy.optimize, sympy or matplotlib.
+_LAZY = {"bridge", "theory", "plot", "sweeps"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'ufm' has no attribute {name!r}")
+
 __all__ = ["Problem", "UFM", "State", "GramState", "PiecewiseCoupling", "solve", "train",
            "Trajectory", "IntegrationError", "metrics", "settings", "solvers", "__version__"]

@@ -1,0 +1,26 @@
+"""The bridge's exception: every problem with an exported run is a :class:`FormatError`."""
+
+from __future__ import annotations
+
+__all__ = ["FormatError"]
+
+
+class FormatError(ValueError):
+    """An exported run could not be read, or its contents break the "ufm-run" format.
+
+    The message always names the file (or argument), and where it applies the key, the
+    checkpoint and what was expected against what was found. It subclasses ``ValueError`` so
+    that ``except ValueError`` keeps working.
+
+    Attributes:
+        source: the file or directory being read ("<arrays>" for in-memory input), or None.
+        key: the array or metadata key at fault, or None.
+        checkpoint: the index of the checkpoint at fault (into ``steps``), or None.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None,
+                 checkpoint: int | None = None):
+        super().__init__(message)
+        self.source = source
+        self.key = key
+        self.checkpoint = checkpoint

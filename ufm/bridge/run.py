@@ -1,0 +1,499 @@
+"""``Run``: one exported training run in memory, and its Gram trajectory.
+
+Conventions: in a run, as in training code, **rows are samples** — ``H[j]`` is the (N, d)
+matrix of the N contexts' features at checkpoint j and ``W[j]`` the (K, d) classifier. The core
+of ``ufm`` keeps features as d×N columns; :meth:`Run.trajectory` converts at this boundary:
+``gram_H[j] = H[j] H[j]ᵀ`` (N×N, the core's HᵀH), ``gram_W[j] = W[j] W[j]ᵀ`` (K×K) and
+``logits[j] = W[j] H[j]ᵀ + b[j] 1ᵀ`` (K×N, one column per context).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .format import validate
+
+__all__ = ["Run", "relations_from_attributes"]
+
+#: relation matrices are built for problems up to this many contexts (they take R·N² floats)
+MAX_RELATIONS_N = 512
+
+
+def relations_from_attributes(attributes, labels=None):
+    """Relations of contexts by which latent attributes they share (and whether labels agree).
+
+    The key of a pair (i, j) is "identity" (i = j), "same class" (i ≠ j with equal labels, only
+    when some labels repeat), or the set of attribute columns on which the two agree. For a
+    factorial setting this is its Hamming-type association scheme; for a hierarchy (ancestors as
+    attributes) the agreeing sets are prefixes, i.e. the depth of the lowest common ancestor.
+
+    Arguments:
+        attributes: int (N, F), F <= 60.
+        labels: optional int (N,).
+
+    Returns:
+        (relations, names): a list of (N, N) 0/1 float matrices partitioning the pairs, the
+        identity first, and their names (``"agree on 0,2"``, ``"agree on none"``, ...).
+    """
+    A = np.asarray(attributes)
+    if A.ndim == 1:
+        A = A[:, None]
+    N, F = A.shape
+    if F > 60:
+        raise ValueError(f"attributes: at most 60 attribute columns for relations, got {F}")
+    code = np.zeros((N, N), dtype=np.int64)
+    for f in range(F):
+        code |= (A[:, f, None] == A[None, :, f]).astype(np.int64) << f
+    if labels is not None:
+        lab = np.asarray(labels)
+        if np.unique(lab).size < N:
+            code[lab[:, None] == lab[None, :]] = -1
+    np.fill_diagonal(code, -2)
+    rels, names = [], []
+    for c in np.unique(code):
+        rels.append((code == c).astype(np.float64))
+        if c == -2:
+            names.append("identity")
+        elif c == -1:
+            names.append("same class")
+        else:
+            agree = [str(f) for f in range(F) if (int(c) >> f) & 1]
+            names.append("agree on " + (",".join(agree) if agree else "none"))
+    return rels, names
+
+
+class Run:
+    """An exported training run: checkpoints of features and classifier, labels, metadata.
+
+    Construct one with :func:`ufm.bridge.load` from a file, or directly from arrays (same
+    validation). Arrays are kept as stored (float32 stays float32; large safetensors files stay
+    memory-mapped); Grams are computed in float64.
+
+    Arguments:
+        steps: int (T,), strictly increasing optimiser steps of the checkpoints.
+        H: float (T, N, d): features, **one row per context** (the core's H is d×N; see the
+            module docstring).
+        W: float (T, K, d): classifier rows.
+        labels: int (N,) classes in 0 … K−1, or
+        Y: float (N, K) soft labels (rows on the simplex); at least one of the two.
+        b: optional float (T, K) bias.
+        attributes: optional int (N, F) latent attributes.
+        loss: optional float (T,) logged training loss.
+        kernel: optional float (N, N) or (P, N, N): the backbone's feature kernel (traced
+            empirical NTK) at ``kernel_steps``.
+        kernel_steps: optional int (P,) steps of the kernels (default: the first step for a
+            single kernel, ``steps`` when P = T).
+        lr, weight_decay: optional scalars (also read from ``meta``).
+        meta: optional JSON-serialisable metadata (optimizer, model, task, seed, ...).
+        source: where the run came from, used in messages.
+
+    Raises:
+        FormatError: anything :func:`ufm.bridge.format.validate` rejects (missing or
+            inconsistent arrays, non-increasing steps, non-finite values, bad labels, ...).
+    """
+
+    def __init__(self, steps=None, H=None, W=None, *, labels=None, Y=None, b=None, attributes=None, loss=None, kernel=None,
+                 kernel_steps=None, lr=None, weight_decay=None, meta=None, source: str = "<arrays>", _dtypes=None):
+        fields = dict(steps=steps, H=H, W=W, labels=labels, Y=Y, b=b, attributes=attributes, loss=loss,
+                      kernel=kernel, kernel_steps=kernel_steps, lr=lr, weight_decay=weight_decay)
+        arrays, meta = validate({k: v for k, v in fields.items() if v is not None}, meta, source=source,
+                                dtypes=_dtypes)
+        self._a = arrays
+        self.meta = meta
+        self.source = source
+        self._cache = {}
+
+    # -- fields -------------------------------------------------------------------------------
+    steps = property(lambda self: self._a["steps"], doc="int (T,) optimiser steps.")
+    H = property(lambda self: self._a["H"], doc="float (T, N, d) features, one row per context.")
+    W = property(lambda self: self._a["W"], doc="float (T, K, d) classifier rows.")
+    b = property(lambda self: self._a.get("b"), doc="float (T, K) bias, or None.")
+    labels = property(lambda self: self._a.get("labels"), doc="int (N,) labels, or None (soft labels).")
+    attributes = property(lambda self: self._a.get("attributes"), doc="int (N, F) attributes, or None.")
+    loss = property(lambda self: self._a.get("loss"), doc="float (T,) logged loss, or None.")
+    kernel = property(lambda self: self._a.get("kernel"), doc="float (P, N, N) logged kernels, or None.")
+    kernel_steps = property(lambda self: self._a.get("kernel_steps"), doc="int (P,) steps of the kernels, or None.")
+    lr = property(lambda self: self._a.get("lr"), doc="learning rate, or None.")
+    weight_decay = property(lambda self: self._a.get("weight_decay"), doc="weight decay, or None.")
+
+    @property
+    def Y(self) -> np.ndarray:
+        """(N, K) targets: the soft labels, or the one-hot matrix of ``labels``."""
+        if "Y" in self._a:
+            return self._a["Y"]
+        Y = np.zeros((self.N, self.K))
+        Y[np.arange(self.N), self.labels] = 1.0
+        return Y
+
+    @property
+    def T(self) -> int:
+        return int(self.steps.shape[0])
+
+    @property
+    def N(self) -> int:
+        return int(self.H.shape[1])
+
+    @property
+    def K(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def d(self) -> int:
+        return int(self.H.shape[2])
+
+    def fields(self) -> dict:
+        """The run's arrays and scalars as keyword arguments of :func:`ufm.bridge.export`."""
+        out = dict(self._a)
+        out["meta"] = dict(self.meta)
+        return out
+
+    def __repr__(self) -> str:
+        extra = ", ".join(k for k in ("b", "attributes", "loss", "kernel") if k in self._a)
+        return (f"Run({os.path.basename(str(self.source))!r}, T={self.T}, N={self.N}, K={self.K}, d={self.d}, "
+                f"steps {self.steps[0]}…{self.steps[-1]}" + (f", with {extra}" if extra else "") + ")")
+
+    @classmethod
+    def from_trajectory(cls, trajectory, *, steps=None, noise: float = 0.0, seed=None, meta=None,
+                        source: str = "<simulation>") -> "Run":
+        """A run from a simulated trajectory (to test the pipeline on data with known parameters).
+
+        Features and classifier come from the trajectory's W and H when it saved them (H is
+        transposed to rows-are-samples), otherwise from an exact factorisation of the joint Gram
+        ``[[G_W, WH], [(WH)ᵀ, G_H]] = [W; Hᵀ][W; Hᵀ]ᵀ`` at width K + N (a Gram-space run).
+
+        Arguments:
+            trajectory: a :class:`ufm.Trajectory` with a problem (labels or soft targets) and
+                either W and H or gram_W, gram_H and logits (no bias).
+            steps: int (T,) steps to record (default ``trajectory.steps``, else
+                ``round(trajectory.t)``).
+            noise: relative Gaussian noise added to every entry of H and W (standard deviation
+                ``noise`` times the checkpoint's rms row norm / √d).
+            seed: seed of the noise.
+            meta: metadata for the run.
+
+        Returns:
+            :class:`Run`.
+
+        Raises:
+            ValueError: a trajectory without a problem, with a bias, or without the arrays above.
+        """
+        tr = trajectory
+        if tr.problem is None:
+            raise ValueError("trajectory: needs a problem (labels or soft targets)")
+        if tr.b is not None or (tr.model is not None and getattr(tr.model, "bias", False)):
+            raise ValueError("trajectory: runs from biased models are not supported by from_trajectory")
+        if steps is None:
+            steps = tr.steps if tr.steps is not None else np.round(tr.t).astype(np.int64)
+        if tr.W is not None and tr.H is not None:
+            W = np.array(tr.W, dtype=np.float64)
+            H = np.array(tr.H, dtype=np.float64).transpose(0, 2, 1)
+        elif tr.gram_W is not None and tr.gram_H is not None and tr.logits is not None:
+            K, N = tr.logits.shape[1:]
+            W = np.empty((len(tr), K, K + N))
+            H = np.empty((len(tr), N, K + N))
+            for j in range(len(tr)):
+                J = np.block([[tr.gram_W[j], tr.logits[j]], [tr.logits[j].T, tr.gram_H[j]]])
+                lam, V = np.linalg.eigh(0.5 * (J + J.T))
+                F = V * np.sqrt(np.clip(lam, 0.0, None))
+                W[j], H[j] = F[:K], F[K:]
+        else:
+            raise ValueError("trajectory: needs W and H, or gram_W, gram_H and logits (save them in ufm.solve)")
+        if noise:
+            rng = np.random.default_rng(seed)
+            for A in (W, H):
+                rms = np.sqrt(np.mean(np.sum(A * A, axis=2), axis=1))          # (T,)
+                A += noise * rms[:, None, None] / np.sqrt(A.shape[2]) * rng.normal(size=A.shape)
+        prob = tr.problem
+        kw = {"labels": prob.labels} if prob.labels is not None else {"Y": np.array(prob.Y).T}
+        if prob.attributes is not None:
+            kw["attributes"] = prob.attributes
+        m = {"task": prob.name, "model": "simulated UFM", **(meta or {})}
+        return cls(steps, H, W, **kw, meta=m, source=source)
+
+    # -- views --------------------------------------------------------------------------------
+    def select(self, index) -> "Run":
+        """A run with a subset of the checkpoints.
+
+        Arguments:
+            index: anything that indexes axis 0 of ``steps`` (slice, int array, boolean mask),
+                keeping the order increasing.
+
+        Returns:
+            A new :class:`Run`; kernels are kept whole (they carry their own steps).
+        """
+        idx = np.arange(self.T)[index]
+        idx = np.atleast_1d(idx)
+        kw = {k: v for k, v in self._a.items()}
+        for k in ("steps", "H", "W", "b", "loss"):
+            if k in kw:
+                kw[k] = np.asarray(kw[k][idx])
+        return Run(**kw, meta=self.meta, source=self.source)
+
+    def problem(self):
+        """The :class:`ufm.Problem` of the run: one-hot or soft targets (Y is the core's K×N),
+        the attributes, and relation matrices built from the attributes (N <= 512).
+
+        Returns:
+            :class:`ufm.Problem` (cached).
+        """
+        if "problem" not in self._cache:
+            from ..problems import Problem
+            attrs = self.attributes
+            kw = {"name": str(self.meta.get("task", "")) or os.path.basename(str(self.source))}
+            if attrs is not None:
+                kw["attributes"] = attrs
+                if self.N <= MAX_RELATIONS_N:
+                    rels, names = relations_from_attributes(attrs, self.labels)
+                    if len(rels) > 1:
+                        kw["relations"], kw["relation_names"] = rels, names
+            if self.labels is not None:
+                prob = Problem.classification(self.labels, self.K, **kw)
+            else:
+                prob = Problem(self.Y.T, **kw)
+            self._cache["problem"] = prob
+        return self._cache["problem"]
+
+    def grams(self) -> dict:
+        """Gram matrices and logits at every checkpoint, float64 (cached).
+
+        Returns:
+            dict with ``gram_H`` (T, N, N) = H Hᵀ per checkpoint, ``gram_W`` (T, K, K) = W Wᵀ,
+            ``logits`` (T, K, N) = W Hᵀ (+ b 1ᵀ).
+        """
+        if "grams" not in self._cache:
+            T, N, K = self.T, self.N, self.K
+            gH = np.empty((T, N, N))
+            gW = np.empty((T, K, K))
+            Z = np.empty((T, K, N))
+            for j in range(T):
+                h = np.asarray(self.H[j], dtype=np.float64)
+                w = np.asarray(self.W[j], dtype=np.float64)
+                gH[j] = h @ h.T
+                gW[j] = w @ w.T
+                Z[j] = w @ h.T
+                if self.b is not None:
+                    Z[j] += np.asarray(self.b[j], dtype=np.float64)[:, None]
+            self._cache["grams"] = {"gram_H": gH, "gram_W": gW, "logits": Z}
+        return self._cache["grams"]
+
+    def times(self, time: str = "steps") -> np.ndarray:
+        """(T,) times of the checkpoints: ``"steps"`` (the steps as floats) or ``"lr"`` (lr·step).
+
+        Raises:
+            ValueError: unknown ``time``, or ``"lr"`` for a run without a learning rate.
+        """
+        if time == "steps":
+            return self.steps.astype(np.float64)
+        if time == "lr":
+            if self.lr is None:
+                raise ValueError(f"time: 'lr' needs the run's learning rate, and {self.source} has none "
+                                 "(lr in the arrays or the metadata)")
+            return self.lr * self.steps.astype(np.float64)
+        raise ValueError(f"time: expected 'steps' or 'lr', got {time!r}")
+
+    def trajectory(self, time: str = "steps"):
+        """The run as a :class:`ufm.Trajectory`, so the core's metrics and plots apply.
+
+        Arguments:
+            time: ``"steps"`` (t = step) or ``"lr"`` (t = lr·step, the GD time of the core).
+
+        Returns:
+            :class:`ufm.Trajectory` with ``t`` (T,), ``steps``, ``loss`` (the logged loss, NaN
+            where absent), ``gram_H`` (T, N, N), ``gram_W`` (T, K, K), ``logits`` (T, K, N) and
+            ``problem`` (labels, attributes, relations); ``info`` holds the run's source and
+            metadata.
+        """
+        from ..trajectory import Trajectory
+        g = self.grams()
+        loss = self.loss if self.loss is not None else np.full(self.T, np.nan)
+        return Trajectory(t=self.times(time), loss=np.asarray(loss, dtype=np.float64), steps=self.steps.copy(),
+                          gram_H=g["gram_H"], gram_W=g["gram_W"], logits=g["logits"], problem=self.problem(),
+                          info={"source": str(self.source), "meta": dict(self.meta), "from": "ufm.bridge.Run"})
+
+    # -- kernels ------------------------------------------------------------------------------
+    def coupling(self, kind: str = "fixed", *, time_scale: float = 1.0, psd: bool = True):
+        """The logged kernel as a coupling Θ for :class:`ufm.UFM`.
+
+        Arguments:
+            kind: ``"fixed"`` (the first logged kernel, Θ(0)) or ``"piecewise"`` (a
+                :class:`ufm.PiecewiseCoupling`: kernel p applies from ``time_scale ·
+                kernel_steps[p]`` until the next one).
+            time_scale: ODE time per step (the time map t = time_scale · step).
+            psd: clip the kernels' negative eigenvalues (rounding of a float32 NTK) to 0.
+
+        Returns:
+            (N, N) array or :class:`ufm.PiecewiseCoupling`.
+
+        Raises:
+            ValueError: the run has no kernel, or unknown ``kind``.
+        """
+        if self.kernel is None:
+            raise ValueError(f"kernel: {self.source} has no logged kernel (key 'kernel' of the ufm-run format)")
+        ks = self.kernel
+        if psd:
+            ks = np.stack([_psd(k) for k in ks])
+        if kind == "fixed":
+            return ks[0]
+        if kind == "piecewise":
+            from ..models import PiecewiseCoupling
+            if ks.shape[0] == 1:
+                return ks[0]
+            return PiecewiseCoupling(time_scale * self.kernel_steps.astype(np.float64), ks)
+        raise ValueError(f"kind: expected 'fixed' or 'piecewise', got {kind!r}")
+
+    def kernel_summary(self) -> dict | None:
+        """How the logged kernel moves: trace, centred alignment with the first kernel and with
+        the attribute kernel AᵀA, at each kernel step.
+
+        Returns:
+            dict of (P,) arrays ``steps``, ``trace``, ``trace_ratio`` (trace / first trace),
+            ``alignment_initial``, ``alignment_attributes`` (NaN without attributes), or None
+            when the run has no kernel.
+        """
+        if self.kernel is None:
+            return None
+        from ..metrics import kernel_alignment
+        K = self.kernel
+        tr = np.trace(K, axis1=1, axis2=2)
+        out = {"steps": self.kernel_steps.copy(), "trace": tr, "trace_ratio": tr / tr[0],
+               "alignment_initial": np.array([kernel_alignment(k, K[0]) for k in K])}
+        prob = self.problem()
+        if "attribute" in prob.similarities:
+            S = np.asarray(prob.similarities["attribute"])
+            out["alignment_attributes"] = np.array([kernel_alignment(k, S) for k in K])
+        else:
+            out["alignment_attributes"] = np.full(K.shape[0], np.nan)
+        return out
+
+    # -- reports ------------------------------------------------------------------------------
+    def metrics(self) -> dict:
+        """Per-checkpoint geometry: dict of (T,) arrays ``etf_distance``, ``semantic_gap`` (when
+        the run has attributes and the gap is defined), ``effective_rank``, ``norm_H``,
+        ``norm_W`` (root-mean-square row norms), ``loss`` (when logged)."""
+        tr = self.trajectory()
+        out = {"etf_distance": tr.metric("etf_distance")}
+        if self.attributes is not None:
+            try:
+                out["semantic_gap"] = tr.metric("semantic_gap")
+            except ValueError:
+                pass
+        out["effective_rank"] = tr.metric("effective_rank")
+        out["norm_H"] = tr.metric("norm_H") / np.sqrt(self.N)
+        out["norm_W"] = tr.metric("norm_W") / np.sqrt(self.K)
+        if self.loss is not None:
+            out["loss"] = np.asarray(self.loss, dtype=np.float64)
+        return out
+
+    def summary(self) -> str:
+        """A text summary: shapes, steps, metadata, metrics at the first, peak-gap and last
+        checkpoints, the transient summary of the semantic gap, and the kernel's motion."""
+        m = self.metrics()
+        lines = [f"run        {self.source}",
+                 f"shapes     T = {self.T} checkpoints, N = {self.N} contexts, K = {self.K} classes, d = {self.d}"
+                 f" (H {self.H.dtype}, W {self.W.dtype})",
+                 f"steps      {self.steps[0]} … {self.steps[-1]}",
+                 f"targets    {'labels (one-hot)' if self.labels is not None else 'soft labels Y'}"
+                 + (f", attributes F = {self.attributes.shape[1]}" if self.attributes is not None else "")]
+        keys = [k for k in ("task", "model", "optimizer", "lr", "weight_decay", "seed") if k in self.meta]
+        if keys:
+            lines.append("meta       " + ", ".join(f"{k} = {self.meta[k]}" for k in keys))
+        rows = [0, self.T - 1]
+        if "semantic_gap" in m:
+            rows.insert(1, int(np.argmax(m["semantic_gap"])))
+        lines.append("")
+        names = [k for k in ("loss", "semantic_gap", "etf_distance", "effective_rank", "norm_H", "norm_W") if k in m]
+        lines.append("step".rjust(10) + "".join(n.rjust(16) for n in names))
+        for j in dict.fromkeys(rows):
+            lines.append(str(self.steps[j]).rjust(10) + "".join(f"{m[n][j]:16.4g}" for n in names))
+        if "semantic_gap" in m:
+            from ..metrics import transient_summary
+            ts = transient_summary(self.steps.astype(float), m["semantic_gap"])
+            lines.append("")
+            lines.append(f"transient  peak semantic gap {ts.peak:.3f} at step {ts.t_peak:g}; "
+                         + (f"falls below 0.02 at step {ts.t_collapse:.3g}" if ts.collapsed else
+                            f"still {m['semantic_gap'][-1]:.3f} at the last step (no collapse)"))
+        ks = self.kernel_summary()
+        if ks is not None:
+            lines.append(f"kernel     {len(ks['steps'])} logged at steps {[int(s) for s in ks['steps']]}; trace grows "
+                         f"{ks['trace_ratio'][-1]:.3g}x, centred alignment with the first "
+                         f"{ks['alignment_initial'][-1]:.3f}, with AᵀA {ks['alignment_attributes'][0]:.3f} → "
+                         f"{ks['alignment_attributes'][-1]:.3f}")
+        return "\n".join(lines)
+
+    def plot(self, fig=None):
+        """Figure of the run's geometry over log steps: semantic gap, ETF distance, effective
+        rank, norms and loss (matplotlib, imported here).
+
+        Arguments:
+            fig: optional matplotlib Figure to draw into (a new one otherwise).
+
+        Returns:
+            The matplotlib Figure.
+        """
+        if fig is None:
+            import matplotlib.pyplot as plt
+            fig = plt.figure(figsize=(11, 6.5))
+        m = self.metrics()
+        x = self.steps.astype(float)
+        panels = [("semantic_gap", "semantic gap"), ("etf_distance", "ETF distance"),
+                  ("effective_rank", "effective rank of G_H"), ("norms", "rms norms"), ("loss", "loss")]
+        panels = [p for p in panels if p[0] in m or p[0] == "norms"]
+        ks = self.kernel_summary()
+        if ks is not None:
+            panels.append(("kernel", "kernel"))
+        axes = fig.subplots(2, 3).ravel()
+        for ax, (key, title) in zip(axes, panels):
+            if key == "norms":
+                ax.plot(x, m["norm_H"], label="features")
+                ax.plot(x, m["norm_W"], label="classifier")
+                ax.set_yscale("log")
+                ax.legend(fontsize=8)
+            elif key == "kernel":
+                ax.plot(ks["steps"], ks["trace_ratio"], "o-", label="trace / trace₀")
+                ax2 = ax.twinx()
+                ax2.plot(ks["steps"], ks["alignment_initial"], "s--", color="C1", label="CKA with Θ₀")
+                ax2.plot(ks["steps"], ks["alignment_attributes"], "^--", color="C2", label="CKA with AᵀA")
+                ax2.set_ylim(0, 1.05)
+                ax.legend(fontsize=7, loc="upper left")
+                ax2.legend(fontsize=7, loc="lower right")
+            else:
+                ax.plot(x, m[key], "-")
+                if key == "loss":
+                    ax.set_yscale("log")
+            ax.set_title(title, fontsize=10)
+            ax.set_xscale("symlog", linthresh=max(1.0, float(x[x > 0].min()) if np.any(x > 0) else 1.0))
+            ax.set_xlim(float(x.min()), float(x.max()))
+            ax.set_xlabel("step")
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        fig.suptitle(os.path.basename(str(self.source)) + (f" — {self.meta.get('task')}" if "task" in self.meta else ""),
+                     fontsize=11)
+        fig.tight_layout()
+        return fig
+
+    def save(self, path, **kwargs) -> str:
+        """Write the run with :func:`ufm.bridge.export` (same keyword options)."""
+        from .writers import export
+        fields = self.fields()
+        fields.update(kwargs)
+        return export(path, **fields)
+
+
+def _psd(K: np.ndarray) -> np.ndarray:
+    """Nearest symmetric PSD matrix (negative eigenvalues set to 0)."""
+    K = 0.5 * (K + K.T)
+    lam, V = np.linalg.eigh(K)
+    if lam[0] >= 0:
+        return K
+    lam = np.clip(lam, 0.0, None)
+    out = (V * lam) @ V.T
+    return 0.5 * (out + out.T)
+
+
+def _check_run(run) -> "Run":
+    if not isinstance(run, Run):
+        raise TypeError(f"run: expected a ufm.bridge.Run (from ufm.bridge.load), got {type(run).__name__}")
+    return run
+

@@ -1,0 +1,124 @@
+"""``ufm fit RUN``: fit UFM dynamics to an exported run; write a report, a figure and JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+HELP = "fit UFM dynamics (standard / coupled / linear-features) to an exported run; write report + figure"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run", help="a ufm-run file (.npz, .safetensors, .h5) or directory")
+    parser.add_argument("--tag", default=None, help="which run of a W_list_<tag>.npy directory")
+    parser.add_argument("--model", default="coupled", choices=("standard", "coupled", "linear-features"),
+                        help="model family (default coupled)")
+    parser.add_argument("--params", default=None,
+                        help="comma-separated parameters to fit (default by family), from time_scale, time_power, "
+                             "lambda, lambda_W, lambda_H, lambda_E, lambda_b, init_scale, beta, lr_W, lr_H")
+    parser.add_argument("--observables", default=None,
+                        help="comma-separated observables (default relations/gram_H, semantic_gap, etf_distance), "
+                             "from gram_H, gram_W, relations, semantic_gap, etf_distance, effective_rank, norm_H, "
+                             "norm_W, norms")
+    parser.add_argument("--time", default="scale", choices=("fixed", "scale", "power", "optimizer"),
+                        help="time map: t = lr·step, s·step (default), s·step^p, or the discrete optimiser")
+    parser.add_argument("--init", default="run", choices=("run", "isotropic"),
+                        help="start from the run's first checkpoint (default) or an isotropic small init")
+    parser.add_argument("--coupling", default=None, choices=("identity", "attribute", "measured", "measured-t"),
+                        help="Θ: attribute kernel (default for coupled/linear-features), the run's logged kernel "
+                             "fixed (measured) or time-dependent (measured-t)")
+    parser.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
+                        help="fix a parameter that is not fitted (repeatable)")
+    parser.add_argument("--degree", type=float, default=None, help="homogeneity degree L for linear-features")
+    parser.add_argument("--compare", action="store_true",
+                        help="fit every family (and the kernel predictions when the run has a kernel) and tabulate")
+    parser.add_argument("--kernel", action="store_true",
+                        help="zero-parameter predictions from the logged kernel (coupled and linear-features, "
+                             "fixed Θ(0) and time-dependent Θ(t))")
+    parser.add_argument("--out-dir", default=".", help="directory for the outputs (default: current)")
+    parser.add_argument("--max-time", type=float, default=120.0, help="seconds per fit before keeping the best so far")
+
+
+def _list(text):
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def main(args) -> int:
+    import ufm.bridge
+
+    try:
+        run = ufm.bridge.load(args.run, tag=args.tag)
+    except (ufm.bridge.FormatError, ImportError) as exc:
+        print(f"ufm fit: {exc}", file=sys.stderr)
+        return 2
+    fixed = {}
+    for item in args.fixed:
+        name, sep, value = item.partition("=")
+        try:
+            fixed[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            print(f"ufm fit: --fixed: expected NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+    import matplotlib
+    matplotlib.use("Agg")
+    stem = os.path.join(args.out_dir, _stem(args.run))
+    os.makedirs(args.out_dir, exist_ok=True)
+    kw = dict(time=args.time, init=args.init, max_time=args.max_time)
+    try:
+        if args.compare or args.kernel:
+            obs = _list(args.observables)
+            if args.kernel:
+                result = ufm.bridge.kernel_prediction(run, obs, **kw)
+                suffix = "_kernel"
+            else:
+                result = ufm.bridge.compare(run, None, obs, **kw)
+                suffix = "_compare"
+            report = result.report()
+            payload = {"run": str(run.source), "best_aic": result.best("aic"), "best_bic": result.best("bic"),
+                       "table": result.table()}
+        else:
+            result = ufm.bridge.fit(run, args.model, _list(args.params), _list(args.observables),
+                                    coupling=args.coupling, fixed=fixed or None, degree=args.degree, **kw)
+            report = result.report()
+            payload = {"run": str(run.source), **result.summary_row(), "params": result.params_,
+                       "stderr": result.stderr_, "values": result.values_, "r2": result.r2_,
+                       "success": result.success_, "message": result.message_}
+            suffix = "_fit"
+    except (TypeError, ValueError) as exc:
+        print(f"ufm fit: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    with open(stem + suffix + ".txt", "w", encoding="utf-8") as fh:
+        fh.write(report + "\n")
+    with open(stem + suffix + ".json", "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=1, default=_json)
+    fig = result.plot()
+    fig.savefig(stem + suffix + ".png", dpi=110)
+    print(f"\nwrote {stem + suffix}.txt, .json, .png")
+    return 0
+
+
+def _json(obj):
+    try:
+        import numpy as np
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    raise TypeError(type(obj).__name__)
+
+
+def _stem(path: str) -> str:
+    base = os.path.basename(os.path.normpath(path))
+    for suffix in (".npz", ".safetensors", ".h5", ".hdf5"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base

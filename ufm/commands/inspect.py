@@ -1,0 +1,43 @@
+"""``ufm inspect RUN``: summary and figure of an exported training run."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HELP = "summarise an exported training run (ufm-run): shapes, steps, metrics, transient, kernel; draw a figure"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run", help="a ufm-run file (.npz, .safetensors, .h5) or directory")
+    parser.add_argument("--tag", default=None, help="which run of a W_list_<tag>.npy directory")
+    parser.add_argument("--figure", default=None,
+                        help="where to write the figure (default: <run name>_inspect.png in the current directory)")
+    parser.add_argument("--no-figure", action="store_true", help="print the summary only")
+
+
+def main(args) -> int:
+    import ufm.bridge
+
+    try:
+        run = ufm.bridge.load(args.run, tag=args.tag)
+    except (ufm.bridge.FormatError, ImportError) as exc:
+        print(f"ufm inspect: {exc}", file=sys.stderr)
+        return 2
+    print(run.summary())
+    if not args.no_figure:
+        import matplotlib
+        matplotlib.use("Agg")
+        path = args.figure or _stem(args.run) + "_inspect.png"
+        fig = run.plot()
+        fig.savefig(path, dpi=110)
+        print(f"\nfigure     {path}")
+    return 0
+
+
+def _stem(path: str) -> str:
+    base = os.path.basename(os.path.normpath(path))
+    for suffix in (".npz", ".safetensors", ".h5", ".hdf5"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
