@@ -28,3 +28,17 @@ def test_quick_start_runs_and_shows_the_transient():
 def test_cli_lists_subcommands():
     res = subprocess.run([sys.executable, "-m", "ufm", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "run" in res.stdout
+
+
+def _bridge_snippet() -> str:
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## Real training runs"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_bridge_snippet_runs_from_the_repository_root():
+    res = subprocess.run([sys.executable, "-c", _bridge_snippet()], capture_output=True, text=True, timeout=600,
+                         cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    summary, fitted = res.stdout.strip().splitlines()[-2:]
+    assert "collapsed=True" in summary and "time_scale" in fitted and "semantic_gap" in fitted
