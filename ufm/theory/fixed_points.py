@@ -1,0 +1,510 @@
+"""Closed-form fixed points of the UFM, derived with sympy from stationarity on an ansatz.
+
+Every derivation starts from the objective of DESIGN.md §2 (mean loss, π_i = 1/N) on a
+symmetric ansatz — W = uΦ, h_i = vφ_{y_i} with Φ orthonormal (MSE) or a unit simplex ETF
+(CE) — differentiates it with sympy, solves the stationarity equations, and checks that the
+residuals simplify to 0. The result is exposed as sympy expressions in the model's symbols
+(:mod:`ufm.theory.symbols`), evaluated for a concrete model, with its existence condition and
+a ``verify()`` that runs the integrator to convergence from a generic initialisation.
+
+Why the ansatz contains the global minimiser is the content of the cited papers (Zhu et al.
+2021 for CE; Tirer & Bruna 2022, Zhou et al. 2022 for MSE via the class-level nuclear-norm
+problem, which :func:`mse_class_level` derives as well); the derivations here supply the
+numbers and the integrator confirms them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+
+import numpy as np
+import sympy as sp
+
+from . import symbols as S
+from .result import Result, Verification, converge, relative_error
+
+__all__ = ["fixed_point", "in_terms_of_c", "ce_symbolic", "mse_symbolic", "mse_imbalanced_symbolic", "mse_class_level",
+           "max_margin_symbolic", "max_margin", "seli", "grams_from_scalars"]
+
+u, v = sp.symbols("u v", positive=True)          # ansatz scalars: W = uΦ, h_i = vφ_{y_i}
+m_sym = sp.Symbol("m", positive=True)             # logit margin
+z_sym = sp.Symbol("z", nonnegative=True)          # class-level singular value
+c_sym = sp.Symbol("c", positive=True)             # c = √(nλ_Wλ_H)
+b0 = sp.Symbol("b_0", real=True)                  # uniform bias b = b_0·1
+n_k = sp.Symbol("n_k", positive=True)             # size of class k (imbalanced)
+
+
+def in_terms_of_c(expr) -> sp.Expr:
+    """Rewrite an expression through c = √(nλ_Wλ_H) (substituting λ_H = c²/(nλ_W))."""
+    return sp.simplify(sp.sympify(expr).subs(S.lambda_H, c_sym ** 2 / (S.n * S.lambda_W)))
+
+
+def _check_zero(exprs, sub) -> None:
+    """Raise unless every expression simplifies to 0 after substitution (a derivation guard)."""
+    for e in exprs:
+        r = sp.simplify(sp.expand(e.subs(sub)))
+        if r != 0:
+            raise ArithmeticError(f"derivation check failed: residual {r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-entropy (Zhu et al. 2021)
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def ce_symbolic() -> dict:
+    """Regularised CE, balanced: stationarity of the loss on the ETF ansatz.
+
+    Ansatz: W = uΦ with Φ (K×d) a unit simplex ETF (ΦΦᵀ = (K/(K−1))P_K), h_i = vφ_{y_i}.
+    Then Z = uv(K/(K−1))P_K Y: every correct logit beats every wrong one by the margin
+    m = uvK/(K−1), the per-sample loss is log(1 + (K−1)e^{−m}), and
+
+        L(u, v) = log(1 + (K−1)e^{−m}) + (λ_W K/2) u² + (λ_H N/2) v²,   N = Kn.
+
+    Derivation: u∂_uL − v∂_vL = K(λ_W u² − nλ_H v²) = 0 fixes v/u; writing u, v through the
+    margin turns u∂_uL = 0 into an equation for m alone, solved by sympy.
+
+    Returns:
+        dict of sympy expressions: ``L`` (the ansatz loss), ``stationarity``, ``balance``,
+        ``margin`` m, ``u2`` = ‖w_k‖², ``v2`` = ‖h_i‖², ``uv``, ``ratio`` (h = ratio·w),
+        ``loss`` (value at the minimiser), ``condition`` (existence), ``trivial_loss``.
+    """
+    K, n, lW, lH = S.K, S.n, S.lambda_W, S.lambda_H
+    N = K * n
+    margin = u * v * K / (K - 1)
+    L = sp.log(1 + (K - 1) * sp.exp(-margin)) + lW * K * u ** 2 / 2 + lH * N * v ** 2 / 2
+    du, dv = sp.diff(L, u), sp.diff(L, v)
+    balance = sp.factor(sp.simplify(u * du - v * dv))
+    v_of_u = [s for s in sp.solve(balance, v) if s.is_positive is not False][0]
+    u_of_m = [s for s in sp.solve(sp.Eq(u * v_of_u, m_sym * (K - 1) / K), u) if s.is_positive is not False][0]
+    eq_m = sp.simplify((u * du).subs(v, v_of_u).subs(u, u_of_m))
+    m_star = [s for s in sp.solve(eq_m, m_sym) if s != 0][0]
+    u_star = u_of_m.subs(m_sym, m_star)
+    v_star = v_of_u.subs(u, u_star)
+    _check_zero([du, dv], {u: u_star, v: v_star})
+    # the norms and the loss read best through the margin m (substitute m* to evaluate)
+    u2_m = sp.simplify(u_of_m ** 2)
+    v2_m = sp.simplify(v_of_u.subs(u, u_of_m) ** 2)
+    uv_m = sp.simplify(u_of_m * v_of_u.subs(u, u_of_m))
+    loss_m = sp.simplify(L.subs(v, v_of_u).subs(u, u_of_m))
+    return {"L": L, "stationarity": (du, dv), "balance": balance, "margin": m_star, "m": m_sym,
+            "u2": u2_m, "v2": v2_m, "uv": uv_m, "loss": loss_m, "ratio": sp.simplify(v_of_u / u),
+            "condition": sp.StrictLessThan(K * sp.sqrt(n * lW * lH), 1), "trivial_loss": sp.log(K)}
+
+
+# ---------------------------------------------------------------------------------------------
+# MSE (Tirer & Bruna 2022; Zhou et al. 2022)
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def mse_class_level() -> dict:
+    """The class-level problem (1/2K)‖Z − T‖² + c‖Z‖_* per singular value.
+
+    With NC1 and the AM–GM bound λ_W/2‖W‖² + nλ_H/2‖H̄‖² >= √(nλ_Wλ_H)‖WH̄‖_* (equality at
+    balance), the regularised MSE reduces to this problem on Z = WH̄. Each singular value
+    σ_T = 1 of T contributes f(z) = (1/2K)(z − 1)² + cz, minimised at z* = (1 − Kc)₊.
+
+    Returns:
+        dict: ``f``, ``z`` (the minimiser when positive), ``value`` = f(z*), ``condition``.
+    """
+    K = S.K
+    f = (z_sym - 1) ** 2 / (2 * K) + c_sym * z_sym
+    zs = sp.solve(sp.diff(f, z_sym), z_sym)[0]
+    return {"f": f, "z": zs, "value": sp.factor(sp.simplify(f.subs(z_sym, zs))),
+            "condition": sp.StrictLessThan(K * c_sym, 1)}
+
+
+@lru_cache(maxsize=None)
+def mse_symbolic(bias: bool = False) -> dict:
+    """Regularised MSE, balanced, with or without an unregularised bias.
+
+    Ansatz (no bias): W = uΦ (orthonormal rows), H = vΦᵀY: Z = uvY and
+    L = ½(uv − 1)² + (Kλ_W/2)u² + (Nλ_H/2)v².
+    Ansatz (bias): W = uE, H = vEᵀY with EEᵀ = P_K, b = b_0 1: ∂L/∂b_0 = 0 gives b_0 = 1/K
+    and L = ((K−1)/K)[½(uv − 1)² + (Kλ_W/2)u² + (Nλ_H/2)v²] — the same scalars.
+
+    Returns:
+        dict: ``L``, ``u2`` (= eigenvalue of WWᵀ), ``v2`` (= of H̄ᵀH̄), ``uv``, ``ratio``
+        (W = ratio·H̄ᵀ), ``bias`` (b_0 or None), ``loss``, ``condition``, ``trivial_loss``,
+        ``rank`` r (K or K − 1).
+    """
+    K, n, lW, lH = S.K, S.n, S.lambda_W, S.lambda_H
+    N = K * n
+    if not bias:
+        L = (u * v - 1) ** 2 / 2 + K * lW * u ** 2 / 2 + N * lH * v ** 2 / 2
+        eqs = [sp.diff(L, u), sp.diff(L, v)]
+        b_star = None
+    else:
+        # residual of a column of class k: (uv − 1)e_k − (uv/K)1 + b_0 1
+        r2 = (u * v - 1) ** 2 + 2 * (u * v - 1) * (b0 - u * v / K) + K * (b0 - u * v / K) ** 2
+        L = r2 / 2 + lW * u ** 2 * (K - 1) / 2 + lH * v ** 2 * N * (K - 1) / K / 2
+        b_star = sp.solve(sp.diff(L, b0), b0)[0]
+        L = sp.factor(sp.simplify(L.subs(b0, b_star)))
+        eqs = [sp.diff(L, u), sp.diff(L, v)]
+    balance = sp.factor(sp.simplify(u * eqs[0] - v * eqs[1]))
+    v_of_u = [s for s in sp.solve(balance, v) if s.is_positive is not False][0]
+    U = sp.Symbol("U", positive=True)
+    u2 = sp.solve(sp.simplify(eqs[0].subs(v, v_of_u) / u).subs(u, sp.sqrt(U)), U)[0]
+    u_star = sp.sqrt(u2)
+    v_star = v_of_u.subs(u, u_star)
+    _check_zero(eqs, {u: u_star, v: v_star})
+    loss = sp.simplify(L.subs({u: u_star, v: v_star}))
+    trivial = L.subs({u: 0, v: 0})
+    return {"L": L, "balance": balance, "u2": sp.simplify(u2), "v2": sp.simplify(v_star ** 2),
+            "uv": sp.simplify(u_star * v_star), "ratio": sp.simplify(u / v_of_u), "bias": b_star,
+            "loss": loss, "condition": sp.StrictLessThan(K * sp.sqrt(n * lW * lH), 1),
+            "trivial_loss": sp.simplify(trivial), "rank": K - 1 if bias else K}
+
+
+@lru_cache(maxsize=None)
+def mse_imbalanced_symbolic() -> dict:
+    """Regularised MSE without bias, class sizes n_k: the problem decouples per class.
+
+    Ansatz: w_k = u_k φ_k, h_i = v_k φ_k for i in class k (orthonormal φ_k):
+    L_k = (n_k/2N)(u_kv_k − 1)² + (λ_W/2)u_k² + (λ_H n_k/2)v_k².
+
+    Returns:
+        dict: ``L_k``, ``u2`` (‖w_k‖²), ``v2`` (‖h_i‖²), ``uv``, ``condition`` (class k
+        survives iff n_k > N²λ_Wλ_H), ``loss_k``.
+    """
+    N, lW, lH = S.N, S.lambda_W, S.lambda_H
+    L = n_k * (u * v - 1) ** 2 / (2 * N) + lW * u ** 2 / 2 + lH * n_k * v ** 2 / 2
+    eqs = [sp.diff(L, u), sp.diff(L, v)]
+    balance = sp.factor(sp.simplify(u * eqs[0] - v * eqs[1]))
+    v_of_u = [s for s in sp.solve(balance, v) if s.is_positive is not False][0]
+    U = sp.Symbol("U", positive=True)
+    u2 = sp.solve(sp.simplify(eqs[0].subs(v, v_of_u) / u).subs(u, sp.sqrt(U)), U)[0]
+    u_star = sp.sqrt(u2)
+    v_star = v_of_u.subs(u, u_star)
+    _check_zero(eqs, {u: u_star, v: v_star})
+    return {"L_k": L, "u2": sp.simplify(u2), "v2": sp.simplify(v_star ** 2), "uv": sp.simplify(u_star * v_star),
+            "loss_k": sp.simplify(L.subs({u: u_star, v: v_star})), "trivial_loss_k": L.subs({u: 0, v: 0}),
+            "condition": sp.StrictGreaterThan(n_k, N ** 2 * lW * lH)}
+
+
+# ---------------------------------------------------------------------------------------------
+# unregularised CE: max-margin direction (Ji et al. 2022; Lyu & Li 2020)
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def max_margin_symbolic() -> dict:
+    """min ½(‖W‖² + ‖H‖²) s.t. every margin >= 1, on the ETF ansatz (Lagrange multipliers).
+
+    On the ansatz ½(Ku² + Nv²) is minimised subject to uvK/(K−1) = 1.
+
+    Returns:
+        dict: ``u2`` (‖w_k‖²), ``v2`` (‖h_i‖²), ``ratio`` (h = ratio·w), ``multiplier``.
+    """
+    K, n = S.K, S.n
+    N = K * n
+    mu = sp.Symbol("mu", positive=True)
+    Lag = (K * u ** 2 + N * v ** 2) / 2 - mu * (u * v * K / (K - 1) - 1)
+    sol = sp.solve([sp.diff(Lag, u), sp.diff(Lag, v), sp.diff(Lag, mu)], [u, v, mu], dict=True)
+    sol = [s for s in sol if all(x.is_positive is not False for x in s.values())][0]
+    return {"u2": sp.simplify(sol[u] ** 2), "v2": sp.simplify(sol[v] ** 2), "ratio": sp.simplify(sol[v] / sol[u]),
+            "multiplier": sp.simplify(sol[mu])}
+
+
+# ---------------------------------------------------------------------------------------------
+# numeric evaluation and verification
+# ---------------------------------------------------------------------------------------------
+
+def _class_sizes(problem):
+    if problem.labels is None:
+        raise ValueError("problem: fixed points need one-hot labels")
+    counts = np.bincount(problem.labels, minlength=problem.K)
+    if np.any(counts == 0):
+        raise ValueError("problem: every class needs at least one context")
+    if not np.allclose(problem.weights, 1.0 / problem.N, rtol=1e-12, atol=0):
+        raise ValueError("problem: fixed points are derived for the mean loss (weights 1/N)")
+    return counts
+
+
+def grams_from_scalars(problem, u2, v2, uv, shape: str):
+    """Grams and logits (M = WH) of the ansatz for a problem.
+
+    Arguments:
+        u2, v2, uv: ‖w_k‖², ‖h_i‖², and u·v (arrays of length K for "diag").
+        shape: "identity" (W = uΦ, Φ orthonormal), "centred" (EEᵀ = P_K), "etf" (unit simplex
+            ETF, ΦΦᵀ = (K/(K−1))P_K) or "diag" (one scalar per class).
+
+    Returns:
+        (M, G_W, G_H).
+    """
+    Y = problem.Y
+    K = problem.K
+    if shape == "identity":
+        T = np.eye(K)
+    elif shape == "centred":
+        T = np.eye(K) - 1.0 / K
+    elif shape == "etf":
+        T = (np.eye(K) - 1.0 / K) * K / (K - 1)
+    elif shape == "diag":
+        return np.diag(uv) @ Y, np.diag(u2), Y.T @ np.diag(v2) @ Y
+    else:
+        raise ValueError(f"shape: unknown {shape!r}")
+    return uv * T @ Y, u2 * T, v2 * Y.T @ T @ Y
+
+
+def _verify_fixed_point(model, M, GW, GH, b, loss_value, *, d=None, seed=0, scale=1.0, tol_gram=1e-6,
+                        tol_loss=1e-8, t_max=1e7, rtol=1e-11) -> Verification:
+    """Run the integrator to convergence from ``model.init(d, scale, seed)`` and compare."""
+    from ..models import GramState
+    d = d or (model.K + model.N)
+    init = model.init(d, scale=scale, seed=seed)
+    if model.bias:
+        init = model.state(init.W, init.H, np.random.default_rng(seed).normal(0, scale, model.K))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        state, t_end, change, ok = converge(model, init, t_max=t_max, rtol=rtol)
+    pred = GramState(M, GW, GH, b)
+    field = model.vector_field(pred)
+    fscale = max(np.abs(GW).max(), np.abs(GH).max(), 1.0)
+    res = max(np.abs(field.M).max(), np.abs(field.gram_W).max(), np.abs(field.gram_H).max()) / fscale
+    ver = Verification("fixed point vs ufm.solve (Gram space, generic init)")
+    ver.discrepancies = {
+        "G_W (max entry, relative)": relative_error(state.gram_W, GW),
+        "G_H (max entry, relative)": relative_error(state.gram_H, GH),
+        "logits (max entry, relative)": relative_error(state.logits(), pred.logits()),
+        "loss (absolute)": abs(model.loss(state) - loss_value),
+        "vector field at prediction": res,
+    }
+    ver.tolerances = {"G_W (max entry, relative)": tol_gram, "G_H (max entry, relative)": tol_gram,
+                      "logits (max entry, relative)": tol_gram, "loss (absolute)": tol_loss,
+                      "vector field at prediction": 1e-10}
+    ver.details = {"t_end": t_end, "converged": ok, "last relative change": f"{change:.1e}", "d": d, "seed": seed}
+    return ver
+
+
+def fixed_point(model) -> Result:
+    """The closed-form fixed point of ``model`` (a global minimiser of its objective).
+
+    Covered: regularised MSE with and without an unregularised bias (balanced), regularised
+    MSE without bias for imbalanced classes, regularised CE (balanced; with bias the optimal
+    bias is 0 when λ_b > 0). A coupled model (constant Θ positive definite, λ_E = 0) has the
+    same fixed points: the flow is dW = −∇_W L, dH = −(∇_H L)Θ, which vanishes iff ∇L = 0.
+
+    Arguments:
+        model: a :class:`ufm.UFM` with one-hot labels and mean-loss weights.
+
+    Returns:
+        :class:`~ufm.theory.result.Result` with expressions ``G_W``, ``G_H``, ``margin`` /
+        ``singular value``, ``loss`` …, values (``G_W``, ``G_H``, ``M``, ``b``, ``loss``,
+        ``exists``), the existence condition and ``verify(d=, seed=, scale=, tol_gram=,
+        tol_loss=)``.
+
+    Raises:
+        NotImplementedError: configurations without a derived closed form (λ_E > 0, CE with
+            imbalance or without decay — see :func:`max_margin` / :func:`seli` —, MSE with
+            bias decay or imbalance with bias).
+        ValueError: a coupling that is not positive definite.
+    """
+    from ..models import PiecewiseCoupling
+    if model.lambda_E > 0:
+        raise NotImplementedError("fixed_point: λ_E > 0 (linear-features model) changes the landscape; "
+                                  "no closed form is derived")
+    if isinstance(model.coupling, PiecewiseCoupling):
+        raise NotImplementedError("fixed_point: time-dependent coupling")
+    note = ""
+    if model.coupling is not None:
+        ev = np.linalg.eigvalsh(model.coupling)
+        if ev[0] <= 1e-12 * ev[-1]:
+            raise ValueError("coupling: Θ must be positive definite for the fixed points to be those of the "
+                             "standard UFM (a null direction of Θ leaves ∇_H L unconstrained)")
+        note = ("coupled UFM with λ_E = 0: dH/dt = −(∇_H L)Θ vanishes iff ∇_H L = 0 (Θ invertible), so the "
+                "fixed points are those of the standard UFM; Θ only bends the path. ")
+    counts = _class_sizes(model.problem)
+    balanced = np.all(counts == counts[0])
+    p = model.problem
+    vals = S.model_values(model)
+    if model.loss_name == "ce":
+        if not balanced:
+            raise NotImplementedError("fixed_point: regularised CE with imbalanced classes has no closed form "
+                                      "here (see seli() for the λ → 0 direction)")
+        if model.lambda_W <= 0 or model.lambda_H <= 0:
+            raise NotImplementedError("fixed_point: unregularised CE has no finite fixed point; see max_margin()")
+        if model.bias and model.lambda_b <= 0:
+            raise NotImplementedError("fixed_point: CE with an unregularised bias (the bias is then not fixed)")
+        d = ce_symbolic()
+        exists = bool(d["condition"].subs(vals))
+        if exists:
+            vals_m = {**vals, m_sym: d["margin"].subs(vals)}
+            u2, v2, uv = (float(d[k].subs(vals_m)) for k in ("u2", "v2", "uv"))
+            loss = float(d["loss"].subs(vals_m))
+        else:
+            u2 = v2 = uv = 0.0
+            loss = float(np.log(p.K))
+        M, GW, GH = grams_from_scalars(p, u2, v2, uv, "etf")
+        K = S.K
+        P = sp.Symbol("P_K", commutative=False)
+        expressions = {"margin m": d["margin"], "‖w_k‖²": d["u2"], "‖h_i‖²": d["v2"], "h_i / w_{y_i}": d["ratio"],
+                       "G_W": d["u2"] * K / (K - 1) * P, "loss": d["loss"]}
+        note += "‖w_k‖², ‖h_i‖², G_W and the loss are written through the margin m. "
+        name = "regularised CE fixed point (Zhu et al. 2021): simplex ETF"
+        b = np.zeros(p.K) if model.bias else None
+        values = {"G_W": GW, "G_H": GH, "M": M, "b": b, "loss": loss, "margin": float(d["margin"].subs(vals)) if exists else 0.0,
+                  "u2": u2, "v2": v2}
+        if model.bias:
+            note += "With bias and λ_b > 0 the optimal bias is 0 (the rows of G sum to 0 on the ETF). "
+        result = Result(name, expressions, values, d["condition"], exists, model, note + "Mean-loss normalisation.")
+    else:
+        if model.lambda_W <= 0 or model.lambda_H <= 0:
+            raise NotImplementedError("fixed_point: MSE without decay has a manifold of minimisers")
+        if model.bias and model.lambda_b > 0:
+            raise NotImplementedError("fixed_point: MSE with a regularised bias is not derived (THEORY.md: b unregularised)")
+        if balanced:
+            d = mse_symbolic(bool(model.bias))
+            exists = bool(d["condition"].subs(vals))
+            if exists:
+                u2, v2, uv = (float(d[k].subs(vals)) for k in ("u2", "v2", "uv"))
+                loss = float(d["loss"].subs(vals))
+            else:
+                u2 = v2 = uv = 0.0
+                loss = float(d["trivial_loss"].subs(vals))
+            M, GW, GH = grams_from_scalars(p, u2, v2, uv, "centred" if model.bias else "identity")
+            b = np.full(p.K, float(d["bias"].subs(vals))) if model.bias else None
+            T = sp.Symbol("P_K" if model.bias else "I_K", commutative=False)
+            expressions = {"WWᵀ": d["u2"] * T, "H̄ᵀH̄": d["v2"] * T, "WH̄": d["uv"] * T, "W / H̄ᵀ": d["ratio"],
+                           "loss": d["loss"]}
+            if model.bias:
+                expressions["b"] = d["bias"]
+            name = f"regularised MSE fixed point (Tirer & Bruna 2022), {'with' if model.bias else 'no'} bias"
+            values = {"G_W": GW, "G_H": GH, "M": M, "b": b, "loss": loss, "u2": u2, "v2": v2, "uv": uv}
+            result = Result(name, expressions, values, d["condition"], exists, model, note + "Mean-loss normalisation.")
+        else:
+            if model.bias:
+                raise NotImplementedError("fixed_point: imbalanced MSE with bias is not derived")
+            d = mse_imbalanced_symbolic()
+            per = [{**vals, n_k: int(c)} for c in counts]
+            alive = np.array([bool(d["condition"].subs(x)) for x in per])
+            u2 = np.array([float(d["u2"].subs(x)) if a else 0.0 for x, a in zip(per, alive)])
+            v2 = np.array([float(d["v2"].subs(x)) if a else 0.0 for x, a in zip(per, alive)])
+            uv = np.array([float(d["uv"].subs(x)) if a else 0.0 for x, a in zip(per, alive)])
+            loss = sum(float((d["loss_k"] if a else d["trivial_loss_k"]).subs(x)) for x, a in zip(per, alive))
+            M, GW, GH = grams_from_scalars(p, u2, v2, uv, "diag")
+            expressions = {"‖w_k‖²": d["u2"], "‖h_i‖² (i in class k)": d["v2"], "w_k·h_i": d["uv"],
+                           "loss_k": d["loss_k"]}
+            name = "regularised MSE fixed point, imbalanced classes (minority collapse)"
+            values = {"G_W": GW, "G_H": GH, "M": M, "b": None, "loss": loss, "alive": alive, "class_sizes": counts}
+            result = Result(name, expressions, values, d["condition"], bool(alive.all()), model,
+                            note + "Mean-loss normalisation; class k vanishes iff n_k <= N²λ_Wλ_H.")
+    V = result.values
+
+    def verify(**kw):
+        return _verify_fixed_point(model, V["M"], V["G_W"], V["G_H"], V["b"], V["loss"], **kw)
+
+    result._verify = verify
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# λ → 0 directions
+# ---------------------------------------------------------------------------------------------
+
+def _normalised(G):
+    G = np.asarray(G, dtype=float)
+    return G / np.linalg.norm(G)
+
+
+def max_margin(model) -> Result:
+    """Direction of unregularised CE gradient flow, balanced classes (Ji et al. 2022).
+
+    The flow converges in direction to the minimum-norm separating solution; on the ETF ansatz
+    (:func:`max_margin_symbolic`) it has h_i = w_{y_i}/√n and ‖w_k‖² = (K−1)√n/K at margin
+    1, logits P_K Y (·K/(K−1) scaled to margin 1). This equals the direction of the
+    regularised minimiser for λ_W = λ_H at every λ (its h/w ratio is √(λ_W/(nλ_H))).
+
+    ``verify(t=, d=, seed=)`` integrates the unregularised model from a generic init and
+    reports the distance of the Frobenius-normalised Grams and logits to the predicted
+    direction at each time in ``t``: convergence is only logarithmic in t (the margin grows
+    like log t), so the distances decrease slowly rather than reaching 1e-6.
+
+    Raises:
+        ValueError: not CE, decay present, or imbalanced classes.
+    """
+    if model.loss_name != "ce" or model.lambda_W or model.lambda_H:
+        raise ValueError("model: max_margin describes unregularised CE (λ_W = λ_H = 0)")
+    counts = _class_sizes(model.problem)
+    if not np.all(counts == counts[0]):
+        raise ValueError("model: imbalanced classes; use seli()")
+    d = max_margin_symbolic()
+    vals = S.model_values(model)
+    u2, v2 = float(d["u2"].subs(vals)), float(d["v2"].subs(vals))
+    uv = np.sqrt(u2 * v2)
+    M, GW, GH = grams_from_scalars(model.problem, u2, v2, uv, "etf")
+    expressions = {"‖w_k‖²": d["u2"], "‖h_i‖²": d["v2"], "h_i / w_{y_i}": d["ratio"]}
+    values = {"G_W": GW, "G_H": GH, "M": M}
+    res = Result("max-margin direction of unregularised CE (balanced)", expressions, values, None, True, model,
+                 "Directions only: the norms grow like log t.")
+
+    def verify(t=(1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7), d=None, seed=0, scale=1.0):
+        import ufm
+        t = np.asarray(t, dtype=float)
+        x0 = model.init(d or model.K + model.N, scale=scale, seed=seed)
+        tr = ufm.solve(model, x0, t, space="gram", rtol=1e-10, atol=1e-13)
+        dist = {k: np.array([np.linalg.norm(_normalised(X) - _normalised(P)) for X in A])
+                for k, A, P in (("G_W", tr.gram_W, GW), ("G_H", tr.gram_H, GH), ("logits", tr.logits, M))}
+        ver = Verification("max-margin direction vs unregularised ufm.solve (normalised Grams)")
+        ver.discrepancies = {f"{k} distance at t = {t[-1]:.0e}": float(v[-1]) for k, v in dist.items()}
+        ver.tolerances = {f"{k} distance at t = {t[-1]:.0e}": 0.1 for k in dist}
+        decreasing = all(np.all(np.diff(v) < 0) for v in dist.values())
+        ver.discrepancies["distance not decreasing (0/1)"] = 0.0 if decreasing else 1.0
+        ver.tolerances["distance not decreasing (0/1)"] = 0.0
+        ver.details = {k + " distance vs t": np.array2string(v, precision=3) for k, v in dist.items()}
+        ver.details["t"] = np.array2string(t, precision=1)
+        return ver
+
+    res._verify = verify
+    return res
+
+
+def seli(problem) -> Result:
+    """SELI geometry of imbalanced unregularised CE (Thrampoulidis et al. 2022).
+
+    Logits → Ẑ = P_K Y (the simplex-encoded label matrix), G_W ∝ (ẐẐᵀ)^{1/2},
+    G_H ∝ (ẐᵀẐ)^{1/2}. Derivation: with ‖W‖² + ‖H‖² >= 2‖WH‖_* the max-margin problem
+    becomes min ‖Z‖_* s.t. (e_{y_i} − e_k)ᵀz_i >= 1, whose KKT conditions at Ẑ (all margins
+    exactly 1) ask the subgradient UVᵀ of the nuclear norm to be a non-negative combination
+    of the constraint gradients (e_{y_i} − e_k)e_iᵀ: every off-label entry of UVᵀ must be
+    <= 0 (its columns already sum to 0). ``values["kkt_max_offlabel"]`` is the largest
+    off-label entry (<= 0 when SELI is optimal); ``values["kkt_holds"]`` says so.
+
+    Returns:
+        Result with values ``Z`` (Ẑ), ``G_W``, ``G_H`` (normalised to unit Frobenius norm).
+    """
+    Y = np.asarray(problem.Y)
+    K = problem.K
+    Zh = (np.eye(K) - 1.0 / K) @ Y
+    # (ẐẐᵀ)^{1/2} = U Σ Uᵀ and (ẐᵀẐ)^{1/2} = V Σ Vᵀ from the SVD Ẑ = U Σ Vᵀ (both are singular)
+    Uz, sz, Vzt = np.linalg.svd(Zh, full_matrices=False)
+    GW = Uz @ np.diag(sz) @ Uz.T
+    GH = Vzt.T @ np.diag(sz) @ Vzt
+    # UVᵀ = (ẐẐᵀ)^{+1/2} Ẑ
+    w, V = np.linalg.eigh(Zh @ Zh.T)
+    keep = w > 1e-12 * w.max()
+    UVt = (V[:, keep] / np.sqrt(w[keep])) @ V[:, keep].T @ Zh
+    off = UVt[(1 - Y).astype(bool)]
+    values = {"Z": Zh, "G_W": _normalised(GW), "G_H": _normalised(GH), "kkt_max_offlabel": float(off.max()),
+              "kkt_holds": bool(off.max() <= 1e-12)}
+    res = Result("SELI geometry (imbalanced, λ → 0)", {}, values, None, values["kkt_holds"], None,
+                 "Evaluated numerically for the given class sizes; the KKT check decides optimality.")
+
+    def verify(t=(1e1, 1e2, 1e3, 1e4, 1e5), d=None, seed=0, scale=1.0):
+        """Unregularised CE from a generic init: the normalised logits and Grams approach the
+        SELI directions (logarithmically slowly: the check is that every distance decreases)."""
+        import ufm
+        model = ufm.UFM(problem)
+        tr = ufm.solve(model, model.init(d or problem.K + problem.N, scale=scale, seed=seed), np.asarray(t, float),
+                       space="gram", rtol=1e-10, atol=1e-13)
+        dist = {k: np.array([np.linalg.norm(_normalised(X) - values[v]) for X in A])
+                for k, A, v in (("logits", tr.logits, "Z"), ("G_W", tr.gram_W, "G_W"), ("G_H", tr.gram_H, "G_H"))}
+        dist["logits"] = np.array([np.linalg.norm(_normalised(X) - _normalised(Zh)) for X in tr.logits])
+        dec = all(np.all(np.diff(x) < 0) for x in dist.values())
+        return Verification("SELI directions vs unregularised ufm.solve",
+                            {"distance not decreasing (0/1)": 0.0 if dec else 1.0, "KKT violated (0/1)": float(not values["kkt_holds"])},
+                            {"distance not decreasing (0/1)": 0.0, "KKT violated (0/1)": 0.0},
+                            {k + " distance vs t": np.array2string(x, precision=4) for k, x in dist.items()})
+
+    res._verify = verify
+    return res
