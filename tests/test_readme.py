@@ -42,3 +42,12 @@ def test_bridge_snippet_runs_from_the_repository_root():
     assert res.returncode == 0, res.stderr
     summary, fitted = res.stdout.strip().splitlines()[-2:]
     assert "collapsed=True" in summary and "time_scale" in fitted and "semantic_gap" in fitted
+
+
+def test_theory_snippet_runs_and_verifies():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## Theory"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0].endswith("OK")
