@@ -19,13 +19,16 @@ __version__ = "0.1.0"
 # Heavier subpackages load on first use: `ufm.bridge.load(...)` works after `import ufm`
 # without making `import ufm` pay for scipy.optimize, sympy or matplotlib.
 _LAZY = {"bridge", "theory", "plot", "sweeps"}
+_LAZY_NAMES = {"sweep": "sweeps", "SweepResult": "sweeps"}
 
 
 def __getattr__(name):
+    import importlib
     if name in _LAZY:
-        import importlib
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'ufm' has no attribute {name!r}")
 
-__all__ = ["Problem", "UFM", "State", "GramState", "PiecewiseCoupling", "solve", "train",
-           "Trajectory", "IntegrationError", "metrics", "settings", "solvers", "__version__"]
+__all__ = ["Problem", "UFM", "State", "GramState", "PiecewiseCoupling", "solve", "train", "sweep",
+           "SweepResult", "Trajectory", "IntegrationError", "metrics", "settings", "solvers", "__version__"]
