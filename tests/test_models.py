@@ -131,3 +131,24 @@ def test_objective_never_increases_for_20_random_models():
         inc = np.diff(tr.loss)
         assert np.all(inc <= 1e-11 * np.abs(tr.loss[:-1]) + 1e-14), (i, model, inc.max())
         assert tr.loss[-1] < tr.loss[0]
+
+
+def test_softmax_exponential_is_within_one_ulp_of_numpy():
+    """The kernels' e^x for x <= 0 (a polynomial, 2.4x faster than libm) against numpy."""
+    from numba import njit
+    exp_np = njit(_apply)
+    rng = np.random.default_rng(0)
+    x = -np.concatenate([rng.random(200_000) * 40, rng.random(20_000) * 745, [0.0, 1e-300, 708.4, 744.99]])
+    out = np.empty_like(x)
+    exp_np(x, out)
+    ref = np.exp(x)
+    normal = ref > np.finfo(float).tiny
+    ulp = np.abs(out - ref)[normal] / np.spacing(ref[normal])
+    assert ulp.max() <= 1.0
+    assert np.abs(out - ref)[~normal].max() <= 1e-315      # subnormal results: absolute error
+    assert kf.exp_nonpositive(-746.0) == 0.0 and kf.exp_nonpositive(0.0) == 1.0
+
+
+def _apply(x, out):
+    for i in range(x.shape[0]):
+        out[i] = kf.exp_nonpositive(x[i])

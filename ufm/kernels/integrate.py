@@ -56,6 +56,26 @@ def _error_norm(y, ynew, errv, rtol, atol):
 
 
 @njit(cache=True)
+def _weighted_sum(k, w, m, acc):
+    """acc = Σ_{l < m} w_l k_l, accumulated in l order, zero weights skipped."""
+    acc[:] = 0.0
+    n = acc.shape[0]
+    for l in range(m):
+        c = w[l]
+        if c != 0.0:
+            for q in range(n):
+                acc[q] += c * k[l, q]
+
+
+@njit(cache=True)
+def _combine(y, k, w, m, h, acc, out):
+    """out = y + h · Σ_{l < m} w_l k_l (the sum formed first, as in the tableau)."""
+    _weighted_sum(k, w, m, acc)
+    for q in range(y.shape[0]):
+        out[q] = y[q] + h * acc[q]
+
+
+@njit(cache=True)
 def _rms_scaled(v, y, rtol, atol):
     acc = 0.0
     for i in range(v.shape[0]):
@@ -118,6 +138,8 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
     ynew = np.empty(n)
     ytmp = np.empty(n)
     errv = np.empty(n)
+    acc = np.empty(n)
+    wdense = np.empty(s)
     work = np.empty(work_size(ip))
     has_dense = P.shape[0] > 0
     n_pieces = theta_t.shape[0] if ip[IP_NTHETA] > 0 else 1
@@ -168,19 +190,13 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
             status = STATUS_STEP_UNDERFLOW
             break
 
+        # Stage sums run along the state (contiguous, vectorisable) and skip zero
+        # coefficients; each is y + h·(Σ_l a_il k_l) with the sum accumulated in l order.
         for i in range(1, s):
-            for m in range(n):
-                acc = 0.0
-                for l in range(i):
-                    acc += A[i, l] * k[l, m]
-                ytmp[m] = y[m] + h_try * acc
+            _combine(y, k, A[i], i, h_try, acc, ytmp)
             vector_field(p, ytmp, k[i], ip, coef, Y, pi, theta, work)
         carry[CARRY_RHS] += s - 1
-        for m in range(n):
-            acc = 0.0
-            for l in range(s):
-                acc += bw[l] * k[l, m]
-            ynew[m] = y[m] + h_try * acc
+        _combine(y, k, bw, s, h_try, acc, ynew)
         steps += 1
 
         finite = True
@@ -191,11 +207,9 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
                 break
         h_next = h
         if adaptive:
+            _weighted_sum(k, e, s, acc)
             for m in range(n):
-                acc = 0.0
-                for l in range(s):
-                    acc += e[l] * k[l, m]
-                errv[m] = h_try * acc
+                errv[m] = h_try * acc[m]
             err = _error_norm(y, ynew, errv, rtol, atol) if finite else np.inf
             if not (err <= 1.0):
                 # reject: shrink (a non-finite trial state or error shrinks by the maximum)
@@ -226,16 +240,14 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
         if has_dense:
             while j < j1 and t_save[j] <= t_new:
                 theta_ = (t_save[j] - t) / h_try
-                for m in range(n):
-                    acc = 0.0
-                    for l in range(s):
-                        pw = theta_
-                        poly = 0.0
-                        for q in range(P.shape[1]):
-                            poly += P[l, q] * pw
-                            pw *= theta_
-                        acc += k[l, m] * poly
-                    ytmp[m] = y[m] + h_try * acc
+                for l in range(s):
+                    pw = theta_
+                    poly = 0.0
+                    for q in range(P.shape[1]):
+                        poly += P[l, q] * pw
+                        pw *= theta_
+                    wdense[l] = poly
+                _combine(y, k, wdense, s, h_try, acc, ytmp)
                 record(j, t_save[j], ytmp, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss,
                        out_data, out_state, out_gram_W, out_gram_H, out_logits, work)
                 j += 1
