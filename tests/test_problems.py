@@ -519,3 +519,15 @@ def test_state_and_check_state(problem):
     assert not st.W.flags.writeable
     W[0, 0] = 5.0
     assert st.W[0, 0] == 1.0
+
+
+def test_problems_models_and_trajectories_pickle():
+    """Process pools and Dask ship these objects: they must survive pickling unchanged."""
+    import pickle
+    p = ufm.settings.sequences((2, 2))
+    m = ufm.UFM(p, lambda_W=0.01, coupling=p.kernel("shared_token", 0.5), bias=True)
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert pickle.loads(pickle.dumps(m)) == m
+    tr = ufm.solve(m, m.init(4, seed=0), [0.5, 1.0])
+    back = pickle.loads(pickle.dumps(tr))
+    assert back.model == m and np.array_equal(back.gram_H, tr.gram_H)

@@ -205,6 +205,9 @@ class UFM:
     def __setattr__(self, name, value):
         raise AttributeError(f"UFM is immutable; use model.replace({name}=...)")
 
+    def __reduce__(self):
+        return (_rebuild_ufm, (self.problem, self.params()))
+
     def params(self) -> dict:
         """The constructor arguments (except ``problem``) as a dict."""
         out = {name: getattr(self, name) for name in _MODEL_FIELDS if name != "loss"}
@@ -374,3 +377,7 @@ class UFM:
         Y = np.ascontiguousarray(self.problem.Y, dtype=np.float64)
         pi = np.ascontiguousarray(self.problem.weights, dtype=np.float64)
         return ip, coef, Y, pi, theta, theta_t, theta_pinv
+
+
+def _rebuild_ufm(problem, params):
+    return UFM(problem, **params)

@@ -253,6 +253,10 @@ class Problem:
                    relations=None if rel is None else list(rel),
                    relation_names=d.get("relation_names"), name=d.get("name", ""))
 
+    def __reduce__(self):
+        # the similarity mapping is a read-only proxy, which pickle cannot copy: rebuild instead
+        return (Problem.from_dict, (self.to_dict(),))
+
     def __repr__(self) -> str:
         attrs = "" if self._attributes is None else f", F={self._attributes.shape[1]}"
         nm = f" {self._name!r}" if self._name else ""
