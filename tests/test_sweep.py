@@ -15,14 +15,13 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
 
 import ufm
 from ufm.models import GramState, PiecewiseCoupling
-from ufm.sweeps import SweepIncomplete, SweepResult, config_hash, grid, sweep
+from ufm.sweeps import SweepIncomplete, config_hash, grid, sweep
 from ufm.sweeps import engine
 
 T_SAVE = np.concatenate([[0.0], np.geomspace(1e-2, 1e2, 11)])

@@ -7,6 +7,11 @@ import tempfile
 
 import numpy as np
 
+# mkstemp creates files readable by the owner only; results get the mode a plain open() gives
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write(path, write) -> str:
     """Call ``write(tmp_path)`` then rename the temporary file to ``path`` (atomic on POSIX).
@@ -28,6 +33,7 @@ def atomic_write(path, write) -> str:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -106,6 +106,28 @@ def check_times(t, name: str = "t", *, start: float | None = None) -> np.ndarray
     return t
 
 
+def check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max):
+    """Validate the integration options shared by :func:`solve` and :func:`ufm.sweep`.
+
+    Returns:
+        (rtol, atol, t0, ts, max_steps, h_max, h0): ``ts`` the checked save times, ``h0`` the
+        first step (0 asks the adaptive driver for Hairer's heuristic).
+    """
+    rtol = as_positive(rtol, "rtol")
+    atol = as_nonnegative(atol, "atol")
+    t0 = as_real(t0, "t0")
+    ts = check_times(t, "t", start=t0)
+    max_steps = as_positive_int(max_steps, "max_steps")
+    h_max = float(h_max) if h_max == math.inf else as_positive(h_max, "h_max")
+    if solver.adaptive:
+        h0 = 0.0 if dt is None else as_positive(dt, "dt")
+    else:
+        if dt is None:
+            raise ValueError(f"dt: method {solver.name!r} takes fixed steps; pass dt= (the step size)")
+        h0 = as_positive(dt, "dt")
+    return rtol, atol, t0, ts, max_steps, h_max, h0
+
+
 def initial_vector(model: UFM, init, space: str):
     """Flat initial state and width d (None in Gram space) from a State or GramState."""
     if not isinstance(init, (State, GramState)):
@@ -167,18 +189,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         raise TypeError(f"model: expected a ufm.UFM, got {type(model).__name__}")
     space = check_choice(space, "space", ("parameters", "gram"))
     solver = get_solver(method)
-    rtol = as_positive(rtol, "rtol")
-    atol = as_nonnegative(atol, "atol")
-    t0 = as_real(t0, "t0")
-    ts = check_times(t, "t", start=t0)
-    max_steps = as_positive_int(max_steps, "max_steps")
-    h_max = float(h_max) if h_max == math.inf else as_positive(h_max, "h_max")
-    if solver.adaptive:
-        h0 = 0.0 if dt is None else as_positive(dt, "dt")
-    else:
-        if dt is None:
-            raise ValueError(f"dt: method {solver.name!r} takes fixed steps; pass dt= (the step size)")
-        h0 = as_positive(dt, "dt")
+    rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)
     if progress is not None and not callable(progress):
         raise TypeError("progress: expected a callable progress(t_reached, t_end) or None")
     names = parse_save(save, space)

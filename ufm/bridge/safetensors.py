@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 
 import numpy as np
 
+from .._io import atomic_write
 from .errors import FormatError
 
 __all__ = ["read_safetensors", "write_safetensors", "to_bfloat16_bits", "from_bfloat16_bits"]
@@ -216,16 +216,12 @@ def write_safetensors(path, arrays: dict, metadata: dict | None = None, *, dtype
         header["__metadata__"] = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)                        # align the buffer to 8 bytes
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def write(tmp):
+        with open(tmp, "wb") as fh:
             fh.write(struct.pack("<Q", len(raw)))
             fh.write(raw)
             for blob in blobs:
                 fh.write(blob)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(path, write)
     return path

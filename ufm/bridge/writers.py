@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from .._io import atomic_write, json_default
 from .errors import FormatError
 from .format import FORMAT, VERSION, to_numpy, validate
 from .safetensors import write_safetensors
@@ -26,9 +26,6 @@ from .safetensors import write_safetensors
 __all__ = ["export", "CheckpointWriter"]
 
 _FORMATS = ("npz", "safetensors", "hdf5", "checkpoints")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 _DTYPES = (None, "float64", "float32", "float16", "bfloat16")
 
 
@@ -67,45 +64,21 @@ def _cast(arr, dtype):
     return np.asarray(arr, dtype=dtype)
 
 
-def _atomic(path: str, write) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp" + suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, _FILE_MODE)                 # mkstemp creates 0600; give the usual umask mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def _save_npz(path, arrays, meta=None, compress=True):
     arrays = dict(arrays)
     if meta is not None:
-        arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
+        arrays["meta"] = np.array(json.dumps(meta, default=json_default))
 
     def write(tmp):
         with open(tmp, "wb") as fh:
             (np.savez_compressed if compress else np.savez)(fh, **arrays)
-    return _atomic(path, write)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"meta: value of type {type(obj).__name__} is not JSON serialisable")
+    return atomic_write(path, write)
 
 
 def _clean_meta(meta, arrays):
     out = dict(meta or {})
     try:
-        json.dumps(out, default=_json_default)
+        json.dumps(out, default=json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"meta: expected a JSON-serialisable mapping ({exc})") from None
     for k in ("lr", "weight_decay"):
@@ -184,8 +157,8 @@ def export(path, *, steps, H, W, labels=None, Y=None, b=None, attributes=None, l
         return _save_npz(path, out, meta, compress)
     if fmt == "safetensors":
         dts = {k: "BF16" for k in ("H", "W", "b") if k in out and dtype == "bfloat16"}
-        return _atomic(path, lambda tmp: write_safetensors(tmp, out, meta, dtypes=dts))
-    return _atomic(path, lambda tmp: _write_hdf5(tmp, out, meta))
+        return atomic_write(path, lambda tmp: write_safetensors(tmp, out, meta, dtypes=dts))
+    return atomic_write(path, lambda tmp: _write_hdf5(tmp, out, meta))
 
 
 def _write_hdf5(path, arrays, meta):
@@ -196,7 +169,7 @@ def _write_hdf5(path, arrays, meta):
     with h5py.File(path, "w") as fh:
         for k, v in arrays.items():
             fh.create_dataset(k, data=v)
-        fh.attrs["meta"] = json.dumps(meta, default=_json_default)
+        fh.attrs["meta"] = json.dumps(meta, default=json_default)
 
 
 class CheckpointWriter:
@@ -287,12 +260,12 @@ class CheckpointWriter:
         self.Y = None if Y is None else np.asarray(Y, dtype=np.float64)
 
     def _write_meta(self):
-        text = json.dumps(self.meta, indent=1, default=_json_default)
+        text = json.dumps(self.meta, indent=1, default=json_default)
 
         def write(tmp):
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(text)
-        _atomic(os.path.join(self.directory, "meta.json"), write)
+        atomic_write(os.path.join(self.directory, "meta.json"), write)
 
     def _static_kernel(self, kernel, kernel_steps):
         """Store per-run kernels in data.npz (used by :func:`export`)."""
@@ -371,7 +344,7 @@ class CheckpointWriter:
         else:
             dts = {k: "BF16" for k in ("H", "W", "b") if k in out and self.dtype == "bfloat16"}
             out["step"] = out["step"].reshape(1)
-            _atomic(path, lambda tmp: write_safetensors(tmp, out, dtypes=dts))
+            atomic_write(path, lambda tmp: write_safetensors(tmp, out, dtypes=dts))
         self._last = step
         self._shapes = (H.shape[0], H.shape[1], W.shape[0])
         return path

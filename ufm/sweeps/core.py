@@ -10,9 +10,9 @@ import time as _time
 
 import numpy as np
 
-from .._validation import as_nonnegative, as_positive, as_positive_int, as_real, check_choice
+from .._validation import as_positive_int, as_real, check_choice
 from ..solvers import SOLVERS, get_solver
-from ..solving import DEFAULT_SAVE, check_times, parse_save
+from ..solving import DEFAULT_SAVE, check_run_options, parse_save
 from ..trajectory import Trajectory
 from . import engine
 from .specs import digest, explicit_payload, normalise_spec
@@ -49,18 +49,8 @@ def _options(t, method, rtol, atol, space, save, t0, dt, max_steps, h_max, summa
     """Validated run options (shipped to workers) and their hashable description."""
     space = check_choice(space, "space", ("parameters", "gram"))
     solver = get_solver(method)
-    rtol = as_positive(rtol, "rtol")
-    atol = as_nonnegative(atol, "atol")
-    t0 = as_real(t0, "t0")
-    ts = np.ascontiguousarray(check_times(t, "t", start=t0), dtype=np.float64)
-    max_steps = as_positive_int(max_steps, "max_steps")
-    h_max = float(h_max) if h_max == math.inf else as_positive(h_max, "h_max")
-    if solver.adaptive:
-        h0 = 0.0 if dt is None else as_positive(dt, "dt")
-    else:
-        if dt is None:
-            raise ValueError(f"dt: method {solver.name!r} takes fixed steps; pass dt= (the step size)")
-        h0 = as_positive(dt, "dt")
+    rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)
+    ts = np.ascontiguousarray(ts, dtype=np.float64)
     names = parse_save(save, "parameters")  # unknown names fail here, W/H in Gram space per config
     save_key = "all" if isinstance(save, str) and save == "all" else sorted(names)
     if summary is not True and summary is not False and not callable(summary):
