@@ -481,8 +481,10 @@ def _rhs_kernels():
 
     @njit
     def softmax_loop(n, Z, Y, pi, G):
+        colmax = np.empty(Z.shape[1])
+        colsum = np.empty(Z.shape[1])
         for _ in range(n):
-            logit_gradient(Z, Y, pi, LOSS_CE, G)
+            logit_gradient(Z, Y, pi, LOSS_CE, G, colmax, colsum)
 
     @njit
     def rhs_loop(n, y, dy, ip, coef, Y, pi, theta, work):
