@@ -10,9 +10,8 @@ import os
 import signal
 
 import numpy as np
-import pytest
 
-distributed = pytest.importorskip("distributed")
+import distributed  # in the test extra: a missing install must fail, not skip
 
 from ufm.sweeps import SweepIncomplete, grid, load, sweep  # noqa: E402
 
