@@ -333,7 +333,7 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
     say = progress or (lambda msg: None)
     results, summary = {}, {"config": {k: v for k, v in asdict(cfg).items()}, "settings": {}}
     for spec in cfg.settings:
-        say(f"{spec['name']}: standard and coupled UFM (K = N = ..., d = {cfg.d})")
+        say(f"{spec['name']}: standard and coupled UFM from the same init (d = {cfg.d})")
         res = run_setting(spec, cfg)
         results[spec["name"]] = res
         summary["settings"][spec["name"]] = {
@@ -342,8 +342,8 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
         for label in ("standard", "coupled"):
             res[label].save(os.path.join(out, "trajectories", f"{_slug(spec['name'])}_{label}.npz"))
         c = res["summary"]["coupled"]
-        say(f"{spec['name']}: coupled peak gap {c['peak_gap']:.3f} at t = {c['t_peak']:.3g}, "
-            f"collapse at t = {c['t_collapse']:.3g}")
+        say(f"{spec['name']} (K = {res['problem'].K}, N = {res['problem'].N}): coupled peak gap "
+            f"{c['peak_gap']:.3f} at t = {c['t_peak']:.3g}, collapse at t = {c['t_collapse']:.3g}")
     if cfg.scaling:
         summary["scaling"] = scaling_study(cfg, say)
     if cfg.phase:
