@@ -143,3 +143,26 @@ def test_ufm_run_end_to_end(tmp_path, capsys):
     assert rec["peak_gap"] > 0.3  # the coupled transient is there even in this small run
     assert (out / "results.md").read_text() == job.results_markdown(summary)
     assert np.array(summary["phase"]["peak_gap"]).shape == (2, 2)
+
+
+def _cells(md: str):
+    """Words and numbers of a results block; numbers below 1e-6 (round-off) become '~0'."""
+    out = []
+    for tok in md.replace("|", " ").replace(",", " ").split():
+        try:
+            v = float(tok.rstrip(".;"))
+        except ValueError:
+            out.append(tok)
+            continue
+        out.append("~0" if abs(v) < 1e-6 else tok)
+    return out
+
+
+def test_readme_results_are_what_ufm_run_prints(tmp_path):
+    """The README's results block is the default job's results.md (rerun here), not typed by hand.
+    Round-off-level values (< 1e-6, e.g. a final ETF distance of 6e-15) may differ by machine."""
+    summary = job.run(job.load_config(), out=str(tmp_path), figures=False)
+    text = open(os.path.join(ROOT, "README.md")).read()
+    start = text.index("![structure before collapse](docs/figures/overview.png)")
+    block = text[start:text.index("Besides the overview", start)].split("\n", 1)[1].strip()
+    assert _cells(block) == _cells(job.results_markdown(summary))
