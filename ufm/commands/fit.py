@@ -48,10 +48,10 @@ def _list(text):
 def main(args) -> int:
     import ufm.bridge
 
-    try:
-        run = ufm.bridge.load(args.run, tag=args.tag)
-    except (ufm.bridge.FormatError, ImportError) as exc:
-        print(f"ufm fit: {exc}", file=sys.stderr)
+    from ._common import load_run
+
+    run = load_run(args.run, args.tag, "ufm fit")
+    if run is None:
         return 2
     fixed = {}
     for item in args.fixed:

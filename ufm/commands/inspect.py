@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 HELP = "summarise an exported training run (ufm-run): shapes, steps, metrics, transient, kernel; draw a figure"
 
@@ -17,12 +16,10 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    import ufm.bridge
+    from ._common import load_run
 
-    try:
-        run = ufm.bridge.load(args.run, tag=args.tag)
-    except (ufm.bridge.FormatError, ImportError) as exc:
-        print(f"ufm inspect: {exc}", file=sys.stderr)
+    run = load_run(args.run, args.tag, "ufm inspect")
+    if run is None:
         return 2
     print(run.summary())
     if not args.no_figure:

@@ -52,6 +52,23 @@ def _check_zero(exprs, sub) -> None:
 # cross-entropy (Zhu et al. 2021)
 # ---------------------------------------------------------------------------------------------
 
+def _nonzero_stationary_point(eqs, u, v):
+    """Solve ∂L/∂u = ∂L/∂v = 0 for the non-zero stationary point of a two-factor loss L(u, v).
+
+    The balance law u ∂L/∂u − v ∂L/∂v = 0 gives v(u); substituting it into ∂L/∂u / u leaves
+    an equation for U = u². Returns (u², u*, v*, balance, v(u)), checked to make both
+    equations vanish.
+    """
+    balance = sp.factor(sp.simplify(u * eqs[0] - v * eqs[1]))
+    v_of_u = [s for s in sp.solve(balance, v) if s.is_positive is not False][0]
+    U = sp.Symbol("U", positive=True)
+    u2 = sp.solve(sp.simplify(eqs[0].subs(v, v_of_u) / u).subs(u, sp.sqrt(U)), U)[0]
+    u_star = sp.sqrt(u2)
+    v_star = v_of_u.subs(u, u_star)
+    _check_zero(eqs, {u: u_star, v: v_star})
+    return u2, u_star, v_star, balance, v_of_u
+
+
 @lru_cache(maxsize=None)
 def ce_symbolic() -> dict:
     """Regularised CE, balanced: stationarity of the loss on the ETF ansatz.
@@ -142,13 +159,7 @@ def mse_symbolic(bias: bool = False) -> dict:
         b_star = sp.solve(sp.diff(L, b0), b0)[0]
         L = sp.factor(sp.simplify(L.subs(b0, b_star)))
         eqs = [sp.diff(L, u), sp.diff(L, v)]
-    balance = sp.factor(sp.simplify(u * eqs[0] - v * eqs[1]))
-    v_of_u = [s for s in sp.solve(balance, v) if s.is_positive is not False][0]
-    U = sp.Symbol("U", positive=True)
-    u2 = sp.solve(sp.simplify(eqs[0].subs(v, v_of_u) / u).subs(u, sp.sqrt(U)), U)[0]
-    u_star = sp.sqrt(u2)
-    v_star = v_of_u.subs(u, u_star)
-    _check_zero(eqs, {u: u_star, v: v_star})
+    u2, u_star, v_star, balance, v_of_u = _nonzero_stationary_point(eqs, u, v)
     loss = sp.simplify(L.subs({u: u_star, v: v_star}))
     trivial = L.subs({u: 0, v: 0})
     return {"L": L, "balance": balance, "u2": sp.simplify(u2), "v2": sp.simplify(v_star ** 2),
@@ -171,13 +182,7 @@ def mse_imbalanced_symbolic() -> dict:
     N, lW, lH = S.N, S.lambda_W, S.lambda_H
     L = n_k * (u * v - 1) ** 2 / (2 * N) + lW * u ** 2 / 2 + lH * n_k * v ** 2 / 2
     eqs = [sp.diff(L, u), sp.diff(L, v)]
-    balance = sp.factor(sp.simplify(u * eqs[0] - v * eqs[1]))
-    v_of_u = [s for s in sp.solve(balance, v) if s.is_positive is not False][0]
-    U = sp.Symbol("U", positive=True)
-    u2 = sp.solve(sp.simplify(eqs[0].subs(v, v_of_u) / u).subs(u, sp.sqrt(U)), U)[0]
-    u_star = sp.sqrt(u2)
-    v_star = v_of_u.subs(u, u_star)
-    _check_zero(eqs, {u: u_star, v: v_star})
+    u2, u_star, v_star, balance, v_of_u = _nonzero_stationary_point(eqs, u, v)
     return {"L_k": L, "u2": sp.simplify(u2), "v2": sp.simplify(v_star ** 2), "uv": sp.simplify(u_star * v_star),
             "loss_k": sp.simplify(L.subs({u: u_star, v: v_star})), "trivial_loss_k": L.subs({u: 0, v: 0}),
             "condition": sp.StrictGreaterThan(n_k, N ** 2 * lW * lH)}

@@ -220,14 +220,7 @@ class _LambdifiedRHS:
         sizes = par[7:7 + nsz]
         v = np.array(self._v(*sizes), dtype=float)
         Nn = float(self._N(*sizes))
-        z = y[:nB] + (y[-1] if ode.bias else 0.0)
-        if ode.loss == "ce":
-            e = np.exp(z - z.max())
-            g = e / np.dot(v, e)
-        else:
-            g = z.copy()
-        g[ode.scheme.label] -= 1.0
-        g /= Nn
+        g = _relation_logit_gradient(ode, y[:nB] + (y[-1] if ode.bias else 0.0), v, Nn)
         return np.array(self._f(*y, *g, *par), dtype=float)
 
 
@@ -447,14 +440,7 @@ class ReducedModel:
         nB = len(ode.m)
         v = np.array([self.bound.num(x) for x in ode.scheme.col_valency])
         Nn = self.bound.num(ode.scheme.N)
-        z = y[:nB] + (y[-1] if ode.bias else 0.0)
-        if ode.loss == "ce":
-            e = np.exp(z - z.max())
-            g = e / np.dot(v, e)
-        else:
-            g = z.copy()
-        g[ode.scheme.label] -= 1.0
-        return g / Nn
+        return _relation_logit_gradient(ode, y[:nB] + (y[-1] if ode.bias else 0.0), v, Nn)
 
     def jacobian(self, y) -> np.ndarray:
         """∂(d state/dt)/∂state at ``y``, from the symbolic derivative (chain rule through g)."""
@@ -688,3 +674,18 @@ def symbolic(model) -> SymbolicModel:
     if r.beta is not None:
         values[S.beta] = r.beta
     return SymbolicModel(r.ode.state, field, gradient, r.ode.objective, values, r)
+
+
+def _relation_logit_gradient(ode, z, valency, N):
+    """Relation coefficients of G = ∂ℓ/∂Z from those of the logits z (one per relation).
+
+    Each column of Z holds relation value z_r on valency_r entries, so the softmax is
+    e^{z_r} / Σ_s valency_s e^{z_s} (CE) or z_r (MSE), minus 1 on the label relation, over N.
+    """
+    if ode.loss == "ce":
+        e = np.exp(z - z.max())
+        g = e / np.dot(valency, e)
+    else:
+        g = np.array(z, dtype=float, copy=True)
+    g[ode.scheme.label] -= 1.0
+    return g / N
