@@ -53,6 +53,17 @@ def _sorted(keys):
         return sorted(keys, key=repr)
 
 
+def _sizes(values, name: str, what: str) -> tuple:
+    """A non-empty sequence of integers >= 2 (attribute levels, classes per position)."""
+    try:
+        sizes = tuple(as_positive_int(q, name, minimum=2) for q in values)
+    except TypeError as exc:
+        raise TypeError(f"{name}: expected a sequence of integers >= 2, got {values!r}") from exc
+    if not sizes:
+        raise ValueError(f"{name}: expected at least one {what}")
+    return sizes
+
+
 def _samples(n_contexts: int, samples_per_context):
     return np.repeat(np.arange(n_contexts), samples_per_context)
 
@@ -125,12 +136,7 @@ def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, s
     Raises:
         ValueError: bad levels, sample counts or permutation (named).
     """
-    try:
-        levels = tuple(as_positive_int(q, "levels", minimum=2) for q in levels)
-    except TypeError as exc:
-        raise TypeError(f"levels: expected a sequence of integers >= 2, got {levels!r}") from exc
-    if not levels:
-        raise ValueError("levels: expected at least one attribute")
+    levels = _sizes(levels, "levels", "attribute")
     combos = np.array(list(itertools.product(*[range(q) for q in levels])), dtype=np.int64)
     C = combos.shape[0]
     n = _sample_counts(samples_per_context, C)
@@ -236,12 +242,7 @@ def sequences(classes=(2, 2), tokens_per_class: int = 2, *, labels: str = "uniqu
     Raises:
         ValueError / TypeError: naming the bad argument.
     """
-    try:
-        classes = tuple(as_positive_int(c, "classes", minimum=2) for c in classes)
-    except TypeError as exc:
-        raise TypeError(f"classes: expected a sequence of integers >= 2, got {classes!r}") from exc
-    if not classes:
-        raise ValueError("classes: expected at least one position")
+    classes = _sizes(classes, "classes", "position")
     m = as_positive_int(tokens_per_class, "tokens_per_class")
     if labels not in ("unique", "soft"):
         raise ValueError(f"labels: expected 'unique' or 'soft', got {labels!r}")

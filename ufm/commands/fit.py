@@ -48,7 +48,7 @@ def _list(text):
 def main(args) -> int:
     import ufm.bridge
 
-    from ._common import load_run
+    from ._common import load_run, run_stem
 
     run = load_run(args.run, args.tag, "ufm fit")
     if run is None:
@@ -65,7 +65,7 @@ def main(args) -> int:
             return 2
     import matplotlib
     matplotlib.use("Agg")
-    stem = os.path.join(args.out_dir, _stem(args.run))
+    stem = os.path.join(args.out_dir, run_stem(args.run))
     os.makedirs(args.out_dir, exist_ok=True)
     kw = dict(time=args.time, init=args.init, max_time=args.max_time)
     try:
@@ -114,11 +114,3 @@ def _json(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     raise TypeError(type(obj).__name__)
-
-
-def _stem(path: str) -> str:
-    base = os.path.basename(os.path.normpath(path))
-    for suffix in (".npz", ".safetensors", ".h5", ".hdf5"):
-        if base.endswith(suffix):
-            return base[: -len(suffix)]
-    return base

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 HELP = "summarise an exported training run (ufm-run): shapes, steps, metrics, transient, kernel; draw a figure"
 
@@ -16,7 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from ._common import load_run
+    from ._common import load_run, run_stem
 
     run = load_run(args.run, args.tag, "ufm inspect")
     if run is None:
@@ -25,16 +24,8 @@ def main(args) -> int:
     if not args.no_figure:
         import matplotlib
         matplotlib.use("Agg")
-        path = args.figure or _stem(args.run) + "_inspect.png"
+        path = args.figure or run_stem(args.run) + "_inspect.png"
         fig = run.plot()
         fig.savefig(path, dpi=110)
         print(f"\nfigure     {path}")
     return 0
-
-
-def _stem(path: str) -> str:
-    base = os.path.basename(os.path.normpath(path))
-    for suffix in (".npz", ".safetensors", ".h5", ".hdf5"):
-        if base.endswith(suffix):
-            return base[: -len(suffix)]
-    return base
