@@ -487,9 +487,9 @@ def _rhs_kernels():
             logit_gradient(Z, Y, pi, LOSS_CE, G, colmax, colsum)
 
     @njit
-    def rhs_loop(n, y, dy, ip, coef, Y, pi, theta, work):
+    def rhs_loop(n, y, dy, packed, work):
         for _ in range(n):
-            vector_field(0, y, dy, ip, coef, Y, pi, theta, work)
+            vector_field(0, y, dy, packed, work)
 
     @njit
     def dots_loop(n, W, H, G, Z, dW, T):
@@ -537,21 +537,22 @@ def bench_roofline(cfg, res):
         N = K
         model = model_for(K)
         x0 = model.init(d, scale=0.3, seed=0)
-        ip, coef, Y, pi, theta, _tt, _tp = model._pack("parameters", d)
+        packed = ufm.engine.pack_model(model, "parameters", d)
+        Y, pi = packed.Y, packed.pi
         y = flatten(x0)
         dy = np.empty_like(y)
-        work = np.empty(work_size(ip))
+        work = np.empty(work_size(packed.ip))
         n = max(3, int(2e5 / (K * d * N) * 50))
         W, H = np.ascontiguousarray(x0.W), np.ascontiguousarray(x0.H)
         G = np.random.default_rng(0).normal(size=(K, N))
         Z, dW, T = np.empty((K, N)), np.empty((K, d)), np.empty((d, N))
-        rhs_loop(1, y, dy, ip, coef, Y, pi, theta, work)
+        rhs_loop(1, y, dy, packed, work)
         dots_loop(1, W, H, G, Z, dW, T)
         hand_loop(1, W, H, G, Z, dW, T)
         Zs = W @ H
         softmax_loop(1, Zs, Y, pi, G)
         t_soft = timed(lambda: softmax_loop(n, Zs, Y, pi, G), 5)[0] / n
-        t_rhs = timed(lambda: rhs_loop(n, y, dy, ip, coef, Y, pi, theta, work), 5)[0] / n
+        t_rhs = timed(lambda: rhs_loop(n, y, dy, packed, work), 5)[0] / n
         t_dot = timed(lambda: dots_loop(n, W, H, G, Z, dW, T), 5)[0] / n
         t_hand = timed(lambda: hand_loop(n, W, H, G, Z, dW, T), 5)[0] / n if K * d * N <= 64 ** 3 else float("nan")
         flops = 3 * 2.0 * K * d * N

@@ -57,11 +57,11 @@ def test_flow_is_preconditioned_gradient_of_objective(ident, model):
 
 def _kernel_field(model, state, space):
     d = state.d if space == "parameters" else 0
-    ip, coef, Y, pi, theta, theta_t, _ = model._pack(space, d)
+    packed = ufm.engine.pack_model(model, space, d)
     y = flatten(state if space == "parameters" else state.grams())
     dy = np.zeros_like(y)
-    work = np.zeros(kf.work_size(ip))
-    kf.vector_field(0, y, dy, ip, coef, Y, pi, theta, work)
+    work = np.zeros(kf.work_size(packed.ip))
+    kf.vector_field(0, y, dy, packed, work)
     return dy
 
 

@@ -16,76 +16,10 @@ import numpy as np
 from . import reference
 from ._validation import (as_float_array, as_nonnegative, as_positive, as_positive_int, check_choice,
                           check_symmetric_psd, readonly)
-from .kernels import fields as _f
 from .problems import Problem
+from .states import GramState, State
 
 __all__ = ["UFM", "State", "GramState", "PiecewiseCoupling"]
-
-
-@dataclass(frozen=True, eq=False)
-class State:
-    """A parameter-space state.
-
-    Attributes:
-        W: classifier rows, (K, d).
-        H: features, one column per context, (d, N).
-        b: bias, (K,), or None for a bias-free model.
-    """
-
-    W: np.ndarray
-    H: np.ndarray
-    b: np.ndarray | None = None
-
-    def __post_init__(self):
-        W = as_float_array(self.W, "W", ndim=2)
-        H = as_float_array(self.H, "H", ndim=2)
-        if W.shape[1] != H.shape[0]:
-            raise ValueError(f"H: expected {W.shape[1]} rows to match W's width d = {W.shape[1]}, got shape {H.shape}")
-        object.__setattr__(self, "W", readonly(W))
-        object.__setattr__(self, "H", readonly(H))
-        if self.b is not None:
-            object.__setattr__(self, "b", readonly(as_float_array(self.b, "b", shape=(W.shape[0],))))
-
-    @property
-    def d(self) -> int:
-        return self.W.shape[1]
-
-    def grams(self) -> "GramState":
-        """The exact Gram-space image (M = WH, G_W = WWᵀ, G_H = HᵀH, b)."""
-        return GramState(self.W @ self.H, self.W @ self.W.T, self.H.T @ self.H, self.b)
-
-    def logits(self) -> np.ndarray:
-        Z = self.W @ self.H
-        return Z if self.b is None else Z + self.b[:, None]
-
-
-@dataclass(frozen=True, eq=False)
-class GramState:
-    """A Gram-space state.
-
-    Attributes:
-        M: WH, the logits without bias, (K, N).
-        gram_W: WWᵀ, (K, K), symmetric PSD.
-        gram_H: HᵀH, (N, N), symmetric PSD.
-        b: bias, (K,), or None.
-    """
-
-    M: np.ndarray
-    gram_W: np.ndarray
-    gram_H: np.ndarray
-    b: np.ndarray | None = None
-
-    def __post_init__(self):
-        M = as_float_array(self.M, "M", ndim=2)
-        K, N = M.shape
-        object.__setattr__(self, "M", readonly(M))
-        object.__setattr__(self, "gram_W", readonly(as_float_array(self.gram_W, "gram_W", shape=(K, K))))
-        object.__setattr__(self, "gram_H", readonly(as_float_array(self.gram_H, "gram_H", shape=(N, N))))
-        if self.b is not None:
-            object.__setattr__(self, "b", readonly(as_float_array(self.b, "b", shape=(K,))))
-
-    def logits(self) -> np.ndarray:
-        return self.M if self.b is None else self.M + self.b[:, None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -346,37 +280,6 @@ class UFM:
         """d(state)/dt of the flow, in the state's own space (numpy reference)."""
         self.check_state(state, "state")
         return reference.vector_field(self, state, t)
-
-    # -- packing for the numba kernels ------------------------------------------------------
-    def _pack(self, space: str, d: int):
-        """Arrays for :mod:`ufm.kernels`: (ip, coef, Y, pi, theta, theta_t, theta_pinv)."""
-        ip = np.zeros(_f.IP_SIZE, dtype=np.int64)
-        ip[_f.IP_SPACE] = _f.SPACE_PARAMETERS if space == "parameters" else _f.SPACE_GRAM
-        ip[_f.IP_LOSS] = _f.LOSS_CE if self.loss_name == "ce" else _f.LOSS_MSE
-        ip[_f.IP_BIAS] = int(self.bias)
-        ip[_f.IP_K], ip[_f.IP_D], ip[_f.IP_N] = self.K, d, self.N
-        coef = np.array([self.lr_W, self.lr_H, self.lr_b, self.lambda_W, self.lambda_H,
-                         self.lambda_b, self.lambda_E], dtype=np.float64)
-        N = self.N
-        if self.coupling is None:
-            theta = np.zeros((1, 1, 1))
-            theta_t = np.zeros(1)
-            theta_pinv = np.zeros((1, 1, 1))
-        else:
-            if isinstance(self.coupling, PiecewiseCoupling):
-                theta = np.ascontiguousarray(self.coupling.kernels)
-                theta_t = np.array(self.coupling.times, dtype=np.float64)
-            else:
-                theta = np.ascontiguousarray(np.asarray(self.coupling)[None])
-                theta_t = np.zeros(1)
-            ip[_f.IP_NTHETA] = theta.shape[0]
-            if self.lambda_E:
-                theta_pinv = np.ascontiguousarray(np.stack([np.linalg.pinv(T, hermitian=True) for T in theta]))
-            else:
-                theta_pinv = np.zeros((theta.shape[0], N, N))
-        Y = np.ascontiguousarray(self.problem.Y, dtype=np.float64)
-        pi = np.ascontiguousarray(self.problem.weights, dtype=np.float64)
-        return ip, coef, Y, pi, theta, theta_t, theta_pinv
 
 
 def _rebuild_ufm(problem, params):

@@ -8,7 +8,8 @@ the kernels in :mod:`ufm.kernels` are tested against (also the implementation be
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_softmax, softmax
+
+from .states import GramState, State, flatten, unflatten  # noqa: F401 - re-exported for callers
 
 
 def logits(state) -> np.ndarray:
@@ -21,9 +22,10 @@ def data_loss_and_grad(model, Z: np.ndarray):
     Y = model.problem.Y
     pi = model.problem.weights
     if model.loss_name == "ce":
-        logp = log_softmax(Z, axis=0)
+        shifted = Z - Z.max(axis=0)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=0))     # log-softmax of each column
         loss = -np.sum(pi * np.sum(Y * logp, axis=0))
-        G = (softmax(Z, axis=0) - Y) * pi
+        G = (np.exp(logp) - Y) * pi
     else:
         R = Z - Y
         loss = 0.5 * np.sum(pi * np.sum(R * R, axis=0))
@@ -33,7 +35,6 @@ def data_loss_and_grad(model, Z: np.ndarray):
 
 def objective(model, state, t: float = 0.0) -> float:
     """ℓ + λ_W/2 tr G_W + λ_H/2 tr G_H + λ_b/2‖b‖² + λ_E/2 tr(Θ⁺ G_H)."""
-    from .models import GramState
     gs = state if isinstance(state, GramState) else state.grams()
     loss, _ = data_loss_and_grad(model, gs.logits())
     loss += 0.5 * model.lambda_W * np.trace(gs.gram_W) + 0.5 * model.lambda_H * np.trace(gs.gram_H)
@@ -47,7 +48,6 @@ def objective(model, state, t: float = 0.0) -> float:
 
 def gradient(model, state):
     """Euclidean gradient (G Hᵀ + λ_W W, Wᵀ G + λ_H H, G1 + λ_b b) as a State."""
-    from .models import State
     _, G = data_loss_and_grad(model, state.logits())
     gW = G @ state.H.T + model.lambda_W * state.W
     gH = state.W.T @ G + model.lambda_H * state.H
@@ -57,7 +57,6 @@ def gradient(model, state):
 
 def vector_field(model, state, t: float = 0.0):
     """The flow's right-hand side at ``state`` (State -> State, GramState -> GramState)."""
-    from .models import GramState, State
     theta = model.theta(t)
     lr_w, lr_h, lr_b = model.lr_W, model.lr_H, model.lr_b
     lam_w, lam_h, lam_e, lam_b = model.lambda_W, model.lambda_H, model.lambda_E, model.lambda_b
@@ -76,36 +75,8 @@ def vector_field(model, state, t: float = 0.0):
     return GramState(dM, dGW, dGH, db)
 
 
-def flatten(state) -> np.ndarray:
-    """The kernels' flat layout of a State or GramState."""
-    from .models import State
-    if isinstance(state, State):
-        parts = [state.W.ravel(), state.H.ravel()]
-    else:
-        parts = [state.M.ravel(), state.gram_W.ravel(), state.gram_H.ravel()]
-    if state.b is not None:
-        parts.append(state.b)
-    return np.concatenate(parts)
-
-
-def unflatten(y: np.ndarray, K: int, N: int, d: int | None, bias: bool):
-    """Inverse of :func:`flatten`: d given -> State, d None -> GramState."""
-    from .models import GramState, State
-    if d is not None:
-        W = y[:K * d].reshape(K, d)
-        H = y[K * d:K * d + d * N].reshape(d, N)
-        b = y[K * d + d * N:] if bias else None
-        return State(W, H, b)
-    M = y[:K * N].reshape(K, N)
-    GW = y[K * N:K * N + K * K].reshape(K, K)
-    GH = y[K * N + K * K:K * N + K * K + N * N].reshape(N, N)
-    b = y[K * N + K * K + N * N:] if bias else None
-    return GramState(M, GW, GH, b)
-
-
 def euler_train_reference(model, state, steps: int, lr: float):
     """Plain numpy GD loop: x ← x + lr·F(x), for testing ``ufm.train``."""
-    from .models import State
     W, H = np.array(state.W), np.array(state.H)
     b = None if state.b is None else np.array(state.b)
     for _ in range(steps):

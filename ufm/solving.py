@@ -1,94 +1,30 @@
 """``ufm.solve``: integrate a UFM's gradient flow to chosen save times.
 
-The domain-level driver over the generic numba engine in :mod:`ufm.kernels.integrate`: it
-validates arguments, packs the model, allocates the outputs, runs the kernel (in chunks when
-progress is reported), and turns failures into :class:`~ufm.errors.IntegrationError` with the
-partial trajectory attached.
+The domain-level front door: it validates the arguments, then hands the run to
+:mod:`ufm.engine` (packing, outputs, the kernel call, failures) and wraps the outcome in a
+:class:`~ufm.trajectory.Trajectory`, or an :class:`~ufm.errors.IntegrationError` carrying the
+partial trajectory.
 """
 
 from __future__ import annotations
 
 import math
-import time as _time
-import warnings
 
 import numpy as np
 
+from . import engine
 from ._validation import as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice
 from .errors import IntegrationError
-from .kernels import integrate as _k
-from .models import UFM, GramState, State
-from .reference import flatten
+from .models import UFM
 from .solvers import get_solver
-from .trajectory import SAVEABLE, Trajectory
+from .trajectory import Trajectory
 
 __all__ = ["solve"]
 
 DEFAULT_SAVE = ("gram_W", "gram_H", "logits")
-_REASONS = {
-    _k.STATUS_MAX_STEPS: "max_steps",
-    _k.STATUS_STEP_UNDERFLOW: "step_underflow",
-    _k.STATUS_NONFINITE: "nonfinite",
-}
-
-
-def parse_save(save, space: str) -> tuple[str, ...]:
-    """Normalise ``save=``: a name, an iterable of names, or ``"all"`` (what the space has)."""
-    if save is None:
-        return ()
-    if isinstance(save, str) and save == "all":
-        return tuple(n for n in SAVEABLE if space == "parameters" or n not in ("W", "H"))
-    if isinstance(save, str):
-        save = (save,)
-    try:
-        names = tuple(save)
-    except TypeError:
-        raise TypeError(f"save: expected a name or an iterable of names from {SAVEABLE}, got {save!r}") from None
-    for n in names:
-        if n not in SAVEABLE:
-            raise ValueError(f"save: unknown quantity {n!r}; expected names from {SAVEABLE} or 'all'")
-    bad = [n for n in names if n in ("W", "H")]
-    if space == "gram" and bad:
-        raise ValueError(f"save: {bad} do not exist in Gram space (space='gram' integrates WH, G_W, G_H)")
-    return names
-
-
-class Outputs:
-    """Preallocated output arrays for the kernels' ``record`` and their conversion to fields."""
-
-    def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names):
-        self.names = names
-        self.K, self.N, self.d, self.bias = K, N, d, bias
-        want_state = any(x in names for x in ("W", "H", "b"))
-        self.flags = np.array([want_state, "gram_W" in names, "gram_H" in names, "logits" in names],
-                              dtype=np.int64)
-        self.loss = np.full(T, np.nan)
-        self.data = np.full(T, np.nan)
-        self.state = np.zeros((T, n) if want_state else (0, n))
-        self.gram_W = np.zeros((T, K, K) if self.flags[1] else (0, K, K))
-        self.gram_H = np.zeros((T, N, N) if self.flags[2] else (0, N, N))
-        self.logits = np.zeros((T, K, N) if self.flags[3] else (0, K, N))
-
-    def kernel_args(self):
-        return (self.flags, self.loss, self.data, self.state, self.gram_W, self.gram_H, self.logits)
-
-    def fields(self, upto: int) -> dict:
-        K, N, d = self.K, self.N, self.d
-        out = {"loss": self.loss[:upto].copy(), "data_loss": self.data[:upto].copy()}
-        if self.flags[1]:
-            out["gram_W"] = self.gram_W[:upto].copy()
-        if self.flags[2]:
-            out["gram_H"] = self.gram_H[:upto].copy()
-        if self.flags[3]:
-            out["logits"] = self.logits[:upto].copy()
-        S = self.state[:upto]
-        if "W" in self.names:
-            out["W"] = S[:, :K * d].reshape(-1, K, d).copy()
-        if "H" in self.names:
-            out["H"] = S[:, K * d:K * d + d * N].reshape(-1, d, N).copy()
-        if "b" in self.names and self.bias:
-            out["b"] = S[:, -K:].copy()
-        return out
+# re-exported: the sweep and the trainer validate save names the same way
+parse_save = engine.parse_save
+initial_vector = engine.initial_vector
 
 
 def check_times(t, name: str = "t", *, start: float | None = None) -> np.ndarray:
@@ -126,20 +62,6 @@ def check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max):
             raise ValueError(f"dt: method {solver.name!r} takes fixed steps; pass dt= (the step size)")
         h0 = as_positive(dt, "dt")
     return rtol, atol, t0, ts, max_steps, h_max, h0
-
-
-def initial_vector(model: UFM, init, space: str):
-    """Flat initial state and width d (None in Gram space) from a State or GramState."""
-    if not isinstance(init, (State, GramState)):
-        raise TypeError(f"init: expected a ufm.State (from model.init / model.state) or a ufm.GramState, "
-                        f"got {type(init).__name__}")
-    model.check_state(init, "init")
-    if space == "parameters":
-        if isinstance(init, GramState):
-            raise TypeError("init: a GramState has no W and H; integrate it with space='gram'")
-        return flatten(init), init.d
-    gs = init if isinstance(init, GramState) else init.grams()
-    return flatten(gs), None
 
 
 def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: float = 1e-10,
@@ -196,76 +118,16 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
 
     y, d = initial_vector(model, init, space)
     if space == "gram":
-        _warn_if_rank_deficient(init)
-    ip, coef, Y, pi, theta, theta_t, theta_pinv = model._pack(space, d or 0)
-    out = Outputs(len(ts), y.size, model.K, model.N, d, model.bias, names)
-    carry = np.zeros(_k.CARRY_SIZE)
-    carry[_k.CARRY_T] = t0
-    carry[_k.CARRY_H] = h0
-    carry[_k.CARRY_FACOLD] = 1e-4
-    arr = solver.arrays
-    T = len(ts)
-    chunks = [(0, T)] if progress is None else _chunks(T, 50)
-    started = _time.perf_counter()
-    status, j = _k.STATUS_OK, 0
-    for j0, j1 in chunks:
-        budget = max_steps - int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
-        if budget <= 0:
-            status = _k.STATUS_MAX_STEPS
-            break
-        status, j = _k.integrate(y, carry, ts, j0, j1, arr["A"], arr["b"], arr["c"], arr["e"], arr["P"],
-                                 float(solver.controller_order), int(solver.adaptive), int(solver.fsal),
-                                 h_max, rtol, atol, budget, ip, coef, Y, pi, theta, theta_t, theta_pinv,
-                                 *out.kernel_args())
-        if progress is not None:
-            progress(float(carry[_k.CARRY_T]), float(ts[-1]))
-        if status != _k.STATUS_OK:
-            break
-    info = {
-        "method": solver.name, "space": space, "rtol": rtol, "atol": atol, "t0": t0,
-        "d": d, "dt": dt, "accepted_steps": int(carry[_k.CARRY_ACCEPTED]),
-        "rejected_steps": int(carry[_k.CARRY_REJECTED]), "rhs_evaluations": int(carry[_k.CARRY_RHS]),
-        "wall_time_s": _time.perf_counter() - started, "model": model.describe(),
-    }
-    traj = Trajectory(t=ts[:j].copy(), **out.fields(j), problem=model.problem, model=model, info=info)
-    if status != _k.STATUS_OK:
-        reason = _REASONS[status]
-        t_fail = float(carry[_k.CARRY_T])
-        why = {
-            "max_steps": f"max_steps = {max_steps} attempted steps were used up",
-            "step_underflow": "the step size underflowed (the solution is diverging, or too stiff for "
-                              "an explicit method at these tolerances)",
-            "nonfinite": "the state became non-finite or exceeded 1e60 (divergence)",
-        }[reason]
-        raise IntegrationError(
-            f"integration stopped at t = {t_fail:.6g}: {why}. The {j} save time(s) before it are in "
-            f"err.trajectory.", t=t_fail, reason=reason, trajectory=traj)
+        engine.warn_if_rank_deficient(init)
+    packed = engine.pack_model(model, space, d or 0)
+    buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names)
+    run = engine.integrate(packed, y, ts, engine.tableau(solver), engine.controls(rtol, atol, h_max, max_steps),
+                           engine.new_carry(t0, h0), buffers, progress)
+    info = {"method": solver.name, "space": space, "rtol": rtol, "atol": atol, "t0": t0, "d": d, "dt": dt,
+            **run.counts(), "wall_time_s": run.wall_time_s, "model": model.describe()}
+    traj = Trajectory(t=ts[:run.reached].copy(), **buffers.fields(run.reached), problem=model.problem, model=model,
+                      info=info)
+    if not run.ok:
+        reason, message = engine.failure(run.status, run.t_reached, run.reached, max_steps)
+        raise IntegrationError(message, t=run.t_reached, reason=reason, trajectory=traj)
     return traj
-
-
-def _warn_if_rank_deficient(init) -> None:
-    """Gram space is exact for any d, but a rank-deficient G_H or G_W (d < N or d < K) is an
-    unstable manifold of the Gram ODE whenever the flow wants more rank: rounding errors along
-    the missing directions then grow exponentially and the run leaves every realisable state."""
-    if isinstance(init, State):
-        K, d = init.W.shape
-        N = init.H.shape[1]
-        if d < max(K, N):
-            warnings.warn(f"space='gram' from a width-{d} state with K = {K}, N = {N}: the initial Grams have "
-                          f"rank <= {d}, a manifold the Gram ODE need not keep (rounding errors can grow along "
-                          "the missing directions). Use space='parameters' for capacity-limited widths.",
-                          UserWarning, stacklevel=3)
-        return
-    for name, G in (("gram_W", init.gram_W), ("gram_H", init.gram_H)):
-        ev = np.linalg.eigvalsh(G)
-        if ev[-1] > 0 and ev[0] < 1e-10 * ev[-1]:
-            warnings.warn(f"space='gram': init.{name} is numerically rank-deficient (eigenvalue ratio "
-                          f"{ev[0] / ev[-1]:.1e}); the Gram ODE need not keep that rank, rounding errors can grow "
-                          "along the missing directions. Integrate a parameter-space State if the width is limited.",
-                          UserWarning, stacklevel=3)
-            return
-
-
-def _chunks(T: int, n: int):
-    edges = np.unique(np.linspace(0, T, min(n, T) + 1).round().astype(int))
-    return list(zip(edges[:-1], edges[1:]))

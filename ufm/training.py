@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time as _time
-
 import numpy as np
 
+from . import engine
 from ._validation import as_int_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice
 from .errors import IntegrationError
 from .kernels import optimizers as _o
 from .models import UFM, State
-from .solving import Outputs, initial_vector, parse_save
 from .trajectory import Trajectory
 
 __all__ = ["train", "default_save_steps"]
@@ -94,39 +92,40 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
             raise ValueError(f"save_steps: expected steps in [0, {steps}], got [{save_steps[0]}, {save_steps[-1]}]")
         if save_steps[-1] < steps:  # the run goes to ``steps``: its final state is always kept
             save_steps = np.append(save_steps, steps)
-    names = parse_save(save, "parameters")
+    names = engine.parse_save(save, "parameters")
 
-    y, d = initial_vector(model, init, "parameters")
-    opt = OPTIMIZERS[optimizer]
-    ip, coef, Y, pi, theta, theta_t, theta_pinv = model._pack("parameters", d)
-    coef_record = coef.copy()
+    y, d = engine.initial_vector(model, init, "parameters")
+    kind = OPTIMIZERS[optimizer]
+    packed = engine.pack_model(model, "parameters", d)
+    packed_record = packed                      # the objective is always the model's own
     K, N = model.K, model.N
     sizes = (K * d, d * N, K if model.bias else 0)
     rate = np.full(y.size, lr)
     decay = np.zeros(y.size)
-    if opt in (_o.OPT_ADAM, _o.OPT_ADAMW):
+    if kind in (_o.OPT_ADAM, _o.OPT_ADAMW):
+        # Adam is invariant to the gradient's scale: the field is taken with unit rates and the
+        # block rates enter through the per-entry step; AdamW also takes the decay out of the
+        # field and applies it decoupled.
         etas = (model.lr_W, model.lr_H, model.lr_b)
         rate = np.repeat([lr * e for e in etas], sizes)
-        coef = coef.copy()
+        coef = packed.coef.copy()
         coef[:3] = 1.0
-        if opt == _o.OPT_ADAMW:
+        if kind == _o.OPT_ADAMW:
             lams = (model.lambda_W, model.lambda_H + model.lambda_E, model.lambda_b)
             decay = np.repeat(lams, sizes).astype(np.float64)
             coef[3:] = 0.0
+        packed = packed._replace(coef=coef)
     hyper = np.zeros(_o.H_SIZE)
     hyper[_o.H_MU] = mu
     hyper[_o.H_NESTEROV] = float(bool(nesterov))
     hyper[_o.H_BETA1], hyper[_o.H_BETA2], hyper[_o.H_EPS] = b1, b2, eps
-    out = Outputs(len(save_steps), y.size, K, N, d, model.bias, names)
-    buf1 = np.zeros_like(y)
-    buf2 = np.zeros_like(y)
-    started = _time.perf_counter()
-    status, j, reached = _o.train(y, buf1, buf2, 0, save_steps.astype(np.int64), opt, lr, rate, decay, hyper,
-                                  ip, coef, Y, pi, theta, theta_t, theta_pinv, coef_record, *out.kernel_args())
+    buffers = engine.SaveBuffers(len(save_steps), y.size, K, N, d, model.bias, names)
+    opt = engine.optimizer_group(kind, lr, rate, decay, hyper)
+    status, j, reached, wall = engine.run_optimizer(y, 0, save_steps, opt, packed, packed_record, buffers)
     info = {"optimizer": optimizer, "lr": lr, "momentum": mu, "nesterov": bool(nesterov),
             "betas": [b1, b2], "eps": eps, "steps": steps, "d": d, "space": "parameters",
-            "wall_time_s": _time.perf_counter() - started, "model": model.describe()}
-    traj = Trajectory(t=lr * save_steps[:j].astype(np.float64), steps=save_steps[:j].copy(), **out.fields(j),
+            "wall_time_s": wall, "model": model.describe()}
+    traj = Trajectory(t=lr * save_steps[:j].astype(np.float64), steps=save_steps[:j].copy(), **buffers.fields(j),
                       problem=model.problem, model=model, info=info)
     if status != _o.STATUS_OK:
         raise IntegrationError(

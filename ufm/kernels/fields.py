@@ -7,6 +7,8 @@ Rules for these kernels (DESIGN.md §5):
 
 1. Every function is module-level ``@njit(cache=True)`` and calls the others *by name*, so the
    on-disk cache is reused across process starts. No jitted function is passed as an argument.
+   The model travels as one :class:`~ufm.kernels.groups.Model` and the outputs as one
+   :class:`~ufm.kernels.groups.Outputs`, built only by :mod:`ufm.engine`.
 2. One entry point, :func:`vector_field`, dispatches on small integer flags (space, loss, bias,
    coupling), so there is one compiled driver for every model variant.
 3. Nothing allocates per call: intermediates live in a caller-provided ``work`` buffer of
@@ -14,10 +16,11 @@ Rules for these kernels (DESIGN.md §5):
 4. Each function has a slow numpy twin in :mod:`ufm.reference` that the tests compare against.
 5. numba's on-disk cache is keyed by the *defining* file only: a cached caller (e.g. the
    optimiser loop in ``optimizers.py``) keeps the old inlined copy of a function edited here.
-   After editing a kernel, delete the caches (``find ufm -name '*.nb[ic]' -delete``); a fresh
-   clone (CI) always compiles from source.
+   After editing a kernel, delete the caches (``find ufm -name '*.nb[ic]' -delete``; the test
+   suite's conftest does it when a jitted source is newer than the caches); a fresh clone (CI)
+   always compiles from source.
 
-Packed model (``ip``, int64)::
+Packed model (:class:`~ufm.kernels.groups.Model`; its ``ip``, int64)::
 
     ip[IP_SPACE]  0 = parameters, 1 = Gram
     ip[IP_LOSS]   0 = cross-entropy (soft labels), 1 = MSE
@@ -25,7 +28,7 @@ Packed model (``ip``, int64)::
     ip[IP_K], ip[IP_D], ip[IP_N]   sizes (d is ignored in Gram space)
     ip[IP_NTHETA] number of coupling pieces (0: Θ = I, the standard UFM)
 
-Packed coefficients (``coef``, float64): η_W, η_H, η_b, λ_W, λ_H, λ_b, λ_E.
+Packed coefficients (``Model.coef``, float64): η_W, η_H, η_b, λ_W, λ_H, λ_b, λ_E.
 
 Coupling: ``theta`` has shape (P, N, N) and ``theta_t`` (P,) the start time of each piece; the
 piece in force at time t is the last one with ``theta_t[p] <= t`` (piece 0 always applies
@@ -195,7 +198,9 @@ def logit_gradient(Z, Y, pi, loss, G, colmax, colsum):
 
 
 @njit(cache=True)
-def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
+def _parameter_field(p, y, dy, model, work):
+    ip = model.ip
+    coef = model.coef
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
@@ -213,7 +218,7 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
             for i in range(N):
                 Z[k, i] += b[k]
     nwork = work.shape[0]
-    logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:])
+    logit_gradient(Z, model.Y, model.pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:])
 
     lr_w = coef[C_LR_W]
     lr_h = coef[C_LR_H]
@@ -232,7 +237,7 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
             T[j, i] += lam_h * H[j, i]
     dH = dy[nW:nW + nH].reshape(d, N)
     if ip[IP_NTHETA] > 0:
-        np.dot(T, theta[p], dH)
+        np.dot(T, model.theta[p], dH)
     else:
         dH[:, :] = T
     for j in range(d):
@@ -257,7 +262,9 @@ def _bias_field(G, b, db, coef):
 
 
 @njit(cache=True)
-def _gram_field(p, y, dy, ip, coef, Y, pi, theta, work):
+def _gram_field(p, y, dy, model, work):
+    ip = model.ip
+    coef = model.coef
     K = ip[IP_K]
     N = ip[IP_N]
     nM = K * N
@@ -280,7 +287,7 @@ def _gram_field(p, y, dy, ip, coef, Y, pi, theta, work):
             for i in range(N):
                 Z[k, i] += b[k]
     nwork = work.shape[0]
-    logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:])
+    logit_gradient(Z, model.Y, model.pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:])
 
     lr_w = coef[C_LR_W]
     lr_h = coef[C_LR_H]
@@ -297,7 +304,7 @@ def _gram_field(p, y, dy, ip, coef, Y, pi, theta, work):
             T2[k, i] += lam_h * M[k, i]
     dM = dy[:nM].reshape(K, N)
     if coupled:
-        np.dot(T2, theta[p], dM)
+        np.dot(T2, model.theta[p], dM)
     else:
         dM[:, :] = T2
     for k in range(K):
@@ -317,7 +324,7 @@ def _gram_field(p, y, dy, ip, coef, Y, pi, theta, work):
         for j in range(N):
             U[i, j] += lam_h * GH[i, j]
     if coupled:
-        np.dot(U, theta[p], V)
+        np.dot(U, model.theta[p], V)
     else:
         V[:, :] = U
     dGH = dy[nM + nGW:nM + nGW + nGH].reshape(N, N)
@@ -332,28 +339,31 @@ def _gram_field(p, y, dy, ip, coef, Y, pi, theta, work):
 
 
 @njit(cache=True)
-def vector_field(p, y, dy, ip, coef, Y, pi, theta, work):
-    """Write dy/dt at state ``y`` into ``dy`` for the packed model (module docstring), with
-    coupling piece ``p`` in force (see :func:`theta_piece`; ignored without coupling)."""
-    if ip[IP_SPACE] == SPACE_PARAMETERS:
-        _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work)
+def vector_field(p, y, dy, model, work):
+    """Write dy/dt at state ``y`` into ``dy`` for the packed ``model`` (a
+    :class:`~ufm.kernels.groups.Model`, maths in the module docstring), with coupling piece
+    ``p`` in force (see :func:`theta_piece`; ignored without coupling)."""
+    if model.ip[IP_SPACE] == SPACE_PARAMETERS:
+        _parameter_field(p, y, dy, model, work)
     else:
-        _gram_field(p, y, dy, ip, coef, Y, pi, theta, work)
+        _gram_field(p, y, dy, model, work)
 
 
 @njit(cache=True)
-def record(j, t, y, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss, out_data,
-           out_state, out_gram_W, out_gram_H, out_logits, work):
-    """Store the derived quantities of state ``y`` at save index ``j``.
+def record(j, t, y, model, out, work):
+    """Store the derived quantities of state ``y`` at save index ``j`` in ``out`` (an
+    :class:`~ufm.kernels.groups.Outputs`).
 
-    Always: the objective (``out_loss``) and the data loss ℓ (``out_data``). Optionally, per
-    ``save`` flags [state, gram_W, gram_H, logits]: the flat state, G_W (K×K), G_H (N×N) and
+    Always: the objective (``out.loss``) and the data loss ℓ (``out.data``). Optionally, per
+    ``out.flags`` [state, gram_W, gram_H, logits]: the flat state, G_W (K×K), G_H (N×N) and
     Z (K×N). The objective is
 
         ℓ + λ_W/2 tr G_W + λ_H/2 tr G_H + λ_b/2 ‖b‖² + λ_E/2 tr(Θ⁺ G_H),
 
     a Lyapunov function of the flow whenever Θ is positive definite (Θ⁺ = I without coupling).
     """
+    ip = model.ip
+    coef = model.coef
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
@@ -381,7 +391,7 @@ def record(j, t, y, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss, out_da
             for i in range(N):
                 Z[k, i] += bk
     nwork = work.shape[0]
-    data = logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:])
+    data = logit_gradient(Z, model.Y, model.pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:])
     tr_w = 0.0
     for k in range(K):
         tr_w += GWbuf[k, k]
@@ -391,20 +401,21 @@ def record(j, t, y, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss, out_da
     reg_e = 0.0
     if coef[C_LAM_E] != 0.0:
         if ip[IP_NTHETA] > 0:
-            p = theta_piece(theta_t, t)
+            p = theta_piece(model.theta_t, t)
             for i in range(N):
                 for l in range(N):
-                    reg_e += theta_pinv[p, i, l] * GHbuf[l, i]
+                    reg_e += model.theta_pinv[p, i, l] * GHbuf[l, i]
         else:
             reg_e = tr_h
-    out_data[j] = data
-    out_loss[j] = (data + 0.5 * coef[C_LAM_W] * tr_w + 0.5 * coef[C_LAM_H] * tr_h
+    out.data[j] = data
+    out.loss[j] = (data + 0.5 * coef[C_LAM_W] * tr_w + 0.5 * coef[C_LAM_H] * tr_h
                    + 0.5 * coef[C_LAM_B] * reg_b + 0.5 * coef[C_LAM_E] * reg_e)
-    if save[0]:
-        out_state[j, :] = y
-    if save[1]:
-        out_gram_W[j] = GWbuf
-    if save[2]:
-        out_gram_H[j] = GHbuf
-    if save[3]:
-        out_logits[j] = Z
+    flags = out.flags
+    if flags[0]:
+        out.state[j, :] = y
+    if flags[1]:
+        out.gram_W[j] = GWbuf
+    if flags[2]:
+        out.gram_H[j] = GHbuf
+    if flags[3]:
+        out.logits[j] = Z

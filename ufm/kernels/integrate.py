@@ -8,11 +8,16 @@ would pass a save time so that it lands on it. Steps never cross a coupling brea
 
 Rules for implementers:
 
-1. ``integrate`` may be called repeatedly on consecutive save ranges ``[j0, j1)``; ``carry``
-   holds everything needed to continue (time, proposed step, controller memory, counters).
-2. It never raises: failures are reported by the returned status code, with every save before
+1. ``integrate`` may be called repeatedly with increasing ``j_end``; ``carry`` holds everything
+   needed to continue (time, proposed step, controller memory, counters, the next save index),
+   so a call continues exactly where the last one stopped.
+2. Arguments travel in the groups of :mod:`ufm.kernels.groups` (tableau, controls, model,
+   outputs); only :mod:`ufm.engine` builds them.
+3. It never raises: failures are reported by the returned status code, with every save before
    the failure already written, so the caller can attach a partial trajectory to its error.
-3. It allocates only once per call (stage buffers), never per step.
+4. It allocates only once per call (stage buffers), never per step.
+5. ``Controls.max_steps`` bounds the attempted steps of the whole run (the carry's accepted
+   plus rejected counts), however many calls it takes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .fields import IP_NTHETA, record, state_size, theta_piece, vector_field, work_size
+from .fields import IP_NTHETA, record, theta_piece, vector_field, work_size
 
 STATUS_OK = 0
 STATUS_MAX_STEPS = 1
@@ -34,7 +39,8 @@ CARRY_FACOLD = 2
 CARRY_ACCEPTED = 3
 CARRY_REJECTED = 4
 CARRY_RHS = 5
-CARRY_SIZE = 6
+CARRY_J = 6          # the next save index to write
+CARRY_SIZE = 7
 
 # PI controller constants (Hairer's DOPRI5 defaults).
 SAFETY = 0.9
@@ -85,7 +91,7 @@ def _rms_scaled(v, y, rtol, atol):
 
 
 @njit(cache=True)
-def initial_step(p, y, f0, order, rtol, atol, ip, coef, Y, pi, theta, work):
+def initial_step(p, y, f0, order, rtol, atol, model, work):
     """Hairer's starting-step heuristic (Solving ODEs I, §II.4): h ≈ (0.01/‖f'‖)^(1/(q+1))."""
     d0 = _rms_scaled(y, y, rtol, atol)
     d1 = _rms_scaled(f0, y, rtol, atol)
@@ -95,7 +101,7 @@ def initial_step(p, y, f0, order, rtol, atol, ip, coef, Y, pi, theta, work):
         h0 = 0.01 * d0 / d1
     y1 = y + h0 * f0
     f1 = np.empty_like(y)
-    vector_field(p, y1, f1, ip, coef, Y, pi, theta, work)
+    vector_field(p, y1, f1, model, work)
     d2 = _rms_scaled(f1 - f0, y, rtol, atol) / h0
     dm = max(d1, d2)
     if dm <= 1e-15:
@@ -106,32 +112,31 @@ def initial_step(p, y, f0, order, rtol, atol, ip, coef, Y, pi, theta, work):
 
 
 @njit(cache=True)
-def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
-              h_max, rtol, atol, max_steps, ip, coef, Y, pi, theta, theta_t, theta_pinv,
-              save, out_loss, out_data, out_state, out_gram_W, out_gram_H, out_logits):
-    """Advance ``y`` (in place) from ``carry[CARRY_T]`` through save times ``t_save[j0:j1]``.
+def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
+    """Advance ``y`` (in place) from ``carry[CARRY_T]`` through the save times
+    ``t_save[carry[CARRY_J]:j_end]``.
 
     Arguments:
         y: (n,) state at the current time; overwritten with the state at the last time reached.
-        carry: (CARRY_SIZE,) float64, time / proposed step / controller memory / counters.
-            ``carry[CARRY_H] <= 0`` asks for an automatic initial step (adaptive only).
+        carry: (CARRY_SIZE,) float64: time, proposed step, controller memory, counters and the
+            next save index. ``carry[CARRY_H] <= 0`` asks for an automatic initial step
+            (adaptive only).
         t_save: (T,) strictly increasing save times, all >= the current time.
-        A, bw, c, e: tableau: (s, s) strictly lower-triangular stage matrix, (s,) weights,
-            (s,) nodes, (s,) error weights b − b̂ (zeros for fixed-step methods).
-        P: (s, q) dense-output coefficients, y(t + θh) = y + h Σ_i k_i Σ_m P[i, m] θ^(m+1);
-            shape (0, 0) when the tableau has no dense output.
-        order: order used by the controller (the lower of the embedded pair, plus one).
-        adaptive: 1 for error-controlled steps, 0 for fixed steps ``carry[CARRY_H]``.
-        fsal: 1 when the last stage is f at the new state (first-same-as-last).
-        h_max: largest step allowed.
-        rtol, atol: tolerances of the scaled RMS error norm.
-        max_steps: budget of attempted steps for this call.
-        ip, coef, Y, pi, theta, theta_t, theta_pinv: the packed model (ufm.kernels.fields).
-        save, out_*: what to record at each save time, see :func:`ufm.kernels.fields.record`.
+        j_end: save times up to (excluding) this index are written by this call.
+        tab: :class:`~ufm.kernels.groups.Tableau`. ctl: :class:`~ufm.kernels.groups.Controls`.
+        model: :class:`~ufm.kernels.groups.Model`. out: :class:`~ufm.kernels.groups.Outputs`.
 
     Returns:
-        (status, j): a STATUS_* code and the number of save times written so far (j1 on success).
+        (status, j): a STATUS_* code and the number of save times written so far (j_end on
+        success); ``carry[CARRY_J]`` holds j as well.
     """
+    A = tab.A
+    bw = tab.b
+    e = tab.e
+    P = tab.P
+    adaptive = tab.adaptive
+    rtol = ctl.rtol
+    atol = ctl.atol
     n = y.shape[0]
     s = bw.shape[0]
     k = np.empty((s, n))
@@ -140,34 +145,36 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
     errv = np.empty(n)
     acc = np.empty(n)
     wdense = np.empty(s)
-    work = np.empty(work_size(ip))
+    work = np.empty(work_size(model.ip))
     has_dense = P.shape[0] > 0
-    n_pieces = theta_t.shape[0] if ip[IP_NTHETA] > 0 else 1
-    expo1 = 1.0 / order - 0.75 * BETA
+    coupled = model.ip[IP_NTHETA] > 0
+    theta_t = model.theta_t
+    n_pieces = theta_t.shape[0] if coupled else 1
+    expo1 = 1.0 / tab.order - 0.75 * BETA
 
     t = carry[CARRY_T]
     h = carry[CARRY_H]
     facold = carry[CARRY_FACOLD]
-    t_end = t_save[j1 - 1]
-    j = j0
-    while j < j1 and t_save[j] <= t:
-        record(j, t_save[j], y, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss, out_data,
-               out_state, out_gram_W, out_gram_H, out_logits, work)
+    j = int(carry[CARRY_J])
+    t_end = t_save[j_end - 1]
+    while j < j_end and t_save[j] <= t:
+        record(j, t_save[j], y, model, out, work)
         j += 1
-    if j >= j1:
+    if j >= j_end:
+        carry[CARRY_J] = j
         return STATUS_OK, j
 
-    p = theta_piece(theta_t, t) if ip[IP_NTHETA] > 0 else 0
-    vector_field(p, y, k[0], ip, coef, Y, pi, theta, work)
+    p = theta_piece(theta_t, t) if coupled else 0
+    vector_field(p, y, k[0], model, work)
     carry[CARRY_RHS] += 1
     if h <= 0.0:
-        h = initial_step(p, y, k[0], order, rtol, atol, ip, coef, Y, pi, theta, work)
+        h = initial_step(p, y, k[0], tab.order, rtol, atol, model, work)
         carry[CARRY_RHS] += 1
     status = STATUS_OK
-    steps = 0
+    attempted = int(carry[CARRY_ACCEPTED] + carry[CARRY_REJECTED])
     rejected_last = False
-    while j < j1:
-        if steps >= max_steps:
+    while j < j_end:
+        if attempted >= ctl.max_steps:
             status = STATUS_MAX_STEPS
             break
         # Where this step must stop: the end, the next save time (without dense output),
@@ -177,7 +184,7 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
             stop = t_save[j]
         if p + 1 < n_pieces and theta_t[p + 1] < stop:
             stop = theta_t[p + 1]
-        h_try = min(h, h_max)
+        h_try = min(h, ctl.h_max)
         clipped = False
         if t + h_try >= stop or (stop - (t + h_try)) <= 1e-12 * abs(stop):
             # shorten only a step that would really pass the stop; one that lands on it to
@@ -194,10 +201,10 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
         # coefficients; each is y + h·(Σ_l a_il k_l) with the sum accumulated in l order.
         for i in range(1, s):
             _combine(y, k, A[i], i, h_try, acc, ytmp)
-            vector_field(p, ytmp, k[i], ip, coef, Y, pi, theta, work)
+            vector_field(p, ytmp, k[i], model, work)
         carry[CARRY_RHS] += s - 1
         _combine(y, k, bw, s, h_try, acc, ynew)
-        steps += 1
+        attempted += 1
 
         finite = True
         for m in range(n):
@@ -238,7 +245,7 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
 
         t_new = stop if clipped else t + h_try
         if has_dense:
-            while j < j1 and t_save[j] <= t_new:
+            while j < j_end and t_save[j] <= t_new:
                 theta_ = (t_save[j] - t) / h_try
                 for l in range(s):
                     pw = theta_
@@ -248,32 +255,25 @@ def integrate(y, carry, t_save, j0, j1, A, bw, c, e, P, order, adaptive, fsal,
                         pw *= theta_
                     wdense[l] = poly
                 _combine(y, k, wdense, s, h_try, acc, ytmp)
-                record(j, t_save[j], ytmp, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss,
-                       out_data, out_state, out_gram_W, out_gram_H, out_logits, work)
+                record(j, t_save[j], ytmp, model, out, work)
                 j += 1
         else:
-            while j < j1 and t_save[j] <= t_new:
-                record(j, t_save[j], ynew, ip, coef, Y, pi, theta_pinv, theta_t, save, out_loss,
-                       out_data, out_state, out_gram_W, out_gram_H, out_logits, work)
+            while j < j_end and t_save[j] <= t_new:
+                record(j, t_save[j], ynew, model, out, work)
                 j += 1
         y[:] = ynew
         t = t_new
         h = h_next
-        p_new = theta_piece(theta_t, t) if ip[IP_NTHETA] > 0 else 0
-        if fsal and p_new == p:
+        p_new = theta_piece(theta_t, t) if coupled else 0
+        if tab.fsal and p_new == p:
             k[0, :] = k[s - 1]
         else:
             p = p_new
-            vector_field(p, y, k[0], ip, coef, Y, pi, theta, work)
+            vector_field(p, y, k[0], model, work)
             carry[CARRY_RHS] += 1
 
     carry[CARRY_T] = t
     carry[CARRY_H] = h
     carry[CARRY_FACOLD] = facold
+    carry[CARRY_J] = j
     return status, j
-
-
-@njit(cache=True)
-def check_sizes(ip, n):
-    """True when a flat state of length n fits the packed model (used by the Python driver)."""
-    return state_size(ip) == n

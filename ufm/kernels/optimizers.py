@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from .fields import IP_NTHETA, record, theta_piece, vector_field, work_size
+from .integrate import DIVERGED, STATUS_NONFINITE, STATUS_OK
 
 OPT_GD = 0
 OPT_MOMENTUM = 1
@@ -36,15 +37,10 @@ H_BETA2 = 3
 H_EPS = 4
 H_SIZE = 5
 
-STATUS_OK = 0
-STATUS_NONFINITE = 3
-DIVERGED = 1e60     # |y| above this is reported as divergence (the quartic loss stays finite)
 
 
 @njit(cache=True)
-def train(y, buf1, buf2, step0, save_steps, opt, lr, rate, decay, hyper, ip, coef, Y, pi,
-          theta, theta_t, theta_pinv, coef_record, save, out_loss, out_data, out_state,
-          out_gram_W, out_gram_H, out_logits):
+def train(y, buf1, buf2, step0, save_steps, opt, model, model_record, out):
     """Run the optimiser from step ``step0`` through ``save_steps[-1]``, recording at save steps.
 
     Arguments:
@@ -52,20 +48,25 @@ def train(y, buf1, buf2, step0, save_steps, opt, lr, rate, decay, hyper, ip, coe
         buf1, buf2: (n,) optimiser memory (momentum buffer; Adam's m and v), updated in place.
         step0: the step count of ``y`` (0 at initialisation).
         save_steps: (T,) strictly increasing step counts >= step0.
-        opt: OPT_* code. lr: learning rate. rate: (n,) per-entry step (Adam/AdamW).
-        decay: (n,) per-entry decoupled decay (AdamW). hyper: (H_SIZE,) μ, nesterov, β₁, β₂, ε.
-        ip, coef: packed model for the update direction (see module docstring).
-        coef_record: packed coefficients used to evaluate the recorded objective.
+        opt: :class:`~ufm.kernels.groups.Optimizer` (kind, lr, per-entry rate and decay, hyper).
+        model: :class:`~ufm.kernels.groups.Model` of the update direction (module docstring).
+        model_record: the same model with the coefficients of the recorded objective.
+        out: :class:`~ufm.kernels.groups.Outputs`.
 
     Returns:
         (status, j, step): STATUS_OK or STATUS_NONFINITE, saves written, last step reached.
     """
     n = y.shape[0]
     F = np.empty(n)
-    work = np.empty(work_size(ip))
+    work = np.empty(work_size(model.ip))
     j = 0
     T = save_steps.shape[0]
     step = step0
+    kind = opt.kind
+    lr = opt.lr
+    rate = opt.rate
+    decay = opt.decay
+    hyper = opt.hyper
     mu = hyper[H_MU]
     nesterov = hyper[H_NESTEROV] != 0.0
     b1 = hyper[H_BETA1]
@@ -76,20 +77,20 @@ def train(y, buf1, buf2, step0, save_steps, opt, lr, rate, decay, hyper, ip, coe
     for _ in range(step0):
         b1k *= b1
         b2k *= b2
+    coupled = model.ip[IP_NTHETA] > 0
     while True:
         t = step * lr
         while j < T and save_steps[j] == step:
-            record(j, t, y, ip, coef_record, Y, pi, theta_pinv, theta_t, save, out_loss, out_data,
-                   out_state, out_gram_W, out_gram_H, out_logits, work)
+            record(j, t, y, model_record, out, work)
             j += 1
         if j >= T:
             break
-        p = theta_piece(theta_t, t) if ip[IP_NTHETA] > 0 else 0
-        vector_field(p, y, F, ip, coef, Y, pi, theta, work)
-        if opt == OPT_GD:
+        p = theta_piece(model.theta_t, t) if coupled else 0
+        vector_field(p, y, F, model, work)
+        if kind == OPT_GD:
             for m in range(n):
                 y[m] = y[m] + lr * F[m]
-        elif opt == OPT_MOMENTUM:
+        elif kind == OPT_MOMENTUM:
             for m in range(n):
                 g = -F[m]
                 if step == 0:
@@ -107,7 +108,7 @@ def train(y, buf1, buf2, step0, save_steps, opt, lr, rate, decay, hyper, ip, coe
                 g = -F[m]
                 buf1[m] = b1 * buf1[m] + (1.0 - b1) * g
                 buf2[m] = b2 * buf2[m] + (1.0 - b2) * g * g
-                if opt == OPT_ADAMW:
+                if kind == OPT_ADAMW:
                     y[m] = y[m] - rate[m] * decay[m] * y[m]
                 mhat = buf1[m] / (1.0 - b1k)
                 vhat = buf2[m] / (1.0 - b2k)

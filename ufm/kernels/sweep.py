@@ -17,31 +17,25 @@ owns ``buf[off[i]:off[i + 1]]`` of each buffer, reshaped in the kernel to the 1-
 3-D shape the driver expects (the slices of a C-contiguous 1-D buffer are C-contiguous, so
 the driver is specialised on exactly the array types :func:`ufm.solve` uses).
 
-Layout of the arguments (``n`` configurations, ``T`` shared save times):
+Arguments (``n`` configurations, ``T`` shared save times):
 
     order      (n,) int64      permutation: the order in which threads take configurations
                                (costliest first, so that the tail of the loop is short)
     queue      (1,) int64      the work-queue counter, 0 on entry (n + threads on exit)
     done_by    (threads,) int64  configurations integrated by each thread (one prange
                                iteration per thread)
-    ip         (n, IP_SIZE)    packed models (ufm.kernels.fields), one row per configuration
-    coef       (n, C_SIZE)     packed coefficients
-    save       (n, 4)          record flags [state, gram_W, gram_H, logits]
+    t_save     (T,)            save times shared by all configurations
+    tab, ctl                   the Tableau and Controls groups, shared
+    models     ModelBuffers    the packed models (:mod:`ufm.kernels.groups`)
+    outs       OutputBuffers   their outputs
     carry      (n, CARRY_SIZE) integrator memory; row i is the ``carry`` of configuration i
     y, y_off                   flat initial states (overwritten with the final ones)
-    Y, Y_off / pi, pi_off      targets (K·N) and context weights (N)
-                               (Y, pi and th are passed read-only and j0 as a non-literal
-                               integer, so the driver's specialisation is the one
-                               :func:`ufm.solve` compiles for a coupled model: it is reused
-                               from the cache instead of being compiled a second time)
-    th, th_off / tt, tt_off / tp, tp_off
-                               coupling kernels (P·N·N), piece start times (P) and the
-                               kernels' pseudo-inverses (P·N·N)
-    out_loss, out_data (n, T)  objective and data loss at each save time
-    st, st_off / gw, gw_off / gh, gh_off / lg, lg_off
-                               flat outputs: states (T_i·n_i), G_W (T_i·K·K), G_H (T_i·N·N)
-                               and logits (T_i·K·N), with T_i = T when saved and 0 otherwise
     status, reached (n,)       the driver's status code and the number of saves written
+
+Configuration i's :class:`~ufm.kernels.groups.Model` and
+:class:`~ufm.kernels.groups.Outputs` are rebuilt in the loop from views of the buffers, so the
+driver runs on exactly the types :func:`ufm.solve` gives it and its cached compilation is
+shared.
 """
 
 from __future__ import annotations
@@ -51,6 +45,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .fields import IP_K, IP_N, IP_NTHETA
+from .groups import Model, Outputs
 from .integrate import integrate
 
 
@@ -78,15 +73,10 @@ else:
 
 
 @njit(parallel=True, cache=True)
-def integrate_many(order, queue, done_by, t_save, A, bw, c, e, P, controller_order, adaptive, fsal, h_max, rtol, atol,
-                   max_steps, ip, coef, save, carry, y, y_off, Y, Y_off, pi, pi_off, th, th_off, tt, tt_off,
-                   tp, tp_off, out_loss, out_data, st, st_off, gw, gw_off, gh, gh_off, lg, lg_off,
-                   status, reached):
+def integrate_many(order, queue, done_by, t_save, tab, ctl, models, outs, carry, y, y_off, status, reached):
     """Integrate every configuration from ``carry[i]`` through all of ``t_save``.
 
-    See the module docstring for the layout of the arguments; the tableau and the controller
-    arguments (``A`` … ``max_steps``) are those of :func:`ufm.kernels.integrate.integrate`
-    and are shared by all configurations. Never raises: each configuration's outcome is
+    See the module docstring for the arguments. Never raises: each configuration's outcome is
     ``status[i]`` (a ``STATUS_*`` code) and ``reached[i]`` (saves written).
     """
     n_cfg = order.shape[0]
@@ -97,28 +87,45 @@ def integrate_many(order, queue, done_by, t_save, A, bw, c, e, P, controller_ord
             if q >= n_cfg:
                 break
             i = order[q]
-            K = ip[i, IP_K]
-            N = ip[i, IP_N]
-            n_pieces = max(ip[i, IP_NTHETA], 1)
-            side = N if ip[i, IP_NTHETA] > 0 else 1
+            model = model_view(models, i)
+            out = output_view(outs, i, T, y_off[i + 1] - y_off[i], model.ip[IP_K], model.ip[IP_N])
             yi = y[y_off[i]:y_off[i + 1]]
-            n = yi.shape[0]
-            Yi = Y[Y_off[i]:Y_off[i + 1]].reshape((K, N))
-            pii = pi[pi_off[i]:pi_off[i + 1]]
-            thi = th[th_off[i]:th_off[i + 1]].reshape((n_pieces, side, side))
-            tti = tt[tt_off[i]:tt_off[i + 1]]
-            tpi = tp[tp_off[i]:tp_off[i + 1]].reshape((n_pieces, side, side))
-            Ts = T if save[i, 0] else 0
-            Tw = T if save[i, 1] else 0
-            Th = T if save[i, 2] else 0
-            Tl = T if save[i, 3] else 0
-            sti = st[st_off[i]:st_off[i + 1]].reshape((Ts, n))
-            gwi = gw[gw_off[i]:gw_off[i + 1]].reshape((Tw, K, K))
-            ghi = gh[gh_off[i]:gh_off[i + 1]].reshape((Th, N, N))
-            lgi = lg[lg_off[i]:lg_off[i + 1]].reshape((Tl, K, N))
-            s, j = integrate(yi, carry[i], t_save, T - T, T, A, bw, c, e, P, controller_order, adaptive, fsal,
-                             h_max, rtol, atol, max_steps, ip[i], coef[i], Yi, pii, thi, tti, tpi,
-                             save[i], out_loss[i], out_data[i], sti, gwi, ghi, lgi)
+            s, j = integrate(yi, carry[i], t_save, T, tab, ctl, model, out)
             status[i] = s
             reached[i] = j
             done_by[w] += 1
+
+
+@njit(cache=True)
+def model_view(models, i):
+    """Configuration ``i``'s :class:`~ufm.kernels.groups.Model`, as views of the buffers."""
+    ip = models.ip[i]
+    K = ip[IP_K]
+    N = ip[IP_N]
+    n_pieces = max(ip[IP_NTHETA], 1)
+    side = N if ip[IP_NTHETA] > 0 else 1
+    return Model(ip, models.coef[i],
+                 models.Y[models.Y_off[i]:models.Y_off[i + 1]].reshape((K, N)),
+                 models.pi[models.pi_off[i]:models.pi_off[i + 1]],
+                 models.theta[models.theta_off[i]:models.theta_off[i + 1]].reshape((n_pieces, side, side)),
+                 models.theta_t[models.theta_t_off[i]:models.theta_t_off[i + 1]],
+                 models.theta_pinv[models.theta_pinv_off[i]:models.theta_pinv_off[i + 1]].reshape(
+                     (n_pieces, side, side)),
+                 models.tab_i[models.tab_i_off[i]:models.tab_i_off[i + 1]],
+                 models.tab_f[models.tab_f_off[i]:models.tab_f_off[i + 1]])
+
+
+@njit(cache=True)
+def output_view(outs, i, T, n, K, N):
+    """Configuration ``i``'s :class:`~ufm.kernels.groups.Outputs` (state length ``n``,
+    sizes K and N): a quantity not saved has a leading dimension 0."""
+    flags = outs.flags[i]
+    Ts = T if flags[0] else 0
+    Tw = T if flags[1] else 0
+    Th = T if flags[2] else 0
+    Tl = T if flags[3] else 0
+    return Outputs(flags, outs.loss[i], outs.data[i],
+                   outs.state[outs.state_off[i]:outs.state_off[i + 1]].reshape((Ts, n)),
+                   outs.gram_W[outs.gram_W_off[i]:outs.gram_W_off[i + 1]].reshape((Tw, K, K)),
+                   outs.gram_H[outs.gram_H_off[i]:outs.gram_H_off[i + 1]].reshape((Th, N, N)),
+                   outs.logits[outs.logits_off[i]:outs.logits_off[i + 1]].reshape((Tl, K, N)))

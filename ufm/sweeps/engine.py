@@ -2,40 +2,25 @@
 
 :func:`run_payloads` is what an executor runs for one chunk (and what the in-process path
 runs for one batch). It builds each configuration's model and initial state, validates them
-(a configuration that fails here is recorded as ``bad_input``), packs everything into the
-flat buffers of :func:`ufm.kernels.sweep.integrate_many`, runs that kernel once, and turns
-every configuration's outputs into a record of plain values and numpy arrays (picklable, no
-:class:`~ufm.problems.Problem` inside), including its summary metrics.
+(a configuration that fails here is recorded as ``bad_input``), runs them all through
+:func:`ufm.engine.integrate_batch` (one call of the parallel kernel, or one after the other),
+and turns every configuration's outputs into a record of plain values and numpy arrays
+(picklable, no :class:`~ufm.problems.Problem` inside), including its summary metrics.
 """
 
 from __future__ import annotations
 
-import time as _time
 import traceback
 import warnings
 
 import numpy as np
 
+from .. import engine
 from .. import metrics as _metrics
-from ..kernels import integrate as _k
-from ..solving import Outputs, initial_vector, parse_save
 from ..trajectory import Trajectory
 from .specs import build, rebuild_explicit
 
 __all__ = ["run_payloads", "summarize", "gap_curve", "build_payload"]
-
-REASONS = {
-    _k.STATUS_MAX_STEPS: "max_steps",
-    _k.STATUS_STEP_UNDERFLOW: "step_underflow",
-    _k.STATUS_NONFINITE: "nonfinite",
-}
-WHY = {
-    "max_steps": "max_steps = {max_steps} attempted steps were used up",
-    "step_underflow": "the step size underflowed (the solution is diverging, or too stiff for an explicit "
-                      "method at these tolerances)",
-    "nonfinite": "the state became non-finite or exceeded 1e60 (divergence)",
-}
-
 
 def build_payload(payload: dict):
     """(model, init, space) of a payload (a spec or an explicit pair)."""
@@ -147,10 +132,6 @@ def run_payloads(items, options: dict, threads: int | None = None) -> list[dict]
         ``t_fail``, ``columns`` (config description), ``arrays`` (``t``, ``loss``,
         ``data_loss`` and the saved quantities, or None), ``info``, ``summary``.
     """
-    import numba
-
-    from ..kernels import sweep as _ks
-
     T = options["t"].shape[0]
     records: list = [None] * len(items)
     prepared = []
@@ -160,27 +141,23 @@ def run_payloads(items, options: dict, threads: int | None = None) -> list[dict]
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 model, init, space = build_payload(payload)
-                y, d = initial_vector(model, init, space)
+                y, d = engine.initial_vector(model, init, space)
                 if space == "gram":
-                    from ..solving import _warn_if_rank_deficient
-                    _warn_if_rank_deficient(init)
-                names = parse_save(options["save"], space)
-            packed = model._pack(space, d or 0)
-            out = Outputs(T, y.size, model.K, model.N, d, model.bias, names)
-            prepared.append((k, model, space, d, y, packed, out, [str(w.message) for w in caught]))
+                    engine.warn_if_rank_deficient(init)
+                names = engine.parse_save(options["save"], space)
+            packed = engine.pack_model(model, space, d or 0)
+            buffers = engine.SaveBuffers(T, y.size, model.K, model.N, d, model.bias, names)
+            prepared.append((k, model, space, d, (packed, y, buffers), [str(w.message) for w in caught]))
         except Exception as exc:  # noqa: BLE001 - every bad input is recorded, none stops the sweep
             records[k] = _failure(item, "bad_input", f"{type(exc).__name__}: {exc}", _safe_columns(payload))
     if prepared:
-        started = _time.perf_counter()
-        nthreads = numba.get_num_threads() if threads is None else threads
-        if nthreads <= 1 or len(prepared) == 1:
-            _run_serial(prepared, options)
-        else:
-            _run_kernel(prepared, options, threads, _ks, numba)
-        elapsed = _time.perf_counter() - started
-        for k, model, space, d, y, packed, out, warns in prepared:
+        carries = np.stack([engine.new_carry(options["t0"], options["h0"]) for _ in prepared])
+        ctl = engine.controls(options["rtol"], options["atol"], options["h_max"], options["max_steps"])
+        runs = engine.integrate_batch([p[4] for p in prepared], options["t"], engine.tableau(options["solver"]),
+                                      ctl, carries, threads)
+        for (k, model, space, d, _job, warns), run in zip(prepared, runs):
             try:
-                records[k] = _finish(items[k], model, space, d, out, options, elapsed, len(prepared), warns)
+                records[k] = _finish(items[k], model, space, d, run, options, len(prepared), warns)
             except Exception as exc:  # noqa: BLE001 - e.g. a user summary callable that raised
                 records[k] = _failure(items[k], "error", f"{type(exc).__name__}: {exc}\n"
                                       f"{traceback.format_exc(limit=3)}", _safe_columns(items[k][2], model))
@@ -194,117 +171,24 @@ def _safe_columns(payload, model=None):
         return {}
 
 
-def _offsets(sizes):
-    off = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=off[1:])
-    return off
-
-
-def _run_serial(prepared, options):
-    """One configuration after the other in this thread, through the driver ufm.solve calls
-    (same compiled specialisation, no threading layer: safe in forked workers, where GNU
-    OpenMP — numba's usual layer on Linux — aborts after a fork)."""
-    ts = options["t"]
-    T = ts.shape[0]
-    solver = options["solver"]
-    arr = solver.arrays
-    for p in prepared:
-        _k_, _model, _space, _d, y, packed, out, _w = p
-        ip, coef, Y, pi, theta, theta_t, theta_pinv = packed
-        carry = np.zeros(_k.CARRY_SIZE)
-        carry[_k.CARRY_T] = options["t0"]
-        carry[_k.CARRY_H] = options["h0"]
-        carry[_k.CARRY_FACOLD] = 1e-4
-        status, j = _k.integrate(y, carry, ts, 0, T, arr["A"], arr["b"], arr["c"], arr["e"], arr["P"],
-                                 float(solver.controller_order), int(solver.adaptive), int(solver.fsal),
-                                 options["h_max"], options["rtol"], options["atol"], options["max_steps"],
-                                 ip, coef, Y, pi, theta, theta_t, theta_pinv, *out.kernel_args())
-        out.status, out.reached, out.carry = int(status), int(j), carry
-
-
-def _run_kernel(prepared, options, threads, _ks, numba):
-    ts = options["t"]
-    T = ts.shape[0]
-    solver = options["solver"]
-    arr = solver.arrays
-    n = len(prepared)
-    ip = np.stack([p[5][0] for p in prepared])
-    coef = np.stack([p[5][1] for p in prepared])
-    save = np.stack([p[6].flags for p in prepared])
-    carry = np.zeros((n, _k.CARRY_SIZE))
-    carry[:, _k.CARRY_T] = options["t0"]
-    carry[:, _k.CARRY_H] = options["h0"]
-    carry[:, _k.CARRY_FACOLD] = 1e-4
-    flat = {}
-    for name, get in (("y", lambda p: p[4]), ("Y", lambda p: p[5][2]), ("pi", lambda p: p[5][3]),
-                      ("th", lambda p: p[5][4]), ("tt", lambda p: p[5][5]), ("tp", lambda p: p[5][6]),
-                      ("st", lambda p: p[6].state), ("gw", lambda p: p[6].gram_W),
-                      ("gh", lambda p: p[6].gram_H), ("lg", lambda p: p[6].logits)):
-        parts = [np.ascontiguousarray(get(p), dtype=np.float64).ravel() for p in prepared]
-        buf = np.concatenate(parts) if parts else np.zeros(0)
-        if name in ("Y", "pi", "th"):
-            buf.flags.writeable = False  # the types ufm.solve uses: one shared specialisation
-        flat[name] = (buf, _offsets([a.size for a in parts]))
-    out_loss = np.full((n, T), np.nan)
-    out_data = np.full((n, T), np.nan)
-    status = np.zeros(n, dtype=np.int64)
-    reached = np.zeros(n, dtype=np.int64)
-    # costliest first (state size as the proxy), so that no thread starts a big one last
-    order = np.argsort(-np.array([p[4].size for p in prepared]), kind="stable").astype(np.int64)
-    previous = numba.get_num_threads()
-    nthreads = previous if threads is None else max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    if nthreads != previous:
-        numba.set_num_threads(nthreads)
-    try:
-        _ks.integrate_many(order, np.zeros(1, dtype=np.int64), np.zeros(nthreads, dtype=np.int64), ts,
-                           arr["A"], arr["b"], arr["c"], arr["e"], arr["P"], float(solver.controller_order),
-                           int(solver.adaptive), int(solver.fsal), options["h_max"], options["rtol"],
-                           options["atol"], options["max_steps"], ip, coef, save, carry,
-                           *flat["y"], *flat["Y"], *flat["pi"], *flat["th"], *flat["tt"], *flat["tp"],
-                           out_loss, out_data, *flat["st"], *flat["gw"], *flat["gh"], *flat["lg"],
-                           status, reached)
-    finally:
-        if nthreads != previous:
-            numba.set_num_threads(previous)
-    # copy the outputs back into each configuration's Outputs (the kernel wrote the flat views)
-    for q, p in enumerate(prepared):
-        out = p[6]
-        out.loss[:] = out_loss[q]
-        out.data[:] = out_data[q]
-        for name, target in (("st", out.state), ("gw", out.gram_W), ("gh", out.gram_H), ("lg", out.logits)):
-            buf, off = flat[name]
-            target.reshape(-1)[:] = buf[off[q]:off[q + 1]]
-        p[4][:] = flat["y"][0][flat["y"][1][q]:flat["y"][1][q + 1]]
-        out.status = int(status[q])
-        out.reached = int(reached[q])
-        out.carry = carry[q].copy()
-
-
-def _finish(item, model, space, d, out, options, elapsed, batch, warns) -> dict:
+def _finish(item, model, space, d, run, options, batch, warns) -> dict:
     index, key, payload = item
-    j = out.reached
+    j = run.reached
     ts = options["t"]
-    fields = out.fields(j)
-    arrays = {"t": ts[:j].copy(), **fields}
-    carry = out.carry
+    arrays = {"t": ts[:j].copy(), **run.buffers.fields(j)}
     solver = options["solver"]
     info = {
         "method": solver.name, "space": space, "rtol": options["rtol"], "atol": options["atol"],
-        "t0": options["t0"], "d": d, "dt": options["dt"], "accepted_steps": int(carry[_k.CARRY_ACCEPTED]),
-        "rejected_steps": int(carry[_k.CARRY_REJECTED]), "rhs_evaluations": int(carry[_k.CARRY_RHS]),
-        "model": model.describe(), "sweep_hash": key, "batch_wall_time_s": elapsed, "batch_size": batch,
+        "t0": options["t0"], "d": d, "dt": options["dt"], **run.counts(),
+        "model": model.describe(), "sweep_hash": key, "batch_wall_time_s": run.wall_time_s, "batch_size": batch,
     }
     if warns:
         info["warnings"] = warns
     record = {"index": index, "hash": key, "status": "ok", "reason": None, "error": "", "t_fail": float("nan"),
               "columns": _columns(payload, model), "arrays": arrays, "info": info, "summary": {}}
-    if out.status != _k.STATUS_OK:
-        reason = REASONS[out.status]
-        t_fail = float(carry[_k.CARRY_T])
-        why = WHY[reason].format(max_steps=options["max_steps"])
-        record.update(status="failed", reason=reason, t_fail=t_fail,
-                      error=f"IntegrationError: integration stopped at t = {t_fail:.6g}: {why}. The {j} save "
-                            "time(s) before it are kept.")
+    if not run.ok:
+        reason, message = engine.failure(run.status, run.t_reached, j, options["max_steps"], kept="are kept")
+        record.update(status="failed", reason=reason, t_fail=run.t_reached, error=f"IntegrationError: {message}")
     summary_opt = options["summary"]
     if summary_opt is not False:
         s = summarize(arrays["t"], arrays["loss"], arrays.get("gram_H"), arrays.get("logits"), model.problem,

@@ -1,0 +1,434 @@
+"""The one driver between the domain API and the numba engine.
+
+:func:`ufm.solve`, :func:`ufm.train`, :func:`ufm.sweep` (in-process and on executors), the
+bridge's fits and the benchmarks all reach the kernels through this module, and nothing else
+builds kernel arguments. It owns:
+
+* **packing**: a :class:`~ufm.models.UFM` becomes a :class:`~ufm.kernels.groups.Model`
+  (:func:`pack_model`), a :class:`~ufm.solvers.Solver` a
+  :class:`~ufm.kernels.groups.Tableau` (:func:`tableau`), the tolerances a
+  :class:`~ufm.kernels.groups.Controls`;
+* **outputs**: :class:`SaveBuffers` allocates what the kernels record and turns it into the
+  fields of a :class:`~ufm.trajectory.Trajectory`;
+* **the carry**: :func:`new_carry` starts a run; a run continues from any carry;
+* **the kernel calls**: :func:`integrate` (one trajectory, optionally in chunks for progress),
+  :func:`integrate_batch` (many, on numba threads), :func:`run_optimizer` (discrete maps);
+* **failures**: :func:`failure` maps a kernel status to the ``reason`` and message of
+  :class:`~ufm.errors.IntegrationError`, worded once for every caller.
+
+Rules for implementers:
+
+1. Every array handed to a kernel is C-contiguous, writeable and of a fixed dtype and
+   dimension (:mod:`ufm.kernels.groups`, rule 1), so each kernel compiles once and the sweep
+   kernel reuses the single-trajectory compilation.
+2. Validation of user input happens before this module (``ufm.solving``, ``ufm.training``,
+   ``ufm.sweeps``); this module assumes checked arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import fields as _f
+from .kernels import integrate as _k
+from .kernels import optimizers as _o
+from .kernels.groups import Controls, Model, ModelBuffers, Optimizer, OutputBuffers, Outputs, Tableau
+from .states import GramState, State, flatten
+from .trajectory import SAVEABLE
+
+__all__ = ["pack_model", "tableau", "controls", "SaveBuffers", "new_carry", "integrate", "integrate_batch",
+           "run_optimizer", "RunResult", "failure", "parse_save", "initial_vector", "warn_if_rank_deficient"]
+
+_SPACES = {"parameters": _f.SPACE_PARAMETERS, "gram": _f.SPACE_GRAM}
+_LOSSES = {"ce": _f.LOSS_CE, "mse": _f.LOSS_MSE}
+
+#: kernel status → the ``reason`` of an IntegrationError
+REASONS = {
+    _k.STATUS_MAX_STEPS: "max_steps",
+    _k.STATUS_STEP_UNDERFLOW: "step_underflow",
+    _k.STATUS_NONFINITE: "nonfinite",
+}
+_WHY = {
+    "max_steps": "max_steps = {max_steps} attempted steps were used up",
+    "step_underflow": "the step size underflowed (the solution is diverging, or too stiff for an explicit "
+                      "method at these tolerances)",
+    "nonfinite": "the state became non-finite or exceeded 1e60 (divergence)",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# packing
+# --------------------------------------------------------------------------------------------
+
+def _c(a, dtype=np.float64) -> np.ndarray:
+    """A fresh C-contiguous, writeable copy (kernel rule 1: one numba type per argument)."""
+    return np.array(a, dtype=dtype, order="C", copy=True)
+
+
+def pack_model(model, space: str, d: int = 0) -> Model:
+    """The packed :class:`~ufm.kernels.groups.Model` of a UFM for ``space`` at width ``d``.
+
+    Arguments:
+        model: a :class:`~ufm.models.UFM`.
+        space: ``"parameters"`` or ``"gram"``.
+        d: the width (parameter space; ignored in Gram space).
+
+    Returns:
+        :class:`~ufm.kernels.groups.Model` with fresh arrays.
+    """
+    ip = np.zeros(_f.IP_SIZE, dtype=np.int64)
+    ip[_f.IP_SPACE] = _SPACES[space]
+    ip[_f.IP_LOSS] = _LOSSES[model.loss_name]
+    ip[_f.IP_BIAS] = int(model.bias)
+    ip[_f.IP_K], ip[_f.IP_D], ip[_f.IP_N] = model.K, d if space == "parameters" else 0, model.N
+    coef = np.zeros(_f.C_SIZE)
+    coef[_f.C_LR_W], coef[_f.C_LR_H], coef[_f.C_LR_B] = model.lr_W, model.lr_H, model.lr_b
+    coef[_f.C_LAM_W], coef[_f.C_LAM_H] = model.lambda_W, model.lambda_H
+    coef[_f.C_LAM_B], coef[_f.C_LAM_E] = model.lambda_b, model.lambda_E
+    N = model.N
+    coupling = model.coupling
+    if coupling is None:
+        theta = np.zeros((1, 1, 1))
+        theta_t = np.zeros(1)
+        theta_pinv = np.zeros((1, 1, 1))
+    else:
+        if hasattr(coupling, "kernels"):            # a PiecewiseCoupling
+            theta = _c(coupling.kernels)
+            theta_t = _c(coupling.times)
+        else:
+            theta = _c(np.asarray(coupling)[None])
+            theta_t = np.zeros(1)
+        ip[_f.IP_NTHETA] = theta.shape[0]
+        if model.lambda_E:
+            theta_pinv = _c(np.stack([np.linalg.pinv(T, hermitian=True) for T in theta]))
+        else:
+            theta_pinv = np.zeros((theta.shape[0], N, N))
+    return Model(ip, coef, _c(model.problem.Y), _c(model.problem.weights), theta, theta_t, theta_pinv,
+                 np.zeros(0, dtype=np.int64), np.zeros(0))
+
+
+def tableau(solver) -> Tableau:
+    """The :class:`~ufm.kernels.groups.Tableau` of a :class:`~ufm.solvers.Solver`."""
+    arr = solver.arrays
+    return Tableau(_c(arr["A"]), _c(arr["b"]), _c(arr["c"]), _c(arr["e"]), _c(arr["P"]),
+                   float(solver.controller_order), int(solver.adaptive), int(solver.fsal))
+
+
+def controls(rtol: float, atol: float, h_max: float = math.inf, max_steps: int = 10_000_000) -> Controls:
+    """The :class:`~ufm.kernels.groups.Controls` group (arguments already validated)."""
+    return Controls(float(rtol), float(atol), float(h_max), int(max_steps))
+
+
+def new_carry(t0: float, h0: float) -> np.ndarray:
+    """A fresh carry at time ``t0`` with first step ``h0`` (0: Hairer's heuristic)."""
+    carry = np.zeros(_k.CARRY_SIZE)
+    carry[_k.CARRY_T] = t0
+    carry[_k.CARRY_H] = h0
+    carry[_k.CARRY_FACOLD] = 1e-4
+    return carry
+
+
+def parse_save(save, space: str) -> tuple[str, ...]:
+    """Normalise ``save=``: a name, an iterable of names, or ``"all"`` (what the space has).
+
+    Raises:
+        TypeError / ValueError: not names, an unknown name, or W/H in Gram space.
+    """
+    if save is None:
+        return ()
+    if isinstance(save, str) and save == "all":
+        return tuple(n for n in SAVEABLE if space == "parameters" or n not in ("W", "H"))
+    if isinstance(save, str):
+        save = (save,)
+    try:
+        names = tuple(save)
+    except TypeError:
+        raise TypeError(f"save: expected a name or an iterable of names from {SAVEABLE}, got {save!r}") from None
+    for n in names:
+        if n not in SAVEABLE:
+            raise ValueError(f"save: unknown quantity {n!r}; expected names from {SAVEABLE} or 'all'")
+    bad = [n for n in names if n in ("W", "H")]
+    if space == "gram" and bad:
+        raise ValueError(f"save: {bad} do not exist in Gram space (space='gram' integrates WH, G_W, G_H)")
+    return names
+
+
+def initial_vector(model, init, space: str):
+    """Flat initial state and width d (None in Gram space) from a State or GramState.
+
+    Raises:
+        TypeError: ``init`` is not a State / GramState, or a GramState in parameter space.
+        ValueError: ``init`` does not fit the model (shapes, non-finite values).
+    """
+    if not isinstance(init, (State, GramState)):
+        raise TypeError(f"init: expected a ufm.State (from model.init / model.state) or a ufm.GramState, "
+                        f"got {type(init).__name__}")
+    model.check_state(init, "init")
+    if space == "parameters":
+        if isinstance(init, GramState):
+            raise TypeError("init: a GramState has no W and H; integrate it with space='gram'")
+        return flatten(init), init.d
+    gs = init if isinstance(init, GramState) else init.grams()
+    return flatten(gs), None
+
+
+def warn_if_rank_deficient(init, stacklevel: int = 3) -> None:
+    """Warn when a Gram-space start is rank-deficient.
+
+    Gram space is exact for any d, but a rank-deficient G_H or G_W (d < N or d < K) is an
+    unstable manifold of the Gram ODE whenever the flow wants more rank: rounding errors along
+    the missing directions then grow exponentially and the run leaves every realisable state.
+    """
+    if isinstance(init, State):
+        K, d = init.W.shape
+        N = init.H.shape[1]
+        if d < max(K, N):
+            warnings.warn(f"space='gram' from a width-{d} state with K = {K}, N = {N}: the initial Grams have "
+                          f"rank <= {d}, a manifold the Gram ODE need not keep (rounding errors can grow along "
+                          "the missing directions). Use space='parameters' for capacity-limited widths.",
+                          UserWarning, stacklevel=stacklevel)
+        return
+    for name, G in (("gram_W", init.gram_W), ("gram_H", init.gram_H)):
+        ev = np.linalg.eigvalsh(G)
+        if ev[-1] > 0 and ev[0] < 1e-10 * ev[-1]:
+            warnings.warn(f"space='gram': init.{name} is numerically rank-deficient (eigenvalue ratio "
+                          f"{ev[0] / ev[-1]:.1e}); the Gram ODE need not keep that rank, rounding errors can grow "
+                          "along the missing directions. Integrate a parameter-space State if the width is limited.",
+                          UserWarning, stacklevel=stacklevel)
+            return
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+# --------------------------------------------------------------------------------------------
+
+class SaveBuffers:
+    """Preallocated outputs of one run and their conversion to Trajectory fields.
+
+    Arguments:
+        T: number of save times. n: flat state length. K, N: sizes. d: width (None in Gram
+        space). bias: whether the state carries b. names: what to save (:func:`parse_save`).
+    """
+
+    def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names):
+        self.names = names
+        self.K, self.N, self.d, self.bias = K, N, d, bias
+        want_state = any(x in names for x in ("W", "H", "b"))
+        flags = np.array([want_state, "gram_W" in names, "gram_H" in names, "logits" in names], dtype=np.int64)
+        self.group = Outputs(
+            flags, np.full(T, np.nan), np.full(T, np.nan),
+            np.zeros((T, n) if want_state else (0, n)),
+            np.zeros((T, K, K) if flags[1] else (0, K, K)),
+            np.zeros((T, N, N) if flags[2] else (0, N, N)),
+            np.zeros((T, K, N) if flags[3] else (0, K, N)))
+
+    def fields(self, upto: int) -> dict:
+        """Trajectory fields of the first ``upto`` saves (copies)."""
+        g = self.group
+        K, N, d = self.K, self.N, self.d
+        out = {"loss": g.loss[:upto].copy(), "data_loss": g.data[:upto].copy()}
+        if g.flags[1]:
+            out["gram_W"] = g.gram_W[:upto].copy()
+        if g.flags[2]:
+            out["gram_H"] = g.gram_H[:upto].copy()
+        if g.flags[3]:
+            out["logits"] = g.logits[:upto].copy()
+        S = g.state[:upto]
+        if "W" in self.names:
+            out["W"] = S[:, :K * d].reshape(-1, K, d).copy()
+        if "H" in self.names:
+            out["H"] = S[:, K * d:K * d + d * N].reshape(-1, d, N).copy()
+        if "b" in self.names and self.bias:
+            out["b"] = S[:, -K:].copy()
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    """What one kernel run left: its status, saves written, carry and outputs.
+
+    Attributes:
+        status: kernel STATUS_* code. reached: saves written. carry: (CARRY_SIZE,) final carry.
+        buffers: the :class:`SaveBuffers`. wall_time_s: time in the kernel calls.
+    """
+
+    status: int
+    reached: int
+    carry: np.ndarray
+    buffers: SaveBuffers
+    wall_time_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == _k.STATUS_OK
+
+    @property
+    def t_reached(self) -> float:
+        return float(self.carry[_k.CARRY_T])
+
+    def counts(self) -> dict:
+        """Step and evaluation counts for a Trajectory's ``info``."""
+        c = self.carry
+        return {"accepted_steps": int(c[_k.CARRY_ACCEPTED]), "rejected_steps": int(c[_k.CARRY_REJECTED]),
+                "rhs_evaluations": int(c[_k.CARRY_RHS])}
+
+
+def failure(status: int, t_fail: float, saved: int, max_steps: int, kept: str = "are in err.trajectory"):
+    """(reason, message) of a failed run, worded once for every caller.
+
+    Arguments:
+        status: a kernel STATUS_* code other than STATUS_OK.
+        t_fail: where the run stopped. saved: saves written before it.
+        max_steps: the run's step budget (quoted when it ran out).
+        kept: how the caller keeps the saves (the end of the message).
+    """
+    reason = REASONS[status]
+    why = _WHY[reason].format(max_steps=max_steps)
+    return reason, (f"integration stopped at t = {t_fail:.6g}: {why}. The {saved} save time(s) before it "
+                    f"{kept}.")
+
+
+def integrate(packed: Model, y: np.ndarray, ts: np.ndarray, tab: Tableau, ctl: Controls, carry: np.ndarray,
+              buffers: SaveBuffers, progress=None) -> RunResult:
+    """Run one trajectory through the save times ``ts`` from ``carry`` (``y`` in place).
+
+    Arguments:
+        packed: :class:`~ufm.kernels.groups.Model`. y: (n,) flat state, advanced in place.
+        ts: (T,) save times. tab, ctl: the method and its controls. carry: from
+            :func:`new_carry` or a previous run. buffers: :class:`SaveBuffers` for ``ts``.
+        progress: None, or ``progress(t_reached, t_end)`` called after each of ~50 chunks.
+
+    Returns:
+        :class:`RunResult`.
+    """
+    T = len(ts)
+    ends = [T] if progress is None else _chunk_ends(T, 50)
+    started = _time.perf_counter()
+    status, j = _k.STATUS_OK, int(carry[_k.CARRY_J])
+    for j_end in ends:
+        status, j = _k.integrate(y, carry, ts, j_end, tab, ctl, packed, buffers.group)
+        if progress is not None:
+            progress(float(carry[_k.CARRY_T]), float(ts[-1]))
+        if status != _k.STATUS_OK:
+            break
+    return RunResult(int(status), int(j), carry, buffers, _time.perf_counter() - started)
+
+
+def _chunk_ends(T: int, n: int) -> list[int]:
+    edges = np.unique(np.linspace(0, T, min(n, T) + 1).round().astype(int))
+    return [int(e) for e in edges[1:]]
+
+
+def _offsets(sizes) -> np.ndarray:
+    off = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=off[1:])
+    return off
+
+
+def _flat(parts, dtype=np.float64):
+    parts = [np.ascontiguousarray(p, dtype=dtype).ravel() for p in parts]
+    buf = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    return _c(buf, dtype), _offsets([p.size for p in parts])
+
+
+def integrate_batch(jobs, ts: np.ndarray, tab: Tableau, ctl: Controls, carries: np.ndarray,
+                    threads: int | None = None) -> list[RunResult]:
+    """Run many trajectories with one call of the parallel sweep kernel.
+
+    Arguments:
+        jobs: list of ``(packed Model, y (n_i,), SaveBuffers)``; each ``y`` is advanced in place.
+        ts: (T,) save times shared by all. tab, ctl: shared method and controls.
+        carries: (n_jobs, CARRY_SIZE) starting carries (updated in place).
+        threads: numba threads for this call (None: numba's setting). With one thread, or one
+            job, the jobs run one after the other through :func:`integrate` (no threading
+            layer: safe in forked workers, where GNU OpenMP aborts after a fork).
+
+    Returns:
+        One :class:`RunResult` per job, in order (``wall_time_s`` is the batch's).
+    """
+    import numba
+
+    started = _time.perf_counter()
+    nthreads = numba.get_num_threads() if threads is None else threads
+    if nthreads <= 1 or len(jobs) <= 1:
+        results = [integrate(packed, y, ts, tab, ctl, carries[q], buf) for q, (packed, y, buf) in enumerate(jobs)]
+        elapsed = _time.perf_counter() - started
+        for r in results:
+            r.wall_time_s = elapsed
+        return results
+
+    from .kernels import sweep as _ks
+
+    n = len(jobs)
+    T = ts.shape[0]
+    models = [m for m, _, _ in jobs]
+    groups = [b.group for _, _, b in jobs]
+    mb = ModelBuffers(np.stack([m.ip for m in models]), np.stack([m.coef for m in models]),
+                      *_flat([m.Y for m in models]), *_flat([m.pi for m in models]),
+                      *_flat([m.theta for m in models]), *_flat([m.theta_t for m in models]),
+                      *_flat([m.theta_pinv for m in models]), *_flat([m.tab_i for m in models], np.int64),
+                      *_flat([m.tab_f for m in models]))
+    ob = OutputBuffers(np.stack([g.flags for g in groups]), np.full((n, T), np.nan), np.full((n, T), np.nan),
+                       *_flat([g.state for g in groups]), *_flat([g.gram_W for g in groups]),
+                       *_flat([g.gram_H for g in groups]), *_flat([g.logits for g in groups]))
+    y, y_off = _flat([y for _, y, _ in jobs])
+    status = np.zeros(n, dtype=np.int64)
+    reached = np.zeros(n, dtype=np.int64)
+    # costliest first (state size as the proxy), so that no thread starts a big one last
+    order = np.argsort(-np.diff(y_off), kind="stable").astype(np.int64)
+    previous = numba.get_num_threads()
+    nthreads = max(1, min(int(nthreads), numba.config.NUMBA_NUM_THREADS))
+    if nthreads != previous:
+        numba.set_num_threads(nthreads)
+    try:
+        _ks.integrate_many(order, np.zeros(1, dtype=np.int64), np.zeros(nthreads, dtype=np.int64), ts, tab, ctl,
+                           mb, ob, carries, y, y_off, status, reached)
+    finally:
+        if nthreads != previous:
+            numba.set_num_threads(previous)
+    elapsed = _time.perf_counter() - started
+    results = []
+    for q, (_, yq, buf) in enumerate(jobs):
+        g = buf.group
+        g.loss[:] = ob.loss[q]
+        g.data[:] = ob.data[q]
+        for name in ("state", "gram_W", "gram_H", "logits"):
+            flat, off = getattr(ob, name), getattr(ob, name + "_off")
+            getattr(g, name).reshape(-1)[:] = flat[off[q]:off[q + 1]]
+        yq[:] = y[y_off[q]:y_off[q + 1]]
+        results.append(RunResult(int(status[q]), int(reached[q]), carries[q], buf, elapsed))
+    return results
+
+
+def run_optimizer(y: np.ndarray, step0: int, save_steps: np.ndarray, opt: Optimizer, packed: Model,
+                  packed_record: Model, buffers: SaveBuffers):
+    """Run a discrete optimiser (:func:`ufm.kernels.optimizers.train`).
+
+    Arguments:
+        y: (n,) parameters, advanced in place. step0: their step count. save_steps: (T,)
+        int64 steps to record. opt: :class:`~ufm.kernels.groups.Optimizer`. packed: the model
+        of the update direction; packed_record: the model whose objective is recorded.
+        buffers: :class:`SaveBuffers` for ``save_steps``.
+
+    Returns:
+        (status, saves written, last step reached, wall time in s).
+    """
+    n = y.shape[0]
+    started = _time.perf_counter()
+    status, j, reached = _o.train(y, np.zeros(n), np.zeros(n), int(step0), _c(save_steps, np.int64), opt, packed,
+                                  packed_record, buffers.group)
+    return int(status), int(j), int(reached), _time.perf_counter() - started
+
+
+def optimizer_group(kind: int, lr: float, rate: np.ndarray, decay: np.ndarray, hyper: np.ndarray) -> Optimizer:
+    """The :class:`~ufm.kernels.groups.Optimizer` group."""
+    return Optimizer(int(kind), float(lr), _c(rate), _c(decay), _c(hyper))
