@@ -58,28 +58,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-SPACE_PARAMETERS = 0
-SPACE_GRAM = 1
-LOSS_CE = 0
-LOSS_MSE = 1
-
-IP_SPACE = 0
-IP_LOSS = 1
-IP_BIAS = 2
-IP_K = 3
-IP_D = 4
-IP_N = 5
-IP_NTHETA = 6
-IP_SIZE = 7
-
-C_LR_W = 0
-C_LR_H = 1
-C_LR_B = 2
-C_LAM_W = 3
-C_LAM_H = 4
-C_LAM_B = 5
-C_LAM_E = 6
-C_SIZE = 7
+from .layout import (C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, C_SIZE, IP_BIAS,  # noqa: F401
+                     IP_D, IP_K, IP_LOSS, IP_N, IP_NTHETA, IP_SIZE, IP_SPACE, LOSS_CE, LOSS_MSE, SPACE_GRAM,
+                     SPACE_PARAMETERS, SPACE_REDUCED)
 
 
 @njit(cache=True)
