@@ -541,7 +541,7 @@ def bench_roofline(cfg, res):
         Y, pi = packed.Y, packed.pi
         y = flatten(x0)
         dy = np.empty_like(y)
-        work = np.empty(work_size(packed.ip))
+        work = np.empty(work_size(packed))
         n = max(3, int(2e5 / (K * d * N) * 50))
         W, H = np.ascontiguousarray(x0.W), np.ascontiguousarray(x0.H)
         G = np.random.default_rng(0).normal(size=(K, N))

@@ -60,7 +60,7 @@ def _kernel_field(model, state, space):
     packed = ufm.engine.pack_model(model, space, d)
     y = flatten(state if space == "parameters" else state.grams())
     dy = np.zeros_like(y)
-    work = np.zeros(kf.work_size(packed.ip))
+    work = np.zeros(kf.work_size(packed))
     kf.vector_field(0, y, dy, packed, work)
     return dy
 

@@ -45,7 +45,7 @@ def _kernel(model, reduction=None):
     """(field(y) -> dy, objective(y) -> (objective, data loss)) through the numba kernels."""
     r = reduction or Reduction.from_model(model)
     ti, tf = r.pack()
-    ip, coef = model._pack("gram", 0)[:2]
+    ip, coef = ufm.engine.pack_model(model, "gram")[:2]
     work = np.zeros(kr.reduced_work_size(ti))
 
     def field(y):
@@ -260,7 +260,7 @@ def test_pack_layout():
         rebuilt[tuple(idx.T)] = tf[of:of + nnz]
         np.testing.assert_array_equal(rebuilt, table)
     assert ti.size == kr.TI_HEADER + sum(np.count_nonzero(t) * kr.TABLE_ARITY[k] for k, t in dense.items())
-    assert kr.reduced_state_size(ufm.UFM(p, bias=True)._pack("gram", 0)[0], ti) == nB + nC + nR + 1
+    assert kr.reduced_state_size(ufm.engine.pack_model(ufm.UFM(p, bias=True), "gram").ip, ti) == nB + nC + nR + 1
 
 
 def test_project_expand_and_isotropic():
@@ -390,7 +390,7 @@ for loss in ("ce", "mse"):
                 coupling=p.kernel("attribute", 0.7), lr_W=1.2, lr_H=0.8)
     r = Reduction.from_model(m)
     ti, tf = r.pack()
-    ip, coef = m._pack("gram", 0)[:2]
+    ip, coef = ufm.engine.pack_model(m, "gram")[:2]
     y = 0.8 * np.random.default_rng(4).normal(size=r.size)
     dy = np.zeros(r.size)
     work = np.zeros(kr.reduced_work_size(ti))

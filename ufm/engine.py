@@ -41,10 +41,10 @@ from .kernels.groups import Controls, Model, ModelBuffers, Optimizer, OutputBuff
 from .states import GramState, State, flatten
 from .trajectory import SAVEABLE
 
-__all__ = ["pack_model", "tableau", "controls", "SaveBuffers", "new_carry", "integrate", "integrate_batch",
+__all__ = ["pack_model", "reduction_of", "tableau", "controls", "SaveBuffers", "new_carry", "integrate", "integrate_batch",
            "run_optimizer", "RunResult", "failure", "parse_save", "initial_vector", "warn_if_rank_deficient"]
 
-_SPACES = {"parameters": _f.SPACE_PARAMETERS, "gram": _f.SPACE_GRAM}
+_SPACES = {"parameters": _f.SPACE_PARAMETERS, "gram": _f.SPACE_GRAM, "reduced": _f.SPACE_REDUCED}
 _LOSSES = {"ce": _f.LOSS_CE, "mse": _f.LOSS_MSE}
 
 #: kernel status → the ``reason`` of an IntegrationError
@@ -70,16 +70,40 @@ def _c(a, dtype=np.float64) -> np.ndarray:
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
+def reduction_of(model):
+    """The :class:`~ufm.reduction.Reduction` of a model (computed once per model object).
+
+    Raises:
+        ValueError: the model's problem or coupling has no exact reduction (the message says why).
+    """
+    for m, r in _REDUCTIONS:
+        if m is model:
+            return r
+    from .reduction import Reduction
+    r = Reduction.from_model(model)
+    _REDUCTIONS.insert(0, (model, r))
+    del _REDUCTIONS[8:]
+    return r
+
+
+#: the last few (model, reduction) pairs, matched by identity (a solve asks twice: start, pack)
+_REDUCTIONS: list = []
+
+
 def pack_model(model, space: str, d: int = 0) -> Model:
     """The packed :class:`~ufm.kernels.groups.Model` of a UFM for ``space`` at width ``d``.
 
     Arguments:
         model: a :class:`~ufm.models.UFM`.
-        space: ``"parameters"`` or ``"gram"``.
-        d: the width (parameter space; ignored in Gram space).
+        space: ``"parameters"``, ``"gram"`` or ``"reduced"`` (the relation coefficients of the
+            problem's association scheme, :mod:`ufm.reduction`).
+        d: the width (parameter space; ignored elsewhere).
 
     Returns:
         :class:`~ufm.kernels.groups.Model` with fresh arrays.
+
+    Raises:
+        ValueError: ``space="reduced"`` for a model without an exact reduction.
     """
     ip = np.zeros(_f.IP_SIZE, dtype=np.int64)
     ip[_f.IP_SPACE] = _SPACES[space]
@@ -92,6 +116,11 @@ def pack_model(model, space: str, d: int = 0) -> Model:
     coef[_f.C_LAM_B], coef[_f.C_LAM_E] = model.lambda_b, model.lambda_E
     N = model.N
     coupling = model.coupling
+    if space == "reduced":
+        # the coupling's coefficients are folded into the reduction's tables
+        tab_i, tab_f = reduction_of(model).pack()
+        return Model(ip, coef, _c(model.problem.Y), _c(model.problem.weights), np.zeros((1, 1, 1)), np.zeros(1),
+                     np.zeros((1, 1, 1)), _c(tab_i, np.int64), _c(tab_f))
     if coupling is None:
         theta = np.zeros((1, 1, 1))
         theta_t = np.zeros(1)
@@ -153,8 +182,9 @@ def parse_save(save, space: str) -> tuple[str, ...]:
         if n not in SAVEABLE:
             raise ValueError(f"save: unknown quantity {n!r}; expected names from {SAVEABLE} or 'all'")
     bad = [n for n in names if n in ("W", "H")]
-    if space == "gram" and bad:
-        raise ValueError(f"save: {bad} do not exist in Gram space (space='gram' integrates WH, G_W, G_H)")
+    if space != "parameters" and bad:
+        raise ValueError(f"save: {bad} do not exist in {space} space (space={space!r} integrates WH, G_W, G_H"
+                         f"{' through their relation coefficients' if space == 'reduced' else ''})")
     return names
 
 
@@ -174,6 +204,13 @@ def initial_vector(model, init, space: str):
             raise TypeError("init: a GramState has no W and H; integrate it with space='gram'")
         return flatten(init), init.d
     gs = init if isinstance(init, GramState) else init.grams()
+    if space == "reduced":
+        try:
+            y, _residual = reduction_of(model).project(gs, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"init: {str(exc).removeprefix('state: ')}. model.isotropic(scale) is the symmetric "
+                             "start that matches model.init(d, scale) as d → ∞") from None
+        return np.ascontiguousarray(y), None
     return flatten(gs), None
 
 
@@ -215,11 +252,16 @@ class SaveBuffers:
         space). bias: whether the state carries b. names: what to save (:func:`parse_save`).
     """
 
-    def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names):
+    def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names, reduction=None):
         self.names = names
         self.K, self.N, self.d, self.bias = K, N, d, bias
+        self.reduction = reduction
         want_state = any(x in names for x in ("W", "H", "b"))
         flags = np.array([want_state, "gram_W" in names, "gram_H" in names, "logits" in names], dtype=np.int64)
+        if reduction is not None:
+            # the reduced kernel saves the coefficients; Grams are expanded from them here
+            want_state = bool(names)
+            flags = np.array([want_state, 0, 0, 0], dtype=np.int64)
         self.group = Outputs(
             flags, np.full(T, np.nan), np.full(T, np.nan),
             np.zeros((T, n) if want_state else (0, n)),
@@ -232,6 +274,8 @@ class SaveBuffers:
         g = self.group
         K, N, d = self.K, self.N, self.d
         out = {"loss": g.loss[:upto].copy(), "data_loss": g.data[:upto].copy()}
+        if self.reduction is not None:
+            return {**out, **self._expanded(g.state[:upto])}
         if g.flags[1]:
             out["gram_W"] = g.gram_W[:upto].copy()
         if g.flags[2]:
@@ -245,6 +289,23 @@ class SaveBuffers:
             out["H"] = S[:, K * d:K * d + d * N].reshape(-1, d, N).copy()
         if "b" in self.names and self.bias:
             out["b"] = S[:, -K:].copy()
+        return out
+
+
+    def _expanded(self, coefficients) -> dict:
+        """Trajectory fields of saved reduced states (M, G_W, G_H and b expanded)."""
+        out = {}
+        if not self.names:
+            return out
+        M, GW, GH, b = self.reduction.expand(coefficients)
+        if "gram_W" in self.names:
+            out["gram_W"] = GW
+        if "gram_H" in self.names:
+            out["gram_H"] = GH
+        if "logits" in self.names:
+            out["logits"] = M if b is None else M + b[..., :, None]
+        if "b" in self.names and b is not None:
+            out["b"] = b
         return out
 
 

@@ -234,6 +234,20 @@ class UFM:
         H = rng.normal(0.0, sd, size=(d, self.N))
         return State(W, H, np.zeros(self.K) if self.bias else None)
 
+    def isotropic(self, scale: float = 1e-3) -> GramState:
+        """The Gram-space start M = 0, G_W = scale² I_K, G_H = scale² I_N (bias 0).
+
+        The limit of :meth:`init` as the width d → ∞, and a symmetric start from which
+        ``ufm.solve(..., space="reduced")`` is exact (it lies in the span of every association
+        scheme).
+
+        Arguments:
+            scale: root-mean-square norm of each row of W and column of H, > 0.
+        """
+        s2 = as_positive(scale, "scale") ** 2
+        return GramState(np.zeros((self.K, self.N)), s2 * np.eye(self.K), s2 * np.eye(self.N),
+                         np.zeros(self.K) if self.bias else None)
+
     def state(self, W, H, b=None) -> State:
         """An explicit parameter-space state, checked against the model's K and N."""
         if b is None and self.bias:

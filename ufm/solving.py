@@ -71,9 +71,10 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
 
     Arguments:
         model: a :class:`~ufm.models.UFM`.
-        init: a :class:`~ufm.models.State` (W (K, d), H (d, N), b (K,)) or, with
-            ``space="gram"``, a :class:`~ufm.models.GramState`; a State is mapped to its
-            Grams when ``space="gram"``.
+        init: a :class:`~ufm.models.State` (W (K, d), H (d, N), b (K,)) or, outside parameter
+            space, a :class:`~ufm.models.GramState`; a State is mapped to its Grams there. With
+            ``space="reduced"`` the start must lie in the span of the scheme's relations (e.g.
+            ``model.isotropic(scale)``, the d → ∞ limit of ``model.init(d, scale)``).
         t: (T,) strictly increasing save times >= ``t0`` (log-spaced in typical use; a save
             at ``t0`` records the initial state).
         method: ``"dopri5"`` (adaptive Dormand–Prince 5(4), PI control, 4th-order dense
@@ -87,6 +88,11 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
             start (d < max(K, N): rank-deficient Grams) is an unstable manifold of the Gram
             ODE when the flow wants more rank, so rounding errors can grow there; a
             UserWarning says so, and parameter space is the right choice for such widths.
+            ``"reduced"`` integrates the same Gram ODE through the relation coefficients of the
+            problem's association scheme (:mod:`ufm.reduction`): a few scalars whatever N,
+            exact from symmetric starts; it needs one-hot labels, equal weights, a problem with
+            ``relations`` and a constant coupling in their span (a ValueError says which is
+            missing). The saved Grams and logits are expanded from the coefficients.
         save: quantities to keep at each save time besides the loss: names from
             ``("W", "H", "b", "gram_W", "gram_H", "logits")`` or ``"all"``.
         t0: start time of ``init``.
@@ -109,7 +115,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
     """
     if not isinstance(model, UFM):
         raise TypeError(f"model: expected a ufm.UFM, got {type(model).__name__}")
-    space = check_choice(space, "space", ("parameters", "gram"))
+    space = check_choice(space, "space", ("parameters", "gram", "reduced"))
     solver = get_solver(method)
     rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)
     if progress is not None and not callable(progress):
@@ -120,7 +126,8 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
     if space == "gram":
         engine.warn_if_rank_deficient(init)
     packed = engine.pack_model(model, space, d or 0)
-    buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names)
+    reduction = engine.reduction_of(model) if space == "reduced" else None
+    buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names, reduction)
     run = engine.integrate(packed, y, ts, engine.tableau(solver), engine.controls(rtol, atol, h_max, max_steps),
                            engine.new_carry(t0, h0), buffers, progress)
     info = {"method": solver.name, "space": space, "rtol": rtol, "atol": atol, "t0": t0, "d": d, "dt": dt,

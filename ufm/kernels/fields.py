@@ -58,31 +58,39 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .expfn import exp_nonpositive
+from .reduced import reduced_field, reduced_objective, reduced_state_size, reduced_work_size
 from .layout import (C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, C_SIZE, IP_BIAS,  # noqa: F401
                      IP_D, IP_K, IP_LOSS, IP_N, IP_NTHETA, IP_SIZE, IP_SPACE, LOSS_CE, LOSS_MSE, SPACE_GRAM,
                      SPACE_PARAMETERS, SPACE_REDUCED)
 
 
 @njit(cache=True)
-def state_size(ip):
-    """Length of the flat state vector for the packed model ``ip``."""
+def state_size(model):
+    """Length of the flat state vector of the packed ``model``."""
+    ip = model.ip
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
     nb = K if ip[IP_BIAS] else 0
     if ip[IP_SPACE] == SPACE_PARAMETERS:
         return K * d + d * N + nb
+    if ip[IP_SPACE] == SPACE_REDUCED:
+        return reduced_state_size(ip, model.tab_i)
     return K * N + K * K + N * N + nb
 
 
 @njit(cache=True)
-def work_size(ip):
+def work_size(model):
     """Length of the scratch buffer :func:`vector_field` and :func:`record` need."""
+    ip = model.ip
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
     if ip[IP_SPACE] == SPACE_PARAMETERS:
         return 2 * K * N + d * N + K * K + N * N + 2 * N
+    if ip[IP_SPACE] == SPACE_REDUCED:
+        return reduced_work_size(model.tab_i)
     return 4 * K * N + K * K + 2 * N * N + 2 * N
 
 
@@ -96,43 +104,6 @@ def theta_piece(theta_t, t):
         else:
             break
     return p
-
-
-# e^x for x <= 0 (softmax arguments after the column maximum is subtracted): Cody–Waite
-# reduction x = k·ln2 + r, |r| <= ln2/2, a degree-13 Taylor polynomial for e^r (truncation
-# error < 1e-17), and 2^k from a table. Measured: within 1 ulp of numpy's exp on [−745, 0]
-# and 2.4× faster than numba's call into libm, which dominated the small-size RHS.
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_INV_LN2 = 1.44269504088896338700e+00
-_POW2 = np.ldexp(1.0, np.arange(-1074, 1))   # 2^k for k = −1074 … 0
-
-
-@njit(cache=True, inline="always")
-def exp_nonpositive(x):
-    """e^x for x <= 0, to within 1 ulp (0 below −745, where e^x underflows)."""
-    if x < -745.0:
-        return 0.0
-    kf = np.floor(x * _INV_LN2 + 0.5)
-    r = (x - kf * _LN2_HI) - kf * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    k = int(kf)
-    if k < -1022:  # subnormal result: scale in two steps so the table index stays in range
-        return p * _POW2[1074 + k + 60] * _POW2[1074 - 60]
-    return p * _POW2[1074 + k]
 
 
 @njit(cache=True)
@@ -324,10 +295,13 @@ def vector_field(p, y, dy, model, work):
     """Write dy/dt at state ``y`` into ``dy`` for the packed ``model`` (a
     :class:`~ufm.kernels.groups.Model`, maths in the module docstring), with coupling piece
     ``p`` in force (see :func:`theta_piece`; ignored without coupling)."""
-    if model.ip[IP_SPACE] == SPACE_PARAMETERS:
+    space = model.ip[IP_SPACE]
+    if space == SPACE_PARAMETERS:
         _parameter_field(p, y, dy, model, work)
-    else:
+    elif space == SPACE_GRAM:
         _gram_field(p, y, dy, model, work)
+    else:
+        reduced_field(y, dy, model.ip, model.coef, model.tab_i, model.tab_f, work)
 
 
 @njit(cache=True)
@@ -345,6 +319,12 @@ def record(j, t, y, model, out, work):
     """
     ip = model.ip
     coef = model.coef
+    if ip[IP_SPACE] == SPACE_REDUCED:
+        # the Grams are expanded from the saved coefficients by the Python driver
+        out.loss[j], out.data[j] = reduced_objective(y, ip, coef, model.tab_i, model.tab_f, work)
+        if out.flags[0]:
+            out.state[j, :] = y
+        return
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]

@@ -145,7 +145,7 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
     errv = np.empty(n)
     acc = np.empty(n)
     wdense = np.empty(s)
-    work = np.empty(work_size(model.ip))
+    work = np.empty(work_size(model))
     has_dense = P.shape[0] > 0
     coupled = model.ip[IP_NTHETA] > 0
     theta_t = model.theta_t

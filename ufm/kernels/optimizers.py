@@ -58,7 +58,7 @@ def train(y, buf1, buf2, step0, save_steps, opt, model, model_record, out):
     """
     n = y.shape[0]
     F = np.empty(n)
-    work = np.empty(work_size(model.ip))
+    work = np.empty(work_size(model))
     j = 0
     T = save_steps.shape[0]
     step = step0

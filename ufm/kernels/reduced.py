@@ -14,7 +14,7 @@ evaluation is O(number of nonzero structure constants), independent of K and N.
 The rules of :mod:`ufm.kernels.fields` apply: module-level ``@njit(cache=True)`` functions
 that call each other by name, nothing raised, nothing allocated per call (scratch in a
 caller-provided ``work`` of length :func:`reduced_work_size`). ``exp_nonpositive`` is
-imported from ``fields`` and inlined here, so after editing ``fields.py`` delete the caches
+imported from ``expfn`` and inlined here, so after editing ``expfn.py`` delete the caches
 (``find ufm -name '*.nb[ic]' -delete``): numba's cache of this file does not see the change.
 
 Packed model: ``ip`` and ``coef`` as in :mod:`ufm.kernels.fields` (this field reads
@@ -75,8 +75,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .fields import (C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, IP_BIAS, IP_LOSS, LOSS_CE,
-                     exp_nonpositive)
+from .expfn import exp_nonpositive
+from .layout import C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, IP_BIAS, IP_LOSS, LOSS_CE
 
 TI_NB = 0
 TI_NC = 1
