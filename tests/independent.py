@@ -74,3 +74,31 @@ def accuracy(logits: np.ndarray, labels) -> float:
     """Fraction of columns of the (K, N) logits whose largest entry is at the label."""
     hits = [int(np.argmax(logits[:, i])) == int(labels[i]) for i in range(logits.shape[1])]
     return sum(hits) / len(hits)
+
+
+def effective_rank_of_features(X: np.ndarray) -> float:
+    """exp of the entropy of the normalised squared singular values of the features X (any
+    orientation): the effective rank of their Gram, without forming or diagonalising it."""
+    s2 = np.linalg.svd(np.asarray(X, dtype=float), compute_uv=False) ** 2
+    p = s2[s2 > 0] / s2.sum()
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def kernel_alignment(A: np.ndarray, B: np.ndarray) -> float:
+    """Centred alignment ⟨CAC, CBC⟩_F / (‖CAC‖_F ‖CBC‖_F), C = I − 11ᵀ/N."""
+    N = len(A)
+    C = np.eye(N) - np.full((N, N), 1.0 / N)
+    a, b = C @ A @ C, C @ B @ C
+    return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def nc3(W: np.ndarray, H: np.ndarray, labels) -> float:
+    """‖P_K W/‖P_K W‖ − M̃ᵀ/‖M̃‖‖²_F from the features: W (K, d) classifier rows, H (d, N)
+    feature columns, M̃ (d, K) the class means minus their average (P_K = I − 11ᵀ/K)."""
+    labels = np.asarray(labels)
+    K = W.shape[0]
+    means = np.stack([H[:, labels == k].mean(axis=1) for k in range(K)], axis=1)
+    centred_means = means - means.mean(axis=1, keepdims=True)
+    centred_W = W - W.mean(axis=0)
+    D = centred_W / np.linalg.norm(centred_W) - centred_means.T / np.linalg.norm(centred_means)
+    return float(np.sum(D * D))

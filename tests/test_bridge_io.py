@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pytest
 
+import independent
 import ufm
 import ufm.bridge as br
 from ufm.bridge.observables import observe
@@ -230,7 +231,9 @@ def test_trajectory_converts_rows_to_core_grams():
     assert tr.problem.relations is not None and tr.problem.relation_names[0] == "identity"
     # the attribute relations of factorial (2, 3) are those of ufm.settings.factorial
     assert sorted(tr.problem.relation_names) == sorted(ufm.settings.factorial((2, 3)).relation_names)
-    assert np.isfinite(tr.metric("nc3")).all()
+    # NC3 from the Grams and logits equals NC3 from the raw features (bias or not)
+    nc3 = [independent.nc3(W[j], H[j].T, f["labels"]) for j in range(6)]
+    np.testing.assert_allclose(tr.metric("nc3"), nc3, rtol=1e-14)    # measured 2e-16; values 1.7 … 2.3
 
 
 def test_observables_agree_with_core_metrics():
@@ -245,7 +248,11 @@ def test_observables_agree_with_core_metrics():
     cos = ufm.metrics.cosine(tr.gram_H[2])
     for r, R in enumerate(tr.problem.relations[1:]):
         assert obs["relations"][2, r] == pytest.approx(cos[R.astype(bool)].mean(), abs=1e-12)
-    assert obs["gram_H"].shape == (6, 15)
+    # the Gram observable is the N(N−1)/2 cosines i < j in row-major order
+    G = run.grams()["gram_H"]
+    pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
+    expected = [[independent.cosine(G[t], i, j) for i, j in pairs] for t in range(6)]
+    np.testing.assert_allclose(obs["gram_H"], expected, rtol=0, atol=1e-15)   # measured 2e-16
 
 
 def test_from_trajectory_reproduces_grams_of_a_gram_space_solve():
@@ -260,12 +267,81 @@ def test_from_trajectory_reproduces_grams_of_a_gram_space_solve():
     assert run.d == p.K + p.N
 
 
-def test_summary_and_plot(tmp_path):
+def run_metrics_from_rows(f) -> dict:
+    """The per-checkpoint metrics of a run recomputed from its raw rows by tests/independent.py
+    (the factorial (2, 3) run has K = N: no pairs are left out of the semantic gap)."""
+    H, W = f["H"].astype(float), f["W"].astype(float)            # (T, N, d), (T, K, d)
+    grams = H @ H.transpose(0, 2, 1)
+    return {"loss": np.asarray(f["loss"], dtype=float),
+            "semantic_gap": np.array([independent.semantic_gap(g, f["attributes"]) for g in grams]),
+            "etf_distance": np.array([independent.etf_distance(g, f["labels"]) for g in grams]),
+            "effective_rank": np.array([independent.effective_rank_of_features(h) for h in H]),
+            "norm_H": np.sqrt(np.mean(np.sum(H ** 2, axis=2), axis=1)),   # rms row norms
+            "norm_W": np.sqrt(np.mean(np.sum(W ** 2, axis=2), axis=1))}
+
+
+def shared_attribute_counts(attributes) -> np.ndarray:
+    """S_ij = number of attributes on which samples i and j agree (the attribute kernel AᵀA)."""
+    a = np.asarray(attributes)
+    return np.array([[float(np.sum(a[i] == a[j])) for j in range(len(a))] for i in range(len(a))])
+
+
+def test_summary_prints_the_run_metrics():
+    """Every number of run.summary() is the metric recomputed from the raw rows, printed to the
+    summary's precision (compared as strings: the formatting of the independent value)."""
+    f = make_fields()
+    run = br.Run(**f)
+    want = run_metrics_from_rows(f)
+    lines = run.summary().splitlines()
+    top = next(k for k, line in enumerate(lines) if line.split()[:1] == ["step"])
+    names = lines[top].split()[1:]
+    assert names == ["loss", "semantic_gap", "etf_distance", "effective_rank", "norm_H", "norm_W"]
+    rows = [line.split() for line in lines[top + 1:top + 4]]
+    peak = int(np.argmax(want["semantic_gap"]))
+    assert [int(r[0]) for r in rows] == [f["steps"][0], f["steps"][peak], f["steps"][-1]]
+    for r, j in zip(rows, (0, peak, len(f["steps"]) - 1)):
+        assert r[1:] == [f"{want[name][j]:.4g}" for name in names], (j, r)
+    ts = independent.transient(f["steps"], want["semantic_gap"], 0.02)
+    assert ts["collapsed"]
+    assert (f"transient  peak semantic gap {ts['peak']:.3f} at step {ts['t_peak']:g}; "
+            f"falls below 0.02 at step {ts['t_collapse']:.3g}") in lines
+    kern = f["kernel"]
+    trace = np.trace(kern, axis1=1, axis2=2)
+    S = shared_attribute_counts(f["attributes"])
+    assert (f"kernel     3 logged at steps [0, 10, 100]; trace grows {trace[-1] / trace[0]:.3g}x, centred alignment "
+            f"with the first {independent.kernel_alignment(kern[-1], kern[0]):.3f}, with AᵀA "
+            f"{independent.kernel_alignment(kern[0], S):.3f} → {independent.kernel_alignment(kern[-1], S):.3f}") in lines
+
+
+def test_plot_draws_the_run_metrics(tmp_path):
+    """Each panel of run.plot() draws the metric recomputed from the raw rows against the
+    steps (measured agreement <= 9e-16 relative; asserted to 1e-14)."""
     import matplotlib
     matplotlib.use("Agg")
-    run = br.Run(**make_fields())
-    text = run.summary()
-    assert "T = 6 checkpoints" in text and "transient" in text and "kernel     3 logged" in text
+    f = make_fields()
+    run = br.Run(**f)
+    want = run_metrics_from_rows(f)
     fig = run.plot()
-    fig.savefig(tmp_path / "x.png")
-    assert os.path.getsize(tmp_path / "x.png") > 1000
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible() and ax.get_title()}
+    assert set(panels) == {"semantic gap", "ETF distance", "effective rank of G_H", "rms norms", "loss", "kernel"}
+    curves = {"semantic gap": ["semantic_gap"], "ETF distance": ["etf_distance"],
+              "effective rank of G_H": ["effective_rank"], "rms norms": ["norm_H", "norm_W"], "loss": ["loss"]}
+    for title, names in curves.items():
+        lines = panels[title].get_lines()
+        assert len(lines) == len(names), title
+        for line, name in zip(lines, names):
+            np.testing.assert_array_equal(line.get_xdata(), f["steps"])
+            np.testing.assert_allclose(line.get_ydata(), want[name], rtol=1e-14, atol=0, err_msg=title)
+    trace = np.trace(f["kernel"], axis1=1, axis2=2)
+    (trace_line,) = panels["kernel"].get_lines()
+    np.testing.assert_array_equal(trace_line.get_xdata(), f["kernel_steps"])
+    np.testing.assert_allclose(trace_line.get_ydata(), trace / trace[0], rtol=1e-14)
+    twin = next(ax for ax in fig.axes if ax is not panels["kernel"] and ax.get_visible() and not ax.get_title()
+                and ax.bbox.bounds == panels["kernel"].bbox.bounds)
+    S = shared_attribute_counts(f["attributes"])
+    to_first, to_attributes = twin.get_lines()
+    np.testing.assert_allclose(to_first.get_ydata(), [independent.kernel_alignment(k, f["kernel"][0])
+                                                      for k in f["kernel"]], rtol=1e-14)
+    np.testing.assert_allclose(to_attributes.get_ydata(), [independent.kernel_alignment(k, S) for k in f["kernel"]],
+                               rtol=1e-14)
+    fig.savefig(tmp_path / "x.png")                      # and it renders
