@@ -23,10 +23,12 @@ def settings_runs():
 
 @pytest.mark.parametrize("name", ["factorial 3x3", "hierarchy 2^3"])
 def test_coupled_gap_peaks_then_collapses(settings_runs, name):
+    """Measured: peaks 0.75 (factorial) and 1.98 (hierarchy); at the end |gap| ~1e-16 and the
+    ETF distance 6e-10 and 1.7e-9."""
     s = settings_runs[name]["summary"]["coupled"]
     assert s["peak_gap"] > 0.4
-    assert s["collapsed"] and abs(s["final_gap"]) < 0.02
-    assert s["final_etf_distance"] < 1e-3
+    assert s["collapsed"] and abs(s["final_gap"]) < 1e-13
+    assert s["final_etf_distance"] < 1e-8
 
 
 def test_hierarchy_similarity_follows_the_tree_at_the_peak(settings_runs):
@@ -34,7 +36,7 @@ def test_hierarchy_similarity_follows_the_tree_at_the_peak(settings_runs):
     cos = job._relation_cosines_at_peak(tr, CFG.threshold)
     # deeper common ancestor -> more similar features (levels 2 > 1 > 0 = root only)
     assert cos["LCA at level 2"] > cos["LCA at level 1"] > cos["LCA at level 0"]
-    assert cos["LCA at level 2"] - cos["LCA at level 0"] > 0.5
+    assert cos["LCA at level 2"] - cos["LCA at level 0"] > 1.5     # measured 0.9998 − (−0.991)
 
 
 @pytest.mark.parametrize("spec", CFG.settings, ids=[s["name"] for s in CFG.settings])
@@ -68,9 +70,9 @@ def test_width_below_k_minus_one_never_reaches_the_etf():
     K = wd["K"]
     for r in wd["rows"]:
         if r["d"] < K - 1:
-            assert r["final_etf_distance"] > 0.3, r   # the ETF needs K − 1 dimensions
+            assert r["final_etf_distance"] > 0.3, r   # the ETF needs K − 1 dimensions (measured >= 0.59)
         else:
-            assert r["final_etf_distance"] < 1e-3, r
+            assert r["final_etf_distance"] < 1e-8, r  # measured 1.1e-9 (d = 8), 6.5e-10 (d = 16)
 
 
 def test_shipped_config_is_the_simulations_copy():

@@ -65,11 +65,13 @@ def reference(config, **kw):
 
 
 def assert_same(tr, ref):
+    """Bit for bit: a sweep runs each configuration through the integration ufm.solve runs
+    (no fast-math, so no reordering between the two compiled paths; measured equal)."""
     for name in ARRAYS:
         a, b = getattr(tr, name), getattr(ref, name)
         assert (a is None) == (b is None), name
         if a is not None:
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300, err_msg=name)
+            np.testing.assert_array_equal(a, b, err_msg=name)
     assert tr.info["accepted_steps"] == ref.info["accepted_steps"]
     assert tr.info["rhs_evaluations"] == ref.info["rhs_evaluations"]
 
@@ -451,8 +453,9 @@ def test_rerun_with_another_threshold_returns_fresh_collapse_times(tmp_path, mon
     fresh = sweep(configs, T_LONG, threads=1, out=tmp_path / "fresh", progress=False, threshold=0.2)
     assert integrated == [h for h in (r["hash"] for r in fresh)]  # only the fresh run integrated
     assert_same_result(rerun, fresh)
-    assert first[0]["t_collapse"] == pytest.approx(724.755, rel=1e-4)  # the stale answer
-    assert rerun[0]["t_collapse"] == pytest.approx(409.483, rel=1e-4)
+    # a higher threshold is crossed earlier on the way down (measured 409 against 725), so the
+    # stale answer is far from the fresh one
+    assert rerun[0]["t_collapse"] < 0.8 * first[0]["t_collapse"]
     assert_same_result(ufm.sweeps.load(tmp_path / "out"), ufm.sweeps.load(tmp_path / "fresh"))
     record = json.loads((tmp_path / "out" / f"{rerun[0]['hash']}.json").read_text())
     assert record["summary_options"] == {"summary": "default", "threshold": 0.2}
