@@ -173,7 +173,8 @@ def test_cli_inspect_and_fit(run, comparison, tmp_path, capsys):
     assert data["values"]["lambda_W"] == pytest.approx(run.weight_decay * run.lr / s, rel=1e-12)
     assert data["values"]["lambda_H"] == data["values"]["lambda_W"]
     r2_line = "  R²:      " + ", ".join(f"{k} {v:.3f}" for k, v in same.r2_.items())
-    assert r2_line in stem.with_suffix(".txt").read_text().splitlines() and stem.with_suffix(".png").stat().st_size > 5000
+    assert r2_line in stem.with_suffix(".txt").read_text().splitlines()
+    assert stem.with_suffix(".png").stat().st_size > 5000
 
 
 def test_cli_errors(tmp_path, capsys):
