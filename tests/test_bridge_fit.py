@@ -27,7 +27,7 @@ def coupled_run(levels=(3, 3), noise=0.01, seed=1, T=50, last=20000):
     return br.Run.from_trajectory(tr, steps=steps, noise=noise, seed=seed)
 
 
-def test_parameter_recovery_within_5_percent(tmp_path):
+def test_parameter_recovery_within_half_a_percent(tmp_path):
     """Time scale, λ, init scale and β of a noisy coupled-UFM run are fitted back within 0.5%
     (measured at most 0.07%) from the default starting point (s = 1, λ = 1e-3, σ = measured
     rms, β = 1), through an export -> load round trip."""
