@@ -11,6 +11,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+import independent
+import ufm
+import ufm.bridge as br
+from ufm.bridge.observables import observe
 from ufm.metrics import (
     PINV_RTOL,
     TransientSummary,
@@ -121,13 +125,16 @@ def test_etf_distance_zero_at_rotated_scaled_etf(rng):
 
 
 def test_etf_distance_positive_off_etf(rng):
+    """Off the ETF the distances equal the definition recomputed by tests/independent.py
+    (explicit simplex vertices; measured agreement 1e-16, values 0.35 … 0.86)."""
     G = random_psd(6, rng)
     dist = etf_distance(G)
-    assert 0.1 < dist <= 2.0
-    # collapsed features that are *not* on an ETF: NC2 positive
+    assert dist == pytest.approx(independent.etf_distance(G), rel=0, abs=1e-14) and dist > 0.1
+    # collapsed features that are *not* on an ETF: NC2 is the ETF distance of the class means
     labels = np.repeat(np.arange(3), 4)
     M = rng.standard_normal((8, 3))
     H = M[:, labels]
+    assert nc2(H.T @ H, labels) == pytest.approx(independent.etf_distance(M.T @ M), rel=0, abs=1e-14)
     assert nc2(H.T @ H, labels) > 0.05
     # ETF means but with within-class noise: nc2 (means only) stays 0 ...
     M = simplex_etf(3, 8, rng)
@@ -136,7 +143,8 @@ def test_etf_distance_positive_off_etf(rng):
     H = M[:, labels] + 0.3 * noise
     assert nc2(H.T @ H, labels) < 1e-12
     # ... while the full-Gram distance to the collapsed ETF sees the scatter
-    assert etf_distance(H.T @ H, labels) > 0.05
+    dist = etf_distance(H.T @ H, labels)
+    assert dist == pytest.approx(independent.etf_distance(H.T @ H, labels), rel=0, abs=1e-14) and dist > 0.05
 
 
 def test_etf_distance_degenerate_is_nan():
@@ -158,7 +166,10 @@ def test_kernel_alignment_invariances(rng):
     assert kernel_alignment(A, B) < 0.99
     # uncentred: scale invariant but not invariant to a constant shift
     assert kernel_alignment(A, 4.0 * A, centred=False) == pytest.approx(1.0, abs=1e-14)
-    assert kernel_alignment(A, A + 50.0, centred=False) < 0.99
+    shifted = A + 50.0
+    uncentred = np.sum(A * shifted) / (np.linalg.norm(A) * np.linalg.norm(shifted))
+    assert kernel_alignment(A, shifted, centred=False) == pytest.approx(uncentred, abs=1e-14)
+    assert uncentred < 0.99
     assert np.isnan(kernel_alignment(A, np.ones((6, 6))))   # centred constant kernel is 0
 
 
@@ -201,6 +212,72 @@ def test_semantic_gap_excludes_same_label_pairs():
     with pytest.raises(ValueError, match="attributes: no pair of contexts with different labels "
                                          "has equal values of attribute 0"):
         semantic_gap(G, FACTORIAL_2x2, labels=labels, per_attribute=True)
+
+
+# Several samples per context (K < N): samples of one context share its label and every
+# attribute, and collapse together through NC1 whatever the semantics, so the semantic gap
+# leaves equal-label pairs out. The rule is implemented three times — ufm.metrics via
+# Trajectory.metric, ufm.bridge.observables, the sweep summary (ufm.sweeps.engine) — and each
+# is checked here against tests/independent.py, on Grams where leaving the pairs in would move
+# the gap by 0.03 … 0.17 (measured), far beyond the round-off agreement (1e-16).
+
+TWO_PER_CONTEXT = ufm.settings.factorial((2, 3), samples_per_context=2)     # K = 6 < N = 12
+
+
+def two_per_context_features(rng, T=4, d=5):
+    """(T, d, N) features: one random mean per context and save, plus 30% noise per sample."""
+    context = np.repeat(np.arange(6), 2)
+    return rng.standard_normal((T, d, 6))[:, :, context] + 0.3 * rng.standard_normal((T, d, 12))
+
+
+def gaps_with_and_without_exclusion(grams, problem):
+    with_ = np.array([independent.semantic_gap(g, problem.attributes, problem.labels) for g in grams])
+    without = np.array([independent.semantic_gap(g, problem.attributes) for g in grams])
+    return with_, without
+
+
+def test_semantic_gap_k_below_n_trajectory_metric(rng):
+    p = TWO_PER_CONTEXT
+    H = two_per_context_features(rng)
+    G = np.einsum("tdi,tdj->tij", H, H)
+    want, unexcluded = gaps_with_and_without_exclusion(G, p)
+    assert np.abs(want - unexcluded).min() > 0.1                 # measured 0.13 … 0.17
+    tr = ufm.Trajectory(t=np.arange(4.0), loss=np.zeros(4), gram_H=G, problem=p)
+    np.testing.assert_allclose(tr.metric("semantic_gap"), want, rtol=0, atol=1e-15)   # measured 1.4e-17
+
+
+def test_semantic_gap_k_below_n_bridge_observables(rng):
+    p = TWO_PER_CONTEXT
+    H = two_per_context_features(rng)                              # core convention (T, d, N)
+    run = br.Run(steps=np.arange(4), H=H.transpose(0, 2, 1), W=rng.standard_normal((4, 6, 5)), labels=p.labels,
+                 attributes=p.attributes)
+    assert (run.K, run.N) == (6, 12)
+    want, unexcluded = gaps_with_and_without_exclusion(np.einsum("tdi,tdj->tij", H, H), p)
+    assert np.abs(want - unexcluded).min() > 0.1
+    g = run.grams()
+    observed = observe(g["gram_H"], g["gram_W"], run.problem(), ["semantic_gap"])["semantic_gap"][:, 0]
+    np.testing.assert_allclose(observed, want, rtol=0, atol=1e-15)                     # measured 1.1e-16
+    np.testing.assert_allclose(run.metrics()["semantic_gap"], want, rtol=0, atol=1e-15)
+
+
+def test_semantic_gap_k_below_n_sweep_summary():
+    """The coupled flow with two samples per context: with the same-label pairs left out the
+    gap collapses (at t ≈ 403); left in, the same-context pairs (cosine → 1) keep it above the
+    threshold to the end — so the summary's collapse time tells the two rules apart."""
+    spec = {"setting": "factorial", "levels": [2, 3], "samples_per_context": 2, "d": 8, "scale": 0.3,
+            "lambda": 1e-2, "beta": 0.8, "seed": 1}
+    t = np.concatenate([[0.0], np.geomspace(1e-2, 1e3, 15)])
+    model, init = ufm.sweeps.build(spec)
+    assert (model.K, model.N) == (6, 12)
+    ref = ufm.solve(model, init, t)                                # independent of the sweep
+    want, unexcluded = gaps_with_and_without_exclusion(ref.gram_H, TWO_PER_CONTEXT)
+    summary = independent.transient(t, want, 0.02)
+    assert summary["collapsed"] and not independent.transient(t, unexcluded, 0.02)["collapsed"]
+    row = ufm.sweep([spec], t, threads=1, progress=False)[0]
+    assert row["gap_final"] == pytest.approx(want[-1], rel=0, abs=1e-15)              # measured 0
+    assert row["gap_peak"] == pytest.approx(summary["peak"], rel=1e-14)
+    assert row["t_collapse"] == pytest.approx(summary["t_collapse"], rel=1e-14)
+    assert row["collapsed"]
 
 
 def test_semantic_gap_zero_at_etf(rng):
@@ -264,14 +341,6 @@ def test_nc1_collapsed_and_degenerate(rng):
     assert np.isnan(nc1(Hsame.T @ Hsame, labels))
 
 
-def direct_nc3(W, H, labels):
-    K = W.shape[0]
-    Mt = H @ averaging(labels, K) @ (np.eye(K) - 1.0 / K)     # d×K centred class means
-    Wc = W - W.mean(axis=0)                                   # P_K W
-    D = Wc / np.linalg.norm(Wc) - Mt.T / np.linalg.norm(Mt)
-    return float(np.sum(D * D))
-
-
 def test_nc3_self_dual_and_random(rng):
     K, d = 4, 9
     labels = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 2])
@@ -286,7 +355,7 @@ def test_nc3_self_dual_and_random(rng):
     # random W, H, with a bias in the logits: equals the direct feature computation
     W = rng.standard_normal((K, d))
     value = nc3(W @ W.T, H.T @ H, W @ H + b[:, None], labels)
-    assert value == pytest.approx(direct_nc3(W, H, labels), abs=1e-12)
+    assert value == pytest.approx(independent.nc3(W, H, labels), abs=1e-12)
     assert 0.0 < value < 4.0
 
 

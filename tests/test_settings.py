@@ -315,7 +315,8 @@ def test_settings_feed_a_model():
         theta = p.kernel("attribute", 1.0) if p.attributes is not None else p.kernel("identity")
         model = ufm.UFM(p, coupling=theta)
         assert model.kind == "coupled"
-        assert np.linalg.eigvalsh(theta).min() >= 1.0 - 1e-12  # I + PSD
+        # I + β²AᵀA with a rank-deficient incidence A (or Θ = I): the smallest eigenvalue is 1
+        assert np.linalg.eigvalsh(theta).min() == pytest.approx(1.0, abs=1e-12)
 
 
 def test_class_imbalance_through_per_context_counts():

@@ -10,6 +10,7 @@ without numba's threading layer.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -19,6 +20,7 @@ import sys
 import numpy as np
 import pytest
 
+import independent
 import ufm
 from ufm.models import GramState, PiecewiseCoupling
 from ufm.sweeps import SweepIncomplete, config_hash, grid, sweep
@@ -27,6 +29,9 @@ from ufm.sweeps import engine
 T_SAVE = np.concatenate([[0.0], np.geomspace(1e-2, 1e2, 11)])
 BASE = {"setting": "factorial", "levels": [2, 3], "d": 8, "scale": 0.3}
 ARRAYS = ("t", "loss", "data_loss", "W", "H", "b", "gram_W", "gram_H", "logits")
+# one name, one tableau, two stated error orders: the step controller's exponent differs
+CUSTOM_DOPRI5 = dataclasses.replace(ufm.solvers.DOPRI5, name="custom")
+CUSTOM_DOPRI5_E3 = dataclasses.replace(ufm.solvers.DOPRI5, name="custom", error_order=3)
 
 
 def mixed_configs():
@@ -60,11 +65,13 @@ def reference(config, **kw):
 
 
 def assert_same(tr, ref):
+    """Bit for bit: a sweep runs each configuration through the integration ufm.solve runs
+    (no fast-math, so no reordering between the two compiled paths; measured equal)."""
     for name in ARRAYS:
         a, b = getattr(tr, name), getattr(ref, name)
         assert (a is None) == (b is None), name
         if a is not None:
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300, err_msg=name)
+            np.testing.assert_array_equal(a, b, err_msg=name)
     assert tr.info["accepted_steps"] == ref.info["accepted_steps"]
     assert tr.info["rhs_evaluations"] == ref.info["rhs_evaluations"]
 
@@ -93,7 +100,7 @@ def test_parallel_kernel_matches_solve(tmp_path):
             assert a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]), k
 
 
-def test_failures_are_recorded_and_do_not_stop_others(tmp_path):
+def test_failures_are_recorded_and_do_not_stop_others(tmp_path, monkeypatch):
     """Bad input and an integration that runs out of steps are recorded with their error; a
     partial trajectory is kept and equals ufm.solve's IntegrationError trajectory."""
     good = {**BASE, "lambda": 1e-2}
@@ -123,14 +130,25 @@ def test_failures_are_recorded_and_do_not_stop_others(tmp_path):
     # the duplicate of config 0 is the same configuration: same hash, same numbers
     assert res[7]["hash"] == res[0]["hash"]
     np.testing.assert_array_equal(res.trajectory(7).gram_H, res.trajectory(0).gram_H)
-    # failures are on disk too, so a rerun does not repeat them (unless asked)
-    runs = []
+    # failures are on disk too, so a rerun does not integrate them again (unless asked); a
+    # summary callable (whose code cannot be compared) is rerun on every stored trajectory
+    integrated = []
+    real = engine.run_payloads
+    monkeypatch.setattr(engine, "run_payloads",
+                        lambda items, *a: integrated.extend(h for _i, h, _p in items) or real(items, *a))
+    summarised = []
     res2 = sweep(configs, T_SAVE, max_steps=400, threads=1, out=tmp_path, progress=False,
-                 summary=lambda tr: runs.append(1) or {})
-    assert runs == [] and [r["status"] for r in res2] == status
+                 summary=lambda tr: summarised.append(len(tr)) or {})
+    assert integrated == [] and [r["status"] for r in res2] == status
+    assert sorted(summarised) == sorted([len(T_SAVE), len(partial)])  # `good` (once for both rows), `slow`
+    integrated.clear()
+    summarised.clear()
     res3 = sweep(configs, T_SAVE, max_steps=400, threads=1, out=tmp_path, progress=False, retry_failed=True,
-                 summary=lambda tr: runs.append(1) or {})
-    assert len(runs) == 1 and [r["status"] for r in res3] == status  # only `slow` had a trajectory to summarise
+                 summary=lambda tr: summarised.append(len(tr)) or {})
+    # retried: `slow` and the GramState pair (bad input found by the worker); the specs that
+    # are malformed never reach a worker
+    assert sorted(integrated) == sorted([res[3]["hash"], res[4]["hash"]])
+    assert sorted(summarised) == sorted([len(T_SAVE), len(partial)]) and [r["status"] for r in res3] == status
 
 
 class Interrupt(Exception):
@@ -187,8 +205,12 @@ def test_hash_is_deterministic_and_canonical():
     for change in ({"seed": 1}, {"lambda": 2e-3}, {"beta": 0.1}, {"d": 9}, {"space": "gram"}):
         assert config_hash({**a, **change}, T_SAVE) != h, change
     assert config_hash(a, T_SAVE[:-1]) != h
-    assert config_hash(a, T_SAVE, rtol=1e-9) != h
-    assert config_hash(a, T_SAVE, save="gram_H") != h
+    for option in ({"rtol": 1e-9}, {"atol": 1e-9}, {"save": "gram_H"}, {"method": "rk4", "dt": 0.1},
+                   {"method": CUSTOM_DOPRI5}, {"t0": -1.0}, {"dt": 0.1}, {"max_steps": 1000}, {"h_max": 5.0},
+                   {"space": "gram"}):
+        assert config_hash(a, T_SAVE, **option) != h, option
+    # a solver that is not registered is keyed by all the kernel receives, not its name
+    assert config_hash(a, T_SAVE, method=CUSTOM_DOPRI5_E3) != config_hash(a, T_SAVE, method=CUSTOM_DOPRI5)
     m, x = ufm.sweeps.build(a)
     hp = config_hash((m, x), T_SAVE)
     assert hp == config_hash(ufm.sweeps.build(b), T_SAVE) and hp != h
@@ -205,7 +227,8 @@ def test_hash_is_deterministic_and_canonical():
 
 def test_table_and_summary(tmp_path):
     """Rows carry config columns and summary metrics; to_array gives typed fields; the
-    summary equals the Trajectory's own metrics; a summary callable adds columns."""
+    summary equals the metrics recomputed pair by pair (tests/independent.py) from a separate
+    ufm.solve of each configuration; a summary callable adds columns."""
     configs = grid({"beta": [0.0, 1.0]}, base={"setting": "factorial", "levels": [3, 3], "d": 12, "scale": 1e-2,
                                                "lambda": 1e-2, "seed": 5})
     t = np.geomspace(1e-1, 3e3, 25)
@@ -217,14 +240,25 @@ def test_table_and_summary(tmp_path):
     assert arr["status"].dtype.kind == "U" and list(arr["levels"]) == ["3x3", "3x3"]
     assert list(arr["K"]) == [9, 9] and list(arr["tag"]) == ["x", "x"]
     for i in range(2):
-        tr = res.trajectory(i)
-        s = tr.transient_summary()
-        assert res[i]["gap_peak"] == pytest.approx(s.peak, rel=1e-12)
-        assert res[i]["t_peak"] == s.t_peak
-        assert res[i]["t_collapse"] == pytest.approx(s.t_collapse, rel=1e-12, nan_ok=True)
-        assert res[i]["etf_distance_final"] == pytest.approx(tr.metric("etf_distance")[-1], rel=1e-12)
-        assert res[i]["norm_H_final"] == pytest.approx(float(tr.metric("norm_H")[-1]))
-        assert res[i]["accuracy_final"] == 1.0
+        model, init = ufm.sweeps.build(configs[i])
+        ref = ufm.solve(model, init, t)
+        p = model.problem
+        gap = [independent.semantic_gap(g, p.attributes) for g in ref.gram_H]     # K = N: no labels
+        want = independent.transient(t, gap, 0.02)
+        # measured: peak and collapse time equal to 2e-15 relative (the sweep runs the same
+        # integration as ufm.solve); final gap and ETF distance (both round-off, ~1e-13) to 3e-17
+        assert res[i]["gap_peak"] == pytest.approx(want["peak"], rel=1e-14)
+        assert res[i]["t_peak"] == want["t_peak"]
+        assert res[i]["t_collapse"] == pytest.approx(want["t_collapse"], rel=1e-14, nan_ok=True)
+        assert res[i]["collapsed"] == want["collapsed"]
+        assert res[i]["gap_final"] == pytest.approx(gap[-1], rel=0, abs=1e-15)
+        assert res[i]["etf_distance_final"] == pytest.approx(independent.etf_distance(ref.gram_H[-1], p.labels),
+                                                             rel=0, abs=1e-15)
+        assert res[i]["loss_final"] == pytest.approx(ref.loss[-1], rel=1e-14)
+        assert res[i]["norm_H_final"] == pytest.approx(np.sqrt(np.trace(ref.gram_H[-1])), rel=1e-14)
+        assert res[i]["accuracy_final"] == independent.accuracy(ref.logits[-1], p.labels) == 1.0
+        assert res[i]["accepted_steps"] == ref.info["accepted_steps"]
+    assert res[0]["collapsed"] and res[1]["collapsed"]         # both collapse within t: t_collapse is a number
     assert res[1]["gap_peak"] > res[0]["gap_peak"] + 0.1  # coupling makes semantic structure
     np.testing.assert_array_equal(res.column("beta"), [0.0, 1.0])
     with pytest.raises(KeyError, match="no column"):
@@ -347,3 +381,160 @@ label_permutation = "none"
     cfg.write_text("[sweep]\nt = [1, 2]\n[base]\nsetting = 'factorial'\n[bogus]\n")
     assert main(["sweep", str(cfg)]) == 2
     assert "unknown section" in capsys.readouterr().err
+
+
+# -- a rerun into the same out= returns what a fresh run with its options returns ------------
+
+T_LONG = np.concatenate([[0.0], np.geomspace(1e-1, 3e3, 24)])  # long enough for the gap to collapse
+
+
+def resume_configs():
+    """A coupled spec whose semantic gap rises and collapses within T_LONG (t_collapse ≈ 725
+    at threshold 0.02, ≈ 409 at 0.2) and an explicit pair with a bias."""
+    q = ufm.settings.balanced(3, 2)
+    mq = ufm.UFM(q, loss="mse", lambda_W=0.01, lambda_H=0.02, bias=True)
+    spec = {"setting": "factorial", "levels": [3, 3], "d": 12, "scale": 1e-2, "lambda": 1e-2, "beta": 1.0,
+            "seed": 5}
+    return [spec, (mq, mq.init(7, scale=0.5, seed=3))]
+
+
+def norm_H_final(tr):
+    return {"norm_H_final": float(tr.metric("norm_H")[-1])}
+
+
+def counting_runs(monkeypatch):
+    """Record the hashes engine.run_payloads integrates."""
+    integrated = []
+    real = engine.run_payloads
+    monkeypatch.setattr(engine, "run_payloads",
+                        lambda items, *a: integrated.extend(h for _i, h, _p in items) or real(items, *a))
+    return integrated
+
+
+def same_value(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
+
+
+def assert_same_result(res, fresh):
+    """Rows equal value by value (NaN = NaN) and trajectories array by array."""
+    assert len(res) == len(fresh)
+    for i in range(len(res)):
+        assert res[i].keys() == fresh[i].keys(), i
+        for k in res[i]:
+            assert same_value(res[i][k], fresh[i][k]), (i, k, res[i][k], fresh[i][k])
+        a, b = res.trajectory(i), fresh.trajectory(i)
+        for name in ARRAYS:
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), (i, name)
+
+
+def differs(res, other) -> bool:
+    """Some row value or saved array differs (so a stale answer would be caught)."""
+    for i in range(len(res)):
+        if any(not same_value(res[i].get(k), other[i].get(k)) for k in set(res[i]) | set(other[i]) - {"hash"}):
+            return True
+        a, b = res.trajectory(i), other.trajectory(i)
+        for name in ARRAYS:
+            x, y = getattr(a, name), getattr(b, name)
+            if (x is None) != (y is None) or (x is not None and not np.array_equal(x, y)):
+                return True
+    return False
+
+
+def test_rerun_with_another_threshold_returns_fresh_collapse_times(tmp_path, monkeypatch):
+    """The stale-threshold bug: a rerun into the same out= with threshold 0.2 returned the
+    collapse times of threshold 0.02 (725 instead of 409). Now it returns a fresh run's
+    numbers, recomputed from the stored trajectories (nothing is integrated again), and
+    the records on disk say so too."""
+    configs = resume_configs()
+    first = sweep(configs, T_LONG, threads=1, out=tmp_path / "out", progress=False, threshold=0.02)
+    integrated = counting_runs(monkeypatch)
+    rerun = sweep(configs, T_LONG, threads=1, out=tmp_path / "out", progress=False, threshold=0.2)
+    fresh = sweep(configs, T_LONG, threads=1, out=tmp_path / "fresh", progress=False, threshold=0.2)
+    assert integrated == [h for h in (r["hash"] for r in fresh)]  # only the fresh run integrated
+    assert_same_result(rerun, fresh)
+    # a higher threshold is crossed earlier on the way down (measured 409 against 725), so the
+    # stale answer is far from the fresh one
+    assert rerun[0]["t_collapse"] < 0.8 * first[0]["t_collapse"]
+    assert_same_result(ufm.sweeps.load(tmp_path / "out"), ufm.sweeps.load(tmp_path / "fresh"))
+    record = json.loads((tmp_path / "out" / f"{rerun[0]['hash']}.json").read_text())
+    assert record["summary_options"] == {"summary": "default", "threshold": 0.2}
+
+
+#: (options of the first run, options of the rerun, change to the configurations): each
+#: changes a stored number (checked), and the rerun into the same out= must equal a fresh run
+RERUN_CHANGES = {
+    "t": ({}, {"t": T_LONG[:-3]}, None),
+    "rtol": ({}, {"rtol": 1e-5}, None),
+    "atol": ({}, {"atol": 1e-4}, None),
+    "method": ({}, {"method": "rk4", "dt": 0.5}, None),
+    "solver controller": ({"method": CUSTOM_DOPRI5}, {"method": CUSTOM_DOPRI5_E3}, None),
+    "space": ({}, {"space": "gram"}, None),
+    "max_steps": ({}, {"max_steps": 60}, None),
+    "h_max": ({}, {"h_max": 5.0}, None),
+    "t0": ({}, {"t0": -1.0}, None),
+    "dt": ({}, {"dt": 0.1}, None),
+    "save": ({}, {"save": ["gram_H", "b"]}, None),
+    "threshold": ({}, {"threshold": 0.2}, None),
+    "summary on": ({"summary": False}, {}, None),
+    "summary off": ({}, {"summary": False}, None),
+    "summary callable": ({}, {"summary": norm_H_final}, None),
+    "seed": ({}, {}, lambda cs: [{**cs[0], "seed": 6}, cs[1]]),
+    "spec key": ({}, {}, lambda cs: [{**cs[0], "lr_H": 0.5}, cs[1]]),
+    "init": ({}, {}, lambda cs: [cs[0], (cs[1][0], ufm.State(cs[1][1].W * 1.01, cs[1][1].H, cs[1][1].b))]),
+    "model": ({}, {}, lambda cs: [cs[0], (cs[1][0].replace(lambda_b=0.1), cs[1][1])]),
+}
+
+
+@pytest.mark.parametrize("change", list(RERUN_CHANGES))
+def test_rerun_with_any_changed_option_returns_fresh_numbers(tmp_path, change):
+    first_kw, rerun_kw, change_configs = RERUN_CHANGES[change]
+    configs = resume_configs()
+    kw = dict(threads=1, progress=False)
+    t = rerun_kw.pop("t", T_LONG) if "t" in rerun_kw else T_LONG
+    rerun_kw = {k: v for k, v in rerun_kw.items() if k != "t"}
+    first = sweep(configs, T_LONG, out=tmp_path / "out", **kw, **first_kw)
+    configs2 = change_configs(configs) if change_configs else configs
+    rerun = sweep(configs2, t, out=tmp_path / "out", **kw, **rerun_kw)
+    fresh = sweep(configs2, t, out=tmp_path / "fresh", **kw, **rerun_kw)
+    assert differs(fresh, first), f"changing {change} changes nothing here: the case tests nothing"
+    assert_same_result(rerun, fresh)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "flipped byte", "another configuration's"])
+def test_record_with_damaged_trajectory_is_run_again(tmp_path, monkeypatch, damage):
+    """A record is trusted only with its complete trajectory: a missing, truncated or damaged
+    .npz (or one holding another configuration) makes the configuration run again."""
+    configs = resume_configs()
+    first = sweep(configs, T_LONG, threads=1, out=tmp_path, progress=False)
+    path = tmp_path / f"{first[0]['hash']}.npz"
+    data = path.read_bytes()
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) - 100])
+    elif damage == "flipped byte":
+        pos = data.index(b"gram_H.npy") + 2000  # inside the Gram array's data
+        path.write_bytes(data[:pos] + bytes([data[pos] ^ 0x10]) + data[pos + 1:])
+    else:
+        path.write_bytes((tmp_path / f"{first[1]['hash']}.npz").read_bytes())
+    integrated = counting_runs(monkeypatch)
+    rerun = sweep(configs, T_LONG, threads=1, out=tmp_path, progress=False)
+    assert integrated == [first[0]["hash"]]
+    assert_same_result(rerun, first)
+    assert ufm.Trajectory.load(path).info["sweep_hash"] == first[0]["hash"]  # repaired on disk
+
+
+def test_failure_while_summarising_is_retried_with_another_summary(tmp_path):
+    """A summary callable that raises records the configuration as failed (reason "error",
+    no trajectory); a rerun with another summary runs it again and equals a fresh run."""
+    configs = resume_configs()
+
+    def broken(tr):
+        raise RuntimeError("summary bug")
+    first = sweep(configs, T_LONG, threads=1, out=tmp_path / "out", progress=False, summary=broken)
+    assert [r["reason"] for r in first] == ["error", "error"] and "summary bug" in first[0]["error"]
+    rerun = sweep(configs, T_LONG, threads=1, out=tmp_path / "out", progress=False)
+    fresh = sweep(configs, T_LONG, threads=1, out=tmp_path / "fresh", progress=False)
+    assert [r["status"] for r in rerun] == ["ok", "ok"]
+    assert_same_result(rerun, fresh)

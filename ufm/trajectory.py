@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -217,16 +218,20 @@ class Trajectory:
         path = os.fspath(path)
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"path: cannot read {path!r} as an .npz trajectory ({exc})") from exc
         with data:
             if "meta" not in data:
                 raise ValueError(f"path: {path!r} is not a ufm trajectory (no 'meta' entry)")
-            meta = json.loads(str(data["meta"]))
-            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-                raise ValueError(f"path: {path!r} has format {meta.get('format')!r} version "
-                                 f"{meta.get('version')!r}; expected {FORMAT!r} version {VERSION}")
-            arrays = {k: np.array(data[k]) for k in data.files if k != "meta"}
+            try:
+                meta = json.loads(str(data["meta"]))
+                if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+                    raise ValueError(f"path: {path!r} has format {meta.get('format')!r} version "
+                                     f"{meta.get('version')!r}; expected {FORMAT!r} version {VERSION}")
+                # reading every member checks its CRC-32: a damaged file fails here, not later
+                arrays = {k: np.array(data[k]) for k in data.files if k != "meta"}
+            except (zipfile.BadZipFile, EOFError) as exc:
+                raise ValueError(f"path: {path!r} is damaged ({type(exc).__name__}: {exc})") from exc
         problem = None
         if "problem" in meta:
             pd = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("problem/")}

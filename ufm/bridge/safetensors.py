@@ -55,6 +55,11 @@ def to_bfloat16_bits(x) -> np.ndarray:
     return rounded.reshape(x.shape)
 
 
+def _is_int(value) -> bool:
+    """A JSON integer (JSON true / false decode to bools, which Python counts as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_safetensors(path, *, mmap="auto") -> tuple[dict, dict, dict]:
     """Read every tensor of a ``.safetensors`` file.
 
@@ -120,13 +125,16 @@ def read_safetensors(path, *, mmap="auto") -> tuple[dict, dict, dict]:
             raise FormatError(f"{src}: tensor {name!r}: unsupported dtype {dt!r} (supported: {', '.join(DTYPES)})",
                               source=path, key=name)
         shape, offs = info["shape"], info["data_offsets"]
-        if (not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape)
-                or not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) for o in offs)):
+        if (not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape)
+                or not isinstance(offs, list) or len(offs) != 2 or not all(_is_int(o) for o in offs)):
             raise FormatError(f"{src}: tensor {name!r}: bad shape {shape!r} or data_offsets {offs!r}",
                               source=path, key=name)
         begin, end = offs
+        if not 0 <= begin <= end:
+            raise FormatError(f"{src}: tensor {name!r}: data_offsets {offs} must have 0 <= begin <= end",
+                              source=path, key=name)
         want = int(np.prod(shape, dtype=np.int64)) * DTYPES[dt].itemsize
-        if not 0 <= begin <= end or end - begin != want:
+        if end - begin != want:
             raise FormatError(f"{src}: tensor {name!r}: data_offsets {offs} span {end - begin} bytes but dtype {dt} "
                               f"and shape {tuple(shape)} need {want}", source=path, key=name)
         if end > buffer:

@@ -58,13 +58,26 @@ def _options(t, method, rtol, atol, space, save, t0, dt, max_steps, h_max, summa
     threshold = as_real(threshold, "threshold")
     options = {"t": ts, "solver": solver, "rtol": rtol, "atol": atol, "t0": t0, "dt": dt, "h0": h0,
                "max_steps": max_steps, "h_max": h_max, "save": save_key, "summary": summary,
-               "threshold": threshold}
+               "threshold": threshold, "summary_key": _summary_key(summary, threshold)}
+    # a registered method is its name; any other solver is everything the kernel receives
     method_key = solver.name if SOLVERS.get(solver.name) is solver else {
-        "name": solver.name, "tableau": {k: v for k, v in solver.arrays.items()}}
+        "name": solver.name, "tableau": {k: v for k, v in solver.arrays.items()},
+        "controller_order": solver.controller_order, "adaptive": solver.adaptive, "fsal": solver.fsal}
     run_key = {"t": ts, "method": method_key, "rtol": rtol, "atol": atol, "t0": t0,
                "dt": None if dt is None else float(dt), "max_steps": max_steps,
                "h_max": "inf" if h_max == math.inf else h_max, "save": save_key}
     return options, run_key, space
+
+
+def _summary_key(summary, threshold: float) -> dict:
+    """What a record's summary metrics depend on besides its trajectory (stored in the
+    record as ``summary_options`` and compared on a rerun)."""
+    if summary is False:
+        return {"summary": "none"}
+    if callable(summary):
+        name = f"{getattr(summary, '__module__', '?')}.{getattr(summary, '__qualname__', type(summary).__name__)}"
+        return {"summary": "callable", "callable": name, "threshold": threshold}
+    return {"summary": "default", "threshold": threshold}
 
 
 def _payload(config, space: str) -> dict:
@@ -87,7 +100,13 @@ def config_hash(config, t, *, method="dopri5", rtol: float = 1e-8, atol: float =
 
     sha256 of the canonical JSON of the normalised spec (or of the model's parameters and
     the problem's and initial state's arrays, each as dtype, shape and the sha256 of its
-    bytes) together with every option that changes the numbers.
+    bytes) together with every option that changes the stored trajectory: save times,
+    method (for a solver that is not registered: its tableau, controller order, adaptivity
+    and FSAL), ``rtol``, ``atol``, ``t0``, ``dt``, ``max_steps``, ``h_max``, ``space`` and
+    the saved quantities. Options that only change the summary metrics (``summary``,
+    ``threshold``) are not part of it: a record states the ones its summary was made with,
+    and :func:`sweep` recomputes the summary from the stored trajectory when they differ,
+    so one trajectory is integrated and stored once whatever it is summarised with.
 
     Arguments:
         config: a spec dict or a ``(model, init)`` pair.
@@ -375,7 +394,13 @@ def sweep(configs, t, *, executor=None, out=None, method="dopri5", rtol: float =
       task runs the same kernel with ``threads`` threads (default 1, one per worker core).
     * With ``out=DIR`` each finished configuration is written atomically under its hash (see
       :func:`config_hash`) as soon as its batch or chunk returns; configurations already in
-      DIR are not run again (a killed sweep resumes where it stopped).
+      DIR are not run again (a killed sweep resumes where it stopped). A stored record is
+      returned only as what a fresh run with these options would give: one whose trajectory
+      file is missing or damaged is run again, and one whose summary was made with other
+      ``summary`` / ``threshold`` options (or any record, when ``summary`` is a callable,
+      whose code cannot be compared) has its summary recomputed from the stored trajectory
+      and its record rewritten; a failure while summarising (reason ``"error"``), which has
+      no trajectory, is run again in that case.
 
     A configuration that fails — bad input (``reason="bad_input"``), or an integration that
     stops (``"max_steps"``, ``"step_underflow"``, ``"nonfinite"``: an
@@ -440,6 +465,7 @@ def sweep(configs, t, *, executor=None, out=None, method="dopri5", rtol: float =
     payloads: list = [None] * n
     keys: list = [None] * n
     todo: dict = {}          # hash -> list of positions
+    resumed: dict = {}       # hash -> its stored record brought up to date, or None (run it)
     for pos, config in enumerate(configs):
         try:
             payload = _payload(config, space)
@@ -452,8 +478,10 @@ def sweep(configs, t, *, executor=None, out=None, method="dopri5", rtol: float =
             continue
         keys[pos], payloads[pos] = key, payload
         if store is not None and key not in todo:
-            rec = store.read(key)
-            if rec is not None and (rec["status"] == "ok" or not retry_failed):
+            if key not in resumed:
+                resumed[key] = _resume(store, key, options, retry_failed)
+            rec = resumed[key]
+            if rec is not None:
                 rows[pos] = _row({**rec, "index": pos})
                 trajs[pos] = store.trajectory_path(key) if rec.get("trajectory") else None
                 continue
@@ -493,6 +521,27 @@ def sweep(configs, t, *, executor=None, out=None, method="dopri5", rtol: float =
                               f"({rows[missing[0]]['error']}).{where} rerun the same sweep to run the rest.",
                               result, causes)
     return result
+
+
+def _resume(store: Store, key: str, options: dict, retry_failed: bool) -> dict | None:
+    """The stored record of ``key`` as a fresh run with ``options`` would give it, or None
+    when the configuration must run (no usable record, a failure to retry, a missing or
+    damaged trajectory, or a summarising failure under other summary options)."""
+    rec = store.read(key)
+    if rec is None or (rec["status"] != "ok" and retry_failed):
+        return None
+    current = rec.get("summary_options") == options["summary_key"] and not callable(options["summary"])
+    if not rec.get("trajectory"):
+        # bad input (no summary at all), or a failure while summarising: retried when the
+        # summary may now be another one
+        return rec if current or rec["reason"] == "bad_input" else None
+    traj = store.trajectory(key)
+    if traj is None:
+        return None
+    if not current:
+        rec = engine.resummarize(rec, traj, options)
+        store.update(rec)
+    return rec
 
 
 def _accept(rec, pos, rows, trajs, store, payload):

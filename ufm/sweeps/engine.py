@@ -20,7 +20,7 @@ from .. import metrics as _metrics
 from ..trajectory import Trajectory
 from .specs import build, rebuild_explicit
 
-__all__ = ["run_payloads", "summarize", "gap_curve", "build_payload"]
+__all__ = ["run_payloads", "summarize", "summary_of", "resummarize", "gap_curve", "build_payload"]
 
 def build_payload(payload: dict):
     """(model, init, space) of a payload (a spec or an explicit pair)."""
@@ -119,7 +119,7 @@ def run_payloads(items, options: dict, threads: int | None = None) -> list[dict]
         items: list of ``(index, hash, payload)``; a payload is ``{"kind": "spec", "spec": …}``
             or the output of :func:`ufm.sweeps.specs.explicit_payload`.
         options: the run options (``t`` (T,), ``solver``, ``rtol``, ``atol``, ``t0``, ``dt``,
-            ``max_steps``, ``h_max``, ``save``, ``summary``, ``threshold``), as built by
+            ``max_steps``, ``h_max``, ``save``, ``summary``, ``threshold``, ``summary_key``), as built by
             :func:`ufm.sweep`.
         threads: numba threads for this call (None: numba's setting). With one thread (or
             one configuration) the configurations run one after the other through the same
@@ -130,7 +130,8 @@ def run_payloads(items, options: dict, threads: int | None = None) -> list[dict]
         ``"failed"``), ``reason`` (None, ``"bad_input"``, ``"max_steps"``,
         ``"step_underflow"``, ``"nonfinite"`` or ``"error"``), ``error`` (message),
         ``t_fail``, ``columns`` (config description), ``arrays`` (``t``, ``loss``,
-        ``data_loss`` and the saved quantities, or None), ``info``, ``summary``.
+        ``data_loss`` and the saved quantities, or None), ``info``, ``summary`` and (except
+        for bad input) ``summary_options``, the options the summary was made with.
     """
     T = options["t"].shape[0]
     records: list = [None] * len(items)
@@ -161,6 +162,8 @@ def run_payloads(items, options: dict, threads: int | None = None) -> list[dict]
             except Exception as exc:  # noqa: BLE001 - e.g. a user summary callable that raised
                 records[k] = _failure(items[k], "error", f"{type(exc).__name__}: {exc}\n"
                                       f"{traceback.format_exc(limit=3)}", _safe_columns(items[k][2], model))
+                # the failure may be the summary's: a rerun with other summary options retries it
+                records[k]["summary_options"] = options["summary_key"]
     return records
 
 
@@ -189,20 +192,54 @@ def _finish(item, model, space, d, run, options, batch, warns) -> dict:
     if not run.ok:
         reason, message = engine.failure(run.status, run.t_reached, j, options["max_steps"], kept="are kept")
         record.update(status="failed", reason=reason, t_fail=run.t_reached, error=f"IntegrationError: {message}")
+    record["summary"] = summary_of(Trajectory(**arrays, problem=model.problem, model=model, info=info), options)
+    record["summary_options"] = options["summary_key"]
+    return record
+
+
+def summary_of(traj: Trajectory, options: dict) -> dict:
+    """The summary metrics a record stores for one configuration's saves.
+
+    The one place they are computed: for a fresh run (from the kernel's outputs) and for a
+    resumed one whose stored summary was made with other options (from the stored
+    trajectory), so that both give the same numbers.
+
+    Arguments:
+        traj: the configuration's trajectory (its model, problem and ``info`` step counts).
+        options: the run options (``summary``, ``threshold``).
+
+    Returns:
+        dict: :func:`summarize`'s metrics (unless ``summary`` is False), those of a
+        ``summary`` callable, ``accepted_steps`` and ``rhs_evaluations``.
+
+    Raises:
+        TypeError: the summary callable returned something other than a dict of scalars.
+    """
+    out = {}
     summary_opt = options["summary"]
     if summary_opt is not False:
-        s = summarize(arrays["t"], arrays["loss"], arrays.get("gram_H"), arrays.get("logits"), model.problem,
-                      options["threshold"])
+        out = summarize(traj.t, traj.loss, traj.gram_H, traj.logits, traj.model.problem, options["threshold"])
         if callable(summary_opt):
-            traj = Trajectory(**arrays, problem=model.problem, model=model, info=info)
             extra = summary_opt(traj)
             if not isinstance(extra, dict):
                 raise TypeError(f"summary: the callable must return a dict of scalars, got {type(extra).__name__}")
-            s.update({str(k): _scalar(v, k) for k, v in extra.items()})
-        record["summary"] = s
-    record["summary"]["accepted_steps"] = info["accepted_steps"]
-    record["summary"]["rhs_evaluations"] = info["rhs_evaluations"]
-    return record
+            out.update({str(k): _scalar(v, k) for k, v in extra.items()})
+    out["accepted_steps"] = traj.info["accepted_steps"]
+    out["rhs_evaluations"] = traj.info["rhs_evaluations"]
+    return out
+
+
+def resummarize(record: dict, traj: Trajectory, options: dict) -> dict:
+    """A stored record with its summary recomputed from its stored trajectory under
+    ``options``: what a fresh run with these options records (a summary callable that
+    raises makes it a failure with reason ``"error"``, as in a fresh run)."""
+    try:
+        summary = summary_of(traj, options)
+    except Exception as exc:  # noqa: BLE001 - e.g. a user summary callable that raised
+        failed = _failure((record["index"], record["hash"], None), "error", f"{type(exc).__name__}: {exc}\n"
+                          f"{traceback.format_exc(limit=3)}", record.get("columns") or {})
+        return {**failed, "summary_options": options["summary_key"]}
+    return {**record, "summary": summary, "summary_options": options["summary_key"]}
 
 
 def _scalar(v, k):

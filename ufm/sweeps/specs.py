@@ -13,7 +13,8 @@ Either form is reduced to a *payload* of plain values and numpy arrays (picklabl
 be shipped to a process pool or a Dask cluster) and hashed: the hash is the sha256 of a
 canonical JSON document holding the normalised spec (or the model's parameters) with every
 array replaced by its dtype, shape and the sha256 of its bytes, together with the run
-options that change the numbers (save times, method, tolerances, space, saved quantities).
+options that change the stored trajectory (save times, method, tolerances, t0, dt,
+max_steps, h_max, space, saved quantities; see :func:`ufm.sweeps.config_hash`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,15 @@ Layout (``<hash>`` is the configuration's 64-hex-digit hash, see :func:`ufm.swee
 The trajectory is written first and the record last, each to a temporary name that is then
 renamed (``os.replace``), so a record on disk always means a complete configuration: a sweep
 killed at any instant leaves only finished configurations (and perhaps stray ``.*.tmp*``
-files, which are ignored) and a rerun skips exactly those.
+files, which are ignored) and a rerun skips exactly those. A rerun trusts a record only
+together with its trajectory: :meth:`Store.trajectory` reads the whole ``.npz`` (every
+member's CRC-32 is checked), so a record whose trajectory is missing, truncated or damaged
+is run again rather than returned.
+
+The hash names the trajectory (everything that changes an integrated number); the record
+also says which summary options its summary metrics were computed with
+(``summary_options``), so that a rerun with other ones recomputes them from the trajectory
+(see :func:`ufm.sweep`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import re
 import numpy as np
 
 from .._io import atomic_write_text, json_default
+from ..trajectory import Trajectory
 
 FORMAT = "ufm-sweep-record"
 VERSION = 1
@@ -91,6 +100,15 @@ class Store:
             return None
         return _unclean(rec)
 
+    def trajectory(self, key: str) -> Trajectory | None:
+        """The stored trajectory of ``key``, read completely, or None when the file is
+        missing, truncated, damaged (a CRC-32 mismatch) or holds another configuration."""
+        try:
+            traj = Trajectory.load(self.trajectory_path(key))
+        except (OSError, ValueError):
+            return None
+        return traj if traj.info.get("sweep_hash") == key else None
+
     def write(self, record: dict, trajectory=None) -> None:
         """Write one configuration: its trajectory (if any), then its record, each atomically.
 
@@ -99,11 +117,18 @@ class Store:
             trajectory: a :class:`~ufm.trajectory.Trajectory` or None.
         """
         key = record["hash"]
-        rec = {k: v for k, v in record.items() if k != "arrays"}
-        rec["format"], rec["version"] = FORMAT, VERSION
-        rec["trajectory"] = None
         if trajectory is not None:
             trajectory.save(self.trajectory_path(key))  # atomic itself (temp file + os.replace)
-            rec["trajectory"] = key + ".npz"
-        atomic_write_text(self.record_path(key),
+        self._write_record(record, key + ".npz" if trajectory is not None else None)
+
+    def update(self, record: dict) -> None:
+        """Rewrite the record of a configuration whose trajectory is already on disk (e.g.
+        with its summary recomputed), atomically; the trajectory file is left as it is."""
+        self._write_record(record, record.get("trajectory"))
+
+    def _write_record(self, record: dict, trajectory_name) -> None:
+        rec = {k: v for k, v in record.items() if k != "arrays"}
+        rec["format"], rec["version"] = FORMAT, VERSION
+        rec["trajectory"] = trajectory_name
+        atomic_write_text(self.record_path(record["hash"]),
                           json.dumps(_clean(rec), default=json_default, sort_keys=True, indent=1))
