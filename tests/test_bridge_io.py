@@ -242,7 +242,7 @@ def test_observables_agree_with_core_metrics():
     np.testing.assert_allclose(obs["etf_distance"][:, 0], tr.metric("etf_distance"), atol=1e-12)
     np.testing.assert_allclose(obs["effective_rank"][:, 0], tr.metric("effective_rank"), rtol=1e-10)
     np.testing.assert_allclose(np.exp(obs["norms"][:, 0]), tr.metric("norm_H") / np.sqrt(run.N), rtol=1e-12)
-    cos = ufm.metrics.cosine(tr.gram_H[2])
+    cos = ufm.metrics.cosine(tr.gram_H[2], centred=True)     # relations are centred, as the gap
     for r, R in enumerate(tr.problem.relations[1:]):
         assert obs["relations"][2, r] == pytest.approx(cos[R.astype(bool)].mean(), abs=1e-12)
     assert obs["gram_H"].shape == (6, 15)
