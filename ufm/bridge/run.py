@@ -442,8 +442,8 @@ class Run:
             fig = plt.figure(figsize=(11, 6.5))
         m = self.metrics()
         x = self.steps.astype(float)
-        panels = [("semantic_gap", "semantic gap"), ("etf_distance", "ETF distance"),
-                  ("effective_rank", "effective rank of G_H"), ("norms", "rms norms"), ("loss", "loss")]
+        panels = [("semantic_gap", "semantic gap (centred)"), ("etf_distance", "ETF distance"),
+                  ("effective_rank", "entropy effective rank of G_H"), ("norms", "rms norms"), ("loss", "loss")]
         panels = [p for p in panels if p[0] in m or p[0] == "norms"]
         ks = self.kernel_summary()
         if ks is not None:
