@@ -57,7 +57,7 @@ CONVENTIONS = {
     "gram_H": "cosines of the centred features (minus their mean over contexts)",
     "gram_W": "cosines of the centred classifier rows (minus their mean over classes)",
     "relations": "mean cosine of the centred features per relation",
-    "semantic_gap": _metrics.gap_convention(True) + "; pairs with equal labels excluded",
+    "semantic_gap": _metrics.gap_convention(_metrics.DEFAULT_GAP_CENTRED) + "; pairs with equal labels excluded",
     "participation_ratio": "of the centred feature Gram",
 }
 
