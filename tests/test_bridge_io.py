@@ -247,13 +247,14 @@ def test_observables_agree_with_core_metrics():
     np.testing.assert_allclose(obs["etf_distance"][:, 0], tr.metric("etf_distance"), rtol=0, atol=2e-15)
     np.testing.assert_allclose(obs["effective_rank"][:, 0], tr.metric("effective_rank"), rtol=2e-15)
     np.testing.assert_allclose(np.exp(obs["norms"][:, 0]), tr.metric("norm_H") / np.sqrt(run.N), rtol=2e-15)
-    cos = ufm.metrics.cosine(tr.gram_H[2])
+    cos = ufm.metrics.cosine(tr.gram_H[2], centred=True)     # relations are centred, as the gap
     for r, R in enumerate(tr.problem.relations[1:]):
         assert obs["relations"][2, r] == pytest.approx(cos[R.astype(bool)].mean(), rel=0, abs=2e-15)
-    # the Gram observable is the N(N−1)/2 cosines i < j in row-major order
+    # the Gram observable is the N(N−1)/2 centred cosines i < j in row-major order
     G = run.grams()["gram_H"]
+    P = np.eye(6) - 1.0 / 6                                   # features minus their mean over contexts
     pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
-    expected = [[independent.cosine(G[t], i, j) for i, j in pairs] for t in range(6)]
+    expected = [[independent.cosine(P @ G[t] @ P, i, j) for i, j in pairs] for t in range(6)]
     np.testing.assert_allclose(obs["gram_H"], expected, rtol=0, atol=1e-15)   # measured 2e-16
 
 
