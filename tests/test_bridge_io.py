@@ -306,7 +306,7 @@ def test_summary_prints_the_run_metrics():
         assert r[1:] == [f"{want[name][j]:.4g}" for name in names], (j, r)
     ts = independent.transient(f["steps"], want["semantic_gap"], 0.02)
     assert ts["collapsed"]
-    assert (f"transient  peak semantic gap {ts['peak']:.3f} at step {ts['t_peak']:g}; "
+    assert (f"transient  peak semantic gap {ts['peak']:.3f} (centred) at step {ts['t_peak']:g}; "
             f"falls below 0.02 at step {ts['t_collapse']:.3g}") in lines
     kern = f["kernel"]
     trace = np.trace(kern, axis1=1, axis2=2)
@@ -327,9 +327,11 @@ def test_plot_draws_the_run_metrics(tmp_path):
     want = run_metrics_from_rows(f)
     fig = run.plot()
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible() and ax.get_title()}
-    assert set(panels) == {"semantic gap", "ETF distance", "effective rank of G_H", "rms norms", "loss", "kernel"}
-    curves = {"semantic gap": ["semantic_gap"], "ETF distance": ["etf_distance"],
-              "effective rank of G_H": ["effective_rank"], "rms norms": ["norm_H", "norm_W"], "loss": ["loss"]}
+    assert set(panels) == {"semantic gap (centred)", "ETF distance", "entropy effective rank of G_H", "rms norms",
+                           "loss", "kernel"}
+    curves = {"semantic gap (centred)": ["semantic_gap"], "ETF distance": ["etf_distance"],
+              "entropy effective rank of G_H": ["effective_rank"], "rms norms": ["norm_H", "norm_W"],
+              "loss": ["loss"]}
     for title, names in curves.items():
         lines = panels[title].get_lines()
         assert len(lines) == len(names), title
