@@ -18,9 +18,13 @@ def cosine(G: np.ndarray, i: int, j: int) -> float:
     return float(G[i, j] / norm) if norm > 0 else 0.0
 
 
-def semantic_gap(G: np.ndarray, attributes, labels=None) -> float:
+def semantic_gap(G: np.ndarray, attributes, labels=None, centred: bool = True) -> float:
     """Mean cosine over pairs i < j sharing some attribute value minus that over pairs sharing
-    none; with ``labels``, pairs of equal labels are left out of both."""
+    none; with ``labels``, pairs of equal labels are left out of both. ``centred``: cosines of
+    the features minus their mean over the N contexts (the Gram C G C, C = I − 11ᵀ/N)."""
+    if centred:
+        C = np.eye(len(G)) - np.full((len(G), len(G)), 1.0 / len(G))
+        G = C @ G @ C
     attributes = np.asarray(attributes).reshape(len(G), -1)
     sharing, disjoint = [], []
     for i in range(len(G)):

@@ -247,13 +247,14 @@ def test_observables_agree_with_core_metrics():
     np.testing.assert_allclose(obs["etf_distance"][:, 0], tr.metric("etf_distance"), rtol=0, atol=2e-15)
     np.testing.assert_allclose(obs["effective_rank"][:, 0], tr.metric("effective_rank"), rtol=2e-15)
     np.testing.assert_allclose(np.exp(obs["norms"][:, 0]), tr.metric("norm_H") / np.sqrt(run.N), rtol=2e-15)
-    cos = ufm.metrics.cosine(tr.gram_H[2])
+    cos = ufm.metrics.cosine(tr.gram_H[2], centred=True)     # relations are centred, as the gap
     for r, R in enumerate(tr.problem.relations[1:]):
         assert obs["relations"][2, r] == pytest.approx(cos[R.astype(bool)].mean(), rel=0, abs=2e-15)
-    # the Gram observable is the N(N−1)/2 cosines i < j in row-major order
+    # the Gram observable is the N(N−1)/2 centred cosines i < j in row-major order
     G = run.grams()["gram_H"]
+    P = np.eye(6) - 1.0 / 6                                   # features minus their mean over contexts
     pairs = [(i, j) for i in range(6) for j in range(i + 1, 6)]
-    expected = [[independent.cosine(G[t], i, j) for i, j in pairs] for t in range(6)]
+    expected = [[independent.cosine(P @ G[t] @ P, i, j) for i, j in pairs] for t in range(6)]
     np.testing.assert_allclose(obs["gram_H"], expected, rtol=0, atol=1e-15)   # measured 2e-16
 
 
@@ -305,7 +306,7 @@ def test_summary_prints_the_run_metrics():
         assert r[1:] == [f"{want[name][j]:.4g}" for name in names], (j, r)
     ts = independent.transient(f["steps"], want["semantic_gap"], 0.02)
     assert ts["collapsed"]
-    assert (f"transient  peak semantic gap {ts['peak']:.3f} at step {ts['t_peak']:g}; "
+    assert (f"transient  peak semantic gap {ts['peak']:.3f} (centred) at step {ts['t_peak']:g}; "
             f"falls below 0.02 at step {ts['t_collapse']:.3g}") in lines
     kern = f["kernel"]
     trace = np.trace(kern, axis1=1, axis2=2)
@@ -326,9 +327,11 @@ def test_plot_draws_the_run_metrics(tmp_path):
     want = run_metrics_from_rows(f)
     fig = run.plot()
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible() and ax.get_title()}
-    assert set(panels) == {"semantic gap", "ETF distance", "effective rank of G_H", "rms norms", "loss", "kernel"}
-    curves = {"semantic gap": ["semantic_gap"], "ETF distance": ["etf_distance"],
-              "effective rank of G_H": ["effective_rank"], "rms norms": ["norm_H", "norm_W"], "loss": ["loss"]}
+    assert set(panels) == {"semantic gap (centred)", "ETF distance", "entropy effective rank of G_H", "rms norms",
+                           "loss", "kernel"}
+    curves = {"semantic gap (centred)": ["semantic_gap"], "ETF distance": ["etf_distance"],
+              "entropy effective rank of G_H": ["effective_rank"], "rms norms": ["norm_H", "norm_W"],
+              "loss": ["loss"]}
     for title, names in curves.items():
         lines = panels[title].get_lines()
         assert len(lines) == len(names), title

@@ -120,9 +120,10 @@ def test_fit_observables_report_and_plot(run, comparison, tmp_path):
         # measured agreement <= 1.1e-16 for every curve
         np.testing.assert_allclose(curves["semantic_gap"][:, 0], gap, rtol=0, atol=1e-15)
         np.testing.assert_allclose(curves["etf_distance"][:, 0], etf, rtol=0, atol=1e-15)
+        C = np.eye(p.N) - 1.0 / p.N                       # relations are centred cosines, as the gap
         for r, R in enumerate(p.relations[1:]):
             pairs = np.argwhere(R > 0)
-            mean = [np.mean([independent.cosine(g, i, j) for i, j in pairs]) for g in grams]
+            mean = [np.mean([independent.cosine(C @ g @ C, i, j) for i, j in pairs]) for g in grams]
             np.testing.assert_allclose(curves["relations"][:, r], mean, rtol=0, atol=1e-15, err_msg=str(r))
     text = f.report()
     assert "Θ(t) = measured kernels" in text

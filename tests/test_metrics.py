@@ -197,8 +197,9 @@ def test_semantic_gap_hand_computed():
     G = factorial_gram([1.0, 2.0, 0.5, 3.0])                # unequal norms: cosines are used
     # sharing pairs: two with cos 0.5, two with cos 0.2; baseline cos −0.2
     expected = (2 * COS_A0 + 2 * COS_A1) / 4 - COS_NONE     # 0.55
-    assert semantic_gap(G, FACTORIAL_2x2) == pytest.approx(expected, abs=1e-14)
-    per = semantic_gap(G, FACTORIAL_2x2, per_attribute=True)
+    # raw cosines (centred=False): the hand-made cosines are those of the uncentred vectors
+    assert semantic_gap(G, FACTORIAL_2x2, centred=False) == pytest.approx(expected, abs=1e-14)
+    per = semantic_gap(G, FACTORIAL_2x2, centred=False, per_attribute=True)
     assert set(per) == {"all", 0, 1}
     assert per["all"] == pytest.approx(expected, abs=1e-14)
     assert per[0] == pytest.approx(COS_A0 - COS_NONE, abs=1e-14)   # 0.7
@@ -208,7 +209,7 @@ def test_semantic_gap_hand_computed():
 def test_semantic_gap_excludes_same_label_pairs():
     G = factorial_gram([1.0, 1.0, 1.0, 1.0])
     labels = [0, 0, 1, 1]                                   # removes (0,1) and (2,3): attribute-0 pairs
-    assert semantic_gap(G, FACTORIAL_2x2, labels=labels) == pytest.approx(COS_A1 - COS_NONE, abs=1e-14)
+    assert semantic_gap(G, FACTORIAL_2x2, labels=labels, centred=False) == pytest.approx(COS_A1 - COS_NONE, abs=1e-14)
     with pytest.raises(ValueError, match="attributes: no pair of contexts with different labels "
                                          "has equal values of attribute 0"):
         semantic_gap(G, FACTORIAL_2x2, labels=labels, per_attribute=True)

@@ -1,10 +1,19 @@
 """Geometry of Gram matrices: ETF distance, semantic gap, NC1–NC4, CDNV, spectra, transients.
 
 Every metric works from Gram matrices, because the toolkit also integrates in Gram space where
-the features H and the classifier W themselves do not exist. All functions are single-time: a
-caller loops over save times.
+the features H and the classifier W themselves do not exist.
 
-Conventions (DESIGN.md §2):
+**Broadcasting.** Every metric accepts one matrix or a stack, as ``np.linalg`` does: Grams of
+shape (..., N, N) (logits (..., K, N)), with any leading (time, configuration) axes, and
+returns an array of shape (...) — a Python float for a single matrix, so single-time calls
+read as before. Stacks passed together (e.g. ``gram_W``, ``gram_H`` and ``logits`` of
+:func:`nc3`, or the two kernels of :func:`kernel_alignment`) broadcast against each other.
+Labels and attributes are per context and shared by the whole stack. A stack equals the loop
+of single-matrix calls (tested to 1e-12). :func:`evaluate` and :data:`METRICS` are the
+name → metric table that :meth:`ufm.Trajectory.metric`, the bridge's observables, the sweep
+summaries and the experiment call.
+
+Conventions (docs/model.md §1, §7):
 
 * features ``H`` are d×N, one column ``h_i`` per context; classifier ``W`` is K×d, one row
   ``w_k`` per class; logits ``Z = W H + b 1ᵀ`` are K×N (one column per context);
@@ -14,7 +23,24 @@ Conventions (DESIGN.md §2):
   is row k of W and of the logits (the exception is :func:`semantic_gap`, which only uses
   equality of labels);
 * ``P_m = I_m − 1 1ᵀ/m`` is the m×m centring projector; ``C = P_N`` centres N×N Grams
-  ("global centring": ``C G C`` is the Gram of the features after subtracting their mean).
+  ("global centring": ``C G C`` is the Gram of the features after subtracting their unweighted
+  mean over contexts, ``h_i − h̄`` with ``h̄ = (1/N) Σ_j h_j``).
+
+**Centring** is an explicit argument wherever it matters, with these defaults:
+
+=========================  ========  =========================================================
+metric                     centred   why
+=========================  ========  =========================================================
+:func:`etf_distance`       always    the ETF is defined up to a common offset
+:func:`kernel_alignment`   True      CKA (``centred=False``: the uncentred alignment)
+:func:`semantic_gap`       True      a common mean (e.g. of ReLU features) inflates every raw
+                                     cosine; the neural-collapse literature and analyses of
+                                     real runs use centred features. At a simplex ETF both
+                                     conventions give 0
+:func:`participation_ratio` True     an effective dimension of the spread, not of the mean
+:func:`cosine`             False     the plain cosine matrix (``centred=True`` for C G C)
+:func:`effective_rank`     False     Roy & Vetterli's definition on the Gram itself
+=========================  ========  =========================================================
 
 Class means are computed through the N×K *averaging matrix* ``A`` with
 ``A_ik = [y_i = k] / n_k`` (``n_k`` contexts in class k), so that the d×K matrix of class means
@@ -23,8 +49,9 @@ is ``M = H A`` and its Gram is ``Mᵀ M = Aᵀ G A``. The *centred averaging mat
 ``μ_G = (1/K) Σ_k μ_k``: ``M̃ = H Ã = M − μ_G 1ᵀ``. Every column of ``A`` sums to 1, so
 ``1ᵀ Ã = 1ᵀ P_K = 0``: the columns of ``Ã`` sum to zero.
 
-Numerical conventions: Gram matrices must be symmetric to a relative tolerance of 1e-8 (they
-are symmetrised before use); tiny negative eigenvalues and diagonal entries produced by
+Numerical conventions: Gram matrices must be finite and symmetric to a relative tolerance of
+1e-8 per matrix (they are symmetrised before use); errors name the argument and, for a stack,
+the index of the first bad matrix. Tiny negative eigenvalues and diagonal entries produced by
 rounding are clipped to 0. Quantities that are undefined because a normalising matrix vanishes
 (a zero Gram, coinciding class means) are returned as ``nan`` rather than raising, so that a
 trajectory starting from zero can still be scanned.
@@ -32,13 +59,18 @@ trajectory starting from zero can still be scanned.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from ._validation import as_float_array, as_int_array, as_positive_int, as_real
+from ._validation import as_float_array, as_int_array, as_positive_int, as_real, check_choice
 
 __all__ = [
+    "DEFAULT_GAP_CENTRED",
+    "GapPairs",
+    "METRICS",
+    "MetricSpec",
     "PINV_RTOL",
     "TransientSummary",
     "cdnv",
@@ -48,11 +80,16 @@ __all__ = [
     "eigenbasis",
     "etf_distance",
     "etf_target",
+    "evaluate",
+    "gap_convention",
+    "gap_pairs",
+    "is_gram",
     "kernel_alignment",
     "nc1",
     "nc2",
     "nc3",
     "nc4",
+    "participation_ratio",
     "semantic_gap",
     "spectrum_in_basis",
     "transient_summary",
@@ -62,6 +99,9 @@ __all__ = [
 #: covariance Σ_B below ``PINV_RTOL · λ_max(Σ_B)`` are treated as zero.
 PINV_RTOL = 1e-10
 
+#: Default centring of :func:`semantic_gap` (and of every output that reports a gap).
+DEFAULT_GAP_CENTRED = True
+
 _SYM_RTOL = 1e-8      # relative asymmetry tolerated in a Gram matrix
 _NEG_RTOL = 1e-10     # relative size of negative diagonal entries clipped as rounding
 _BASIS_TOL = 1e-8     # orthonormality / projector tolerance in spectrum_in_basis
@@ -69,29 +109,91 @@ _EPS = np.finfo(np.float64).eps
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
+# validation helpers (vectorised over leading axes)
 # --------------------------------------------------------------------------------------------
 
+def _matrix_index(lead: tuple) -> str:
+    """How an error names matrix ``lead`` of a stack."""
+    return str(lead[0]) if len(lead) == 1 else str(lead)
+
+
+def _check_finite(arr: np.ndarray, name: str, core: int = 2) -> None:
+    """Raise on the first non-finite entry, naming the matrix of a stack and the entry."""
+    if arr.size and not np.all(np.isfinite(arr)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        lead, entry = bad[:arr.ndim - core], bad[arr.ndim - core:]
+        where = f"at index {entry}" if not lead else f"in matrix {_matrix_index(lead)} of the stack at entry {entry}"
+        raise ValueError(f"{name}: expected finite values, found {arr[bad]} {where}")
+
+
+def _first(mask: np.ndarray) -> tuple:
+    """Leading index of the first True entry of a (...) boolean array (() for a 0-d one)."""
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _bad_matrix(lead: tuple) -> str:
+    return "" if not lead else f" (matrix {_matrix_index(lead)} of the stack)"
+
+
 def _square(value, name: str, *, min_size: int = 1) -> np.ndarray:
-    """A finite float (N, N) matrix with N >= ``min_size``."""
-    arr = as_float_array(value, name, ndim=2)
-    if arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{name}: expected a square (N, N) matrix, got shape {arr.shape}")
-    if arr.shape[0] < min_size:
-        raise ValueError(f"{name}: expected a square (N, N) matrix with N >= {min_size}, "
+    """A finite float array of square matrices, shape (..., N, N) with N >= ``min_size``."""
+    arr = as_float_array(value, name, finite=False)
+    if arr.ndim < 2:
+        raise ValueError(f"{name}: expected a 2-D array (an (N, N) matrix) or a stack of them (..., N, N), "
                          f"got shape {arr.shape}")
+    if arr.shape[-1] != arr.shape[-2]:
+        if arr.ndim == 2:
+            raise ValueError(f"{name}: expected a square (N, N) matrix, got shape {arr.shape}")
+        raise ValueError(f"{name}: expected a stack of square (..., N, N) matrices, got shape {arr.shape}")
+    if arr.shape[-1] < min_size:
+        raise ValueError(f"{name}: expected a square (N, N) matrix with N >= {min_size}, got shape {arr.shape}")
+    _check_finite(arr, name)
     return arr
 
 
+def _max_abs(G: np.ndarray) -> np.ndarray:
+    """max |G_ij| of each matrix, shape (...)."""
+    return np.max(np.abs(G), axis=(-2, -1))
+
+
 def _gram(value, name: str, *, min_size: int = 1) -> np.ndarray:
-    """A finite symmetric (N, N) matrix (symmetrised copy)."""
+    """Finite symmetric (..., N, N) matrices (symmetrised copy); the first asymmetric one named."""
     arr = _square(value, name, min_size=min_size)
-    scale = float(np.max(np.abs(arr))) if arr.size else 0.0
-    asym = float(np.max(np.abs(arr - arr.T))) if arr.size else 0.0
-    if asym > _SYM_RTOL * scale:
-        raise ValueError(f"{name}: expected a symmetric Gram matrix, max |G − Gᵀ| = {asym:.3g} "
-                         f"(relative {asym / scale:.3g} > {_SYM_RTOL:g})")
-    return 0.5 * (arr + arr.T)
+    if arr.size:
+        scale = _max_abs(arr)
+        asym = np.max(np.abs(arr - np.swapaxes(arr, -1, -2)), axis=(-2, -1))
+        bad = asym > _SYM_RTOL * scale
+        if np.any(bad):
+            lead = _first(bad)
+            a, s = float(asym[lead]), float(scale[lead])
+            raise ValueError(f"{name}: expected a symmetric Gram matrix{_bad_matrix(lead)}, max |G − Gᵀ| = "
+                             f"{a:.3g} (relative {a / s:.3g} > {_SYM_RTOL:g})")
+    return 0.5 * (arr + np.swapaxes(arr, -1, -2))
+
+
+def _nonnegative_diagonal(G: np.ndarray, name: str) -> np.ndarray:
+    """The diagonals (..., N) of Grams, clearly negative entries refused, rounding clipped to 0."""
+    diag = np.diagonal(G, axis1=-2, axis2=-1)
+    if diag.size:
+        low = diag.min(axis=-1) < -_NEG_RTOL * _max_abs(G)
+        if np.any(low):
+            lead = _first(low)
+            i = int(np.argmin(diag[lead]))
+            raise ValueError(f"{name}: expected a non-negative diagonal (a Gram matrix){_bad_matrix(lead)}, "
+                             f"found G[{i}, {i}] = {float(diag[lead + (i,)]):.6g}")
+    return np.clip(diag, 0.0, None)
+
+
+def _bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _result(x):
+    """A Python float for a 0-d result (a single matrix), the float array otherwise."""
+    x = np.asarray(x, dtype=np.float64)
+    return float(x) if x.ndim == 0 else x
 
 
 def _labels(value, n: int, name: str = "labels", *, n_classes: int | None = None,
@@ -131,54 +233,97 @@ def _centre_columns(A: np.ndarray) -> np.ndarray:
 
 
 def _double_centre(G: np.ndarray) -> np.ndarray:
-    """P_N G P_N for a square G."""
-    G = G - G.mean(axis=0, keepdims=True)
-    return G - G.mean(axis=1, keepdims=True)
+    """P_N G P_N for (..., N, N) matrices."""
+    G = G - G.mean(axis=-2, keepdims=True)
+    return G - G.mean(axis=-1, keepdims=True)
 
 
-def _negligible(x: float, scale: float, n: int) -> bool:
-    """True when ``x`` is zero up to the rounding of an n-term sum of size ``scale``."""
-    return not x > 10.0 * n * _EPS * scale
+def _negligible(x, scale, n: int):
+    """True where ``x`` is zero up to the rounding of an n-term sum of size ``scale``."""
+    return ~(np.asarray(x) > 10.0 * n * _EPS * np.asarray(scale))
+
+
+def _frobenius(G: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(G, axis=(-2, -1))
+
+
+def _trace(G: np.ndarray) -> np.ndarray:
+    return np.trace(G, axis1=-2, axis2=-1)
+
+
+def is_gram(gram) -> np.ndarray:
+    """Which matrices of a stack the metrics accept as Grams: finite, symmetric to relative 1e-8,
+    no clearly negative diagonal entry (below −1e-10 · max |G|).
+
+    Callers that hold predictions which may have diverged (e.g. a fit's trajectories, padded
+    with NaN where an integration stopped) evaluate the metrics on the accepted matrices only.
+
+    Arguments:
+        gram: (..., N, N) float array.
+
+    Returns:
+        bool array of shape (...) (a 0-d array for one matrix).
+
+    Raises:
+        ValueError: not a (stack of) square matrices.
+    """
+    arr = as_float_array(gram, "gram", finite=False)
+    if arr.ndim < 2 or arr.shape[-1] != arr.shape[-2]:
+        raise ValueError(f"gram: expected a stack of square (..., N, N) matrices, got shape {arr.shape}")
+    ok = np.all(np.isfinite(arr), axis=(-2, -1))
+    safe = np.where(ok[..., None, None], arr, 0.0)
+    scale = _max_abs(safe)
+    asym = np.max(np.abs(safe - np.swapaxes(safe, -1, -2)), axis=(-2, -1))
+    low = np.diagonal(safe, axis1=-2, axis2=-1).min(axis=-1) < -_NEG_RTOL * scale
+    return ok & ~(asym > _SYM_RTOL * scale) & ~low
 
 
 # --------------------------------------------------------------------------------------------
 # cosines, ETF target and distance, alignment
 # --------------------------------------------------------------------------------------------
 
-def cosine(gram) -> np.ndarray:
-    """Cosine-similarity matrix of the vectors behind a Gram matrix.
+def cosine(gram, centred=False) -> np.ndarray:
+    """Cosine-similarity matrix of the vectors behind a Gram matrix (or a stack of them).
 
-    .. math:: \\cos_{ij} = G_{ij} / \\sqrt{G_{ii} G_{jj}}
+    .. math:: \\cos_{ij} = \\frac{G_{ij}}{\\sqrt{G_{ii} G_{jj}}},\\qquad
+              G \\to C G C\\ \\text{first when centred}, \\quad C = I_N - \\tfrac1N 1 1^\\top.
 
-    Raw (uncentred) cosines: with ``gram = HᵀH`` this is the cosine between feature columns
-    ``h_i`` and ``h_j``; with ``gram = WWᵀ`` between classifier rows. A vector of zero norm
-    (``G_ii = 0``) has cosine 0 with every other vector and 1 with itself. Values are clipped
-    to [−1, 1] and tiny negative diagonal entries (rounding) are treated as 0.
+    With ``gram = HᵀH`` this is the cosine between feature columns ``h_i`` and ``h_j``
+    (``centred=True``: between ``h_i − h̄`` and ``h_j − h̄``, ``h̄`` the mean over the N
+    contexts); with ``gram = WWᵀ`` between classifier rows (centred: rows minus their mean over
+    classes). A vector of zero norm (``G_ii = 0``; when centred, a vector equal to the mean,
+    ``(CGC)_ii`` zero to rounding: at most 10·N·eps·max |G|) has cosine 0 with every other
+    vector and 1 with itself. Values are clipped to [−1, 1] and tiny negative diagonal entries
+    (rounding) are treated as 0.
 
     Arguments:
-        gram: symmetric (N, N) Gram matrix.
+        gram: symmetric (N, N) Gram matrix, or a stack (..., N, N).
+        centred: bool, centre the vectors first (default False: raw cosines).
 
     Returns:
-        (N, N) float array, symmetric, unit diagonal.
+        (..., N, N) float array, symmetric, unit diagonal.
 
     Raises:
         ValueError: ``gram`` not square, not symmetric, non-finite, or with a diagonal entry
-            that is clearly negative (not a Gram matrix).
+            that is clearly negative (not a Gram matrix); for a stack the message names the
+            first bad matrix.
+        TypeError: non-numeric ``gram``, ``centred`` not a bool.
     """
     G = _gram(gram, "gram")
-    diag = np.diag(G).copy()
-    scale = float(np.max(np.abs(G))) if G.size else 0.0
-    if diag.size and diag.min() < -_NEG_RTOL * scale:
-        i = int(np.argmin(diag))
-        raise ValueError(f"gram: expected a non-negative diagonal (a Gram matrix), "
-                         f"found G[{i}, {i}] = {diag[i]:.6g}")
-    diag = np.clip(diag, 0.0, None)
+    centred = _bool(centred, "centred")
+    diag = _nonnegative_diagonal(G, "gram")
+    N = G.shape[-1]
+    if centred:
+        scale = _max_abs(G)
+        G = _double_centre(G)
+        diag = np.clip(np.diagonal(G, axis1=-2, axis2=-1), 0.0, None)
+        diag = np.where(_negligible(diag, scale[..., None], N), 0.0, diag)
     norms = np.sqrt(diag)
     nonzero = norms > 0
-    inv = np.zeros_like(norms)
-    inv[nonzero] = 1.0 / norms[nonzero]
-    cos = np.clip(G * inv[:, None] * inv[None, :], -1.0, 1.0)
-    np.fill_diagonal(cos, 1.0)
+    inv = np.where(nonzero, 1.0 / np.where(nonzero, norms, 1.0), 0.0)
+    cos = np.clip(G * inv[..., :, None] * inv[..., None, :], -1.0, 1.0)
+    idx = np.arange(N)
+    cos[..., idx, idx] = 1.0
     return cos
 
 
@@ -222,16 +367,7 @@ def etf_target(labels=None, n=None) -> np.ndarray:
     return (lab[:, None] == lab[None, :]).astype(np.float64) - 1.0 / K
 
 
-def _normalised_centred(G: np.ndarray) -> np.ndarray | None:
-    """C G C / ‖C G C‖_F, or None if C G C vanishes (to rounding)."""
-    CGC = _double_centre(G)
-    norm = float(np.linalg.norm(CGC))
-    if _negligible(norm, float(np.linalg.norm(G)), G.shape[0]):
-        return None
-    return CGC / norm
-
-
-def etf_distance(gram, labels=None) -> float:
+def etf_distance(gram, labels=None):
     """Distance of a Gram matrix from the simplex-ETF Gram, after centring and normalising.
 
     .. math::
@@ -250,32 +386,34 @@ def etf_distance(gram, labels=None) -> float:
     :func:`nc2` is the same distance applied to the class means only.
 
     Arguments:
-        gram: symmetric (N, N) Gram matrix, N >= 2.
+        gram: symmetric (N, N) Gram matrix, N >= 2, or a stack (..., N, N).
         labels: optional int (N,), classes 0 … K−1 (all present, K >= 2).
 
     Returns:
-        float in [0, 2]; ``nan`` when the centred Gram vanishes (zero Gram, or all vectors
-        equal): ``‖CGC‖_F <= 10·N·eps·‖G‖_F``.
+        float in [0, 2] (an array of shape (...) for a stack); ``nan`` where the centred Gram
+        vanishes (zero Gram, or all vectors equal): ``‖CGC‖_F <= 10·N·eps·‖G‖_F``.
 
     Raises:
         ValueError: bad shapes, asymmetric or non-finite ``gram``, invalid ``labels``.
     """
     G = _gram(gram, "gram", min_size=2)
-    N = G.shape[0]
+    N = G.shape[-1]
     if labels is None:
         E = etf_target(n=N)
     else:
         lab, _ = _labels(labels, N)
         E = etf_target(lab)
-    G_hat = _normalised_centred(G)
-    if G_hat is None:
-        return float("nan")
     E_hat = _double_centre(E)
     E_hat /= np.linalg.norm(E_hat)
-    return float(min(np.linalg.norm(G_hat - E_hat), 2.0))
+    CGC = _double_centre(G)
+    norm = _frobenius(CGC)
+    ok = ~_negligible(norm, _frobenius(G), N)
+    safe = np.where(ok, norm, 1.0)
+    d = np.minimum(_frobenius(CGC / safe[..., None, None] - E_hat), 2.0)
+    return _result(np.where(ok, d, np.nan))
 
 
-def kernel_alignment(a, b, centred=True) -> float:
+def kernel_alignment(a, b, centred=True):
     """(Centred) kernel alignment of two N×N kernels (Cristianini et al. 2002; Cortes et al. 2012).
 
     .. math::
@@ -288,37 +426,143 @@ def kernel_alignment(a, b, centred=True) -> float:
     (in [0, 1] for PSD kernels).
 
     Arguments:
-        a: (N, N) kernel, e.g. a feature Gram ``HᵀH``.
-        b: (N, N) kernel, e.g. an attribute kernel ``AᵀA``.
+        a: (N, N) kernel, e.g. a feature Gram ``HᵀH``, or a stack (..., N, N).
+        b: (N, N) kernel, e.g. an attribute kernel ``AᵀA``, or a stack; the leading axes of
+            ``a`` and ``b`` broadcast.
         centred: bool, apply the double centring ``C · C`` first (default True).
 
     Returns:
-        float; ``nan`` if either (centred) kernel is zero to rounding.
+        float (array of the broadcast leading shape for stacks); ``nan`` where either
+        (centred) kernel is zero to rounding.
 
     Raises:
-        ValueError: non-square, non-finite or differently shaped kernels.
+        ValueError: non-square, non-finite or differently sized kernels, leading axes that do
+            not broadcast.
         TypeError: ``centred`` not a bool.
     """
     A = _square(a, "a")
     B = _square(b, "b")
-    if B.shape != A.shape:
-        raise ValueError(f"b: expected the shape of a, {A.shape}, got {B.shape}")
-    if not isinstance(centred, (bool, np.bool_)):
-        raise TypeError(f"centred: expected a bool, got {type(centred).__name__}")
-    N = A.shape[0]
-    scale_a, scale_b = float(np.linalg.norm(A)), float(np.linalg.norm(B))
+    if B.shape[-2:] != A.shape[-2:]:
+        raise ValueError(f"b: expected the shape of a, {A.shape[-2:]}, got {B.shape[-2:]}")
+    try:
+        np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise ValueError(f"b: expected leading (stack) axes that broadcast with a's {A.shape[:-2]}, "
+                         f"got {B.shape[:-2]}") from None
+    centred = _bool(centred, "centred")
+    N = A.shape[-1]
+    scale_a, scale_b = _frobenius(A), _frobenius(B)
     if centred:
         A, B = _double_centre(A), _double_centre(B)
-    na, nb = float(np.linalg.norm(A)), float(np.linalg.norm(B))
-    if _negligible(na, scale_a, N) or _negligible(nb, scale_b, N):
-        return float("nan")
-    return float(np.clip(np.vdot(A, B) / (na * nb), -1.0, 1.0))
+    na, nb = _frobenius(A), _frobenius(B)
+    bad = _negligible(na, scale_a, N) | _negligible(nb, scale_b, N)
+    denom = np.where(bad, 1.0, na * nb)
+    value = np.clip(np.sum(A * B, axis=(-2, -1)) / denom, -1.0, 1.0)
+    return _result(np.where(bad, np.nan, value))
 
 
-def semantic_gap(gram, attributes, labels=None, per_attribute=False):
+# --------------------------------------------------------------------------------------------
+# semantic gap
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class GapPairs:
+    """The pairs of contexts the semantic gap compares: (N, N) boolean masks of the upper
+    triangle i < j (the single implementation used by :func:`semantic_gap`, the bridge's
+    observables and the sweep summaries).
+
+    Attributes:
+        share: pairs sharing at least one attribute value (``a_if = a_jf`` for some f).
+        share_none: pairs sharing none (the baseline).
+        per_attribute: tuple of F masks, pairs with equal values of attribute f.
+        labels_excluded: whether pairs with equal labels were removed from every mask.
+    """
+
+    share: np.ndarray
+    share_none: np.ndarray
+    per_attribute: tuple
+    labels_excluded: bool
+
+    @property
+    def defined(self) -> bool:
+        """Both the sharing pairs and the baseline are non-empty (the gap is defined)."""
+        return bool(self.share.any() and self.share_none.any())
+
+    def check(self, per_attribute: bool = False) -> None:
+        """Raise if a mean the gap needs is over an empty set of pairs.
+
+        Raises:
+            ValueError: no (differently labelled) pair shares an attribute value, every pair
+                shares one (no baseline), or — with ``per_attribute`` — no pair has equal
+                values of some attribute f.
+        """
+        excl = " with different labels" if self.labels_excluded else ""
+        if per_attribute:
+            for f, m in enumerate(self.per_attribute):
+                if not m.any():
+                    raise ValueError(f"attributes: no pair of contexts{excl} has equal values of "
+                                     f"attribute {f}, so its mean cosine is undefined")
+        if not self.share.any():
+            raise ValueError(f"attributes: no pair of contexts{excl} shares an attribute value, so the "
+                             f"mean cosine of sharing pairs is undefined")
+        if not self.share_none.any():
+            raise ValueError(f"attributes: every pair of contexts{excl} shares at least one attribute "
+                             f"value, so the baseline (pairs sharing none) is undefined")
+
+
+def gap_pairs(attributes, labels=None, *, n: int | None = None) -> GapPairs:
+    """The pair masks of the semantic gap.
+
+    Distinct pairs i < j; ``share`` = pairs with ``a_if = a_jf`` for some attribute f,
+    ``share_none`` = pairs with no equal attribute, ``per_attribute[f]`` = pairs with
+    ``a_if = a_jf``. When ``labels`` are given, pairs with equal labels are removed from every
+    mask: they are pulled together by NC1 whatever their attributes. Pass the labels whenever
+    the problem has them: with one context per class (K = N) no pair has equal labels and the
+    exclusion changes nothing; with several contexts per class (K < N) it matters.
+
+    Arguments:
+        attributes: int (N, F) latent attributes, one row per context (a 1-D (N,) array is
+            read as F = 1). Only equality of values is used.
+        labels: optional int (N,) labels; only equality is used (any integer values).
+        n: expected number of contexts (the size of the Gram), checked when given.
+
+    Returns:
+        :class:`GapPairs`.
+
+    Raises:
+        ValueError: ``attributes`` not (N, F) with F >= 1 (N = ``n`` when given), ``labels``
+            not of shape (N,), non-integral values.
+        TypeError: non-numeric input.
+    """
+    attr = as_int_array(attributes, "attributes")
+    if attr.ndim == 1:
+        attr = attr[:, None]
+    N = attr.shape[0] if n is None else int(n)
+    if attr.ndim != 2 or attr.shape[0] != N or attr.shape[1] < 1:
+        raise ValueError(f"attributes: expected shape (N={N}, F) with F >= 1, got {attr.shape}")
+    valid = np.triu(np.ones((N, N), dtype=bool), k=1)
+    if labels is not None:
+        lab = as_int_array(labels, "labels", ndim=1)
+        if lab.shape[0] != N:
+            raise ValueError(f"labels: expected shape ({N},) (one label per context), got {lab.shape}")
+        valid &= lab[:, None] != lab[None, :]
+    per = tuple((attr[:, f, None] == attr[None, :, f]) & valid for f in range(attr.shape[1]))
+    share = np.logical_or.reduce(per)
+    return GapPairs(share, valid & ~share, per, labels is not None)
+
+
+def gap_convention(centred: bool = DEFAULT_GAP_CENTRED) -> str:
+    """The one-line description of a semantic-gap convention, as reports print it."""
+    return ("centred cosines (features minus their mean over contexts)" if centred else
+            "raw (uncentred) cosines")
+
+
+def semantic_gap(gram, attributes, labels=None, *, centred=DEFAULT_GAP_CENTRED, per_attribute=False):
     """Semantic gap: how much more similar contexts sharing a latent attribute are.
 
-    With raw (uncentred) cosines ``c_ij`` (:func:`cosine`) over distinct pairs i < j,
+    With the cosines ``c_ij`` of :func:`cosine` — by default of the centred features
+    ``h_i − h̄`` (``h̄ = (1/N) Σ_j h_j``), i.e. of ``C G C`` with ``C = I − 11ᵀ/N`` — over the
+    distinct pairs of :func:`gap_pairs`,
 
     .. math::
         \\mathrm{gap} = \\operatorname{mean}_{(i,j) \\in S} c_{ij}
@@ -328,69 +572,48 @@ def semantic_gap(gram, attributes, labels=None, per_attribute=False):
     pairs sharing none. Per attribute,
     ``gap_f = mean_{(i,j): a_if = a_jf} c_ij − mean_{(i,j) ∈ S_0} c_ij`` (the baseline is
     always the pairs sharing nothing). If ``labels`` are given, pairs with equal labels are
-    excluded from every set (they collapse together through NC1 whatever their semantics).
-    At an exact ETF all off-diagonal cosines are equal and every gap is 0.
+    excluded from every set (they collapse together through NC1 whatever their semantics;
+    with one context per class this changes nothing, so pass them whenever there are labels).
+    At an exact simplex ETF all off-diagonal cosines are equal, centred or not (the ETF is
+    centred), and every gap is 0.
+
+    Why centred by default: features with a large common mean (ReLU features of real
+    networks) have raw cosines all close to 1, which compresses and shifts the gap (a 3×3
+    factorial code under a common mean five times its size: 0.68 centred, 0.05 raw, in
+    tests/test_metrics_layer.py); centring measures the geometry of the spread, as the
+    neural-collapse literature does. ``centred=False`` gives the raw-cosine gap.
 
     Arguments:
-        gram: symmetric (N, N) feature Gram ``HᵀH``.
+        gram: symmetric (N, N) feature Gram ``HᵀH``, or a stack (..., N, N).
         attributes: int (N, F) latent attributes, one row per context (a 1-D (N,) array is
             read as F = 1). Only equality of values is used.
         labels: optional int (N,) labels; only equality is used (any integer values).
+        centred: bool, cosines of the centred features (default True).
         per_attribute: bool; if True return a dict instead of a float.
 
     Returns:
-        float ``gap``, or with ``per_attribute=True`` a dict
+        float ``gap`` (array (...) for a stack), or with ``per_attribute=True`` a dict
         ``{"all": gap, 0: gap_0, 1: gap_1, …, F−1: gap_{F−1}}``.
 
     Raises:
         ValueError: bad shapes; or a pair set is empty — no (differently labelled) pair shares
             an attribute value, none shares no value, or (per attribute) no pair has equal
             values of attribute f — so its mean cosine is undefined.
-        TypeError: non-integer attributes/labels, ``per_attribute`` not a bool.
+        TypeError: non-integer attributes/labels, ``centred`` or ``per_attribute`` not a bool.
     """
-    cos = cosine(gram)
-    N = cos.shape[0]
-    attr = as_int_array(attributes, "attributes")
-    if attr.ndim == 1:
-        attr = attr[:, None]
-    if attr.ndim != 2 or attr.shape[0] != N or attr.shape[1] < 1:
-        raise ValueError(f"attributes: expected shape (N={N}, F) with F >= 1, got {attr.shape}")
-    if not isinstance(per_attribute, (bool, np.bool_)):
-        raise TypeError(f"per_attribute: expected a bool, got {type(per_attribute).__name__}")
-    valid = np.triu(np.ones((N, N), dtype=bool), k=1)
-    if labels is not None:
-        lab = as_int_array(labels, "labels", ndim=1)
-        if lab.shape[0] != N:
-            raise ValueError(f"labels: expected shape ({N},) (one label per context), got {lab.shape}")
-        valid &= lab[:, None] != lab[None, :]
-    excl = " with different labels" if labels is not None else ""
-
-    share_any = np.zeros((N, N), dtype=bool)
-    per_f_means = []
-    for f in range(attr.shape[1]):
-        eq = (attr[:, f, None] == attr[None, :, f]) & valid
-        share_any |= eq
-        if per_attribute:
-            count = int(eq.sum())
-            if count == 0:
-                raise ValueError(f"attributes: no pair of contexts{excl} has equal values of "
-                                 f"attribute {f}, so its mean cosine is undefined")
-            per_f_means.append(float(cos[eq].sum() / count))
-    share_none = valid & ~share_any
-    n_any, n_none = int(share_any.sum()), int(share_none.sum())
-    if n_any == 0:
-        raise ValueError(f"attributes: no pair of contexts{excl} shares an attribute value, so the "
-                         f"mean cosine of sharing pairs is undefined")
-    if n_none == 0:
-        raise ValueError(f"attributes: every pair of contexts{excl} shares at least one attribute "
-                         f"value, so the baseline (pairs sharing none) is undefined")
-    base = float(cos[share_none].sum() / n_none)
-    gap = float(cos[share_any].sum() / n_any) - base
+    G = _gram(gram, "gram")
+    pairs = gap_pairs(attributes, labels, n=G.shape[-1])
+    per_attribute = _bool(per_attribute, "per_attribute")
+    centred = _bool(centred, "centred")
+    pairs.check(per_attribute)
+    cos = cosine(G, centred=centred)
+    base = cos[..., pairs.share_none].mean(axis=-1)
+    gap = _result(cos[..., pairs.share].mean(axis=-1) - base)
     if not per_attribute:
         return gap
     out: dict = {"all": gap}
-    for f, m in enumerate(per_f_means):
-        out[f] = m - base
+    for f, mask in enumerate(pairs.per_attribute):
+        out[f] = _result(cos[..., mask].mean(axis=-1) - base)
     return out
 
 
@@ -407,23 +630,23 @@ def class_means_gram(gram_H, labels) -> np.ndarray:
     ``μ_k = (1/n_k) Σ_{i: y_i = k} h_i``.
 
     Arguments:
-        gram_H: symmetric (N, N) feature Gram ``HᵀH``.
+        gram_H: symmetric (N, N) feature Gram ``HᵀH``, or a stack (..., N, N).
         labels: int (N,), classes 0 … K−1, every class present.
 
     Returns:
-        (K, K) float array, ``[⟨μ_k, μ_l⟩]``.
+        (..., K, K) float array, ``[⟨μ_k, μ_l⟩]``.
 
     Raises:
         ValueError / TypeError: bad shapes or labels.
     """
     G = _gram(gram_H, "gram_H")
-    lab, counts = _labels(labels, G.shape[0], min_classes=1)
+    lab, counts = _labels(labels, G.shape[-1], min_classes=1)
     A = _averaging(lab, counts)
     M = A.T @ G @ A
-    return 0.5 * (M + M.T)
+    return 0.5 * (M + np.swapaxes(M, -1, -2))
 
 
-def nc1(gram_H, labels) -> float:
+def nc1(gram_H, labels):
     """NC1 within-class variability, Tr(Σ_W Σ_B⁺)/K (Papyan, Han & Donoho 2020).
 
     .. math::
@@ -450,40 +673,40 @@ def nc1(gram_H, labels) -> float:
     ``numpy.linalg.pinv(Σ_B, rcond=1e-10, hermitian=True)`` on features. ``Ã`` always has the
     null vector 1, so Σ_B has rank at most K − 1.
 
-    Population value (THEORY.md): means on an ETF of radius r, isotropic within-class noise of
-    variance s² per coordinate: ``s²(K−1)²/(K r²)``.
+    Population value (docs/theory.md): means on an ETF of radius r, isotropic within-class
+    noise of variance s² per coordinate: ``s²(K−1)²/(K r²)``.
 
     Arguments:
-        gram_H: symmetric (N, N) feature Gram ``HᵀH``.
+        gram_H: symmetric (N, N) feature Gram ``HᵀH``, or a stack (..., N, N).
         labels: int (N,), classes 0 … K−1, every class present, K >= 2.
 
     Returns:
-        float >= 0; ``nan`` when all class means coincide (Σ_B = 0 to rounding, e.g. a zero
-        Gram), where the metric is undefined.
+        float >= 0 (array (...) for a stack); ``nan`` where all class means coincide
+        (Σ_B = 0 to rounding, e.g. a zero Gram), where the metric is undefined.
 
     Raises:
         ValueError / TypeError: bad shapes or labels.
     """
     G = _gram(gram_H, "gram_H")
-    N = G.shape[0]
+    N = G.shape[-1]
     lab, counts = _labels(labels, N)
     A = _averaging(lab, counts)
     At = _centre_columns(A)
-    GAt = G @ At                                  # N×K
-    SB = At.T @ GAt                               # K×K, = Bᵀ B
-    SB = 0.5 * (SB + SB.T)
+    GAt = G @ At                                  # (..., N, K)
+    SB = At.T @ GAt                               # (..., K, K), = Bᵀ B
+    SB = 0.5 * (SB + np.swapaxes(SB, -1, -2))
     lam, V = np.linalg.eigh(SB)
-    lam_max = float(lam[-1])
-    if _negligible(lam_max, float(np.max(np.abs(G))), N):
-        return float("nan")
-    keep = lam > PINV_RTOL * lam_max
-    SB_pinv = (V[:, keep] / lam[keep]) @ V[:, keep].T
-    T = GAt.T - (At.T @ (G @ A))[:, lab]          # Ãᵀ G R = ÃᵀG − (ÃᵀGA) Y
+    lam_max = lam[..., -1]
+    undefined = _negligible(lam_max, _max_abs(G), N)
+    keep = lam > PINV_RTOL * lam_max[..., None]
+    inv = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+    SB_pinv = (V * inv[..., None, :]) @ np.swapaxes(V, -1, -2)
+    T = np.swapaxes(GAt, -1, -2) - (At.T @ (G @ A))[..., lab]   # Ãᵀ G R = ÃᵀG − (ÃᵀGA) Y
     X = SB_pinv @ T
-    return float(np.sum(X * X) / N)
+    return _result(np.where(undefined, np.nan, np.sum(X * X, axis=(-2, -1)) / N))
 
 
-def nc2(gram, labels=None) -> float:
+def nc2(gram, labels=None):
     """NC2: distance of the class means (or of the rows) from a simplex ETF.
 
     The same quantity as :func:`etf_distance` — ``‖Ĝ − Ê‖_F`` with ``Ĝ = CGC/‖CGC‖_F`` —
@@ -499,11 +722,12 @@ def nc2(gram, labels=None) -> float:
     scale-free number in [0, 2], 0 exactly at a (rotated, rescaled) simplex ETF.
 
     Arguments:
-        gram: symmetric Gram, (N, N) ``gram_H`` with labels, or (K, K) e.g. ``gram_W``.
+        gram: symmetric Gram, (N, N) ``gram_H`` with labels, or (K, K) e.g. ``gram_W``; or a
+            stack (..., N, N).
         labels: optional int (N,), classes 0 … K−1 (all present, K >= 2).
 
     Returns:
-        float in [0, 2], ``nan`` if the centred Gram vanishes.
+        float in [0, 2] (array (...) for a stack), ``nan`` where the centred Gram vanishes.
 
     Raises:
         ValueError / TypeError: bad shapes or labels.
@@ -511,11 +735,34 @@ def nc2(gram, labels=None) -> float:
     if labels is None:
         return etf_distance(gram)
     G = _gram(gram, "gram")
-    _labels(labels, G.shape[0])                   # checks K >= 2 with a message about labels
+    _labels(labels, G.shape[-1])                  # checks K >= 2 with a message about labels
     return etf_distance(class_means_gram(G, labels))
 
 
-def nc3(gram_W, gram_H, logits, labels) -> float:
+def _logits(value, K: int, N: int, name: str = "logits", *, fixed_k: bool = True) -> np.ndarray:
+    """Finite (..., K, N) logits (K free when ``fixed_k`` is False)."""
+    Z = as_float_array(value, name, finite=False)
+    if fixed_k:
+        if Z.ndim < 2 or Z.shape[-2:] != (K, N):
+            want = f"({K}, {N})" if Z.ndim <= 2 else f"(..., {K}, {N})"
+            raise ValueError(f"{name}: expected shape {want}, got {Z.shape}")
+    elif Z.ndim < 2 or Z.shape[-1] != N:
+        raise ValueError(f"{name}: expected shape (K, N={N}) (one column per context), or a stack "
+                         f"(..., K, N), got {Z.shape}")
+    _check_finite(Z, name)
+    return Z
+
+
+def _broadcast(name: str, *arrays_and_core):
+    """Check that the leading axes of several stacks broadcast; return the common leading shape."""
+    leads = [a.shape[:a.ndim - core] for a, core in arrays_and_core]
+    try:
+        return np.broadcast_shapes(*leads)
+    except ValueError:
+        raise ValueError(f"{name}: leading (stack) axes {leads} do not broadcast") from None
+
+
+def nc3(gram_W, gram_H, logits, labels):
     """NC3 self-duality: distance between the centred classifier and the centred class means.
 
     .. math::
@@ -538,39 +785,44 @@ def nc3(gram_W, gram_H, logits, labels) -> float:
     Range [0, 4]: 0 when ``Ŵ ∝ M̃ᵀ`` with a positive factor, 4 when anti-aligned.
 
     Arguments:
-        gram_W: symmetric (K, K) classifier Gram ``WWᵀ``.
-        gram_H: symmetric (N, N) feature Gram ``HᵀH``.
-        logits: (K, N) logits ``Z = WH + b1ᵀ`` of the same W, H (any bias b).
+        gram_W: symmetric (K, K) classifier Gram ``WWᵀ``, or a stack (..., K, K).
+        gram_H: symmetric (N, N) feature Gram ``HᵀH``, or a stack (..., N, N).
+        logits: (K, N) logits ``Z = WH + b1ᵀ`` of the same W, H (any bias b), or a stack
+            (..., K, N); the leading axes of the three broadcast.
         labels: int (N,), classes 0 … K−1 (K = rows of logits), every class present.
 
     Returns:
-        float in [0, 4]; ``nan`` if ``Ŵ`` or ``M̃`` vanishes.
+        float in [0, 4] (array (...) for stacks); ``nan`` where ``Ŵ`` or ``M̃`` vanishes.
 
     Raises:
         ValueError: bad or inconsistent shapes, invalid labels, or logits inconsistent with the
-            Grams (the implied cosine exceeds 1 by more than 1e-6, i.e. Cauchy–Schwarz fails).
+            Grams (the implied cosine exceeds 1 by more than 1e-6, i.e. Cauchy–Schwarz fails;
+            the first such matrix of a stack is named).
         TypeError: non-numeric input.
     """
     GW = _gram(gram_W, "gram_W")
     GH = _gram(gram_H, "gram_H")
-    K, N = GW.shape[0], GH.shape[0]
-    Z = as_float_array(logits, "logits", shape=(K, N))
+    K, N = GW.shape[-1], GH.shape[-1]
+    Z = _logits(logits, K, N)
+    _broadcast("logits", (GW, 2), (GH, 2), (Z, 2))
     lab, counts = _labels(labels, N, n_classes=K)
     At = _centre_columns(_averaging(lab, counts))
-    w2 = float(np.trace(GW) - GW.sum() / K)                  # ‖P_K W‖²
-    m2 = float(np.trace(At.T @ GH @ At))                     # ‖M̃‖²
-    if _negligible(w2, float(np.max(np.abs(GW))), K) or _negligible(m2, float(np.max(np.abs(GH))), N):
-        return float("nan")
-    inner = float(np.sum(Z * At.T))                          # Tr(Z Ã)
-    c = inner / np.sqrt(w2 * m2)
-    if abs(c) > 1.0 + 1e-6:
-        raise ValueError(f"logits: inconsistent with gram_W and gram_H: implied cosine "
-                         f"⟨Ŵ, M̃ᵀ⟩/(‖Ŵ‖‖M̃‖) = {c:.6g} lies outside [−1, 1] (logits must be "
+    w2 = _trace(GW) - GW.sum(axis=(-2, -1)) / K                # ‖P_K W‖²
+    m2 = _trace(At.T @ GH @ At)                                 # ‖M̃‖²
+    undefined = _negligible(w2, _max_abs(GW), K) | _negligible(m2, _max_abs(GH), N)
+    inner = np.sum(Z * At.T, axis=(-2, -1))                     # Tr(Z Ã)
+    c = inner / np.sqrt(np.where(undefined, 1.0, w2 * m2))
+    c, undefined = np.broadcast_arrays(c, undefined)
+    wrong = (np.abs(c) > 1.0 + 1e-6) & ~undefined
+    if np.any(wrong):
+        lead = _first(wrong)
+        raise ValueError(f"logits: inconsistent with gram_W and gram_H{_bad_matrix(lead)}: implied cosine "
+                         f"⟨Ŵ, M̃ᵀ⟩/(‖Ŵ‖‖M̃‖) = {float(c[lead]):.6g} lies outside [−1, 1] (logits must be "
                          f"W H + b 1ᵀ for the same W, H)")
-    return float(np.clip(2.0 - 2.0 * c, 0.0, 4.0))
+    return _result(np.where(undefined, np.nan, np.clip(2.0 - 2.0 * c, 0.0, 4.0)))
 
 
-def nc4(gram_H, logits, labels) -> float:
+def nc4(gram_H, logits, labels):
     """NC4: disagreement between the classifier and the nearest-class-mean rule.
 
     .. math::
@@ -582,29 +834,30 @@ def nc4(gram_H, logits, labels) -> float:
     broken towards the smaller class index in both rules.
 
     Arguments:
-        gram_H: symmetric (N, N) feature Gram ``HᵀH``.
-        logits: (K, N) logits, one column per context.
+        gram_H: symmetric (N, N) feature Gram ``HᵀH``, or a stack (..., N, N).
+        logits: (K, N) logits, one column per context, or a stack (..., K, N) (leading axes
+            broadcast with those of ``gram_H``).
         labels: int (N,), classes 0 … K−1 (K = rows of logits), every class present.
 
     Returns:
-        float in [0, 1].
+        float in [0, 1] (array (...) for stacks).
 
     Raises:
         ValueError / TypeError: bad shapes or labels.
     """
     G = _gram(gram_H, "gram_H")
-    N = G.shape[0]
-    Z = as_float_array(logits, "logits", ndim=2)
-    if Z.shape[1] != N:
-        raise ValueError(f"logits: expected shape (K, N={N}) (one column per context), got {Z.shape}")
-    lab, counts = _labels(labels, N, n_classes=Z.shape[0], min_classes=1)
+    N = G.shape[-1]
+    Z = _logits(logits, None, N, fixed_k=False)
+    _broadcast("logits", (G, 2), (Z, 2))
+    lab, counts = _labels(labels, N, n_classes=Z.shape[-2], min_classes=1)
     A = _averaging(lab, counts)
     GA = G @ A
-    dist2 = np.diag(G)[:, None] - 2.0 * GA + np.diag(A.T @ GA)[None, :]
-    return float(np.mean(np.argmax(Z, axis=0) != np.argmin(dist2, axis=1)))
+    dist2 = (np.diagonal(G, axis1=-2, axis2=-1)[..., :, None] - 2.0 * GA
+             + np.diagonal(A.T @ GA, axis1=-2, axis2=-1)[..., None, :])
+    return _result(np.mean(np.argmax(Z, axis=-2) != np.argmin(dist2, axis=-1), axis=-1))
 
 
-def cdnv(gram_H, labels) -> float:
+def cdnv(gram_H, labels):
     """Class-distance normalised variance (Galanti, György & Hutter 2022).
 
     .. math::
@@ -617,68 +870,114 @@ def cdnv(gram_H, labels) -> float:
     The mean over ordered pairs equals the mean over unordered pairs.
 
     Arguments:
-        gram_H: symmetric (N, N) feature Gram ``HᵀH``.
+        gram_H: symmetric (N, N) feature Gram ``HᵀH``, or a stack (..., N, N).
         labels: int (N,), classes 0 … K−1, every class present, K >= 2.
 
     Returns:
-        float >= 0; ``inf`` if two class means coincide while some variance is positive,
-        ``nan`` if they coincide with zero variance.
+        float >= 0 (array (...) for a stack); ``inf`` if two class means coincide while some
+        variance is positive, ``nan`` if they coincide with zero variance.
 
     Raises:
         ValueError / TypeError: bad shapes or labels.
     """
     G = _gram(gram_H, "gram_H")
-    lab, counts = _labels(labels, G.shape[0])
+    lab, counts = _labels(labels, G.shape[-1])
     A = _averaging(lab, counts)
     M = A.T @ G @ A
-    M = 0.5 * (M + M.T)
-    mean_sq = np.bincount(lab, weights=np.diag(G)) / counts
-    V = np.clip(mean_sq - np.diag(M), 0.0, None)
-    dm = np.diag(M)
-    D = np.clip(dm[:, None] + dm[None, :] - 2.0 * M, 0.0, None)
+    M = 0.5 * (M + np.swapaxes(M, -1, -2))
+    mean_sq = np.diagonal(G, axis1=-2, axis2=-1) @ (A > 0).astype(np.float64) / counts       # (1/n_k) Σ_{y_i = k} G_ii
+    dm = np.diagonal(M, axis1=-2, axis2=-1)
+    V = np.clip(mean_sq - dm, 0.0, None)
+    D = np.clip(dm[..., :, None] + dm[..., None, :] - 2.0 * M, 0.0, None)
     K = counts.shape[0]
     off = ~np.eye(K, dtype=bool)
-    num = (V[:, None] + V[None, :])[off]
+    num = (V[..., :, None] + V[..., None, :])[..., off]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = num / (2.0 * D[off])
-    return float(np.mean(ratio))
+        ratio = num / (2.0 * D[..., off])
+    return _result(np.mean(ratio, axis=-1))
 
 
 # --------------------------------------------------------------------------------------------
-# spectra
+# spectra and effective dimensions
 # --------------------------------------------------------------------------------------------
 
-def effective_rank(gram) -> float:
-    """Effective rank (Roy & Vetterli 2007): exponential of the spectral entropy.
+def effective_rank(gram, centred=False):
+    """*Entropy* effective rank (Roy & Vetterli 2007): exponential of the spectral entropy.
 
     .. math::
         \\operatorname{erank}(G) = \\exp\\Bigl(-\\sum_j p_j \\log p_j\\Bigr),\\qquad
         p_j = λ_j / \\sum_l λ_l,
 
-    over the eigenvalues ``λ_j`` of the (uncentred) Gram, negative ones (rounding) clipped to
-    0, with ``0 log 0 = 0``. Between 1 and N for a nonzero Gram: ``P_n`` gives n − 1, a rank-1
-    Gram gives 1.
+    over the eigenvalues ``λ_j`` of the Gram (of ``C G C`` when ``centred``), negative ones
+    (rounding) clipped to 0, with ``0 log 0 = 0``. Between 1 and N for a nonzero Gram: ``P_n``
+    gives n − 1, a rank-1 Gram gives 1. Not to be confused with :func:`participation_ratio`,
+    the *second-moment* effective dimension ``(Σλ)²/Σλ²``: both equal the rank for a flat
+    spectrum, but the entropy rank counts small eigenvalues more (erank >= participation ratio
+    for any spectrum).
 
     Arguments:
-        gram: symmetric (N, N) Gram matrix.
+        gram: symmetric (N, N) Gram matrix, or a stack (..., N, N).
+        centred: bool, use the centred Gram ``C G C`` (default False: the Gram itself, as
+            Roy & Vetterli define it and as earlier versions computed it).
 
     Returns:
-        float; 0 for the zero matrix.
+        float (array (...) for a stack); 0 for the zero matrix.
 
     Raises:
         ValueError: non-square, asymmetric or non-finite ``gram``.
+        TypeError: ``centred`` not a bool.
     """
     G = _gram(gram, "gram")
+    if _bool(centred, "centred"):
+        G = _double_centre(G)
     lam = np.clip(np.linalg.eigvalsh(G), 0.0, None)
-    total = float(lam.sum())
-    if not total > 0:
-        return 0.0
-    p = lam[lam > 0] / total
-    return float(np.exp(-np.sum(p * np.log(p))))
+    total = lam.sum(axis=-1, keepdims=True)
+    positive = total > 0
+    p = lam / np.where(positive, total, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return _result(np.where(positive[..., 0], np.exp(-terms.sum(axis=-1)), 0.0))
+
+
+def participation_ratio(gram, centred=True):
+    """*Second-moment* effective dimension (participation ratio) of a Gram's spectrum.
+
+    .. math::
+        \\mathrm{PR}(G) = \\frac{(\\operatorname{tr} C)^2}{\\operatorname{tr}(C^2)}
+                        = \\frac{(\\sum_j λ_j)^2}{\\sum_j λ_j^2},
+        \\qquad C = P_N G P_N\\ \\text{(centred, default)}\\ \\text{or}\\ C = G,
+
+    ``λ_j`` the eigenvalues of ``C``. For a PSD Gram, ``1 <= PR <= rank(C)``: a rank-1 Gram
+    gives 1, ``I_n`` gives n uncentred and n − 1 centred, ``P_n`` (the simplex ETF of n
+    one-context classes) gives n − 1. It is the dimension the spread of the features mostly
+    occupies, robust to many small eigenvalues; a collapse of rank (features going low-rank
+    instead of reaching the ETF) shows as PR → 1–2. Not to be confused with
+    :func:`effective_rank`, the *entropy* effective rank ``exp(−Σ p log p)``, which is larger
+    for any spectrum that is not flat (equal for a flat one).
+
+    Arguments:
+        gram: symmetric (N, N) Gram matrix, or a stack (..., N, N).
+        centred: bool, use the centred Gram ``C = P G P`` (default True: the features minus
+            their mean over contexts, so a common mean does not count as a dimension).
+
+    Returns:
+        float (array (...) for a stack); 0 where ``C`` vanishes to rounding
+        (``‖C‖_F <= 10·N·eps·‖G‖_F``: zero Gram, or, centred, all vectors equal).
+
+    Raises:
+        ValueError: non-square, asymmetric or non-finite ``gram``.
+        TypeError: ``centred`` not a bool.
+    """
+    G = _gram(gram, "gram")
+    C = _double_centre(G) if _bool(centred, "centred") else G
+    frob = _frobenius(C)                        # tr(C²) = ‖C‖_F² for symmetric C
+    zero = _negligible(frob, _frobenius(G), G.shape[-1])
+    value = _trace(C) ** 2 / np.where(zero, 1.0, frob * frob)
+    return _result(np.where(zero, 0.0, value))
 
 
 def eigenbasis(gram) -> tuple[np.ndarray, np.ndarray]:
-    """Eigen-decomposition of a reference Gram, to be used as a fixed basis.
+    """Eigen-decomposition of one reference Gram, to be used as a fixed basis.
 
     ``G = V diag(λ) Vᵀ`` with eigenvalues in descending order. Each eigenvector's sign is fixed
     so that its entry of largest magnitude is positive (first such entry on ties), making the
@@ -686,16 +985,18 @@ def eigenbasis(gram) -> tuple[np.ndarray, np.ndarray]:
     eigenspace projectors to :func:`spectrum_in_basis` if that matters.
 
     Arguments:
-        gram: symmetric (N, N) Gram matrix.
+        gram: one symmetric (N, N) Gram matrix (a reference, not a stack).
 
     Returns:
         (eigenvalues (N,) descending, eigenvectors (N, N) with orthonormal columns,
         column j belonging to eigenvalue j).
 
     Raises:
-        ValueError: non-square, asymmetric or non-finite ``gram``.
+        ValueError: not a single square matrix, asymmetric or non-finite ``gram``.
     """
     G = _gram(gram, "gram")
+    if G.ndim != 2:
+        raise ValueError(f"gram: expected one (N, N) reference Gram, got a stack of shape {G.shape}")
     lam, V = np.linalg.eigh(G)
     lam, V = lam[::-1].copy(), V[:, ::-1].copy()
     idx = np.argmax(np.abs(V), axis=0)
@@ -719,18 +1020,19 @@ def spectrum_in_basis(gram, basis) -> np.ndarray:
       when G acts on it as a multiple of the identity).
 
     Arguments:
-        gram: symmetric (N, N) Gram matrix.
+        gram: symmetric (N, N) Gram matrix, or a stack (..., N, N) (e.g. every save of a
+            trajectory); the basis is shared.
         basis: (N, m) orthonormal columns, or a sequence / (P, N, N) array of projectors.
 
     Returns:
-        float array, shape (m,) or (P,).
+        float array, shape (..., m) or (..., P).
 
     Raises:
         ValueError: shapes inconsistent with ``gram``; columns not orthonormal; a matrix that
             is not a symmetric idempotent nonzero projector.
     """
     G = _gram(gram, "gram")
-    N = G.shape[0]
+    N = G.shape[-1]
     if isinstance(basis, (list, tuple)) and len(basis) == 0:
         raise ValueError("basis: expected an (N, m) matrix or a non-empty list of (N, N) projectors, got an empty list")
     B = as_float_array(basis, "basis", ndim=(2, 3))
@@ -741,21 +1043,21 @@ def spectrum_in_basis(gram, basis) -> np.ndarray:
         if err > _BASIS_TOL:
             raise ValueError(f"basis: expected orthonormal columns (BᵀB = I to {_BASIS_TOL:g}), "
                              f"max |BᵀB − I| = {err:.3g}")
-        return np.einsum("ij,ik,kj->j", B, G, B)
+        return np.einsum("ij,...ik,kj->...j", B, G, B)
     if B.shape[1:] != (N, N) or B.shape[0] < 1:
         raise ValueError(f"basis: expected projectors of shape (N, N) = ({N}, {N}), got stack of shape {B.shape}")
-    out = np.empty(B.shape[0])
-    for p, P in enumerate(B):
-        asym = float(np.max(np.abs(P - P.T)))
-        idem = float(np.max(np.abs(P @ P - P)))
-        if asym > _BASIS_TOL or idem > _BASIS_TOL:
-            raise ValueError(f"basis: projector {p} is not an orthogonal projector "
-                             f"(max |P − Pᵀ| = {asym:.3g}, max |P² − P| = {idem:.3g}, tolerance {_BASIS_TOL:g})")
-        tr = float(np.trace(P))
-        if tr < 0.5:
-            raise ValueError(f"basis: projector {p} is zero (trace {tr:.3g})")
-        out[p] = float(np.sum(P * G)) / tr
-    return out
+    asym = np.max(np.abs(B - np.swapaxes(B, -1, -2)), axis=(-2, -1))
+    idem = np.max(np.abs(B @ B - B), axis=(-2, -1))
+    bad = (asym > _BASIS_TOL) | (idem > _BASIS_TOL)
+    if np.any(bad):
+        p = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"basis: projector {p} is not an orthogonal projector "
+                         f"(max |P − Pᵀ| = {asym[p]:.3g}, max |P² − P| = {idem[p]:.3g}, tolerance {_BASIS_TOL:g})")
+    tr = _trace(B)
+    if np.any(tr < 0.5):
+        p = int(np.flatnonzero(tr < 0.5)[0])
+        raise ValueError(f"basis: projector {p} is zero (trace {tr[p]:.3g})")
+    return np.einsum("pij,...ij->...p", B, G) / tr
 
 
 # --------------------------------------------------------------------------------------------
@@ -772,19 +1074,25 @@ class TransientSummary:
         t_collapse: time the curve falls below the threshold after the peak (see
             :func:`transient_summary`), ``nan`` if it never does.
         collapsed: whether it does.
+        centred: for a semantic-gap curve, its convention — True for centred cosines, False
+            for raw ones (:func:`semantic_gap`); None for any other curve.
     """
 
     peak: float
     t_peak: float
     t_collapse: float
     collapsed: bool
+    centred: bool | None = None
 
     def as_dict(self) -> dict:
-        """The four fields as a plain dict of Python floats and a bool."""
-        return asdict(self)
+        """The fields as a plain dict of Python floats and bools (``centred`` only when set)."""
+        out = asdict(self)
+        if out["centred"] is None:
+            del out["centred"]
+        return out
 
 
-def transient_summary(t, gap, threshold=0.02) -> TransientSummary:
+def transient_summary(t, gap, threshold=0.02, *, centred=None) -> TransientSummary:
     """Peak, time of peak, and collapse time of a transient curve.
 
     ``peak = max_j gap_j`` at ``t_peak = t_{j*}`` (first maximum). The collapse index ``c`` is
@@ -804,17 +1112,21 @@ def transient_summary(t, gap, threshold=0.02) -> TransientSummary:
         t: (T,) save times, finite and strictly increasing, T >= 1.
         gap: (T,) finite values of the curve at those times.
         threshold: finite float θ (default 0.02).
+        centred: the convention of a semantic-gap curve (True: centred cosines, False: raw),
+            recorded in the summary; None (default) for other curves.
 
     Returns:
         :class:`TransientSummary`.
 
     Raises:
         ValueError: empty, non-finite or mismatched arrays; ``t`` not strictly increasing.
-        TypeError: non-numeric input.
+        TypeError: non-numeric input, ``centred`` neither None nor a bool.
     """
     t = as_float_array(t, "t", ndim=1)
     g = as_float_array(gap, "gap", ndim=1)
     theta = as_real(threshold, "threshold")
+    if centred is not None:
+        centred = _bool(centred, "centred")
     if t.shape[0] < 1:
         raise ValueError("t: expected at least one save time, got an empty array")
     if g.shape != t.shape:
@@ -828,10 +1140,232 @@ def transient_summary(t, gap, threshold=0.02) -> TransientSummary:
     peak, t_peak = float(g[jp]), float(t[jp])
     below = np.flatnonzero(g[jp:] < theta)
     if below.size == 0:
-        return TransientSummary(peak, t_peak, float("nan"), False)
+        return TransientSummary(peak, t_peak, float("nan"), False, centred)
     c = jp + int(below[0])
     if c == jp or not t[c - 1] > 0:
-        return TransientSummary(peak, t_peak, float(t[c]), True)
+        return TransientSummary(peak, t_peak, float(t[c]), True, centred)
     phi = (g[c - 1] - theta) / (g[c - 1] - g[c])
     lo, hi = np.log(t[c - 1]), np.log(t[c])
-    return TransientSummary(peak, t_peak, float(np.exp(lo + phi * (hi - lo))), True)
+    return TransientSummary(peak, t_peak, float(np.exp(lo + phi * (hi - lo))), True, centred)
+
+
+# --------------------------------------------------------------------------------------------
+# the name → metric table
+# --------------------------------------------------------------------------------------------
+
+_FROM_PROBLEM = object()      # an option not given: filled from the problem where it applies
+_QUANTITIES = {"gram_H": "the feature Gram HᵀH (T, N, N)", "gram_W": "the classifier Gram WWᵀ (T, K, K)",
+               "logits": "the logits WH + b1ᵀ (T, K, N)"}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One entry of :data:`METRICS`: what a named metric computes, reads and accepts.
+
+    Attributes:
+        name: the metric's name.
+        summary: one line, as :func:`evaluate`'s table shows it.
+        reads: the saved quantities it needs (``"gram"`` stands for ``gram_H``, or ``gram_W``
+            with ``which="W"``).
+        options: the keyword options it accepts.
+        compute: ``compute(inputs, problem, **options)``; ``inputs`` maps the quantities read to
+            arrays, options not given are absent.
+    """
+
+    name: str
+    summary: str
+    reads: tuple
+    options: tuple
+    compute: Callable = field(repr=False)
+
+    def inputs(self, which: str = "H") -> tuple:
+        """The quantities read for this ``which`` (``gram`` resolved to gram_H / gram_W)."""
+        return tuple(("gram_H" if which == "H" else "gram_W") if q == "gram" else q for q in self.reads)
+
+
+def _option_labels(options: dict, problem, metric: str, *, required: bool, which: str = "H"):
+    """labels= if given (None included), else the problem's labels (for G_H only)."""
+    lab = options.get("labels", _FROM_PROBLEM)
+    if lab is _FROM_PROBLEM:
+        lab = problem.labels if (problem is not None and which == "H") else None
+    if required and lab is None:
+        why = "the problem has none (soft labels?)" if problem is not None else "no problem was given"
+        raise ValueError(f"labels: metric {metric!r} needs integer labels, and {why}; pass labels=")
+    return lab
+
+
+def _option_attributes(options: dict, problem, metric: str):
+    attrs = options.get("attributes", _FROM_PROBLEM)
+    if attrs is _FROM_PROBLEM:
+        attrs = problem.attributes if problem is not None else None
+    if attrs is None:
+        why = "the problem has none" if problem is not None else "no problem was given"
+        raise ValueError(f"attributes: metric {metric!r} needs the contexts' attributes, and {why}; "
+                         "pass attributes=")
+    return attrs
+
+
+def _gram_of(q: dict):
+    return q.get("gram_H", q.get("gram_W"))
+
+
+def _m_etf(q, problem, **o):
+    which = o.get("which", "H")
+    return etf_distance(_gram_of(q), labels=_option_labels(o, problem, "etf_distance", required=False, which=which))
+
+
+def _m_gap(q, problem, **o):
+    attrs = _option_attributes(o, problem, "semantic_gap")
+    labels = _option_labels(o, problem, "semantic_gap", required=False)
+    centred = o.get("centred", DEFAULT_GAP_CENTRED)
+    attribute = o.get("attribute")
+    if attribute is None:
+        return semantic_gap(q["gram_H"], attrs, labels, centred=centred)
+    arr = as_int_array(attrs, "attributes")
+    F = 1 if arr.ndim == 1 else arr.shape[-1]
+    if isinstance(attribute, (bool, np.bool_)) or not isinstance(attribute, (int, np.integer)) \
+            or not 0 <= int(attribute) < F:
+        raise ValueError(f"attribute: expected an attribute index 0 … {F - 1}, got {attribute!r}")
+    return semantic_gap(q["gram_H"], attrs, labels, centred=centred, per_attribute=True)[int(attribute)]
+
+
+def _m_alignment(q, problem, **o):
+    kern = o.get("kernel")
+    if kern is None:
+        if o.get("which", "H") == "W":
+            raise ValueError("kernel: metric 'kernel_alignment' with which='W' needs a (K, K) kernel=; the "
+                             "problem's attribute kernel AᵀA is (N, N)")
+        if problem is None or "attribute" not in problem.similarities:
+            raise ValueError("kernel: metric 'kernel_alignment' needs kernel=, and the problem has no attribute "
+                             "kernel AᵀA to default to")
+        kern = problem.similarities["attribute"]
+    return kernel_alignment(_gram_of(q), kern, centred=o.get("centred", True))
+
+
+def _m_erank(q, problem, **o):
+    return effective_rank(_gram_of(q), centred=o.get("centred", False))
+
+
+def _m_pr(q, problem, **o):
+    return participation_ratio(_gram_of(q), centred=o.get("centred", True))
+
+
+def _m_labelled(fn):
+    def compute(q, problem, **o):
+        return fn(q["gram_H"], _option_labels(o, problem, fn.__name__, required=True))
+    return compute
+
+
+def _m_nc3(q, problem, **o):
+    return nc3(q["gram_W"], q["gram_H"], q["logits"], _option_labels(o, problem, "nc3", required=True))
+
+
+def _m_nc4(q, problem, **o):
+    return nc4(q["gram_H"], q["logits"], _option_labels(o, problem, "nc4", required=True))
+
+
+def _m_norm(name):
+    def compute(q, problem, **o):
+        G = _gram(q[name], name)
+        return _result(np.sqrt(np.maximum(_trace(G), 0.0)))
+    return compute
+
+
+def _m_accuracy(q, problem, **o):
+    Z = as_float_array(q["logits"], "logits")
+    if Z.ndim < 2:
+        raise ValueError(f"logits: expected shape (K, N) or a stack (..., K, N), got {Z.shape}")
+    lab = as_int_array(_option_labels(o, problem, "accuracy", required=True), "labels", ndim=1)
+    if lab.shape[0] != Z.shape[-1]:
+        raise ValueError(f"labels: expected shape ({Z.shape[-1]},) (one class per context), got {lab.shape}")
+    return _result(np.mean(np.argmax(Z, axis=-2) == lab, axis=-1))
+
+
+#: name → :class:`MetricSpec` of every metric :func:`evaluate` (and ``Trajectory.metric``) knows.
+METRICS = {s.name: s for s in (
+    MetricSpec("etf_distance", "distance of G_H from the labels' simplex-ETF Gram (which='W': of G_W from P_K)",
+               ("gram",), ("which", "labels"), _m_etf),
+    MetricSpec("semantic_gap", "mean cosine of pairs sharing an attribute minus pairs sharing none (centred by "
+               "default; attribute=f for one attribute)", ("gram_H",),
+               ("attributes", "labels", "attribute", "centred"), _m_gap),
+    MetricSpec("kernel_alignment", "centred alignment (CKA) of G_H (which='W': G_W) with kernel= (default AᵀA)",
+               ("gram",), ("which", "kernel", "centred"), _m_alignment),
+    MetricSpec("effective_rank", "entropy effective rank exp(−Σ p log p) of G_H (which='W': G_W)",
+               ("gram",), ("which", "centred"), _m_erank),
+    MetricSpec("participation_ratio", "second-moment effective dimension (tr C)²/tr C² of the centred G_H "
+               "(which='W': G_W)", ("gram",), ("which", "centred"), _m_pr),
+    MetricSpec("nc1", "within-class variability Tr(Σ_W Σ_B⁺)/K", ("gram_H",), ("labels",), _m_labelled(nc1)),
+    MetricSpec("nc2", "ETF distance of the class means", ("gram_H",), ("labels",), _m_labelled(nc2)),
+    MetricSpec("cdnv", "class-distance normalised variance", ("gram_H",), ("labels",), _m_labelled(cdnv)),
+    MetricSpec("nc3", "self-duality of classifier and centred class means", ("gram_W", "gram_H", "logits"),
+               ("labels",), _m_nc3),
+    MetricSpec("nc4", "disagreement of the classifier with the nearest class mean", ("gram_H", "logits"),
+               ("labels",), _m_nc4),
+    MetricSpec("accuracy", "fraction of contexts whose largest logit is their label", ("logits",), ("labels",),
+               _m_accuracy),
+    MetricSpec("norm_H", "Frobenius norm of the features √tr G_H", ("gram_H",), (), _m_norm("gram_H")),
+    MetricSpec("norm_W", "Frobenius norm of the classifier √tr G_W", ("gram_W",), (), _m_norm("gram_W")),
+)}
+
+
+def evaluate(name: str, *, gram_H=None, gram_W=None, logits=None, problem=None, **options):
+    """A named metric of :data:`METRICS` on Grams and logits, over any leading axes.
+
+    =======================  ===========================  ================================
+    name                     reads                        options
+    =======================  ===========================  ================================
+    ``etf_distance``         G_H (``which="W"``: G_W)     ``which``, ``labels``
+    ``semantic_gap``         G_H                          ``attributes``, ``labels``,
+                                                          ``attribute``, ``centred``
+    ``kernel_alignment``     G_H (``which="W"``: G_W)     ``which``, ``kernel``, ``centred``
+    ``effective_rank``       G_H (``which="W"``: G_W)     ``which``, ``centred``
+    ``participation_ratio``  G_H (``which="W"``: G_W)     ``which``, ``centred``
+    ``nc1``, ``nc2``,        G_H                          ``labels``
+    ``cdnv``
+    ``nc3``                  G_W, G_H, logits             ``labels``
+    ``nc4``                  G_H, logits                  ``labels``
+    ``accuracy``             logits                       ``labels``
+    ``norm_H``, ``norm_W``   G_H / G_W: √tr G             —
+    =======================  ===========================  ================================
+
+    Options and their defaults: ``which="H"``; ``labels`` — the problem's integer labels
+    (for G_H; pass ``labels=None`` explicitly for "every context its own class" in
+    ``etf_distance`` or "no exclusion" in ``semantic_gap``); ``attributes`` — the problem's;
+    ``attribute=f`` — the gap of attribute f alone (default: all attributes);
+    ``centred`` — as the function's default (semantic gap True, participation ratio True,
+    kernel alignment True, effective rank False); ``kernel`` — the problem's attribute
+    similarity AᵀA.
+
+    Arguments:
+        name: a key of :data:`METRICS`.
+        gram_H: (..., N, N) feature Grams; gram_W: (..., K, K); logits: (..., K, N).
+        problem: optional :class:`ufm.Problem` supplying labels, attributes and the kernel.
+        **options: the metric's options (table).
+
+    Returns:
+        float for single matrices, else a float array of the leading shape (e.g. (T,)).
+
+    Raises:
+        ValueError: unknown ``name`` (the known names listed); a quantity the metric reads was
+            not given (not saved); labels or attributes needed and not available; bad input
+            (see the metric's function).
+        TypeError: an option the metric does not accept (the accepted ones listed).
+    """
+    spec = METRICS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ValueError(f"name: unknown metric {name!r}; expected one of {', '.join(METRICS)}")
+    for opt in options:
+        if opt not in spec.options:
+            accepted = ", ".join(spec.options) if spec.options else "none"
+            raise TypeError(f"{opt}: metric {name!r} has no option {opt!r}; its options: {accepted}")
+    which = options.get("which", "H")
+    if "which" in options:
+        check_choice(which, "which", ("H", "W"))
+    given = {"gram_H": gram_H, "gram_W": gram_W, "logits": logits}
+    inputs = {}
+    for q in spec.inputs(which):
+        if given[q] is None:
+            raise ValueError(f"{q}: metric {name!r} needs {_QUANTITIES[q]}, which was not saved "
+                             f"(ufm.solve / ufm.train: save=[..., {q!r}]) or given")
+        inputs[q] = given[q]
+    return spec.compute(inputs, problem, **options)

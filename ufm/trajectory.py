@@ -68,20 +68,6 @@ class Trajectory:
             raise ValueError(f"{name}: this trajectory did not save it{hint}")
         return arr
 
-    def _labels(self, labels):
-        if labels is not None:
-            return labels
-        if self.problem is not None and self.problem.labels is not None:
-            return self.problem.labels
-        raise ValueError("labels: the trajectory's problem has no integer labels; pass labels=")
-
-    def _attributes(self, attributes):
-        if attributes is not None:
-            return attributes
-        if self.problem is not None and self.problem.attributes is not None:
-            return self.problem.attributes
-        raise ValueError("attributes: the trajectory's problem has no attributes; pass attributes=")
-
     def state(self, index: int = -1):
         """The state at save ``index`` (default the last), to continue from or inspect.
 
@@ -106,75 +92,41 @@ class Trajectory:
         M = self.logits[index] if b is None else self.logits[index] - b[:, None]
         return GramState(M, self.gram_W[index], self.gram_H[index], b)
 
-    def metric(self, name: str, **kwargs) -> np.ndarray:
-        """A metric of :mod:`ufm.metrics` evaluated at every save time, shape (T,).
+    def metric(self, name: str, **options) -> np.ndarray:
+        """A metric of :mod:`ufm.metrics` at every save time, shape (T,): a thin call of
+        :func:`ufm.metrics.evaluate` on this trajectory's saved Grams and logits and its problem.
 
-        Names and the Grams they use (labels and attributes come from the problem unless given):
+        Names (:data:`ufm.metrics.METRICS`) and their options; labels, attributes and the
+        attribute kernel come from the problem unless given:
 
-        * ``"etf_distance"`` — of G_H against the label ETF (``which="W"`` for G_W);
-        * ``"semantic_gap"`` — of G_H with the problem's attributes (``attribute=f`` for one);
-        * ``"kernel_alignment"`` — centred alignment of G_H with ``kernel=`` (default AᵀA);
-        * ``"effective_rank"`` — of G_H (``which="W"`` for G_W);
+        * ``"etf_distance"`` — of G_H against the label ETF (``which="W"`` for G_W; ``labels``);
+        * ``"semantic_gap"`` — of G_H with the problem's attributes, from centred cosines
+          (``centred=False`` for raw ones; ``attribute=f`` for one attribute; ``labels``,
+          ``attributes``); pairs with equal labels are excluded whenever there are labels;
+        * ``"kernel_alignment"`` — centred alignment of G_H with ``kernel=`` (default AᵀA;
+          ``which``, ``centred``);
+        * ``"effective_rank"`` — the entropy effective rank of G_H; ``"participation_ratio"``
+          — the second-moment effective dimension of the centred G_H (``which``, ``centred``);
         * ``"nc1"``, ``"nc2"``, ``"cdnv"`` — from G_H; ``"nc3"``, ``"nc4"`` — also need logits
-          (and ``gram_W`` for nc3);
+          (and ``gram_W`` for nc3); ``"accuracy"`` — from the logits (``labels``);
         * ``"norm_W"``, ``"norm_H"`` — Frobenius norms √tr G.
 
         Raises:
             ValueError: unknown name, or a quantity the trajectory did not save.
+            TypeError: an option the metric does not accept.
         """
-        m = _metrics
-        which = kwargs.pop("which", "H")
-        if which not in ("H", "W"):
-            raise ValueError(f"which: expected 'H' or 'W', got {which!r}")
-        gram_name = "gram_H" if which == "H" else "gram_W"
-        if name == "etf_distance":
-            G = self._need(gram_name)
-            labels = kwargs.pop("labels", None)
-            if which == "H" and labels is None and self.problem is not None:
-                labels = self.problem.labels
-            return np.array([m.etf_distance(g, labels=labels) for g in G])
-        if name == "semantic_gap":
-            G = self._need("gram_H")
-            attrs = self._attributes(kwargs.pop("attributes", None))
-            attribute = kwargs.pop("attribute", None)
-            labels = kwargs.pop("labels", None)
-            if labels is None and self.problem is not None and self.problem.K < self.problem.N:
-                labels = self.problem.labels
-            if attribute is None:
-                return np.array([m.semantic_gap(g, attrs, labels=labels) for g in G])
-            return np.array([m.semantic_gap(g, attrs, labels=labels, per_attribute=True)[attribute] for g in G])
-        if name == "kernel_alignment":
-            G = self._need(gram_name)
-            kern = kwargs.pop("kernel", None)
-            if kern is None:
-                if self.problem is None or "attribute" not in self.problem.similarities:
-                    raise ValueError("kernel: the problem has no attribute kernel; pass kernel=")
-                kern = self.problem.similarities["attribute"]
-            return np.array([m.kernel_alignment(g, kern) for g in G])
-        if name == "effective_rank":
-            return np.array([m.effective_rank(g) for g in self._need(gram_name)])
-        if name in ("nc1", "nc2", "cdnv"):
-            G = self._need("gram_H")
-            labels = self._labels(kwargs.pop("labels", None))
-            fn = getattr(m, name)
-            return np.array([fn(g, labels) for g in G])
-        if name == "nc3":
-            labels = self._labels(kwargs.pop("labels", None))
-            return np.array([m.nc3(gw, gh, z, labels) for gw, gh, z in
-                             zip(self._need("gram_W"), self._need("gram_H"), self._need("logits"))])
-        if name == "nc4":
-            labels = self._labels(kwargs.pop("labels", None))
-            return np.array([m.nc4(gh, z, labels) for gh, z in zip(self._need("gram_H"), self._need("logits"))])
-        if name in ("norm_W", "norm_H"):
-            G = self._need("gram_" + name[-1])
-            return np.sqrt(np.maximum(np.trace(G, axis1=1, axis2=2), 0.0))
-        raise ValueError(f"name: unknown metric {name!r}; expected one of 'etf_distance', 'semantic_gap', "
-                         "'kernel_alignment', 'effective_rank', 'nc1', 'nc2', 'nc3', 'nc4', 'cdnv', "
-                         "'norm_W', 'norm_H'")
+        return _metrics.evaluate(name, gram_H=self.gram_H, gram_W=self.gram_W, logits=self.logits,
+                                 problem=self.problem, **options)
 
-    def transient_summary(self, threshold: float = 0.02, **kwargs):
-        """:func:`ufm.metrics.transient_summary` of the semantic gap over this trajectory."""
-        return _metrics.transient_summary(self.t, self.metric("semantic_gap", **kwargs), threshold=threshold)
+    def transient_summary(self, threshold: float = 0.02, **options):
+        """:func:`ufm.metrics.transient_summary` of the semantic gap over this trajectory.
+
+        ``options`` are those of the ``"semantic_gap"`` metric (:meth:`metric`); the summary
+        records the gap's convention (``centred``, default True).
+        """
+        gap = self.metric("semantic_gap", **options)
+        centred = options.get("centred", _metrics.DEFAULT_GAP_CENTRED)
+        return _metrics.transient_summary(self.t, gap, threshold=threshold, centred=centred)
 
     # -- I/O ----------------------------------------------------------------------------------
     def save(self, path) -> str:

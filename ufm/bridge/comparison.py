@@ -107,6 +107,13 @@ class Comparison:
             raise ValueError(f"criterion: expected 'aic', 'bic' or 'rss', got {criterion!r}")
         return min(self.fits, key=lambda n: getattr(self.fits[n], criterion + "_"))
 
+    def conventions(self) -> dict:
+        """The centring convention of each reported observable that has one (name -> text)."""
+        out = {}
+        for f in self.fits.values():
+            out.update(f.conventions())
+        return out
+
     def r2(self, observable: str) -> dict:
         """R² of every model on one observable (name -> float)."""
         return {n: f.r2_.get(observable, float("nan")) for n, f in self.fits.items()}
@@ -130,6 +137,9 @@ class Comparison:
             lines.append(r["model"].ljust(w) + f"{r['k']:2d}" + "".join(
                 f"{r.get(n, float('nan')):15.3f}" for n in r2names) + f"{r['residual_norm']:12.4g}{r['aic']:10.1f}"
                 f"{r['delta_aic']:7.1f}{r['bic']:10.1f}   {pars}")
+        conv = self.conventions()
+        if conv:
+            lines.append("centring: " + "; ".join(f"{k}: {v}" for k, v in conv.items()))
         lines.append(f"best by AIC: {self.best('aic')}; by BIC: {self.best('bic')}")
         return "\n".join(lines)
 

@@ -49,7 +49,7 @@ import warnings
 
 import numpy as np
 
-from .observables import FLOORS, check_observables, column_names, default_observables, observe
+from .observables import CONVENTIONS, FLOORS, check_observables, column_names, default_observables, observe
 from .run import _check_run
 
 __all__ = ["Fit", "fit", "FAMILIES", "PARAMS", "TIME_MAPS"]
@@ -256,9 +256,16 @@ class Fit:
         row.update({f"R2[{k}]": v for k, v in self.r2_.items()})
         return row
 
+    def conventions(self) -> dict:
+        """The centring convention of each reported observable that has one (name -> text,
+        :data:`ufm.bridge.observables.CONVENTIONS`)."""
+        self._check_fitted()
+        return {k: CONVENTIONS[k] for k in self.r2_ if k in CONVENTIONS}
+
     def report(self) -> str:
         """A text report: the model, fitted parameters with standard errors, fixed values, R² per
-        observable, residual norm and information criteria."""
+        observable (with the centring convention of the cosine-based ones), residual norm and
+        information criteria."""
         self._check_fitted()
         eng = self.engine_
         lines = [f"fit of the {self.family_} UFM to {self.run_.source}",
@@ -280,6 +287,9 @@ class Fit:
             lines.append("  derived: " + ", ".join(f"{k} = {v:.4g}" for k, v in ex.items()))
         lines.append("  R²:      " + ", ".join(f"{k} {v:.3f}" + ("" if k in eng.obs_names else " (not fitted)")
                                                for k, v in self.r2_.items()))
+        conv = self.conventions()
+        if conv:
+            lines.append("  centring: " + "; ".join(f"{k}: {v}" for k, v in conv.items()))
         lines.append(f"  residual norm {math.sqrt(self.rss_):.4g}, AIC {self.aic_:.1f}, BIC {self.bic_:.1f}")
         if self.failed_at_ is not None:
             lines.append(f"  warning: the prediction stopped at t = {self.failed_at_:.4g} ({eng.last_error})")

@@ -1,37 +1,69 @@
 """Observables compared between a run and a model: functions of the Gram trajectory.
 
 Every observable maps a stack of Grams (``gram_H`` (T, N, N) — the core's HᵀH, i.e. H Hᵀ for a
-run's row-per-sample H — ``gram_W`` (T, K, K)) to a (T, m) array. They are vectorised over time
-and agree with :mod:`ufm.metrics` (tested), so a fit compares exactly what
+run's row-per-sample H — ``gram_W`` (T, K, K)) to a (T, m) array, computed by
+:mod:`ufm.metrics` (vectorised over time), so a fit compares exactly what
 ``Trajectory.metric`` reports.
 
-====================  ====  =================================================================
-name                  m     definition
-====================  ====  =================================================================
-``gram_H``            N(N−1)/2  off-diagonal cosines of the features (normalised Gram entries)
-``gram_W``            K(K−1)/2  off-diagonal cosines of the classifier rows
-``relations``         R − 1 mean feature cosine over the pairs of each non-identity relation of
-                            the problem's association scheme (needs ``problem.relations``)
-``semantic_gap``      1     :func:`ufm.metrics.semantic_gap` (needs attributes)
-``etf_distance``      1     :func:`ufm.metrics.etf_distance` of G_H against the label ETF
-``effective_rank``    1     :func:`ufm.metrics.effective_rank` of G_H
-``norm_H``            1     log of the rms feature norm, ½ log(tr G_H / N)
-``norm_W``            1     log of the rms classifier-row norm, ½ log(tr G_W / K)
-``norms``             2     ``norm_H`` and ``norm_W``
-====================  ====  =================================================================
+=======================  =========  ==============================================================
+name                     m          definition
+=======================  =========  ==============================================================
+``gram_H``               N(N−1)/2   off-diagonal centred cosines of the features
+``gram_W``               K(K−1)/2   off-diagonal centred cosines of the classifier rows
+``relations``            R − 1      mean centred feature cosine over the pairs of each non-identity
+                                    relation of the problem's association scheme (needs
+                                    ``problem.relations``)
+``semantic_gap``         1          :func:`ufm.metrics.semantic_gap` (centred; needs attributes;
+                                    pairs with equal labels excluded)
+``etf_distance``         1          :func:`ufm.metrics.etf_distance` of G_H against the label ETF
+``effective_rank``       1          :func:`ufm.metrics.effective_rank` of G_H (entropy)
+``participation_ratio``  1          :func:`ufm.metrics.participation_ratio` of the centred G_H
+``norm_H``               1          log of the rms feature norm, ½ log(tr G_H / N)
+``norm_W``               1          log of the rms classifier-row norm, ½ log(tr G_W / K)
+``norms``                2          ``norm_H`` and ``norm_W``
+=======================  =========  ==============================================================
+
+**Centring** (:data:`CONVENTIONS`). The cosines behind ``gram_H``, ``relations`` and
+``semantic_gap`` are those of the features minus their mean over contexts (``C G_H C``,
+``C = I − 11ᵀ/N``); those behind ``gram_W`` of the classifier rows minus their mean over
+classes. Why: the semantic gap is centred (:func:`ufm.metrics.semantic_gap`), and the relation
+coefficients are the cosines the gap averages, so the two must agree; the ETF distance
+centres as well. A common mean is a nuisance the UFM does not model — the ReLU features of
+real networks carry a large one, which drives every raw cosine towards 1 and would make a fit
+of the raw relation coefficients mostly a fit of that mean's decay, and the mean classifier row
+receives no cross-entropy gradient at all (the softmax residual sums to zero over classes), so
+only weight decay moves it. At a simplex ETF, centred and raw cosines coincide.
+
+Grams are symmetrised first (long integrations leave rounding-level asymmetry). Saves whose
+Grams the metrics refuse (:func:`ufm.metrics.is_gram`: non-finite, e.g. the NaN padding of an
+integration that stopped, or clearly not positive semi-definite) give NaN rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["OBSERVABLES", "observe", "default_observables", "check_observables"]
+from .. import metrics as _metrics
 
-OBSERVABLES = ("gram_H", "gram_W", "relations", "semantic_gap", "etf_distance", "effective_rank", "norm_H",
-               "norm_W", "norms")
+__all__ = ["OBSERVABLES", "CONVENTIONS", "observe", "default_observables", "check_observables"]
+
+OBSERVABLES = ("gram_H", "gram_W", "relations", "semantic_gap", "etf_distance", "effective_rank",
+               "participation_ratio", "norm_H", "norm_W", "norms")
 #: floor of the scale each observable's residuals are divided by (its natural resolution)
 FLOORS = {"gram_H": 0.02, "gram_W": 0.02, "relations": 0.02, "semantic_gap": 0.02, "etf_distance": 0.02,
-          "effective_rank": 0.1, "norm_H": 0.05, "norm_W": 0.05, "norms": 0.05}
+          "effective_rank": 0.1, "participation_ratio": 0.1, "norm_H": 0.05, "norm_W": 0.05, "norms": 0.05}
+#: the centring of every observable built on cosines (reports and JSON print it)
+CONVENTIONS = {
+    "gram_H": "cosines of the centred features (minus their mean over contexts)",
+    "gram_W": "cosines of the centred classifier rows (minus their mean over classes)",
+    "relations": "mean cosine of the centred features per relation",
+    "semantic_gap": _metrics.gap_convention(_metrics.DEFAULT_GAP_CENTRED) + "; pairs with equal labels excluded",
+    "participation_ratio": "of the centred feature Gram",
+}
+
+
+def _gap_defined(problem) -> bool:
+    return problem.attributes is not None and _metrics.gap_pairs(problem.attributes, problem.labels).defined
 
 
 def default_observables(problem) -> tuple[str, ...]:
@@ -43,7 +75,7 @@ def default_observables(problem) -> tuple[str, ...]:
     fit of the geometry. Add ``"norms"`` explicitly when they matter (e.g. to identify an
     initial scale)."""
     out = ["relations" if problem.relations is not None else "gram_H"]
-    if problem.attributes is not None and _gap_masks(problem) is not None:
+    if _gap_defined(problem):
         out.append("semantic_gap")
     out.append("etf_distance")
     return tuple(out)
@@ -66,55 +98,12 @@ def check_observables(names, problem) -> tuple[str, ...]:
         if n == "relations" and problem.relations is None:
             raise ValueError("observables: 'relations' needs a problem with an association scheme (the run needs "
                              "attributes); use 'gram_H' instead")
-        if n == "semantic_gap" and (problem.attributes is None or _gap_masks(problem) is None):
+        if n == "semantic_gap" and not _gap_defined(problem):
             raise ValueError("observables: 'semantic_gap' needs attributes with pairs that share a value and pairs "
                              "that share none")
     if len(set(names)) != len(names):
         raise ValueError(f"observables: repeated names in {names}")
     return names
-
-
-def _cosines(G: np.ndarray) -> np.ndarray:
-    """(T, n, n) cosine matrices (zero-norm vectors: cosine 0, diagonal 1), as metrics.cosine."""
-    diag = np.clip(np.einsum("tii->ti", G), 0.0, None)
-    norm = np.sqrt(diag)
-    inv = np.where(norm > 0, 1.0 / np.where(norm > 0, norm, 1.0), 0.0)
-    C = np.clip(G * inv[:, :, None] * inv[:, None, :], -1.0, 1.0)
-    idx = np.arange(G.shape[1])
-    C[:, idx, idx] = 1.0
-    return C
-
-
-def _gap_masks(problem):
-    """(any, none) boolean masks of the pairs sharing some / no attribute value, as in
-    :func:`ufm.metrics.semantic_gap` (pairs with equal labels excluded when K < N); None when
-    either set is empty."""
-    A = problem.attributes
-    N = problem.N
-    valid = np.triu(np.ones((N, N), dtype=bool), k=1)
-    if problem.labels is not None and problem.K < N:
-        lab = problem.labels
-        valid &= lab[:, None] != lab[None, :]
-    share = np.zeros((N, N), dtype=bool)
-    for f in range(A.shape[1]):
-        share |= A[:, f, None] == A[None, :, f]
-    anym, none = share & valid, valid & ~share
-    if not anym.any() or not none.any():
-        return None
-    return anym, none
-
-
-def _etf_hat(problem) -> np.ndarray:
-    from ..metrics import etf_target
-    N = problem.N
-    E = etf_target(problem.labels) if problem.labels is not None else etf_target(n=N)
-    E = _double_centre(E)
-    return E / np.linalg.norm(E)
-
-
-def _double_centre(G):
-    G = G - G.mean(axis=-2, keepdims=True)
-    return G - G.mean(axis=-1, keepdims=True)
 
 
 def observe(gram_H, gram_W, problem, names) -> dict:
@@ -127,53 +116,40 @@ def observe(gram_H, gram_W, problem, names) -> dict:
         names: observable names (module table).
 
     Returns:
-        dict name -> (T, m) float array (NaN where undefined, e.g. a zero Gram).
+        dict name -> (T, m) float array (NaN at saves whose Grams are not valid Grams, and
+        where a metric is undefined, e.g. a zero Gram).
     """
     GH = np.asarray(gram_H, dtype=np.float64)
     GW = np.asarray(gram_W, dtype=np.float64)
     GH = 0.5 * (GH + GH.transpose(0, 2, 1))
     GW = 0.5 * (GW + GW.transpose(0, 2, 1))
+    ok = _metrics.is_gram(GH) & _metrics.is_gram(GW)
+    GH, GW = GH[ok], GW[ok]
+    T = ok.shape[0]
     out = {}
     CH = None
     for n in names:
-        if n in ("gram_H", "relations", "semantic_gap") and CH is None:
-            CH = _cosines(GH)
+        if n in ("gram_H", "relations") and CH is None:
+            CH = _metrics.cosine(GH, centred=True)
         if n == "gram_H":
             iu = np.triu_indices(problem.N, k=1)
-            out[n] = CH[:, iu[0], iu[1]]
+            value = CH[:, iu[0], iu[1]]
         elif n == "gram_W":
             iu = np.triu_indices(problem.K, k=1)
-            out[n] = _cosines(GW)[:, iu[0], iu[1]]
+            value = _metrics.cosine(GW, centred=True)[:, iu[0], iu[1]]
         elif n == "relations":
-            cols = []
-            for R in problem.relations[1:]:
-                mask = np.asarray(R, dtype=bool)
-                cols.append(CH[:, mask].mean(axis=1))
-            out[n] = np.stack(cols, axis=1)
-        elif n == "semantic_gap":
-            anym, none = _gap_masks(problem)
-            out[n] = (CH[:, anym].mean(axis=1) - CH[:, none].mean(axis=1))[:, None]
-        elif n == "etf_distance":
-            E = _etf_hat(problem)
-            C = _double_centre(GH)
-            norm = np.linalg.norm(C, axis=(1, 2))
-            scale = np.linalg.norm(GH, axis=(1, 2))
-            ok = norm > 10.0 * GH.shape[1] * np.finfo(np.float64).eps * scale
-            d = np.full(GH.shape[0], np.nan)
-            d[ok] = np.minimum(np.linalg.norm(C[ok] / norm[ok, None, None] - E, axis=(1, 2)), 2.0)
-            out[n] = d[:, None]
-        elif n == "effective_rank":
-            lam = np.clip(np.linalg.eigvalsh(GH), 0.0, None)
-            tot = lam.sum(axis=1, keepdims=True)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                p = np.where(tot > 0, lam / np.where(tot > 0, tot, 1.0), 0.0)
-                ent = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
-            out[n] = np.where(tot[:, 0] > 0, np.exp(ent), 0.0)[:, None]
+            value = np.stack([CH[:, np.asarray(R, dtype=bool)].mean(axis=1) for R in problem.relations[1:]], axis=1)
+        elif n in ("semantic_gap", "etf_distance", "effective_rank", "participation_ratio"):
+            value = _metrics.evaluate(n, gram_H=GH, problem=problem)[:, None]
         elif n in ("norm_H", "norm_W", "norms"):
+            rms = {"norm_H": _metrics.evaluate("norm_H", gram_H=GH) / np.sqrt(problem.N),
+                   "norm_W": _metrics.evaluate("norm_W", gram_W=GW) / np.sqrt(problem.K)}
             with np.errstate(divide="ignore"):
-                nh = 0.5 * np.log(np.clip(np.einsum("tii->t", GH), 0.0, None) / GH.shape[1])
-                nw = 0.5 * np.log(np.clip(np.einsum("tii->t", GW), 0.0, None) / GW.shape[1])
-            out[n] = {"norm_H": nh[:, None], "norm_W": nw[:, None], "norms": np.stack([nh, nw], axis=1)}[n]
+                logs = {k: np.log(v) for k, v in rms.items()}
+            value = np.stack([logs["norm_H"], logs["norm_W"]], axis=1) if n == "norms" else logs[n][:, None]
+        full = np.full((T,) + value.shape[1:], np.nan)
+        full[ok] = value
+        out[n] = full
     return out
 
 

@@ -370,8 +370,9 @@ class Run:
     # -- reports ------------------------------------------------------------------------------
     def metrics(self) -> dict:
         """Per-checkpoint geometry: dict of (T,) arrays ``etf_distance``, ``semantic_gap`` (when
-        the run has attributes and the gap is defined), ``effective_rank``, ``norm_H``,
-        ``norm_W`` (root-mean-square row norms), ``loss`` (when logged)."""
+        the run has attributes and the gap is defined; centred cosines, pairs with equal labels
+        excluded), ``effective_rank`` (entropy), ``participation_ratio`` (of the centred
+        G_H), ``norm_H``, ``norm_W`` (root-mean-square row norms), ``loss`` (when logged)."""
         tr = self.trajectory()
         out = {"etf_distance": tr.metric("etf_distance")}
         if self.attributes is not None:
@@ -380,6 +381,7 @@ class Run:
             except ValueError:
                 pass
         out["effective_rank"] = tr.metric("effective_rank")
+        out["participation_ratio"] = tr.metric("participation_ratio")
         out["norm_H"] = tr.metric("norm_H") / np.sqrt(self.N)
         out["norm_W"] = tr.metric("norm_W") / np.sqrt(self.K)
         if self.loss is not None:
@@ -402,16 +404,19 @@ class Run:
         rows = [0, self.T - 1]
         if "semantic_gap" in m:
             rows.insert(1, int(np.argmax(m["semantic_gap"])))
+        if "semantic_gap" in m:
+            from ..metrics import gap_convention
+            lines.append(f"gap        semantic gap from {gap_convention()}; pairs with equal labels excluded")
         lines.append("")
         names = [k for k in ("loss", "semantic_gap", "etf_distance", "effective_rank", "norm_H", "norm_W") if k in m]
         lines.append("step".rjust(10) + "".join(n.rjust(16) for n in names))
         for j in dict.fromkeys(rows):
             lines.append(str(self.steps[j]).rjust(10) + "".join(f"{m[n][j]:16.4g}" for n in names))
         if "semantic_gap" in m:
-            from ..metrics import transient_summary
-            ts = transient_summary(self.steps.astype(float), m["semantic_gap"])
+            from ..metrics import DEFAULT_GAP_CENTRED, transient_summary
+            ts = transient_summary(self.steps.astype(float), m["semantic_gap"], centred=DEFAULT_GAP_CENTRED)
             lines.append("")
-            lines.append(f"transient  peak semantic gap {ts.peak:.3f} at step {ts.t_peak:g}; "
+            lines.append(f"transient  peak semantic gap {ts.peak:.3f} (centred) at step {ts.t_peak:g}; "
                          + (f"falls below 0.02 at step {ts.t_collapse:.3g}" if ts.collapsed else
                             f"still {m['semantic_gap'][-1]:.3f} at the last step (no collapse)"))
         ks = self.kernel_summary()
@@ -437,8 +442,8 @@ class Run:
             fig = plt.figure(figsize=(11, 6.5))
         m = self.metrics()
         x = self.steps.astype(float)
-        panels = [("semantic_gap", "semantic gap"), ("etf_distance", "ETF distance"),
-                  ("effective_rank", "effective rank of G_H"), ("norms", "rms norms"), ("loss", "loss")]
+        panels = [("semantic_gap", "semantic gap (centred)"), ("etf_distance", "ETF distance"),
+                  ("effective_rank", "entropy effective rank of G_H"), ("norms", "rms norms"), ("loss", "loss")]
         panels = [p for p in panels if p[0] in m or p[0] == "norms"]
         ks = self.kernel_summary()
         if ks is not None:

@@ -79,14 +79,15 @@ def main(args) -> int:
                 suffix = "_compare"
             report = result.report()
             payload = {"run": str(run.source), "best_aic": result.best("aic"), "best_bic": result.best("bic"),
-                       "table": result.table()}
+                       "table": result.table(), "conventions": result.conventions()}
         else:
             result = ufm.bridge.fit(run, args.model, _list(args.params), _list(args.observables),
                                     coupling=args.coupling, fixed=fixed or None, degree=args.degree, **kw)
             report = result.report()
             payload = {"run": str(run.source), **result.summary_row(), "params": result.params_,
                        "stderr": result.stderr_, "values": result.values_, "r2": result.r2_,
-                       "success": result.success_, "message": result.message_}
+                       "success": result.success_, "message": result.message_,
+                       "conventions": result.conventions()}
             suffix = "_fit"
     except (TypeError, ValueError) as exc:
         print(f"ufm fit: {exc}", file=sys.stderr)

@@ -214,13 +214,14 @@ def init_noise(problem, d: int, scale: float, samples: int = 300) -> float:
     """RMS semantic gap of random initial states: the noise floor of the metric at width d.
 
     The gap of a random init is not 0 (finite-width cosines fluctuate like 1/√d); a gap within
-    a few multiples of this value is noise, not semantic structure.
+    a few multiples of this value is noise, not semantic structure. The gap is the one the
+    trajectories report (``Trajectory.metric("semantic_gap")``: centred cosines).
     """
-    from ..metrics import semantic_gap
+    from ..metrics import evaluate
     from ..models import UFM
     model = UFM(problem)
-    gaps = [semantic_gap(x.H.T @ x.H, problem.attributes)
-            for x in (model.init(d, scale=scale, seed=10_000 + s) for s in range(samples))]
+    grams = np.stack([x.H.T @ x.H for x in (model.init(d, scale=scale, seed=10_000 + s) for s in range(samples))])
+    gaps = evaluate("semantic_gap", gram_H=grams, problem=problem)
     return float(np.sqrt(np.mean(np.square(gaps))))
 
 
@@ -229,7 +230,8 @@ def _summarise(tr, threshold: float) -> dict:
     s = tr.transient_summary(threshold=threshold)
     etf = tr.metric("etf_distance")
     return {"peak_gap": s.peak, "t_peak": s.t_peak, "t_collapse": s.t_collapse, "collapsed": s.collapsed,
-            "initial_gap": float(gap[0]), "final_gap": float(gap[-1]), "final_etf_distance": float(etf[-1])}
+            "initial_gap": float(gap[0]), "final_gap": float(gap[-1]), "final_etf_distance": float(etf[-1]),
+            "gap_centred": s.centred}
 
 
 def scaling_study(cfg: Config, progress=None) -> dict:
@@ -331,7 +333,10 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
     out = out or cfg.out
     os.makedirs(os.path.join(out, "trajectories"), exist_ok=True)
     say = progress or (lambda msg: None)
-    results, summary = {}, {"config": {k: v for k, v in asdict(cfg).items()}, "settings": {}}
+    from ..metrics import DEFAULT_GAP_CENTRED, gap_convention
+    results, summary = {}, {"config": {k: v for k, v in asdict(cfg).items()}, "settings": {},
+                            "conventions": {"semantic_gap": gap_convention(DEFAULT_GAP_CENTRED),
+                                            "relation_cosines_at_peak": gap_convention(True)}}
     for spec in cfg.settings:
         say(f"{spec['name']}: standard and coupled UFM from the same init (d = {cfg.d})")
         res = run_setting(spec, cfg)
@@ -368,7 +373,7 @@ def _relation_cosines_at_peak(tr, threshold):
     from .. import metrics
     s = tr.transient_summary(threshold=threshold)
     j = int(np.argmin(np.abs(np.log(tr.t) - np.log(s.t_peak))))
-    C = metrics.cosine(tr.gram_H[j])
+    C = metrics.cosine(tr.gram_H[j], centred=True)      # the cosines the (centred) gap averages
     return {name: float(C[R.astype(bool)].mean()) for name, R in zip(p.relation_names, p.relations)}
 
 
@@ -380,7 +385,9 @@ def results_markdown(summary: dict) -> str:
     """The markdown results table (what the README shows), from a summary dict."""
     cfg = summary["config"]
     lines = [f"Coupled vs standard UFM, CE, λ_W = λ_H = {cfg['lam']:g}, β = {cfg['beta']:g}, "
-             f"d = {cfg['d']}, init scale {cfg['init_scale']:g}, seed {cfg['seed']}; collapse = semantic gap "
+             f"d = {cfg['d']}, init scale {cfg['init_scale']:g}, seed {cfg['seed']}; semantic gap = mean cosine "
+             f"of pairs sharing an attribute minus pairs sharing none, from "
+             f"{summary['conventions']['semantic_gap']}; collapse = semantic gap "
              f"below {cfg['threshold']:g} after its peak; σ = RMS gap of random inits (noise floor), a peak "
              f"below {NOISE_BAND:g}σ is no transient.", "",
              "| setting | K = N | σ (init noise) | model | initial gap | peak gap | t of peak | collapse time "
@@ -433,7 +440,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str) -> list:
         t = res["coupled"].t
         summ = {k: tr.transient_summary(threshold=cfg.threshold) for k, tr in labels.items()}
         plot.metric_curves(t, {k: tr.metric("semantic_gap") for k, tr in labels.items()}, ax=ax[0, 0],
-                           ylabel="semantic gap", summaries=summ, threshold=cfg.threshold,
+                           ylabel="semantic gap (centred)", summaries=summ, threshold=cfg.threshold,
                            title="semantic gap (• peak, -- collapse)")
         plot.metric_curves(t, {k: tr.metric("etf_distance") for k, tr in labels.items()}, ax=ax[0, 1],
                            ylabel="ETF distance of G_H", title="distance to the simplex ETF")
@@ -505,7 +512,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str) -> list:
             curves[key] = res[label].metric("semantic_gap")
             styles[key] = {"color": f"C{k}", "ls": "-" if label == "coupled" else "--"}
             summ[key] = res[label].transient_summary(threshold=cfg.threshold)
-    plot.metric_curves(t, curves, ax=b[0], ylabel="semantic gap", summaries=summ, threshold=cfg.threshold,
+    plot.metric_curves(t, curves, ax=b[0], ylabel="semantic gap (centred)", summaries=summ, threshold=cfg.threshold,
                        styles=styles, title="semantic gap: structure, then collapse (-- standard UFM)")
     plot.metric_curves(t, {f"{n} coupled": r["coupled"].metric("etf_distance") for n, r in results.items()},
                        ax=b[1], ylabel="ETF distance of G_H", title="distance to the simplex ETF",

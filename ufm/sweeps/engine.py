@@ -20,7 +20,7 @@ from .. import metrics as _metrics
 from ..trajectory import Trajectory
 from .specs import build, rebuild_explicit
 
-__all__ = ["run_payloads", "summarize", "summary_of", "resummarize", "gap_curve", "build_payload"]
+__all__ = ["run_payloads", "summarize", "summary_of", "resummarize", "build_payload"]
 
 def build_payload(payload: dict):
     """(model, init, space) of a payload (a spec or an explicit pair)."""
@@ -32,32 +32,9 @@ def build_payload(payload: dict):
     return model, init, payload["space"]
 
 
-def gap_curve(gram_H: np.ndarray, problem) -> np.ndarray:
-    """Semantic gap at every save, (T,), from G_H (T, N, N): vectorised
-    :func:`ufm.metrics.semantic_gap` with the pairs of :meth:`Trajectory.metric`
-    (equal labels excluded when K < N). ``nan`` when a pair set is empty."""
-    attrs = problem.attributes
-    N = gram_H.shape[-1]
-    G = 0.5 * (gram_H + np.swapaxes(gram_H, -1, -2))
-    diag = np.clip(np.diagonal(G, axis1=-2, axis2=-1), 0.0, None)
-    norms = np.sqrt(diag)
-    inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
-    cos = np.clip(G * inv[:, :, None] * inv[:, None, :], -1.0, 1.0)
-    valid = np.triu(np.ones((N, N), dtype=bool), k=1)
-    if problem.labels is not None and problem.K < problem.N:
-        lab = problem.labels
-        valid &= lab[:, None] != lab[None, :]
-    share = np.zeros((N, N), dtype=bool)
-    for f in range(attrs.shape[1]):
-        share |= (attrs[:, f, None] == attrs[None, :, f]) & valid
-    none = valid & ~share
-    if not share.any() or not none.any():
-        return np.full(G.shape[0], np.nan)
-    return cos[:, share].mean(axis=1) - cos[:, none].mean(axis=1)
-
-
 def summarize(t, loss, gram_H, logits, problem, threshold: float = 0.02) -> dict:
-    """Default summary metrics of one trajectory (NaN where undefined or not saved).
+    """Default summary metrics of one trajectory (NaN where undefined or not saved), all from
+    :func:`ufm.metrics.evaluate` (the metrics ``Trajectory.metric`` reports).
 
     Arguments:
         t: (T,) save times reached; loss: (T,) objective.
@@ -68,29 +45,32 @@ def summarize(t, loss, gram_H, logits, problem, threshold: float = 0.02) -> dict
 
     Returns:
         dict with ``t_final``, ``loss_final``, ``accuracy_final``, ``etf_distance_final``,
-        ``gap_final``, ``gap_peak``, ``t_peak``, ``t_collapse``, ``collapsed``.
+        ``gap_final``, ``gap_peak``, ``t_peak``, ``t_collapse``, ``collapsed`` and
+        ``gap_centred`` (the gap's convention: True, centred cosines; pairs with equal labels
+        excluded).
     """
     nan = float("nan")
     out = {"t_final": nan, "loss_final": nan, "accuracy_final": nan, "etf_distance_final": nan,
-           "gap_final": nan, "gap_peak": nan, "t_peak": nan, "t_collapse": nan, "collapsed": False}
+           "gap_final": nan, "gap_peak": nan, "t_peak": nan, "t_collapse": nan, "collapsed": False,
+           "gap_centred": _metrics.DEFAULT_GAP_CENTRED}
     if len(t) == 0:
         return out
     out["t_final"] = float(t[-1])
     out["loss_final"] = float(loss[-1])
     labels = problem.labels
     if logits is not None and labels is not None:
-        out["accuracy_final"] = float(np.mean(np.argmax(logits[-1], axis=0) == labels))
+        out["accuracy_final"] = _metrics.evaluate("accuracy", logits=logits[-1], problem=problem)
     if gram_H is not None and labels is not None and problem.N >= 2:
         try:
-            out["etf_distance_final"] = _metrics.etf_distance(gram_H[-1], labels=labels)
+            out["etf_distance_final"] = _metrics.evaluate("etf_distance", gram_H=gram_H[-1], problem=problem)
         except ValueError:
             pass
-    if gram_H is not None and problem.attributes is not None:
-        gap = gap_curve(gram_H, problem)
+    if gram_H is not None and problem.attributes is not None and np.all(np.isfinite(gram_H)) \
+            and _metrics.gap_pairs(problem.attributes, labels).defined:
+        gap = _metrics.evaluate("semantic_gap", gram_H=gram_H, problem=problem)
         out["gap_final"] = float(gap[-1])
-        if np.all(np.isfinite(gap)):
-            s = _metrics.transient_summary(t, gap, threshold=threshold)
-            out.update(gap_peak=s.peak, t_peak=s.t_peak, t_collapse=s.t_collapse, collapsed=bool(s.collapsed))
+        s = _metrics.transient_summary(t, gap, threshold=threshold, centred=out["gap_centred"])
+        out.update(gap_peak=s.peak, t_peak=s.t_peak, t_collapse=s.t_collapse, collapsed=bool(s.collapsed))
     return out
 
 
