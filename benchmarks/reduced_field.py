@@ -114,6 +114,23 @@ def _median_time(fn, repeat=7):
     return statistics.median(times)
 
 
+def _generated_rhs(model):
+    """The sympy-generated numba right-hand side of ufm.theory for this model, or None."""
+    from ufm.theory import _generated_reduced as gen
+    from ufm.theory import codegen
+    sym = ufm.theory.reduce(model)
+    key = codegen.variant_key(sym.ode.scheme, sym.ode.bias)
+    if key not in gen.VARIANTS:
+        return None
+    fn = getattr(gen, "rhs_" + key)
+
+    @njit
+    def loop(n, ce, y, par, dy):
+        for _ in range(n):
+            fn(ce, y, par, dy)
+    return loop, sym
+
+
 def per_evaluation(model):
     r = Reduction.from_model(model)
     tab_i, tab_f = r.pack()
@@ -128,7 +145,14 @@ def per_evaluation(model):
     n_red, n_gram = 200_000, max(200, int(2e8 / (model.K * model.N * (model.K + model.N))))
     t_red = _median_time(lambda: _reduced_loop(n_red, y, dy, ip, coef, tab_i, tab_f, work)) / n_red
     t_gram = _median_time(lambda: _gram_loop(n_gram, yg, dyg, ip, coef, Y, pi, theta, workg)) / n_gram
-    return r, t_red, t_gram
+    t_gen = float("nan")
+    generated = _generated_rhs(model)
+    if generated is not None:
+        loop, sym = generated
+        # the theory orders coefficients differently; the time does not depend on the order
+        ce = 1 if model.loss_name == "ce" else 0
+        t_gen = _median_time(lambda: loop(n_red, ce, y.copy(), sym.par, np.zeros_like(y))) / n_red
+    return r, t_red, t_gram, t_gen
 
 
 def per_solve(model, driver, repeat=7):
@@ -191,10 +215,11 @@ def main():
     for levels in ((3, 3), (10, 10)):
         p = ufm.settings.factorial(levels)
         model = ufm.UFM(p, lambda_W=LAM, lambda_H=LAM, coupling=p.kernel("attribute", BETA))
-        r, e_red, e_gram = per_evaluation(model)
+        r, e_red, e_gram, e_gen = per_evaluation(model)
         s = per_solve(model, driver)
         print(f"factorial{levels} (K = N = {p.N}, reduced state {r.size} vs Gram {p.K * p.N + p.K ** 2 + p.N ** 2}):")
-        print(f"  per evaluation: reduced {e_red * 1e9:.0f} ns, Gram {e_gram * 1e6:.2f} µs (x{e_gram / e_red:.0f})")
+        print(f"  per evaluation: reduced {e_red * 1e9:.0f} ns, Gram {e_gram * 1e6:.2f} µs (x{e_gram / e_red:.0f}), "
+              f"ufm.theory's generated code {e_gen * 1e9:.0f} ns")
         print(f"  per solve: reduced {s['reduced_s'] * 1e3:.3f} ms ({s['reduced_rhs']} rhs), Gram ufm.solve "
               f"{s['gram_s'] * 1e3:.2f} ms ({s['gram_rhs']} rhs), x{s['gram_s'] / s['reduced_s']:.0f}; "
               f"Reduction.from_model + pack {s['setup_s'] * 1e3:.2f} ms; "

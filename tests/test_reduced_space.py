@@ -134,6 +134,20 @@ def test_field_is_right_at_large_logits():
     assert abs(data - data_ref) <= 1e-14 * abs(data_ref)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_diverged_state_gives_nan_not_a_crash(bad):
+    """A non-finite logit coefficient makes the field and the loss NaN (what the driver's
+    non-finite check catches) instead of indexing exp_nonpositive's table with garbage."""
+    p = ufm.settings.factorial((2, 3))
+    model = ufm.UFM(p, lambda_W=0.01, lambda_H=0.01, coupling=p.kernel("attribute", 0.5))
+    r = Reduction.from_model(model)
+    field, objective = _kernel(model, r)
+    y = _random_states(r, 1)[0]
+    y[1] = bad
+    assert np.isnan(field(y)).any()
+    assert np.isnan(objective(y)[1])
+
+
 # ---------------------------------------------------------------------------------------------
 # against the symbolic field of ufm.theory
 # ---------------------------------------------------------------------------------------------

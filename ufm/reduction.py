@@ -120,6 +120,9 @@ class Reduction:
             raise TypeError(f"model: expected a ufm.UFM, got {type(model).__name__}")
         problem = model.problem
         _check_problem(problem)
+        if isinstance(model.coupling, PiecewiseCoupling):
+            raise ValueError("coupling: space='reduced' needs a constant coupling Θ (None or an N×N matrix in the "
+                             "span of problem.relations), got a PiecewiseCoupling")
         labels = problem.labels
         K, N = problem.K, problem.N
         R = np.asarray(problem.relations, dtype=float)                 # (nR, N, N)
@@ -170,9 +173,6 @@ class Reduction:
         eps = _structure_constants(BmT, Bm, R_index, nR, "B_aᵀ B_b", "context")
         p = _structure_constants(Rm, Rm, R_index, nR, "R_a R_b", "context")
 
-        if isinstance(model.coupling, PiecewiseCoupling):
-            raise ValueError("coupling: space='reduced' needs a constant coupling Θ (None or an N×N matrix in the "
-                             "span of problem.relations), got a PiecewiseCoupling")
         if model.coupling is None:
             theta = np.zeros(nR)
             theta[0] = 1.0

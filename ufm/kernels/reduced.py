@@ -160,6 +160,15 @@ def _logit_gradient(y, ip, tab_i, tab_f, work, og):
     if ip[IP_BIAS]:
         bias = y[nB + tab_i[TI_NC] + tab_i[TI_NR]]
     if ip[IP_LOSS] == LOSS_CE:
+        zsum = 0.0
+        for a in range(nB):
+            zsum += y[a]
+        if not np.isfinite(zsum):
+            # a diverged state: report NaN (the driver's non-finite check) rather than feed
+            # NaN to exp_nonpositive, whose table index it would corrupt
+            for a in range(nB):
+                work[og + a] = np.nan
+            return np.nan
         zmax = y[0]
         for a in range(1, nB):
             if y[a] > zmax:
