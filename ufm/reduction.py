@@ -120,6 +120,9 @@ class Reduction:
             raise TypeError(f"model: expected a ufm.UFM, got {type(model).__name__}")
         problem = model.problem
         _check_problem(problem)
+        if isinstance(model.coupling, PiecewiseCoupling):
+            raise ValueError("coupling: space='reduced' needs a constant coupling Θ (None or an N×N matrix in the "
+                             "span of problem.relations), got a PiecewiseCoupling")
         labels = problem.labels
         K, N = problem.K, problem.N
         R = np.asarray(problem.relations, dtype=float)                 # (nR, N, N)
@@ -170,9 +173,6 @@ class Reduction:
         eps = _structure_constants(BmT, Bm, R_index, nR, "B_aᵀ B_b", "context")
         p = _structure_constants(Rm, Rm, R_index, nR, "R_a R_b", "context")
 
-        if isinstance(model.coupling, PiecewiseCoupling):
-            raise ValueError("coupling: space='reduced' needs a constant coupling Θ (None or an N×N matrix in the "
-                             "span of problem.relations), got a PiecewiseCoupling")
         if model.coupling is None:
             theta = np.zeros(nR)
             theta[0] = 1.0
@@ -228,45 +228,41 @@ class Reduction:
     # -- kernel tables ---------------------------------------------------------------------------
     def pack(self) -> tuple:
         """Tables for :func:`ufm.kernels.reduced.reduced_field`: ``(tab_i, tab_f)``, int64 and
-        float64, laid out as documented in :mod:`ufm.kernels.reduced`. Structure constants are
-        stored as sparse lists of their nonzero entries; the coupling's θ is folded into the
-        two linear Θ tables."""
+        float64, laid out as documented in :mod:`ufm.kernels.reduced`. The structure constants
+        are stored as sparse lists of their nonzero entries, indexed by position in the
+        kernel's work buffer; the coupling's θ is folded into the linear Θ entries."""
         nB, nC, nR = self.sizes
-        theta_B = np.einsum("abc,b->ac", self.alpha, self.theta)
-        theta_R = np.einsum("abc,b->ac", self.p, self.theta)
-        tables = [None] * _kr.N_TABLES
-        tables[_kr.TAB_GH] = self.alpha
-        tables[_kr.TAB_WG] = self.gamma
-        tables[_kr.TAB_GM] = self.delta
-        tables[_kr.TAB_MG] = self.eps
-        tables[_kr.TAB_THETA_B] = theta_B if self.coupled else np.zeros((0, 0))
-        tables[_kr.TAB_THETA_R] = theta_R if self.coupled else np.zeros((0, 0))
+        at = _kr.work_layout(nB, nC, nR)
+        # (table, offsets of its operands and output in the work buffer)
+        bilinear = [(self.alpha, (at["g"], at["h"], at["T1"])), (self.gamma, (at["w"], at["g"], at["T2"])),
+                    (self.delta, (at["g"], at["m"], at["S"])), (self.eps, (at["m"], at["g"], at["U"]))]
+        linear = []
+        if self.coupled:
+            linear = [(np.einsum("abc,b->ac", self.alpha, self.theta), (at["T2"], at["T3"])),
+                      (np.einsum("abc,b->ac", self.p, self.theta), (at["U"], at["V"]))]
+        b_idx, b_val = _entries(bilinear)
+        l_idx, l_val = _entries(linear)
 
         head_i = np.zeros(_kr.TI_HEADER, dtype=np.int64)
         head_i[_kr.TI_NB], head_i[_kr.TI_NC], head_i[_kr.TI_NR] = nB, nC, nR
         head_i[_kr.TI_K], head_i[_kr.TI_N] = self.K, self.N
         head_i[_kr.TI_LABEL] = self.label
         head_i[_kr.TI_COUPLED] = int(self.coupled)
+        head_i[_kr.TI_NNZ_BILINEAR], head_i[_kr.TI_NNZ_LINEAR] = len(b_val), len(l_val)
+        head_i[_kr.TI_OFF_BILINEAR] = _kr.TI_HEADER
+        head_i[_kr.TI_OFF_LINEAR] = _kr.TI_HEADER + b_idx.size
         head_f = np.zeros(_kr.TF_HEADER)
         head_f[_kr.TF_WEIGHT] = self.weight
         head_f[_kr.TF_WEIGHT_SUM] = self.weight * self.N
-        vectors = [self.col_valency, self.row_valency, self.theta_pinv * self.R_count]
-        parts_i, parts_f = [head_i], [head_f]
-        off_f = _kr.TF_HEADER
-        for slot, vec in zip((_kr.TI_OFF_COLV, _kr.TI_OFF_ROWV, _kr.TI_OFF_TRACE), vectors):
+        parts_f, off_f = [head_f], _kr.TF_HEADER
+        for slot, vec in ((_kr.TI_OFF_COLV, self.col_valency), (_kr.TI_OFF_ROWV, self.row_valency),
+                          (_kr.TI_OFF_TRACE, self.theta_pinv * self.R_count), (_kr.TI_OFF_BVAL, b_val),
+                          (_kr.TI_OFF_LVAL, l_val)):
             head_i[slot] = off_f
             parts_f.append(np.asarray(vec, dtype=float))
             off_f += len(vec)
-        off_i = _kr.TI_HEADER
-        for t, table in enumerate(tables):
-            idx = np.argwhere(table != 0)                        # row-major: sorted by a, then b
-            d = _kr.TI_TABLES + 3 * t
-            head_i[d], head_i[d + 1], head_i[d + 2] = len(idx), off_i, off_f
-            parts_i.append(idx.astype(np.int64).ravel())
-            parts_f.append(table[tuple(idx.T)] if len(idx) else np.zeros(0))
-            off_i += idx.size
-            off_f += len(idx)
-        return np.ascontiguousarray(np.concatenate(parts_i)), np.ascontiguousarray(np.concatenate(parts_f))
+        tab_i = np.concatenate([head_i, b_idx.ravel(), l_idx.ravel()]).astype(np.int64)
+        return np.ascontiguousarray(tab_i), np.ascontiguousarray(np.concatenate(parts_f))
 
     # -- states -----------------------------------------------------------------------------------
     def isotropic(self, scale: float) -> np.ndarray:
@@ -422,6 +418,26 @@ def _partition_by_counts(counts: np.ndarray):
     rank[order] = np.arange(len(keys))
     index = rank[inverse.ravel()].reshape(counts.shape[1:])
     return index, keys[order]
+
+
+def _entries(tables):
+    """Sparse entries of several tables as (index tuples, values), indices shifted by each
+    table's work-buffer offsets (one offset per axis), interleaved by output: the first entry
+    of every output, then the second, … (consecutive updates then rarely hit one element,
+    which would serialise them)."""
+    rows = []
+    for table, offsets in tables:
+        for pos in np.argwhere(table != 0):
+            rows.append((tuple(int(o + q) for o, q in zip(offsets, pos)), float(table[tuple(pos)])))
+    if not rows:
+        return np.zeros((0, 0), dtype=np.int64), np.zeros(0)
+    seen: dict = {}
+    rank = []
+    for idx, _ in rows:
+        rank.append(seen.get(idx[-1], 0))
+        seen[idx[-1]] = rank[-1] + 1
+    order = sorted(range(len(rows)), key=lambda e: (rank[e], rows[e][0][-1]))
+    return (np.array([rows[e][0] for e in order], dtype=np.int64), np.array([rows[e][1] for e in order]))
 
 
 def _merged_name(key, names) -> str:

@@ -24,44 +24,54 @@ coefficients θ_a are folded into the tables).
 
 State layout (``y``, float64): ``[m (nB), w (nC), h (nR), b (1, if bias)]``.
 
+Work buffer (``work``, float64, length :func:`reduced_work_size` = 5 nB + 2 nC + 3 nR), in order::
+
+    m (nB), w (nC), h (nR)     a copy of the state, so that one index space holds every operand
+    g (nB)                     relation coefficients of G = ∂ℓ/∂Z
+    T1 (nB)  = G G_H           T2 (nB) = G_W G + λ_H M        S (nC) = G Mᵀ
+    U (nR)   = Mᵀ G + λ_H G_H  T3 (nB) = T2 Θ                 V (nR) = U Θ
+
 Integer table ``tab_i`` (int64)::
 
     tab_i[TI_NB], tab_i[TI_NC], tab_i[TI_NR]   number of logit (B), class (C), context (R) relations
     tab_i[TI_K], tab_i[TI_N]                   classes K and contexts N
     tab_i[TI_LABEL]                            index of the label relation (B_label = Y)
-    tab_i[TI_COUPLED]                          0 when Θ = I (the Θ products are skipped)
+    tab_i[TI_COUPLED]                          0 when Θ = I (T3 = T2 and V = U, no Θ pass)
     tab_i[TI_OFF_COLV]                         offset in tab_f of the column valencies v (nB)
     tab_i[TI_OFF_ROWV]                         offset in tab_f of the row valencies ρ (nB)
     tab_i[TI_OFF_TRACE]                        offset in tab_f of the trace weights τ (nR)
-    tab_i[TI_TABLES + 3t + 0]                  number of nonzero entries of table t
-    tab_i[TI_TABLES + 3t + 1]                  offset in tab_i of its index tuples
-    tab_i[TI_TABLES + 3t + 2]                  offset in tab_f of its values
-    tab_i[TI_HEADER:]                          index tuples: (a, b, c) for a bilinear table,
-                                               (a, c) for a linear one, entry after entry
+    tab_i[TI_NNZ_BILINEAR], tab_i[TI_NNZ_LINEAR]   numbers of bilinear and linear entries
+    tab_i[TI_OFF_BILINEAR], tab_i[TI_OFF_LINEAR]   offsets in tab_i of their index tuples
+    tab_i[TI_OFF_BVAL], tab_i[TI_OFF_LVAL]         offsets in tab_f of their values
 
 Float table ``tab_f`` (float64)::
 
     tab_f[TF_WEIGHT]        π, the (equal) weight of every context
     tab_f[TF_WEIGHT_SUM]    Σ_i π_i = N π
-    then v, ρ, τ and the values of the tables at the offsets above.
+    then v, ρ, τ and the entry values at the offsets above.
 
-Tables (t), each a sparse list: bilinear ``out_c = Σ value · x_a y_b``, linear ``out_c = Σ value · x_a``::
+Entries (sparse lists of the nonzero structure constants; indices are positions in ``work``)::
 
-    TAB_GH      (g ∈ B, h ∈ R) -> B     B_a R_b = Σ_c alpha[a, b, c] B_c        (G G_H)
-    TAB_WG      (w ∈ C, g ∈ B) -> B     C_a B_b = Σ_c gamma[a, b, c] B_c        (G_W G)
-    TAB_GM      (g ∈ B, m ∈ B) -> C     B_a B_bᵀ = Σ_c delta[a, b, c] C_c       (G Mᵀ)
-    TAB_MG      (m ∈ B, g ∈ B) -> R     B_aᵀ B_b = Σ_c eps[a, b, c] R_c         (Mᵀ G)
-    TAB_THETA_B  x ∈ B -> B             X Θ: value[a, c] = Σ_b θ_b alpha[a, b, c]
-    TAB_THETA_R  x ∈ R -> R             X Θ: value[a, c] = Σ_b θ_b p[a, b, c]
+    bilinear (i, j, k), value:  work[k] += value · work[i] · work[j]
+        G G_H:  i in g, j in h, k in T1    B_a R_b = Σ_c alpha[a, b, c] B_c
+        G_W G:  i in w, j in g, k in T2    C_a B_b = Σ_c gamma[a, b, c] B_c
+        G Mᵀ:   i in g, j in m, k in S     B_a B_bᵀ = Σ_c delta[a, b, c] C_c
+        Mᵀ G:   i in m, j in g, k in U     B_aᵀ B_b = Σ_c eps[a, b, c] R_c
+    linear (i, k), value:       work[k] += value · work[i]      (only when coupled)
+        T2 Θ:   i in T2, k in T3           value = Σ_b θ_b alpha[a, b, c]
+        U Θ:    i in U, k in V             value = Σ_b θ_b p[a, b, c]
 
-Maths (g the relation coefficients of G = ∂ℓ/∂Z, z = m + b the logit coefficients)::
+One pass over each list computes all products (one loop, no per-product calls); the entries are
+interleaved by output so that consecutive updates rarely hit the same element.
+
+Maths (g the relation coefficients of G, z = m + b the logit coefficients)::
 
     CE:  g_a = π (e^{z_a} / Σ_c v_c e^{z_c} − [a = label]),  ℓ = Nπ (log Σ_c v_c e^{z_c} − z_label)
     MSE: g_a = π (z_a − [a = label]),                         ℓ = Nπ ½ Σ_a v_a (z_a − [a = label])²
 
-    dm = −η_W (GH(g, h) + λ_W m) − η_H (ΘB(WG(w, g) + λ_H m) + λ_E m)
-    dw = −2 η_W (GM(g, m) + λ_W w)                 (G Mᵀ is symmetric in the span: C_aᵀ = C_a)
-    dh = −2 η_H (ΘR(MG(m, g) + λ_H h) + λ_E h)     (V = UΘ is symmetric in the span: R_aᵀ = R_a)
+    dm = −η_W (T1 + λ_W m) − η_H (T3 + λ_E m)
+    dw = −2 η_W (S + λ_W w)                 (G Mᵀ + M Gᵀ = 2S: S is symmetric in the span, C_aᵀ = C_a)
+    dh = −2 η_H (V + λ_E h)                 (V + Vᵀ = 2V: V is symmetric in the span, R_aᵀ = R_a)
     db = −η_b (Σ_a ρ_a g_a + λ_b b)
 
     objective = ℓ + λ_W/2 K w_0 + λ_H/2 N h_0 + λ_b/2 K b² + λ_E/2 Σ_a τ_a h_a,
@@ -73,7 +83,7 @@ with τ_a = φ_a · |R_a| (Θ⁺ = Σ_a φ_a R_a, |R_a| the number of pairs in R
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
 from .expfn import exp_nonpositive
 from .layout import C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, IP_BIAS, IP_LOSS, LOSS_CE
@@ -88,22 +98,37 @@ TI_COUPLED = 6
 TI_OFF_COLV = 7
 TI_OFF_ROWV = 8
 TI_OFF_TRACE = 9
-TI_TABLES = 10
-
-TAB_GH = 0
-TAB_WG = 1
-TAB_GM = 2
-TAB_MG = 3
-TAB_THETA_B = 4
-TAB_THETA_R = 5
-N_TABLES = 6
-#: index tuple length of each table: 3 for bilinear (a, b, c), 2 for linear (a, c)
-TABLE_ARITY = (3, 3, 3, 3, 2, 2)
-TI_HEADER = TI_TABLES + 3 * N_TABLES
+TI_NNZ_BILINEAR = 10
+TI_NNZ_LINEAR = 11
+TI_OFF_BILINEAR = 12
+TI_OFF_LINEAR = 13
+TI_OFF_BVAL = 14
+TI_OFF_LVAL = 15
+TI_HEADER = 16
 
 TF_WEIGHT = 0
 TF_WEIGHT_SUM = 1
 TF_HEADER = 2
+
+
+def work_layout(nB: int, nC: int, nR: int) -> dict:
+    """Offsets of the blocks of the work buffer (module docstring), for the packer and tests."""
+    out, off = {}, 0
+    for name, n in (("m", nB), ("w", nC), ("h", nR), ("g", nB), ("T1", nB), ("T2", nB), ("S", nC),
+                    ("U", nR), ("T3", nB), ("V", nR)):
+        out[name] = off
+        off += n
+    out["size"] = off
+    return out
+
+
+# Performance notes, measured per evaluation on factorial (3, 3) (12 coordinates, 132 entries) on
+# a loaded 2-core machine, each step against the previous one in the same process: buffers
+# addressed by offsets instead of slices passed to helper functions (numba keeps the slices'
+# reference counts across calls): 590 -> 445 ns; indices cast to unsigned before use (no
+# negative-index wraparound test): -> 310 ns; all products in one pass over one entry list
+# instead of one call per product: -> 240 ns (prototype); entries interleaved by output: -5 %;
+# the entry lists sliced once with the loop bounded by the slice's length: 350 -> 285 ns.
 
 
 @njit(cache=True)
@@ -115,43 +140,14 @@ def reduced_state_size(ip, tab_i):
 @njit(cache=True)
 def reduced_work_size(tab_i):
     """Length of the scratch buffer :func:`reduced_field` and :func:`reduced_objective` need."""
-    nB = tab_i[TI_NB]
-    return 5 * nB + tab_i[TI_NC] + 2 * tab_i[TI_NR]
+    return 5 * tab_i[TI_NB] + 2 * tab_i[TI_NC] + 3 * tab_i[TI_NR]
 
 
 @njit(cache=True)
-def _bilinear(x, y, out, tab_i, tab_f, table):
-    """out_c = Σ_entries value · x_a · y_b over the sparse list of ``table`` (out zeroed first)."""
-    for c in range(out.shape[0]):
-        out[c] = 0.0
-    d = TI_TABLES + 3 * table
-    nnz = tab_i[d]
-    ii = tab_i[d + 1]
-    vv = tab_i[d + 2]
-    for e in range(nnz):
-        out[tab_i[ii + 2]] += tab_f[vv + e] * x[tab_i[ii]] * y[tab_i[ii + 1]]
-        ii += 3
+def _logit_gradient(y, ip, tab_i, tab_f, work, og):
+    """Write the relation coefficients of G = ∂ℓ/∂Z into work[og:og + nB]; return ℓ.
 
-
-@njit(cache=True)
-def _linear(x, out, tab_i, tab_f, table):
-    """out_c = Σ_entries value · x_a over the sparse list of ``table`` (out zeroed first)."""
-    for c in range(out.shape[0]):
-        out[c] = 0.0
-    d = TI_TABLES + 3 * table
-    nnz = tab_i[d]
-    ii = tab_i[d + 1]
-    vv = tab_i[d + 2]
-    for e in range(nnz):
-        out[tab_i[ii + 1]] += tab_f[vv + e] * x[tab_i[ii]]
-        ii += 2
-
-
-@njit(cache=True)
-def relation_logit_gradient(z, g, loss, tab_i, tab_f):
-    """Write the relation coefficients g of G = ∂ℓ/∂Z for logit coefficients z; return ℓ.
-
-    Every column of Z holds z_a on v_a entries, so the column softmax is
+    Every column of Z holds z_a = m_a + b on v_a entries, so the column softmax is
     e^{z_a} / Σ_c v_c e^{z_c}, computed with the maximum subtracted (no overflow, and
     log Σ kept exact for the loss).
     """
@@ -160,37 +156,38 @@ def relation_logit_gradient(z, g, loss, tab_i, tab_f):
     ov = tab_i[TI_OFF_COLV]
     pi = tab_f[TF_WEIGHT]
     total = tab_f[TF_WEIGHT_SUM]
-    if loss == LOSS_CE:
-        zmax = z[0]
-        for a in range(1, nB):
-            if z[a] > zmax:
-                zmax = z[a]
-        s = 0.0
-        for a in range(nB):
-            e = exp_nonpositive(z[a] - zmax)
-            g[a] = e
-            s += tab_f[ov + a] * e
-        inv = 1.0 / s
-        for a in range(nB):
-            g[a] = pi * (g[a] * inv - (1.0 if a == label else 0.0))
-        return total * (zmax + np.log(s) - z[label])
-    col = 0.0
-    for a in range(nB):
-        r = z[a] - (1.0 if a == label else 0.0)
-        g[a] = pi * r
-        col += tab_f[ov + a] * r * r
-    return 0.5 * total * col
-
-
-@njit(cache=True)
-def _logits(y, ip, tab_i, z):
-    """z = m + b (the bias is uniform, so it adds to every logit relation)."""
-    nB = tab_i[TI_NB]
     bias = 0.0
     if ip[IP_BIAS]:
         bias = y[nB + tab_i[TI_NC] + tab_i[TI_NR]]
+    if ip[IP_LOSS] == LOSS_CE:
+        zsum = 0.0
+        for a in range(nB):
+            zsum += y[a]
+        if not np.isfinite(zsum):
+            # a diverged state: report NaN (the driver's non-finite check) rather than feed
+            # NaN to exp_nonpositive, whose table index it would corrupt
+            for a in range(nB):
+                work[og + a] = np.nan
+            return np.nan
+        zmax = y[0]
+        for a in range(1, nB):
+            if y[a] > zmax:
+                zmax = y[a]
+        s = 0.0
+        for a in range(nB):
+            e = exp_nonpositive(y[a] - zmax)      # the uniform bias cancels in the softmax
+            work[og + a] = e
+            s += tab_f[ov + a] * e
+        inv = 1.0 / s
+        for a in range(nB):
+            work[og + a] = pi * (work[og + a] * inv - (1.0 if a == label else 0.0))
+        return total * (zmax + np.log(s) - y[label])
+    col = 0.0
     for a in range(nB):
-        z[a] = y[a] + bias
+        r = y[a] + bias - (1.0 if a == label else 0.0)
+        work[og + a] = pi * r
+        col += tab_f[ov + a] * r * r
+    return 0.5 * total * col
 
 
 @njit(cache=True)
@@ -199,64 +196,72 @@ def reduced_field(y, dy, ip, coef, tab_i, tab_f, work):
     nB = tab_i[TI_NB]
     nC = tab_i[TI_NC]
     nR = tab_i[TI_NR]
-    m = y[:nB]
-    w = y[nB:nB + nC]
-    h = y[nB + nC:nB + nC + nR]
-    z = work[:nB]
-    g = work[nB:2 * nB]
-    T1 = work[2 * nB:3 * nB]
-    T2 = work[3 * nB:4 * nB]
-    T3 = work[4 * nB:5 * nB]
-    S = work[5 * nB:5 * nB + nC]
-    U = work[5 * nB + nC:5 * nB + nC + nR]
-    V = work[5 * nB + nC + nR:5 * nB + nC + 2 * nR]
-    _logits(y, ip, tab_i, z)
-    relation_logit_gradient(z, g, ip[IP_LOSS], tab_i, tab_f)
+    n = nB + nC + nR
+    ow = nB
+    oh = nB + nC
+    og = n
+    o1 = og + nB
+    o2 = o1 + nB
+    oS = o2 + nB
+    oU = oS + nC
+    o3 = oU + nR
+    oV = o3 + nB
+    end = oV + nR
+    for i in range(n):
+        work[i] = y[i]
+    _logit_gradient(y, ip, tab_i, tab_f, work, og)
+    for i in range(o1, end):
+        work[i] = 0.0
+
+    # every product at once: T1 = G G_H, T2 = G_W G, S = G Mᵀ, U = Mᵀ G
+    nb = tab_i[TI_NNZ_BILINEAR]
+    b_idx = tab_i[tab_i[TI_OFF_BILINEAR]:tab_i[TI_OFF_BILINEAR] + 3 * nb]
+    b_val = tab_f[tab_i[TI_OFF_BVAL]:tab_i[TI_OFF_BVAL] + nb]
+    ii = 0
+    for e in range(b_val.shape[0]):
+        i = uint64(b_idx[ii])
+        j = uint64(b_idx[ii + 1])
+        k = uint64(b_idx[ii + 2])
+        work[k] += b_val[e] * work[i] * work[j]
+        ii += 3
+    lam_h = coef[C_LAM_H]
+    for a in range(nB):
+        work[o2 + a] += lam_h * y[a]
+    for r in range(nR):
+        work[oU + r] += lam_h * y[oh + r]
+    # T3 = T2 Θ, V = U Θ
+    if tab_i[TI_COUPLED] != 0:
+        nl = tab_i[TI_NNZ_LINEAR]
+        l_idx = tab_i[tab_i[TI_OFF_LINEAR]:tab_i[TI_OFF_LINEAR] + 2 * nl]
+        l_val = tab_f[tab_i[TI_OFF_LVAL]:tab_i[TI_OFF_LVAL] + nl]
+        ii = 0
+        for e in range(l_val.shape[0]):
+            i = uint64(l_idx[ii])
+            k = uint64(l_idx[ii + 1])
+            work[k] += l_val[e] * work[i]
+            ii += 2
+    else:
+        for a in range(nB):
+            work[o3 + a] = work[o2 + a]
+        for r in range(nR):
+            work[oV + r] = work[oU + r]
 
     lr_w = coef[C_LR_W]
     lr_h = coef[C_LR_H]
     lam_w = coef[C_LAM_W]
-    lam_h = coef[C_LAM_H]
     lam_e = coef[C_LAM_E]
-    coupled = tab_i[TI_COUPLED] != 0
-
-    # dM = −η_W (G G_H + λ_W M) − η_H ((G_W G + λ_H M) Θ + λ_E M)
-    _bilinear(g, h, T1, tab_i, tab_f, TAB_GH)
-    _bilinear(w, g, T2, tab_i, tab_f, TAB_WG)
     for a in range(nB):
-        T2[a] += lam_h * m[a]
-    if coupled:
-        _linear(T2, T3, tab_i, tab_f, TAB_THETA_B)
-    else:
-        for a in range(nB):
-            T3[a] = T2[a]
-    for a in range(nB):
-        dy[a] = -lr_w * (T1[a] + lam_w * m[a]) - lr_h * (T3[a] + lam_e * m[a])
-
-    # dG_W = −η_W (S + Sᵀ + 2 λ_W G_W), S = G Mᵀ = Sᵀ in the span
-    _bilinear(g, m, S, tab_i, tab_f, TAB_GM)
+        dy[a] = -lr_w * (work[o1 + a] + lam_w * y[a]) - lr_h * (work[o3 + a] + lam_e * y[a])
     for c in range(nC):
-        dy[nB + c] = -2.0 * lr_w * (S[c] + lam_w * w[c])
-
-    # dG_H = −η_H (V + Vᵀ) − 2 η_H λ_E G_H, V = (Mᵀ G + λ_H G_H) Θ = Vᵀ in the span
-    _bilinear(m, g, U, tab_i, tab_f, TAB_MG)
+        dy[ow + c] = -2.0 * lr_w * (work[oS + c] + lam_w * y[ow + c])
     for r in range(nR):
-        U[r] += lam_h * h[r]
-    if coupled:
-        _linear(U, V, tab_i, tab_f, TAB_THETA_R)
-    else:
-        for r in range(nR):
-            V[r] = U[r]
-    for r in range(nR):
-        dy[nB + nC + r] = -2.0 * lr_h * (V[r] + lam_e * h[r])
-
+        dy[oh + r] = -2.0 * lr_h * (work[oV + r] + lam_e * y[oh + r])
     if ip[IP_BIAS]:
-        ob = nB + nC + nR
         rv = tab_i[TI_OFF_ROWV]
         s = 0.0
         for a in range(nB):
-            s += tab_f[rv + a] * g[a]
-        dy[ob] = -coef[C_LR_B] * (s + coef[C_LAM_B] * y[ob])
+            s += tab_f[rv + a] * work[og + a]
+        dy[n] = -coef[C_LR_B] * (s + coef[C_LAM_B] * y[n])
 
 
 @njit(cache=True)
@@ -266,10 +271,7 @@ def reduced_objective(y, ip, coef, tab_i, tab_f, work):
     nB = tab_i[TI_NB]
     nC = tab_i[TI_NC]
     nR = tab_i[TI_NR]
-    z = work[:nB]
-    g = work[nB:2 * nB]
-    _logits(y, ip, tab_i, z)
-    data = relation_logit_gradient(z, g, ip[IP_LOSS], tab_i, tab_f)
+    data = _logit_gradient(y, ip, tab_i, tab_f, work, 0)
     K = tab_i[TI_K]
     N = tab_i[TI_N]
     out = data + 0.5 * coef[C_LAM_W] * K * y[nB] + 0.5 * coef[C_LAM_H] * N * y[nB + nC]
