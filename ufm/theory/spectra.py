@@ -257,10 +257,12 @@ def jacobian_spectrum(model, d: int) -> Result:
                  {"sectors": sectors, "complete": complete}, None, True, model,
                  "Rates are −eigenvalues of the flow's Jacobian (= Hessian eigenvalues for η = 1, Θ = I).")
 
-    def verify(seed: int = 0, tol: float = 1e-9, rate_tol: float = 1e-5, eps: float = 1e-7):
+    def verify(seed: int = 0, tol: float = 1e-9, rate_tol: float = 1e-5, eps: float = 1e-7,
+               tol_invariant: float = 1e-11):
         """Eigenvalues: max |predicted − numerical| over the largest |eigenvalue| (measured on
         MSE (K, n, d) = (3, 2, 5), (4, 2, 6) and CE (3, 3, 5), (4, 2, 6): <= 2.3e-10, the
-        central-difference error; ``tol`` = 1e-9, also for the CE subspace's invariance).
+        central-difference error; ``tol`` = 1e-9). CE: the within-class subspace's invariance
+        residual (measured <= 1.4e-12; ``tol_invariant`` = 1e-11).
         Decay of a within-class perturbation of size ``eps`` fitted over 3/rate: <= 2.9e-6
         relative; ``rate_tol`` = 1e-5."""
         import ufm
@@ -307,7 +309,7 @@ def jacobian_spectrum(model, d: int) -> Result:
         within = [np.linalg.norm((Hk - st.H) - (Hk - st.H) @ proj) for Hk in tr.H]
         slope = -np.polyfit(t, np.log(within), 1)[0]
         disc["within-class decay rate (relative)"] = abs(slope - rate0) / rate0
-        tols = {k: (rate_tol if "decay" in k else tol) for k in disc}
+        tols = {k: (rate_tol if "decay" in k else tol_invariant if "invariant" in k else tol) for k in disc}
         return Verification("sector rates vs numerical Jacobian and ufm.solve", disc, tols,
                             {"predicted within-class rate": rate0, "measured": slope, "sector": name0,
                              "eigenvalues compared": int(ev.size), "predicted multiplicities": int(pred.size)})
