@@ -113,7 +113,7 @@ def early_growth(model) -> Result:
         Result: expressions ``rate[<mode>]`` (sympy in β, sizes, η, λ); values ``modes`` (list
         of dicts: name, multiplicity, theta, rate), ``order`` (names by decreasing rate),
         ``linear(t, s)`` -> dict of (T, modes) arrays ω, μ, ν (linear theory from isotropic
-        Grams); ``verify(scale=, t=, factor=)``.
+        Grams); ``verify(scale=, t=, factor=, tol=, tol_rate=)``.
     """
     r = _require_square(model)
     blk = growth_block_symbolic()
