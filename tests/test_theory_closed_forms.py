@@ -65,6 +65,41 @@ def test_ce_margin_implicit_solution(K, n, m0):
     assert ver.ok, str(ver)
 
 
+def _fails_with(res, key, wrong, *checks):
+    right = res.values[key]
+    res.values[key] = wrong
+    try:
+        ver = res.verify()
+    finally:
+        res.values[key] = right
+    assert not ver.ok, str(ver)
+    for name in checks:
+        assert name in ver.failures, str(ver)
+
+
+def test_closed_form_verifies_fail_for_a_wrong_target():
+    """Perturbed rates (s by 1e-6), a half-time 1e-6 late, a Riccati solution and a margin
+    off by 1e-8 relative all fail (the tolerances are 1e-11 … 5e-11)."""
+    mode = ufm_mode(ufm.UFM(ufm.settings.balanced(3, 2), loss="mse", lambda_W=0.1, lambda_H=0.1), 1e-3)
+    _fails_with(mode, "s", mode.values["s"] * (1 + 1e-6), "logits = u(t)·Y (max relative)")
+    _fails_with(mode, "tau", mode.values["tau"] * (1 + 1e-6), "logits = u(t)·Y (max relative)")
+    Y, _ = _orthogonal_targets()
+    sx = saxe_modes(ufm.UFM(ufm.Problem(Y), loss="mse", lambda_W=0.03, lambda_H=0.03), 1e-4)
+    _fails_with(sx, "s", sx.values["s"] * (1 + 1e-6), "u_α(t) (max relative to ‖u(t)‖)")
+    _fails_with(sx, "half_times", sx.values["half_times"] * (1 + 1e-6),
+                "u_α at the predicted half-time vs s_α/2 (max relative)")
+    Y, rng = _orthogonal_targets(1)
+    model = ufm.UFM(ufm.Problem(Y, weights=np.ones(6)), loss="mse", lambda_W=0.1, lambda_H=0.1)
+    W0 = rng.normal(size=(4, 5)) * 0.3
+    _, sw, Vw = np.linalg.svd(W0, full_matrices=False)
+    ric = riccati(model, W0, Vw.T @ np.diag(sw) @ np.linalg.qr(rng.normal(size=(6, 4)))[0].T)
+    P = ric.values["P(t)"]
+    _fails_with(ric, "P(t)", lambda t: [(GH * (1 + 1e-8), M, GW) for GH, M, GW in P(t)], "G_H (max relative Frobenius)")
+    cm = ce_margin(ufm.UFM(ufm.settings.balanced(4, 2)), 0.5)
+    m = cm.values["m(t)"]
+    _fails_with(cm, "m(t)", lambda t: m(t) * (1 + 1e-8), "m(t) (max relative)")
+
+
 def test_balance_law():
     b = balance_law_symbolic()
     assert b["conserved"] and sp.expand(b["dD"] - b["expected"]) == 0
@@ -72,4 +107,7 @@ def test_balance_law():
     x0 = model.init(5, scale=0.7, seed=1)
     tr = ufm.solve(model, x0, [0.0, 10.0], save=("W", "H"), rtol=1e-12, atol=1e-15)
     D0, D1 = (W.T @ W - H @ H.T for W, H in zip(tr.W, tr.H))
-    np.testing.assert_allclose(D1, np.exp(-2 * 0.04 * 10.0) * D0, rtol=1e-7, atol=1e-12)
+    expected = np.exp(-2 * 0.04 * 10.0) * D0
+    # measured: 1.5e-13 of the largest entry (rtol 1e-12)
+    assert np.abs(D1 - expected).max() < 1e-12 * np.abs(expected).max()
+    assert np.abs(D1 - D0).max() > 0.5 * np.abs(D0).max()        # it does decay (by e^{−0.8})

@@ -113,7 +113,7 @@ def early_growth(model) -> Result:
         Result: expressions ``rate[<mode>]`` (sympy in β, sizes, η, λ); values ``modes`` (list
         of dicts: name, multiplicity, theta, rate), ``order`` (names by decreasing rate),
         ``linear(t, s)`` -> dict of (T, modes) arrays ω, μ, ν (linear theory from isotropic
-        Grams); ``verify(scale=, t=, factor=)``.
+        Grams); ``verify(scale=, t=, factor=, tol=, tol_rate=)``.
     """
     r = _require_square(model)
     blk = growth_block_symbolic()
@@ -151,12 +151,18 @@ def early_growth(model) -> Result:
     res = Result("early-time growth of the scheme's modes (softmax ≈ uniform)", exprs, values, None, True, model,
                  "Growth rates are the largest eigenvalues of the 2×2 blocks 𝒜_i; without decay r_i = √(η_Wη_Hθ_i)/N.")
 
-    def verify(scale: float = 1e-4, t=None, factor: float = 10.0, tol: float = 0.02):
-        """Integrate the full Gram-space ODE from isotropic Grams s²I and compare the linear
-        theory with the measured eigenvalues of G_H on each eigenspace, and the order in
-        which each mode's ν_i(t) first reaches ``factor``·s²."""
+    def verify(scale: float = 1e-4, t=None, factor: float = 10.0, tol: float = 5e-4, tol_rate: float = 3e-3):
+        """Integrate the full Gram-space ODE from isotropic Grams s²I and compare, on each
+        eigenspace, the measured eigenvalue ν_i(t) of G_H with the linear theory while the
+        logits are small (ν < 1e-3), its growth rate (slope of ½ log ν_i over the second half of
+        that window) with ``values["modes"][i]["rate"]``, and the order in which each mode's
+        ν_i(t) first reaches ``factor``·s² with ``values["order"]``. Measured on factorial (3, 3),
+        (2, 3) and hierarchy (2, 3) with β = 0.5 and β = 0, λ = 1e-3: ν_i(t) <= 1.1e-4 relative,
+        rates <= 7.4e-4 relative (the finite-time slope still carries the block's decaying
+        eigenvalue); ``tol`` = 5e-4, ``tol_rate`` = 3e-3."""
         import ufm
-        fast = max(md["rate"] for md in modes)
+        modes_now = res.values["modes"]
+        fast = max(md["rate"] for md in modes_now)
         t = np.linspace(0.0, np.log(1e-2 / scale ** 2) / (2 * fast), 60)[1:] if t is None else np.asarray(t, float)
         g0 = r.gram_state(r.isotropic(scale))
         tr = ufm.solve(model, g0, t, space="gram", rtol=1e-11, atol=1e-16 * scale ** 2)
@@ -167,18 +173,30 @@ def early_growth(model) -> Result:
         # linear theory holds while the logits are small: compare where ν < 1e-3 (logits ≈ s·√ν ≪ 1)
         ok = np.all(lin < 1e-3, axis=1)
         err = float(np.max(np.abs(nu[ok] - lin[ok]) / lin[ok])) if ok.any() else np.nan
+        window = np.flatnonzero(ok)
+        window = window[len(window) // 2:]
+        growing = [i for i, md in enumerate(modes_now) if md["rho"] != 0]
+        measured_rate = {i: float(np.polyfit(t[window], 0.5 * np.log(nu[window, i]), 1)[0]) if window.size >= 3
+                         else np.nan for i in growing}
+        rate_err = max(abs(measured_rate[i] / modes_now[i]["rate"] - 1) for i in growing)
         cross = []
-        for i, md in enumerate(modes):
+        for i, md in enumerate(modes_now):
             above = np.flatnonzero(nu[:, i] >= factor * scale ** 2)
             cross.append(t[above[0]] if above.size else np.inf)
-        measured_order = [modes[i]["name"] for i in np.argsort(cross) if modes[i]["rho"] != 0 and np.isfinite(cross[i])]
+        measured_order = [modes_now[i]["name"] for i in np.argsort(cross)
+                          if modes_now[i]["rho"] != 0 and np.isfinite(cross[i])]
+        predicted_order = list(res.values["order"])
         ver = Verification("early growth vs ufm.solve (Gram space, isotropic init)")
         ver.discrepancies = {"ν_i(t) linear theory (max relative, logits ≪ 1)": err,
-                             "order of appearance differs (0/1)": float(measured_order != order[:len(measured_order)])}
-        ver.tolerances = {"ν_i(t) linear theory (max relative, logits ≪ 1)": tol, "order of appearance differs (0/1)": 0.0}
-        ver.details = {"predicted order": order, "measured order": measured_order,
-                       "growth rates": {md["name"]: round(md["rate"], 6) for md in modes},
-                       f"time to reach {factor:g}·s²": {md["name"]: round(float(c), 3) for md, c in zip(modes, cross)}}
+                             "growth rates (max relative)": float(rate_err),
+                             "order of appearance differs (0/1)":
+                                 float(measured_order != predicted_order[:len(measured_order)] or not measured_order)}
+        ver.tolerances = {"ν_i(t) linear theory (max relative, logits ≪ 1)": tol, "growth rates (max relative)": tol_rate,
+                          "order of appearance differs (0/1)": 0.0}
+        ver.details = {"predicted order": predicted_order, "measured order": measured_order,
+                       "growth rates": {md["name"]: round(md["rate"], 6) for md in modes_now},
+                       "measured rates": {modes_now[i]["name"]: round(measured_rate[i], 6) for i in growing},
+                       f"time to reach {factor:g}·s²": {md["name"]: round(float(c), 3) for md, c in zip(modes_now, cross)}}
         return ver
 
     res._verify = verify
@@ -216,7 +234,8 @@ def semantic_peak(model, scale: float) -> Result:
     Returns:
         Result with values ``t_peak`` (prediction), ``mu_half``, ``fast_modes``;
         ``verify(t=, factor=)`` measures the peak of the semantic gap (``transient_summary``
-        of a Gram-space run) and passes when predicted and measured agree within ``factor``.
+        of a Gram-space run) and passes when predicted and measured agree within ``factor``
+        (default 1.2, set from the measured ratios 0.935–1.008).
     """
     from scipy.optimize import brentq
     eg = early_growth(model)
@@ -233,21 +252,27 @@ def semantic_peak(model, scale: float) -> Result:
     t_peak = brentq(f, 0.0, hi, xtol=1e-10)
     values = {"t_peak": t_peak, "mu_half": mu_half, "fast_modes": [modes[i]["name"] for i in fast]}
     res = Result("predicted time of the semantic peak", {}, values, None, True, model,
-                 "t_peak solves μ_fast^lin(t) = μ_½; within a factor ~1.1 when the gap has a genuine maximum. With "
+                 "t_peak solves μ_fast^lin(t) = μ_½; within 7 % when the gap has a genuine maximum. With "
                  "strong coupling the gap saturates at its ceiling (a plateau) and the measured argmax is not "
                  "well defined; the prediction then marks the start of the plateau.")
 
-    def verify(t=None, factor: float = 1.5):
+    def verify(t=None, factor: float = 1.2):
+        """Gram-space ufm.solve from s²I over [t_peak/20, 20 t_peak] (400 log-spaced saves, a
+        factor 1.015 apart): |log(measured argmax of the gap / values["t_peak"])| must be at
+        most log(``factor``). Measured for β = 0.5, λ = 1e-3, s = 1e-4 … 1e-2: ratio 0.993–1.008
+        on factorial (3, 3), 0.978 on hierarchy (2, 3), 0.935–0.949 on factorial (2, 3);
+        ``factor`` = 1.2 (log 0.18, 2.7× the worst |log ratio| 0.067)."""
         import ufm
-        t = np.geomspace(t_peak / 20, t_peak * 20, 400) if t is None else np.asarray(t, float)
+        t_pred = float(res.values["t_peak"])
+        t = np.geomspace(t_pred / 20, t_pred * 20, 400) if t is None else np.asarray(t, float)
         g0 = r.gram_state(r.isotropic(scale))
         tr = ufm.solve(model, g0, t, space="gram", rtol=1e-10, atol=1e-16 * scale ** 2)
         summ = tr.transient_summary()
-        ratio = summ.t_peak / t_peak
+        ratio = summ.t_peak / t_pred
         return Verification("semantic peak time vs ufm.solve (Gram space, isotropic init)",
-                            {"|log(measured/predicted)| / log(factor)": abs(np.log(ratio)) / np.log(factor)},
-                            {"|log(measured/predicted)| / log(factor)": 1.0},
-                            {"predicted t_peak": round(t_peak, 3), "measured t_peak": round(summ.t_peak, 3),
+                            {"|log(measured/predicted peak time)|": float(abs(np.log(ratio)))},
+                            {"|log(measured/predicted peak time)|": float(np.log(factor))},
+                            {"predicted t_peak": round(t_pred, 3), "measured t_peak": round(summ.t_peak, 3),
                              "ratio": round(ratio, 3), "peak gap": round(summ.peak, 4), "init scale": scale})
 
     res._verify = verify
@@ -271,8 +296,8 @@ def collapse(model) -> Result:
 
     Returns:
         Result with values ``rates`` (all, ascending), ``gap_rate``, ``gap_projections``,
-        ``fixed_point`` (reduced state); ``verify(scale=, t_max=)`` fits the late decay of the
-        measured gap of a Gram-space run from isotropic Grams (within 1 %).
+        ``fixed_point`` (reduced state); ``verify(scale=, t_max=, tol=)`` fits the late decay of
+        the measured gap of a Gram-space run from isotropic Grams (within 1e-4 relative).
     """
     from ..models import GramState
     from .fixed_points import fixed_point
@@ -299,10 +324,13 @@ def collapse(model) -> Result:
     res = Result("asymptotic collapse rate near the ETF (reduced Jacobian)", {}, values, None, True, model,
                  "Rates ∝ λ: collapse time ∝ 1/λ, weakly dependent on β.")
 
-    def verify(scale: float = 1e-3, t_max: float | None = None, tol: float = 0.01):
-        """Gram-space ufm.solve from isotropic Grams; fit log|gap| where 1e-9 < |gap| < 1e-4."""
+    def verify(scale: float = 1e-3, t_max: float | None = None, tol: float = 1e-4):
+        """Gram-space ufm.solve from isotropic Grams; fit log|gap| where 1e-9 < |gap| < 1e-4 and
+        compare the slope with ``values["gap_rate"]``. Measured on factorial (3, 3) with
+        (β, λ) = (0.5, 1e-2), (1, 1e-3), (2, 1e-3): <= 1.5e-5 relative; ``tol`` = 1e-4."""
         import ufm
         from ..metrics import semantic_gap
+        gap_rate = float(res.values["gap_rate"])
         t_max = t_max or 25.0 / gap_rate
         t = np.geomspace(1.0, t_max, 400)
         tr = ufm.solve(model, r.gram_state(r.isotropic(scale)), t, space="gram", rtol=1e-12, atol=1e-16)

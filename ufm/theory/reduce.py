@@ -474,10 +474,15 @@ class ReducedModel:
         return np.sort_complex(-ev)
 
     # -- verification -------------------------------------------------------------------------
-    def verify(self, t=None, *, scale: float = 0.05, init=None, rtol: float = 1e-13, tol: float = 1e-9) -> Verification:
+    def verify(self, t=None, *, scale: float = 0.05, init=None, rtol: float = 1e-13, tol: float = 3e-11) -> Verification:
         """Integrate the reduced ODE and the full Gram-space ODE (``ufm.solve``, space="gram")
         from the same symmetric state (isotropic Grams by default) and compare the expanded
-        logits, G_W and G_H: max over saves of ‖reduced − full‖_F / ‖full‖_F."""
+        logits, G_W and G_H: max over saves of ‖reduced − full‖_F / ‖full‖_F.
+
+        The reduced side uses ``self.par`` as it is when called. Measured on the factorial,
+        hierarchy and balanced problems of the tests and derivations (CE and MSE, bias, λ_E,
+        coupled, generated and lambdified code): <= 7.3e-12; ``tol`` = 3e-11.
+        """
         import ufm
         t = np.concatenate([[0.0], np.geomspace(1e-2, 3e3, 40)]) if t is None else np.asarray(t, float)
         y0 = self.isotropic(scale) if init is None else np.asarray(init, float)
@@ -529,7 +534,8 @@ class ReducedModel:
         slope = float(np.polyfit(np.log(widths), np.log(errors), 1)[0])
         return {"widths": list(widths), "errors": errors, "per_seed": per, "slope": slope}
 
-    def linearisation_check(self, y_star, *, eps: float = 1e-6, n_modes: int = 4, decades: float = 1.0) -> Verification:
+    def linearisation_check(self, y_star, *, eps: float = 1e-6, n_modes: int = 4, decades: float = 1.0,
+                            tol: float = 5e-6) -> Verification:
         """Linearisation rates at a fixed point vs decay rates measured with ``ufm.solve``.
 
         For the ``n_modes`` slowest distinct real eigenvalues r_k of the reduced Jacobian, start
@@ -537,8 +543,12 @@ class ReducedModel:
         project the deviation y(t) − y* on the left eigenspace of r_k (rows of V⁻¹) and fit
         log|projection| linearly over t ∈ [0, 2.3·decades/r_k] (``decades`` factors of 10).
 
+        The predicted rates and eigenvectors come from ``self.jacobian`` when called.
+
         Returns:
-            Verification with the relative difference of each measured rate (tolerance 1 %).
+            Verification with the relative difference of each measured rate; ``tol`` = 5e-6
+            (measured <= 8.7e-7 on factorial (3, 3), hierarchy (2, 3) and balanced (5, 3) at
+            λ = 1e-2 … 2e-2, four modes each).
         """
         import ufm
         from ..models import GramState
@@ -579,7 +589,7 @@ class ReducedModel:
             disc[f"rate {rate:.6g} (relative)"] = abs(slope - rate) / rate
             details[f"mode {len(details)}"] = f"predicted {rate:.8g}, measured {slope:.8g}"
         return Verification("linearisation rates vs decay measured with ufm.solve (Gram space)", disc,
-                            {k: 0.01 for k in disc}, details)
+                            {k: tol for k in disc}, details)
 
     def __repr__(self):
         return (f"ReducedModel({self.bound.scheme}, loss={self.ode.loss!r}, bias={self.ode.bias}, "

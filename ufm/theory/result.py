@@ -16,10 +16,15 @@ __all__ = ["Result", "Verification", "relative_error", "converge"]
 class Verification:
     """Discrepancies between a derived result and the integrator.
 
+    Every check is a number compared with a tolerance; the tolerances are part of the result
+    (``tolerances``, printed next to each discrepancy) and were set from what the integrator
+    achieves on the cases the producing function documents (a margin of a few times the
+    measured value), so a prediction that is off by more than that fails.
+
     Attributes:
         name: what was checked.
         discrepancies: quantity -> measured discrepancy (relative unless said otherwise).
-        tolerances: quantity -> largest acceptable discrepancy.
+        tolerances: quantity -> largest acceptable discrepancy (every discrepancy needs one).
         details: anything else worth reporting (times, step counts, sizes).
     """
 
@@ -29,15 +34,23 @@ class Verification:
     details: dict = field(default_factory=dict)
 
     @property
+    def failures(self) -> list:
+        """Names of the discrepancies that are not finite, exceed their tolerance or have none."""
+        return [k for k, v in self.discrepancies.items()
+                if k not in self.tolerances or not (np.isfinite(v) and v <= self.tolerances[k])]
+
+    @property
     def ok(self) -> bool:
-        """Every discrepancy is finite and within its tolerance."""
-        return all(np.isfinite(v) and v <= self.tolerances.get(k, np.inf) for k, v in self.discrepancies.items())
+        """At least one check was made and every discrepancy is finite and within its tolerance."""
+        return bool(self.discrepancies) and not self.failures
 
     def __str__(self) -> str:
         lines = [f"{self.name}: {'OK' if self.ok else 'MISMATCH'}"]
+        if not self.discrepancies:
+            lines.append("  (nothing was checked)")
         for k, v in self.discrepancies.items():
             tol = self.tolerances.get(k)
-            lines.append(f"  {k:<34s} {v:10.3e}" + (f"  (tolerance {tol:.1e})" if tol is not None else ""))
+            lines.append(f"  {k:<34s} {v:10.3e}" + (f"  (tolerance {tol:.1e})" if tol is not None else "  (no tolerance)"))
         for k, v in self.details.items():
             lines.append(f"  {k:<34s} {v}")
         return "\n".join(lines)
@@ -68,7 +81,12 @@ class Result:
 
     def verify(self, **kwargs) -> Verification:
         """Integrate the model with ``ufm.solve`` and report the discrepancy (see the
-        producing function for the keyword arguments)."""
+        producing function for the keyword arguments).
+
+        The comparison is made against the numbers in ``self.values`` as they are when
+        ``verify`` is called, so substituting a wrong value (a test of the check itself) makes
+        the verification fail.
+        """
         if self._verify is None:
             raise NotImplementedError(f"{self.name}: no numerical verification attached")
         return self._verify(**kwargs)

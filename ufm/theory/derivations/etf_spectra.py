@@ -27,7 +27,7 @@ def run() -> int:
         G = Kv / (Kv - 1) * (np.eye(Kv) - 1.0 / Kv)
         ev = np.sort(np.linalg.eigvalsh(G))
         pred = np.sort([float(spec["constant"][0].subs(K, Kv))] + [float(spec["between classes"][0].subs(K, Kv))] * (Kv - 1))
-        rep.check(f"K = {Kv}: numpy eigenvalues of the ETF Gram", np.abs(ev - pred).max() < 1e-12,
+        rep.check(f"K = {Kv}: numpy eigenvalues of the ETF Gram", np.abs(ev - pred).max() < 1e-14,
                   f"max error {np.abs(ev - pred).max():.1e}")
 
     rep.section("eigenmatrices of the factorial and hierarchy schemes (symbolic sizes)")
@@ -46,7 +46,7 @@ def run() -> int:
         G = bs.expand(c, "R")
         pred = np.sort(np.repeat(Pn @ c, [int(bs.num(m)) for m in mult]))
         ev = np.sort(np.linalg.eigvalsh(0.5 * (G + G.T)))
-        rep.check(f"{prob.name}: spectrum of a random element Σ c_a R_a", np.abs(ev - pred).max() < 1e-10,
+        rep.check(f"{prob.name}: spectrum of a random element Σ c_a R_a", np.abs(ev - pred).max() < 1e-14,
                   f"max error {np.abs(ev - pred).max():.1e}")
 
     rep.section("population NC1 for means on an ETF of radius r, within-class variance s²")
@@ -71,5 +71,6 @@ def run() -> int:
         val = ufm.metrics.nc1(H.T @ H, np.array(labels))
         pred = float(nc["nc1"].subs({K: Kv, r_: r, s_: s}))
         rep.check(f"K = {Kv}, r = {r}, s = {s}: ufm.metrics.nc1 of exact isotropic scatter",
-                  abs(val - pred) < 1e-10 * pred, f"{val:.12g} vs {pred:.12g}")
+                  abs(val - pred) < 5e-15 * pred,
+                  f"{val:.12g} vs {pred:.12g}, relative {abs(val - pred) / pred:.1e}")
     return rep.finish()

@@ -53,7 +53,7 @@ def run() -> int:
     for key in ("G_W", "G_H"):
         ev = np.sort(np.linalg.eigvalsh(fp.values[key]))
         pred = np.sort(np.concatenate([[x] * m for _, x, m in out["gram"][key]]))
-        rep.check(f"{key} spectrum from the eigenmatrix equals numpy's", np.abs(ev - pred).max() < 1e-10 * max(1, ev.max()),
+        rep.check(f"{key} spectrum from the eigenmatrix equals numpy's", np.abs(ev - pred).max() < 5e-14 * max(1, ev.max()),
                   f"max error {np.abs(ev - pred).max():.1e}")
     rep.line("rates of the symmetric sector: " + np.array2string(np.real(out["reduced"]), precision=5))
     return rep.finish()

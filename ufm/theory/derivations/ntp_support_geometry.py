@@ -32,15 +32,23 @@ def run() -> int:
                  f"{res.values['kkt_max_offsupport']:+.4f} → {'optimal' if kkt else 'NOT optimal'}")
         L, GW, GH, nuc, opt = svm_solution(Y)
         nucS = float(np.linalg.svd(res.values["St"], compute_uv=False).sum())
-        dH = float(np.linalg.norm(GH / np.linalg.norm(GH) - res.values["G_H"]))
-        dW = float(np.linalg.norm(GW / np.linalg.norm(GW) - res.values["G_W"]))
+        pH, pW = res.values["G_H"], res.values["G_W"]
+        dH = float(np.linalg.norm(GH / np.linalg.norm(GH) - pH / np.linalg.norm(pH)))
+        dW = float(np.linalg.norm(GW / np.linalg.norm(GW) - pW / np.linalg.norm(pW)))
         rep.line(f"numerical max-margin solution: ‖L‖_* = {nuc:.6f} vs ‖S̃‖_* = {nucS:.6f}; distance of the geometry "
                  f"to S̃'s prediction: G_H {dH:.2e}, G_W {dW:.2e}")
         if kkt:
-            rep.check(f"{name}: KKT holds ⇒ the numerical SVM reproduces S̃ (≤ 1e-6)", dH < 1e-6 and dW < 1e-6)
+            # SLSQP at ftol 1e-13 reproduces S̃ to <= 4.2e-9 on these patterns
+            rep.check(f"{name}: KKT holds ⇒ the numerical SVM reproduces S̃ (≤ 5e-8)", dH < 5e-8 and dW < 5e-8)
         else:
             rep.check(f"{name}: KKT fails ⇒ the SVM has a smaller nuclear norm than S̃", nuc < nucS - 1e-6,
                       f"{nuc:.6f} < {nucS:.6f}")
+            if name == "shared word":
+                ver = res.verify()
+                for text in str(ver).splitlines():
+                    rep.line("  " + text)
+                rep.check(f"{name}: the regularised runs refute S̃ (its verification fails on the λ-step checks)",
+                          {"λ-step distance ratio (last/previous)"} <= set(ver.failures))
         if res.values["equal_supports"]:
             rep.line(f"contexts with equal supports (collapse to one direction): {res.values['equal_supports']}")
         if name == "one-hot (V = 4)":
@@ -49,9 +57,9 @@ def run() -> int:
         if name in ("nested supports", "concepts + singletons", "chain"):
             rep.verification(res.verify_early())
         if name in ("nested supports", "concepts + singletons"):
-            rep.verification(res.verify(lambdas=(1e-2, 1e-3)))
+            rep.verification(res.verify())
     rep.section("equal supports with different probabilities collapse to one direction as λ → 0")
     Y = soft_labels([(0, 1), (0, 1), (2, 3), (2, 3), (4,), (5,)], 6,
                     probabilities=[(0.3, 0.7), (0.6, 0.4), (0.5, 0.5), (0.8, 0.2), (1.0,), (1.0,)])
-    rep.verification(support_geometry(ufm.Problem(Y)).verify(lambdas=(1e-2, 1e-3)))
+    rep.verification(support_geometry(ufm.Problem(Y)).verify())
     return rep.finish()

@@ -33,7 +33,7 @@ def run() -> int:
     fp = fixed_point(model)
     y0, _ = r.state_of(GramState(fp.values["M"], fp.values["G_W"], fp.values["G_H"]))
     ys = r.fixed_point(y0)
-    rep.check("Newton on the reduced field lands on the derived ETF", np.abs(ys - y0).max() < 1e-10 * np.abs(y0).max(),
+    rep.check("Newton on the reduced field lands on the derived ETF", np.abs(ys - y0).max() < 1e-14 * np.abs(y0).max(),
               f"max difference {np.abs(ys - y0).max():.1e}")
     rates = r.rates(ys)
     rep.line("relaxation rates (−eigenvalues of the reduced Jacobian): " + np.array2string(np.real(rates), precision=6))
