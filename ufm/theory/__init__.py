@@ -12,8 +12,8 @@ Main entry points:
 * :func:`fixed_point`, :func:`max_margin`, :func:`seli` — closed-form fixed points and
   λ → 0 directions;
 * :func:`spectrum`, :func:`jacobian_spectrum`, :func:`gram_spectrum` — spectra by symmetry;
-* :func:`reduce` — the exact reduced ODE on relation coefficients (numba code generated into
-  :mod:`ufm.theory._generated_reduced`);
+* :func:`reduce` — the exact reduced ODE on relation coefficients (sympy derives it; the engine's
+  ``space="reduced"`` integrates it);
 * closed-form trajectories: :func:`saxe_modes`, :func:`ufm_mode`, :func:`riccati`,
   :func:`ce_margin`;
 * coupled UFM: :func:`early_growth`, :func:`semantic_peak`, :func:`collapse`;

@@ -28,9 +28,11 @@ The reduced ODE therefore closes on (m, w, h, b): 3 × (number of relations) + 1
 whatever N is. Isotropic Grams (M = 0, G_W = s² I, G_H = s² I) — the d → ∞ limit of
 ``model.init(d, scale=s)`` — lie in the span, so the reduction is exact from there.
 
-Numerics: the right-hand side is generated from these sympy expressions into the committed
-module :mod:`ufm.theory._generated_reduced` (numba, ``cache=True``; see
-:mod:`ufm.theory.codegen`), with a lambdified fallback for families not generated.
+Numerics: sympy derives; the numbers come from the engine. :meth:`ReducedModel.rhs` and
+:meth:`ReducedModel.solve` run the numeric reduction of :mod:`ufm.reduction` (one numba field
+over the scheme's structure-constant tables, ``ufm.solve(..., space="reduced")``), with the
+coefficients mapped to this module's order; :meth:`ReducedModel.symbolic_rhs` evaluates the
+sympy field itself (lambdified), which the tests compare with the engine's.
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ def reduced_ode(scheme: Scheme, loss: str = "ce", bias: bool = False) -> Reduced
 # ---------------------------------------------------------------------------------------------
 
 class _LambdifiedRHS:
-    """Fallback numeric right-hand side (numpy) for families without generated code."""
+    """The sympy field evaluated numerically (lambdify): the symbolic ground truth that
+    :meth:`ReducedModel.symbolic_rhs` exposes; slow, not used for integration."""
 
     def __init__(self, ode: ReducedODE):
         args = list(ode.state) + list(ode.g) + list(ode.parameters)
@@ -224,25 +227,21 @@ class _LambdifiedRHS:
         return np.array(self._f(*y, *g, *par), dtype=float)
 
 
-def _generated(ode: ReducedODE):
-    """The generated numba function for this ODE, or None."""
-    from . import codegen
-    key = codegen.variant_key(ode.scheme, ode.bias)
-    try:
-        from . import _generated_reduced as gen
-    except ImportError:  # pragma: no cover - the module is committed
-        return None
-    if key not in gen.VARIANTS:
-        return None
-    fn = getattr(gen, "rhs_" + key)
-    ce = 1 if ode.loss == "ce" else 0
-
-    def rhs(y, par):
-        dy = np.empty_like(y)
-        fn(ce, y, par, dy)
-        return dy
-
-    return rhs
+def _engine_order(numeric, bound) -> np.ndarray:
+    """Index map between the engine's coefficient order and this module's: ``y_theory =
+    y_engine[order]``. The scheme here orders relations by its Kronecker construction, the
+    engine by ``problem.relations``; the map matches their 0/1 matrices side by side."""
+    order, offset = [], 0
+    for mats, index in ((bound.B, numeric.B_index), (bound.C, numeric.C_index), (bound.R, numeric.R_index)):
+        for E in mats:
+            hit = [c for c in range(int(index.max()) + 1) if np.array_equal(index == c, np.asarray(E) > 0)]
+            if len(hit) != 1:   # pragma: no cover - both partition the same pairs
+                raise RuntimeError("reduce: the scheme's relations do not match the numeric reduction's")
+            order.append(offset + hit[0])
+        offset += len(mats)
+    if numeric.bias:
+        order.append(offset)
+    return np.array(order, dtype=np.int64)
 
 
 @dataclass(eq=False)
@@ -304,11 +303,13 @@ class ReducedModel:
         sizes = [bound.values[q] for q in ode.scheme.sizes]
         self.par = np.array([model.lr_W, model.lr_H, model.lr_b, model.lambda_W, model.lambda_H,
                              model.lambda_b, model.lambda_E, *sizes, *theta], dtype=float)
-        self._rhs = _generated(ode)
-        self.generated = self._rhs is not None
-        if self._rhs is None:
-            lam = _LambdifiedRHS(ode)
-            self._rhs = lambda y, par: lam(y, par)
+        from .. import engine
+        from ..kernels import fields as _kf
+        self._numeric = engine.reduction_of(model)
+        self._order = _engine_order(self._numeric, bound)        # y_theory = y_engine[order]
+        self._inverse = np.argsort(self._order)                    # y_engine = y_theory[inverse]
+        self._packed = engine.pack_model(model, "reduced")
+        self._work = np.empty(_kf.work_size(self._packed))
 
     # -- layout -------------------------------------------------------------------------------
     @property
@@ -355,8 +356,29 @@ class ReducedModel:
 
     # -- numerics -----------------------------------------------------------------------------
     def rhs(self, y) -> np.ndarray:
-        """d(state)/dt at ``y`` (numeric)."""
-        return self._rhs(np.ascontiguousarray(y, dtype=float), self.par)
+        """d(state)/dt at ``y`` (numeric: the engine's reduced field)."""
+        from ..kernels import fields as _kf
+        y_engine = np.ascontiguousarray(np.asarray(y, dtype=float)[self._inverse])
+        dy = np.empty_like(y_engine)
+        packed = self._packed._replace(coef=np.ascontiguousarray(self.par[:7]))   # rates and decays as set now
+        _kf.vector_field(0, y_engine, dy, packed, self._work)
+        return dy[self._order]
+
+    def _model_now(self):
+        """The model with the rates and decays of ``self.par`` as it is now (the coupling and
+        sizes come from the model)."""
+        names = ("lr_W", "lr_H", "lr_b", "lambda_W", "lambda_H", "lambda_b", "lambda_E")
+        changes = {n: float(v) for n, v in zip(names, self.par[:7]) if float(v) != getattr(self.model, n)}
+        return self.model.replace(**changes) if changes else self.model
+
+    @cached_property
+    def _symbolic(self):
+        return _LambdifiedRHS(self.ode)
+
+    def symbolic_rhs(self, y) -> np.ndarray:
+        """d(state)/dt at ``y`` from the sympy expressions (lambdified; slow, the ground truth
+        the engine's field is tested against)."""
+        return self._symbolic(np.asarray(y, dtype=float), self.par)
 
     def isotropic(self, scale: float) -> np.ndarray:
         """The reduced state of isotropic Grams: M = 0, G_W = s² I, G_H = s² I, b = 0."""
@@ -393,23 +415,21 @@ class ReducedModel:
 
     def solve(self, t, *, scale: float = 1e-3, init=None, rtol: float = 1e-12, atol: float = 1e-14,
               t0: float = 0.0) -> ReducedTrajectory:
-        """Integrate the reduced ODE (scipy DOP853 on the generated right-hand side).
+        """Integrate the reduced ODE: ``ufm.solve(model, …, space="reduced")``, the engine's
+        Dormand–Prince on the numeric reduction, with the saved states in this module's order.
 
         Arguments:
             t: save times (increasing, >= t0).
             scale: isotropic initial Grams s² I (ignored when ``init`` is given).
-            init: a reduced state, or a :class:`ufm.GramState` in the span.
+            init: a reduced state (this module's order), or a :class:`ufm.GramState` in the span.
             rtol, atol: tolerances.
 
         Raises:
             ValueError: a GramState that is not in the scheme's span, or bad times.
-            RuntimeError: the integrator failed.
+            ufm.IntegrationError: the integration failed (with the partial trajectory).
         """
-        from scipy.integrate import solve_ivp
         from ..models import GramState
-        t = np.atleast_1d(np.asarray(t, dtype=float))
-        if np.any(np.diff(t) <= 0) or t[0] < t0:
-            raise ValueError("t: expected strictly increasing save times >= t0")
+        from ..solving import solve
         if init is None:
             y0 = self.isotropic(scale)
         elif isinstance(init, GramState):
@@ -418,13 +438,14 @@ class ReducedModel:
                 raise ValueError(f"init: the GramState is not in the scheme's span (relative spread {spread:.1e})")
         else:
             y0 = np.asarray(init, dtype=float)
-        par = self.par
-        f = self._rhs
-        sol = solve_ivp(lambda _t, y: f(y, par), (t0, t[-1]), y0, method="DOP853", t_eval=t, rtol=rtol,
-                        atol=atol)
-        if not sol.success:
-            raise RuntimeError(f"reduced ODE: integration failed ({sol.message})")
-        return ReducedTrajectory(sol.t, sol.y.T, self)
+        tr = solve(self._model_now(), self.gram_state(y0), t, t0=t0, rtol=rtol, atol=atol, space="reduced",
+                   save=("gram_W", "gram_H", "logits", "b") if self.ode.bias else ("gram_W", "gram_H", "logits"))
+        ys = []
+        for k in range(len(tr.t)):
+            b = None if tr.b is None else tr.b[k]
+            M = tr.logits[k] if b is None else tr.logits[k] - b[:, None]
+            ys.append(self.state_of(GramState(M, tr.gram_W[k], tr.gram_H[k], b))[0])
+        return ReducedTrajectory(tr.t, np.array(ys), self)
 
     # -- fixed points and linearisation ----------------------------------------------------------
     @cached_property
@@ -481,7 +502,7 @@ class ReducedModel:
 
         The reduced side uses ``self.par`` as it is when called. Measured on the factorial,
         hierarchy and balanced problems of the tests and derivations (CE and MSE, bias, λ_E,
-        coupled, generated and lambdified code): <= 7.3e-12; ``tol`` = 3e-11.
+        coupled): <= 7.3e-12; ``tol`` = 3e-11.
         """
         import ufm
         t = np.concatenate([[0.0], np.geomspace(1e-2, 3e3, 40)]) if t is None else np.asarray(t, float)
@@ -499,7 +520,7 @@ class ReducedModel:
                             disc, {k: tol for k in disc},
                             {"reduced state size": self.size, "Gram state size": self.model.K * self.model.N
                              + self.model.K ** 2 + self.model.N ** 2, "t range": f"[{t[0]:g}, {t[-1]:g}]",
-                             "generated numba code": self.generated})
+                             "integrated by": "ufm.solve(space='reduced')"})
 
     def width_study(self, widths=(16, 64, 256, 1024), *, scale: float = 0.1, t=None, seeds=(0, 1, 2)) -> dict:
         """Parameter-space runs from ``model.init(d, scale)`` against the reduced ODE from
@@ -593,7 +614,7 @@ class ReducedModel:
 
     def __repr__(self):
         return (f"ReducedModel({self.bound.scheme}, loss={self.ode.loss!r}, bias={self.ode.bias}, "
-                f"state size {self.size}, generated={self.generated})")
+                f"state size {self.size})")
 
 
 def reduce(model) -> ReducedModel:
