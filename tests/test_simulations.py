@@ -75,9 +75,14 @@ def test_width_below_k_minus_one_never_reaches_the_etf():
             assert r["final_etf_distance"] < 1e-8, r  # measured 1.1e-9 (d = 8), 6.5e-10 (d = 16)
 
 
-def test_shipped_config_is_the_simulations_copy():
-    with open(os.path.join(ROOT, "simulations", "structure_before_collapse.toml")) as fh:
-        assert fh.read() == job._default_text()
+def test_print_config_prints_the_shipped_default(capsys):
+    """`ufm run --print-config` prints the configuration `ufm run` uses without one, and that
+    text loads to the default configuration (the way to start an edited copy)."""
+    from ufm.cli import main
+    assert main(["run", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert text == job._default_text()
+    assert "[[settings]]" in text and "lambda = 1e-3" in text
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -5,7 +5,8 @@ HELP = "run the structure-before-collapse simulations (default configuration whe
 
 def add_arguments(parser) -> None:
     parser.add_argument("config", nargs="?", help="TOML configuration (default: the shipped one; "
-                        "see simulations/structure_before_collapse.toml)")
+                        "`ufm run --print-config > my.toml` starts an edited copy)")
+    parser.add_argument("--print-config", action="store_true", help="print the default configuration and exit")
     parser.add_argument("--out", help="output folder (overrides the configuration's 'out')")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -15,6 +16,10 @@ def main(args) -> int:
     import sys
 
     from ..experiments import structure_before_collapse as job
+
+    if args.print_config:
+        sys.stdout.write(job._default_text())
+        return 0
 
     try:
         cfg = job.load_config(args.config, out=args.out)

@@ -7,8 +7,8 @@ collapse time scales with λ, and phase diagrams over (λ, β) and over width d;
 figures, a JSON summary of every plotted number, a markdown results table and the
 trajectories.
 
-The configuration is a TOML file (the default one ships beside this module and is copied in
-``simulations/structure_before_collapse.toml``); :func:`load_config` documents every key.
+The configuration is a TOML file (the default one ships beside this module; ``ufm run
+--print-config`` prints it, to start an edited copy); :func:`load_config` documents every key.
 """
 
 from __future__ import annotations

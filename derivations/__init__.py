@@ -1,8 +1,10 @@
 """Derivations: one module per analytic result, each with ``run() -> int``.
 
 ``run()`` prints the derived result (pretty and LaTeX), checks it symbolically and against
-the integrator, and returns 0 when every check passes (non-zero otherwise). The top-level
-``derivations/<name>.py`` scripts and ``ufm derive NAME`` call :func:`main`.
+the integrator, and returns 0 when every check passes (non-zero otherwise). This folder is the
+repository's top-level ``derivations/``, installed as ``ufm.theory.derivations`` (see
+pyproject.toml); ``ufm derive NAME`` calls :func:`main`, and ``python derivations/NAME.py``
+runs one directly.
 """
 
 from __future__ import annotations

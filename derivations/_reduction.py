@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ._report import Report
+from ufm.theory.derivations._report import Report
 
 
 def show_scheme(rep: Report, model) -> None:
     """Print the scheme, the structure of the reduced ODE and its first equations."""
-    from ..reduce import reduce, symbolic
+    from ufm.theory.reduce import reduce, symbolic
     r = reduce(model)
     sc = r.bound.scheme
     rep.line(f"problem {model.problem.name}: {sc}")
@@ -33,7 +33,7 @@ def show_scheme(rep: Report, model) -> None:
 
 def pointwise(rep: Report, model, seed: int = 0) -> None:
     """Reduced field = projection of the full Gram field at random states of the span."""
-    from ..reduce import reduce
+    from ufm.theory.reduce import reduce
     r = reduce(model)
     rng = np.random.default_rng(seed)
     worst, spread = 0.0, 0.0
