@@ -24,8 +24,10 @@ import warnings
 import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
+from scipy.optimize import brentq
 
 import ufm
+from ufm.kernels import integrate as _k
 from ufm.reference import flatten
 from ufm.solvers import SOLVERS
 from systems import (aligned_mse_init, bias_relaxation, bias_relaxation_init, flat_rhs, logistic_u,
@@ -100,18 +102,20 @@ class BiasRelaxation:
         return tr, got, bias_relaxation(self.model, self.b0, self.t)
 
 
-SYSTEMS = {
-    "logistic-K4n3": lambda: Logistic(4, 3, 0.0, 1e-8, 80.0),
-    "logistic-K3n3-decay": lambda: Logistic(3, 3, 0.03, 1e-8, 60.0),
-    "bias-parameters": lambda: BiasRelaxation("parameters"),
-    "bias-gram": lambda: BiasRelaxation("gram"),
+SYSTEMS = {    # name: (class, constructor arguments)
+    "logistic-K4n3": (Logistic, (4, 3, 0.0, 1e-8, 80.0)),
+    "logistic-K3n3-decay": (Logistic, (3, 3, 0.03, 1e-8, 60.0)),
+    "bias-parameters": (BiasRelaxation, ("parameters",)),
+    "bias-gram": (BiasRelaxation, ("gram",)),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def tolerance_scan(system: str, solver_name: str):
-    """(normalised errors, accepted steps, rejected steps) over RTOLS, run once per module."""
-    sysm = SYSTEMS[system]()
+    """(normalised errors, accepted steps, rejected steps, the system) over RTOLS; each scan
+    runs once per module and is shared by the tests."""
+    cls, args = SYSTEMS[system]
+    sysm = cls(*args)
     errors, accepted, rejected = [], [], []
     for rtol in RTOLS:
         atol = ATOL_PER_RTOL * rtol
@@ -140,7 +144,7 @@ def test_global_error_tracks_rtol(system, solver):
 
 
 @pytest.mark.parametrize("solver", [s.name for s in ADAPTIVE])
-@pytest.mark.parametrize("system", [k for k in SYSTEMS if SYSTEMS[k]().steps_asymptotic])
+@pytest.mark.parametrize("system", [k for k, (cls, _) in SYSTEMS.items() if cls.steps_asymptotic])
 def test_accepted_steps_grow_like_rtol_to_minus_one_over_q_plus_one(system, solver):
     """Accepted steps ∝ rtol^(−1/(q+1)), q the lower order of the embedded pair.
 
@@ -155,6 +159,57 @@ def test_accepted_steps_grow_like_rtol_to_minus_one_over_q_plus_one(system, solv
     assert abs(slope + 1.0 / (q + 1)) < 0.02, (system, slope, accepted)
     # rejections stay rare: measured at most 4 per run (out of 18–303 accepted steps)
     assert np.all(rejected <= 10), rejected
+
+
+# ------------------------------------------------------------------------------------------
+# the PI controller's equilibrium
+# ------------------------------------------------------------------------------------------
+
+def _error_estimate_per_unit_y(solver, z):
+    """|h Σ_i e_i k_i| / |y| for one step of y' = λy, z = hλ: the stages are k_i = λ g_i y with
+    g_i = 1 + z Σ_j a_ij g_j, so the estimate is |z Σ_i e_i g_i| — the tableau's own number."""
+    A, e = solver.arrays["A"], solver.arrays["e"]
+    g = np.zeros(len(e))
+    for i in range(len(e)):
+        g[i] = 1.0 + z * (A[i, :i] @ g[:i])
+    return abs(z * (e @ g))
+
+
+@pytest.mark.parametrize("solver", [s.name for s in ADAPTIVE])
+def test_pi_controller_settles_at_its_design_error(solver):
+    """On a pure exponential decay every step looks the same, so the PI controller
+    h ← h·SAFETY·err^(−α)·err_prev^β, α = 1/(q+1) − 0.75β, settles where SAFETY·e*^(β−α) = 1:
+    e* = SAFETY^(1/(α−β)) (0.445 for Hairer's SAFETY = 0.9, β = 0.04). The step z* = hr that
+    produces e* follows from the tableau, so the number of steps over a stretch Δ(rt) is
+    predicted with no fitted constant.
+
+    System: Y = 0 (MSE), W = H = 0, so db/dt = −r b, r = η_b(Σπ + λ_b), b(t) = b0 e^{−rt}
+    exactly (G1 = Σπ·b has no cancellation). With atol ≪ rtol|b| the scaled RMS error over the
+    n = Kd + dN + K entries (W and H contribute 0) is err = E(z)/rtol·√(K/n).
+    Measured: steps between r·t = 5 and 25 are 1.0005, 1.0023 and 0.9983 × the prediction at
+    rtol 1e-6, 1e-8, 1e-10; allowed ±1%. The exponent 1/(q+2) instead of 1/(q+1) gives
+    1.049–1.057 (a lower equilibrium error, 0.34)."""
+    sv = SOLVERS[solver]
+    alpha = 1.0 / sv.controller_order - 0.75 * _k.BETA
+    e_star = _k.SAFETY ** (1.0 / (alpha - _k.BETA))
+    K, N, d = 2, 2, 1
+    model = ufm.UFM(ufm.Problem(np.zeros((K, N))), loss="mse", bias=True, lambda_b=0.3, lr_b=0.7, lr_W=1.9,
+                    lr_H=0.4)
+    rate = model.lr_b * (model.problem.weights.sum() + model.lambda_b)
+    x0 = bias_relaxation_init(model, d, [1.0, -2.0])
+    n = K * d + d * N + K
+    for rtol in (1e-6, 1e-8, 1e-10):
+        target = e_star * rtol * np.sqrt(n / K)
+        z_star = brentq(lambda z: _error_estimate_per_unit_y(sv, -z) - target, 1e-8, 2.0)
+        steps = []
+        for rt in (5.0, 25.0):
+            tr = ufm.solve(model, x0, [rt / rate], method=sv, rtol=rtol, atol=1e-30, save="b")
+            assert tr.info["rejected_steps"] == 0
+            np.testing.assert_allclose(tr.b[-1], bias_relaxation(model, [1.0, -2.0], [rt / rate])[0],
+                                       rtol=30 * rtol)      # measured 1.4–8.7 × rtol
+            steps.append(tr.info["accepted_steps"])
+        predicted = 20.0 / z_star
+        assert abs((steps[1] - steps[0]) / predicted - 1.0) < 0.01, (rtol, steps, predicted)
 
 
 # ------------------------------------------------------------------------------------------

@@ -90,17 +90,8 @@ def objective(model, W, H, b, t):
     if b is not None:
         reg += 0.5 * model.lambda_b * b @ b
     if model.lambda_E:
-        reg += 0.5 * model.lambda_E * np.trace(H @ np.linalg.inv(_theta(model, t)) @ H.T)
+        reg += 0.5 * model.lambda_E * np.trace(H @ np.linalg.inv(model.theta(t)) @ H.T)
     return data + reg
-
-
-def _theta(model, t):
-    c = model.coupling
-    if c is None:
-        return np.eye(model.N)
-    if isinstance(c, ufm.PiecewiseCoupling):
-        return np.asarray(c.kernels[int(np.sum(np.asarray(c.times) <= t)) - 1])
-    return np.asarray(c)
 
 
 def _fd_gradient(f, x, h=1e-4):
@@ -121,7 +112,7 @@ def _fd_flow(model, st, t):
     gW = _fd_gradient(lambda X: objective(model, X, H, b, t), W)
     gH = _fd_gradient(lambda X: objective(model, W, X, b, t), H)
     dW = -model.lr_W * gW
-    dH = -model.lr_H * gH @ _theta(model, t)
+    dH = -model.lr_H * gH @ model.theta(t)
     db = None if b is None else -model.lr_b * _fd_gradient(lambda X: objective(model, W, H, X, t), b)
     return dW, dH, db
 
