@@ -284,8 +284,7 @@ def main(argv=None) -> int:
             if code != 0:
                 print(output[-3000:])
                 return 1
-        free = list(roots)
-        results = []
+        free = list(roots)      # a copy is taken by one running mutation at a time
 
         def task(m):
             root = free.pop()

@@ -13,7 +13,8 @@ the embedded one's, ``controller_order`` = min(both) + 1 = q + 1 (5 for Dormandâ
 
 Systems (tests/README.md): the Saxe logistic mode (MSE, aligned balanced init) and the linear
 relaxation of the bias (MSE, W = H = 0, soft labels, unequal weights); a piecewise coupling
-is checked against scipy's DOP853 at rtol 1e-13 integrated leg by leg.
+is checked against scipy's DOP853 at rtol 1e-13 integrated leg by leg; on a pure exponential
+decay the step count is predicted from the tableau and the PI controller's equilibrium.
 """
 
 from __future__ import annotations
