@@ -49,6 +49,43 @@ def logistic_u(t, u0: float, K: int, n: int, lam: float):
     return s * e / (e - 1.0 + s / u0)
 
 
+def soft_label_problem(K: int = 3, N: int = 5, seed: int = 0):
+    """K classes, N contexts (K != N), soft-label targets (columns on the simplex) and unequal
+    context weights π summing to 1 — the shapes a next-token problem has."""
+    rng = np.random.default_rng(seed)
+    Y = rng.dirichlet(np.ones(K), size=N).T
+    weights = rng.uniform(0.5, 1.5, size=N)
+    return ufm.Problem(Y, weights=weights / weights.sum())
+
+
+def pd_kernel(N: int, seed: int = 0, rank: int = 2) -> np.ndarray:
+    """A positive definite N×N coupling I + AAᵀ/N (A of the given rank), for problems without
+    attributes."""
+    A = np.random.default_rng(seed).normal(size=(N, rank))
+    return np.eye(N) + A @ A.T / N
+
+
+def bias_relaxation_init(model, d: int, b0):
+    """W = 0, H = 0 and bias b0: W and H stay 0 (both fields vanish there), and for MSE the
+    bias obeys the linear ODE of :func:`bias_relaxation`."""
+    return model.state(np.zeros((model.K, d)), np.zeros((d, model.N)), np.asarray(b0, dtype=float))
+
+
+def bias_relaxation(model, b0, t):
+    """Closed form of the bias when W = H = 0 and the loss is MSE.
+
+    Then Z = b1ᵀ, G = (b1ᵀ − Y) diag(π) and db/dt = −η_b (G1 + λ_b b) is linear:
+    db/dt = −r (b − b*), r = η_b (Σπ + λ_b), b* = Yπ / (Σπ + λ_b), so
+    b(t) = b* + (b0 − b*) e^{−rt}. Returns (T, K).
+    """
+    Y, pi = model.problem.Y, model.problem.weights
+    total = pi.sum() + model.lambda_b
+    rate = model.lr_b * total
+    b_star = Y @ pi / total
+    decay = np.exp(-rate * np.asarray(t, dtype=float))[:, None]
+    return b_star + (np.asarray(b0, dtype=float) - b_star) * decay
+
+
 def flat_rhs(model, d):
     """A numpy right-hand side f(t, y) for scipy, on the kernels' flat layout."""
     from ufm.reference import flatten, unflatten, vector_field

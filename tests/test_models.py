@@ -53,6 +53,9 @@ def test_flow_is_preconditioned_gradient_of_objective(ident, model):
     fH = lambda H: model.loss(ufm.State(st.W, H, st.b))  # noqa: E731
     np.testing.assert_allclose(v.W, -model.lr_W * _fd_gradient(fW, np.array(st.W)), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(v.H, -model.lr_H * _fd_gradient(fH, np.array(st.H)) @ theta, rtol=1e-6, atol=1e-8)
+    if model.bias:
+        fb = lambda b: model.loss(ufm.State(st.W, st.H, b))  # noqa: E731
+        np.testing.assert_allclose(v.b, -model.lr_b * _fd_gradient(fb, np.array(st.b)), rtol=1e-6, atol=1e-8)
 
 
 def _kernel_field(model, state, space):
@@ -103,6 +106,20 @@ def test_softmax_is_stable_for_huge_logits():
     expected = (np.log1p(np.exp(-1.0)) + 2 * np.log(3.0)) / 3
     assert tr2.loss[0] == pytest.approx(expected, rel=1e-12)
     assert m.loss(st2) == pytest.approx(expected, rel=1e-12)
+
+
+def test_softmax_is_stable_for_hugely_negative_logits():
+    """Every logit of a column near −1e4: e^z underflows to 0 for all of them unless the column
+    maximum is subtracted first. Each column is z = (−1e4, −1e4 − 1, −1e4 − 2) and context i has
+    label i, so the CE is mean_i(i) + log(1 + e^{−1} + e^{−2}) = 1 + log(1 + e^{−1} + e^{−2})."""
+    m = ufm.UFM(ufm.settings.balanced(3, 1))
+    st = ufm.State(np.array([[-1e4], [-1e4 - 1.0], [-1e4 - 2.0]]), np.ones((1, 3)))
+    expected = 1.0 + np.log1p(np.exp(-1.0) + np.exp(-2.0))
+    tr = ufm.solve(m, st, [0.0], save=())
+    assert tr.loss[0] == pytest.approx(expected, rel=1e-12)
+    ref = m.vector_field(st)
+    np.testing.assert_allclose(_kernel_field(m, st, "parameters"), flatten(ref), rtol=1e-12)
+    assert np.abs(ref.H).max() > 0.1        # measured 0.53: softmax(z) − y is O(1), the field is not 0
 
 
 def _random_model(rng, i):

@@ -16,6 +16,7 @@ import ufm
 from ufm.models import GramState, PiecewiseCoupling, State
 from ufm.kernels.optimizers import DIVERGED
 from ufm.reference import euler_train_reference
+from systems import pd_kernel, soft_label_problem
 
 ARRAYS = ("t", "loss", "data_loss", "W", "H", "b", "gram_W", "gram_H", "logits")
 
@@ -24,12 +25,24 @@ ARRAYS = ("t", "loss", "data_loss", "W", "H", "b", "gram_W", "gram_H", "logits")
 # models
 # ------------------------------------------------------------------------------------------
 
-def coupled_model(loss: str, bias: bool, **kw) -> ufm.UFM:
-    """6-context factorial (2×3) problem, attribute coupling β = 0.7, all decays on,
-    non-unit block rates (so a rate that is dropped or applied twice shows up)."""
-    problem = ufm.settings.factorial((2, 3))
+def _problem(shape: str):
+    """"square": the 6-context factorial (2×3), K = N = 6; "samples": the same with two samples
+    per context, K = 6 < N = 12; "soft": soft labels and unequal weights, K = 5 > N = 3."""
+    if shape == "square":
+        return ufm.settings.factorial((2, 3))
+    if shape == "samples":
+        return ufm.settings.factorial((2, 3), samples_per_context=2)
+    return soft_label_problem(5, 3, seed=2)
+
+
+def coupled_model(loss: str, bias: bool, shape: str = "square", **kw) -> ufm.UFM:
+    """Attribute coupling β = 0.7 (a positive definite kernel for the soft problem), all decays
+    on, distinct non-unit block rates η_W ≠ η_H ≠ η_b (so a rate that is dropped, applied
+    twice or used for the wrong block shows up)."""
+    problem = _problem(shape)
+    theta = problem.kernel("attribute", 0.7) if problem.attributes is not None else pd_kernel(problem.N, 4)
     params = dict(loss=loss, lambda_W=2e-2, lambda_H=3e-2, lambda_E=1e-2, bias=bias,
-                  lambda_b=5e-2 if bias else 0.0, coupling=problem.kernel("attribute", 0.7),
+                  lambda_b=5e-2 if bias else 0.0, coupling=theta,
                   lr_W=1.7, lr_H=0.6, lr_b=1.3 if bias else 1.0)
     params.update(kw)
     return ufm.UFM(problem, **params)
@@ -41,6 +54,10 @@ def rel_err(a, b) -> float:
 
 
 MODEL_CASES = [("ce", False), ("ce", True), ("mse", False), ("mse", True)]
+# the reference comparisons also run on K != N problems, where a loop over the wrong size or a
+# transposed product shows; with a bias there, since its sum runs over the N contexts
+SHAPE_CASES = [("square", loss, bias) for loss, bias in MODEL_CASES] + [
+    (shape, loss, True) for shape in ("samples", "soft") for loss in ("ce", "mse")]
 
 
 # ------------------------------------------------------------------------------------------
@@ -103,12 +120,12 @@ def test_gd_equals_euler_to_rounding_non_dyadic_step(loss, bias):
         np.testing.assert_allclose(getattr(gd, n), getattr(eu, n), rtol=1e-12, atol=1e-14, err_msg=n)
 
 
-@pytest.mark.parametrize("loss,bias", MODEL_CASES)
-def test_gd_matches_numpy_reference(loss, bias):
+@pytest.mark.parametrize("shape,loss,bias", SHAPE_CASES)
+def test_gd_matches_numpy_reference(shape, loss, bias):
     # euler_train_reference is a plain numpy loop on UFM.vector_field: same maths, different
     # summation order (BLAS vs numba loops), so agreement is to rounding accumulated over the
     # run; 1e-12 relative leaves ~1e3 ulps of slack for 300 contracting steps.
-    model = coupled_model(loss, bias)
+    model = coupled_model(loss, bias, shape)
     x0 = model.init(6, scale=0.7, seed=3)
     steps, lr = 300, 0.2
     traj = ufm.train(model, x0, steps, lr=lr, save_steps=[0, steps], save="all")
@@ -216,11 +233,12 @@ def _assert_blocks_close(traj, ref, x0, rtol):
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-@pytest.mark.parametrize("loss,bias", [("ce", True), ("mse", False)])
-def test_momentum_matches_pytorch_sgd_loop(loss, bias, nesterov):
+@pytest.mark.parametrize("shape,loss,bias", [("square", "ce", True), ("square", "mse", False),
+                                             ("samples", "mse", True), ("soft", "ce", True)])
+def test_momentum_matches_pytorch_sgd_loop(shape, loss, bias, nesterov):
     # 1e-10: both loops compute the same expressions; they differ only in BLAS vs loop
     # summation order (1e-16 per step) amplified over 300 steps of a contracting map.
-    model = coupled_model(loss, bias)
+    model = coupled_model(loss, bias, shape)
     x0 = model.init(6, scale=0.7, seed=5)
     steps, lr, mu = 300, 0.05, 0.9
     traj = ufm.train(model, x0, steps, lr=lr, optimizer="momentum", momentum=mu, nesterov=nesterov,
@@ -243,15 +261,16 @@ def test_momentum_and_nesterov_differ_and_zero_momentum_is_gd():
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-@pytest.mark.parametrize("loss,bias", [("ce", True), ("mse", False)])
-def test_adam_matches_pytorch_loop(optimizer, loss, bias):
+@pytest.mark.parametrize("shape,loss,bias", [("square", "ce", True), ("square", "mse", False),
+                                             ("samples", "ce", True), ("soft", "mse", True)])
+def test_adam_matches_pytorch_loop(optimizer, shape, loss, bias):
     # The two loops differ only in rounding (the library writes m̂/(√(v/bc2) + ε), torch
     # (m/bc1)/(√v/√bc2 + ε)), hence 1e-10 after 300 steps. That is only meaningful while Adam
     # is well conditioned: near a minimum (MSE reaches one quickly at lr = 1e-2) the gradient
     # is ~0, m/√v normalises rounding noise to O(lr) steps and a 1-ulp perturbation grows to
     # 1e-4 in a few hundred steps. lr = 1e-3 keeps the run in the transient; the conditioning
     # check below (the reference against itself from a 1-ulp-perturbed start) guards that.
-    model = coupled_model(loss, bias)
+    model = coupled_model(loss, bias, shape)
     x0 = model.init(6, scale=0.7, seed=8)
     steps, lr, betas, eps = 300, 1e-3, (0.8, 0.99), 1e-8
     decoupled = optimizer == "adamw"
