@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-JITTED = ("ufm/kernels/", "ufm/theory/_generated_reduced.py")
+JITTED = ("ufm/kernels/",)
 
 
 @dataclass(frozen=True)
@@ -87,15 +87,14 @@ MUTATIONS = [
     M("bias-loop-range-k", "the bias field sums G over range(K) instead of the N contexts",
       [(FIELDS, "        for i in range(N):\n            s += G[k, i]",
         "        for i in range(K):\n            s += G[k, i]")], KERNELS),
-    M("semantic-gap-same-label-pairs", "Trajectory.metric('semantic_gap') no longer excludes same-label "
-      "pairs when K < N",
-      [("ufm/trajectory.py", "self.problem.K < self.problem.N:\n                labels = self.problem.labels",
-        "self.problem.K < self.problem.N:\n                labels = None")],
-      ("test_metrics.py", "test_simulations.py", "test_sweep.py", "test_solve.py"),
-      note="killed only by the K < N semantic-gap tests added to tests/test_metrics.py on another branch"),
+    M("semantic-gap-same-label-pairs", "the semantic gap's pair masks no longer exclude same-label pairs "
+      "(K < N: several samples per context)",
+      [("ufm/metrics.py", "        valid &= lab[:, None] != lab[None, :]\n    per = tuple(",
+        "        pass\n    per = tuple(")],
+      ("test_metrics.py", "test_metrics_layer.py", "test_sweep.py", "test_bridge_io.py")),
     # -- the step-size controller and the integrator ---------------------------------------------
     M("pi-controller-exponent", "step controller exponent 1/(q+2) instead of 1/(q+1)",
-      [(INTEGRATE, "expo1 = 1.0 / order - 0.75 * BETA", "expo1 = 1.0 / (order + 1.0) - 0.75 * BETA")], ACCURACY),
+      [(INTEGRATE, "expo1 = 1.0 / tab.order - 0.75 * BETA", "expo1 = 1.0 / (tab.order + 1.0) - 0.75 * BETA")], ACCURACY),
     M("controller-safety-inverted", "safety factor multiplies instead of divides (steps 1/0.81 too long)",
       [(INTEGRATE, "fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac / SAFETY))",
         "fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac * SAFETY))")], ACCURACY),
@@ -109,7 +108,7 @@ MUTATIONS = [
     M("fsal-wrong-stage", "FSAL reuses stage s−2 instead of the last stage",
       [(INTEGRATE, "k[0, :] = k[s - 1]", "k[0, :] = k[s - 2]")], ACCURACY),
     M("fsal-across-breakpoint", "FSAL reuses the last stage after a breakpoint (f of the old Θ)",
-      [(INTEGRATE, "if fsal and p_new == p:", "if fsal:")], ("test_solve.py", "test_accuracy.py")),
+      [(INTEGRATE, "if tab.fsal and p_new == p:", "if tab.fsal:")], ("test_solve.py", "test_accuracy.py")),
     M("breakpoint-not-a-stop", "steps may cross a coupling breakpoint",
       [(INTEGRATE, "if p + 1 < n_pieces and theta_t[p + 1] < stop:",
         "if False and p + 1 < n_pieces and theta_t[p + 1] < stop:")], ("test_solve.py", "test_accuracy.py")),
@@ -152,8 +151,19 @@ MUTATIONS = [
         "lams = (model.lambda_W, model.lambda_H, model.lambda_b)")], ("test_train.py",)),
     M("sweep-kernel-config-0-coefficients", "the parallel sweep kernel gives every configuration the "
       "coefficients of configuration 0",
-      [("ufm/kernels/sweep.py", "ip[i], coef[i], Yi", "ip[i], coef[0], Yi")], ("test_sweep.py",)),
+      [("ufm/kernels/sweep.py", "return Model(ip, models.coef[i],", "return Model(ip, models.coef[0],")], ("test_sweep.py",)),
     # -- validation ------------------------------------------------------------------------------
+    # -- the engine's packing, the reduced space, the metrics layer --------------------------------
+    M("pack-model-swaps-rates", "ufm.engine.pack_model swaps η_W and η_H",
+      [("ufm/engine.py", "= model.lr_W, model.lr_H, model.lr_b", "= model.lr_H, model.lr_W, model.lr_b")],
+      ("test_kernels_reference.py", "test_models.py")),
+    M("reduced-dw-drops-factor-2", "the reduced field's dG_W drops the factor 2 of S + Sᵀ = 2S",
+      [("ufm/kernels/reduced.py", "dy[ow + c] = -2.0 * lr_w *", "dy[ow + c] = -lr_w *")],
+      ("test_reduced_space.py", "test_solve_reduced.py")),
+    M("centred-cosine-not-centred", "cosine(centred=True) forgets to centre (the gap's default convention)",
+      [("ufm/metrics.py", "        scale = _max_abs(G)\n        G = _double_centre(G)\n",
+        "        scale = _max_abs(G)\n")],
+      ("test_metrics_layer.py", "test_metrics.py")),
     M("check-times-allows-repeats", "save times only need to be non-decreasing",
       [("ufm/solving.py", "    if np.any(np.diff(t) <= 0):\n        i = int(",
         "    if np.any(np.diff(t) < 0):\n        i = int(")], ("test_solve.py",)),
