@@ -13,7 +13,7 @@ answers agree; peers get their best vectorised form (numpy matrix products for s
 except in the start-up section, which measures exactly that).
 
 Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-3 (DESIGN.md's setting), Θ = I unless β is given.
+context its own class), init scale 1e-3 (the setting of docs/model.md), Θ = I unless β is given.
 """
 
 from __future__ import annotations

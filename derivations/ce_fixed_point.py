@@ -36,10 +36,10 @@ def run() -> int:
     rep.show("margin m*", d["margin"])
     rep.show("‖w_k‖² (through m)", d["u2"])
     rep.show("loss at the minimiser (through m)", d["loss"])
-    rep.check_equal("h = √(λ_W/(nλ_H)) w (THEORY.md)", d["ratio"], sp.sqrt(S.lambda_W / (n * S.lambda_H)))
-    rep.check_equal("m = ln(1/√(nλ_Wλ_H) − (K−1)) (THEORY.md)", d["margin"],
+    rep.check_equal("h = √(λ_W/(nλ_H)) w (docs/theory.md)", d["ratio"], sp.sqrt(S.lambda_W / (n * S.lambda_H)))
+    rep.check_equal("m = ln(1/√(nλ_Wλ_H) − (K−1)) (docs/theory.md)", d["margin"],
                     sp.log(1 / sp.sqrt(n * S.lambda_W * S.lambda_H) - (K - 1)))
-    rep.check_equal("‖w_k‖² = ((K−1)/K)√(nλ_H/λ_W)·m (THEORY.md)", d["u2"],
+    rep.check_equal("‖w_k‖² = ((K−1)/K)√(nλ_H/λ_W)·m (docs/theory.md)", d["u2"],
                     (K - 1) / K * sp.sqrt(n * S.lambda_H / S.lambda_W) * d["m"])
     rep.check_zero("∂L/∂u = 0 at the solution", d["stationarity"][0].subs(
         {sp.Symbol("u", positive=True): sp.sqrt(d["u2"].subs(d["m"], d["margin"])),

@@ -53,7 +53,7 @@ def run() -> int:
     nc = nc1_symbolic()
     rep.show("Tr(Σ_W Σ_B⁺)/K", nc["nc1"])
     r_, s_ = sp.Symbol("r", positive=True), sp.Symbol("s", positive=True)
-    rep.check_equal("equals s²(K−1)²/(K r²) (THEORY.md)", nc["nc1"], s_ ** 2 * (K - 1) ** 2 / (K * r_ ** 2))
+    rep.check_equal("equals s²(K−1)²/(K r²) (docs/theory.md)", nc["nc1"], s_ ** 2 * (K - 1) ** 2 / (K * r_ ** 2))
     # numerical check with ufm.metrics.nc1: features with exactly isotropic within-class scatter
     for Kv, r, s in ((3, 2.0, 0.3), (5, 1.0, 0.1), (4, 3.0, 1.0)):
         D = Kv + 2

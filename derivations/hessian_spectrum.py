@@ -20,12 +20,12 @@ def run() -> int:
         rep.show(f"{name}   [multiplicity {sp.factor(mult)}]", rate, latex=False)
     rep.check_equal("multiplicities add up to d(K + N)", d["total"], d_sym * (S.K + S.K * S.n))
     rates = {name: rate for name, rate, _ in d["sectors"]}
-    rep.check_equal("within-class rate in the row space of W = (1/K)√(λ_H/(nλ_W)) (THEORY.md)",
+    rep.check_equal("within-class rate in the row space of W = (1/K)√(λ_H/(nλ_W)) (docs/theory.md)",
                     rates["within-class, row space of W"], sp.sqrt(S.lambda_H / (S.n * S.lambda_W)) / S.K)
-    rep.check_equal("within-class rate outside the row space = λ_H (THEORY.md)",
+    rep.check_equal("within-class rate outside the row space = λ_H (docs/theory.md)",
                     rates["within-class, outside the row space"], S.lambda_H)
     rep.line("For λ_W = λ_H = λ and n = 1/(K²λ²)·x the row-space rate √(λ_H/(nλ_W))/K exceeds λ_H: feature decay, "
-             "not the loss, sets the slowest NC1 mode (THEORY.md).")
+             "not the loss, sets the slowest NC1 mode (docs/theory.md).")
     for K, n, lw, lh, dd in ((3, 2, 0.02, 0.05, 5), (4, 2, 0.01, 0.01, 6), (3, 3, 0.05, 0.01, 4)):
         model = ufm.UFM(ufm.settings.balanced(K, n), loss="mse", lambda_W=lw, lambda_H=lh)
         r = jacobian_spectrum(model, dd)

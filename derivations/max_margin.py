@@ -20,8 +20,8 @@ def run() -> int:
     rep.show("‖w_k‖²", d["u2"])
     rep.show("‖h_i‖²", d["v2"])
     rep.show("h_i / w_{y_i}", d["ratio"])
-    rep.check_equal("‖w_k‖² = (K−1)√n/K (THEORY.md)", d["u2"], (S.K - 1) * sp.sqrt(S.n) / S.K)
-    rep.check_equal("h_i = w_{y_i}/√n (THEORY.md)", d["ratio"], 1 / sp.sqrt(S.n))
+    rep.check_equal("‖w_k‖² = (K−1)√n/K (docs/theory.md)", d["u2"], (S.K - 1) * sp.sqrt(S.n) / S.K)
+    rep.check_equal("h_i = w_{y_i}/√n (docs/theory.md)", d["ratio"], 1 / sp.sqrt(S.n))
     ce = ce_symbolic()
     rep.check_equal("the regularised minimiser with λ_W = λ_H has the same h/w ratio at every λ",
                     ce["ratio"].subs(S.lambda_H, S.lambda_W), d["ratio"])
@@ -31,7 +31,7 @@ def run() -> int:
     rep.show("dm/dt", mg["ode"])
     rep.show("F(m) with F(m(t)) = F(m₀) + 2t/√n", mg["antiderivative"])
     m = sp.Symbol("m", positive=True)
-    rep.check_equal("dm/dt = (2/√n) m/(e^m + K − 1) (THEORY.md)", mg["rate"], 2 / sp.sqrt(S.n) * m / (sp.exp(m) + S.K - 1))
+    rep.check_equal("dm/dt = (2/√n) m/(e^m + K − 1) (docs/theory.md)", mg["rate"], 2 / sp.sqrt(S.n) * m / (sp.exp(m) + S.K - 1))
     rep.check_equal("F(m) = Ei(m) + (K−1) ln m", sp.expand_log(mg["antiderivative"], force=True),
                     sp.Ei(m) + (S.K - 1) * sp.log(m))
     for K, n, m0 in ((3, 1, 0.01), (4, 2, 0.5), (10, 1, 1.0)):

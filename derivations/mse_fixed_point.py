@@ -55,9 +55,9 @@ def run() -> int:
         rep.show("optimal value", in_terms_of_c(d["loss"]))
         r = d["rank"]
         rep.check_equal(f"{'bias' if bias else 'no bias'}: uv = z* = 1 − Kc", in_terms_of_c(d["uv"]), cl["z"])
-        rep.check_equal(f"{'bias' if bias else 'no bias'}: WWᵀ = √(nλ_H/λ_W) − Knλ_H (THEORY.md)", d["u2"],
+        rep.check_equal(f"{'bias' if bias else 'no bias'}: WWᵀ = √(nλ_H/λ_W) − Knλ_H (docs/theory.md)", d["u2"],
                         sp.sqrt(S.n * S.lambda_H / S.lambda_W) - K * S.n * S.lambda_H)
-        rep.check_equal(f"{'bias' if bias else 'no bias'}: H̄ᵀH̄ = √(λ_W/(nλ_H)) − Kλ_W (THEORY.md)", d["v2"],
+        rep.check_equal(f"{'bias' if bias else 'no bias'}: H̄ᵀH̄ = √(λ_W/(nλ_H)) − Kλ_W (docs/theory.md)", d["v2"],
                         sp.sqrt(S.lambda_W / (S.n * S.lambda_H)) - K * S.lambda_W)
         rep.check_equal(f"{'bias' if bias else 'no bias'}: W = √(nλ_H/λ_W) H̄ᵀ", d["ratio"], sp.sqrt(S.n * S.lambda_H / S.lambda_W))
         rep.check_equal(f"{'bias' if bias else 'no bias'}: value = r·f(z*) = r c(1 − Kc/2), r = {r}",
@@ -72,7 +72,7 @@ def run() -> int:
     di = mse_imbalanced_symbolic()
     rep.show("L_k(u, v)", di["L_k"])
     rep.show("‖w_k‖²", di["u2"])
-    rep.check_equal("‖w_k‖² = √(λ_H/λ_W)(√n_k − N√(λ_Wλ_H)) (THEORY.md)", di["u2"],
+    rep.check_equal("‖w_k‖² = √(λ_H/λ_W)(√n_k − N√(λ_Wλ_H)) (docs/theory.md)", di["u2"],
                     sp.sqrt(S.lambda_H / S.lambda_W) * (sp.sqrt(n_k) - S.N * sp.sqrt(S.lambda_W * S.lambda_H)))
     rep.line("class k vanishes iff n_k <= N²λ_Wλ_H (minority collapse)")
 

@@ -21,9 +21,9 @@ def run() -> int:
     rep.show("u(t)", d["solution"])
     rep.show("time u₀ → s − u₀", d["learning_time"])
     rep.check_zero("u(t) solves the ODE", sp.diff(d["solution"], S.t) - d["ode"].rhs.subs(d["ode"].lhs.args[0], d["solution"]))
-    rep.check_equal("u(t) = s e^{2st/τ}/(e^{2st/τ} − 1 + s/u₀) (THEORY.md)", d["solution"],
+    rep.check_equal("u(t) = s e^{2st/τ}/(e^{2st/τ} − 1 + s/u₀) (docs/theory.md)", d["solution"],
                     s_sym * sp.exp(2 * s_sym * S.t / tau) / (sp.exp(2 * s_sym * S.t / tau) - 1 + s_sym / u0))
-    rep.check_zero("learning time ≈ (τ/s) ln(s/u₀) for u₀ → 0 (THEORY.md)",
+    rep.check_zero("learning time ≈ (τ/s) ln(s/u₀) for u₀ → 0 (docs/theory.md)",
                    sp.limit(d["learning_time"] - tau / s_sym * sp.log(s_sym / u0), u0, 0))
 
     rep.section("UFM, mean loss, aligned balanced init W = aΦ, H = bΦᵀY, a² = nb², λ_W = λ_H = λ")

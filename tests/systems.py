@@ -27,7 +27,7 @@ def aligned_mse_init(K: int, n: int, d: int, u0: float, seed: int = 0):
     """Balanced aligned init of Saxe type: W = aΦ, h_i = bφ_{y_i}, a² = n b², ab = u0.
 
     Φ (K×d) has orthonormal rows, so WH = u0·Y and the class-level singular value u = ab
-    follows the logistic ODE du/dt = (2/(K√n)) u (1 − K√nλ − u) (THEORY.md, MSE dynamics).
+    follows the logistic ODE du/dt = (2/(K√n)) u (1 − K√nλ − u) (docs/theory.md, MSE dynamics).
     """
     rng = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(rng.normal(size=(d, K)))

@@ -1,7 +1,7 @@
 """Tests of ``ufm.Problem`` (targets, weights, attributes, kernels, schemes) and of the
 validation, immutability and state helpers of ``ufm.UFM``.
 
-Conventions (DESIGN.md §2): Y is K×N (one column per context), weights π has one entry per
+Conventions (docs/model.md): Y is K×N (one column per context), weights π has one entry per
 context, attributes is N×F, W is K×d, H is d×N.
 """
 

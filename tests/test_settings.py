@@ -1,4 +1,4 @@
-"""Tests of the synthetic settings (DESIGN.md §3): balanced classes, factorial attributes and
+"""Tests of the synthetic settings (docs/model.md §6): balanced classes, factorial attributes and
 hierarchies, checked against direct computations of labels, attributes and relations.
 
 Conventions: Y is K×N with one column per sample; attributes is N×F; relations are N×N 0/1

@@ -60,7 +60,7 @@ def test_gram_space_equals_parameter_space_to_1e4(coupled):
 @pytest.mark.parametrize("space", ["parameters", "gram"])
 @pytest.mark.parametrize("lam", [0.0, 0.05])
 def test_closed_form_logistic_mode(space, lam):
-    """Balanced aligned MSE init: logits u(t)·Y with u the logistic of THEORY.md (Saxe modes)."""
+    """Balanced aligned MSE init: logits u(t)·Y with u the logistic of docs/theory.md (Saxe modes)."""
     K, n, u0 = 4, 3, 1e-3
     problem, W, H = aligned_mse_init(K, n, 6, u0)
     m = ufm.UFM(problem, loss="mse", lambda_W=lam, lambda_H=lam)
@@ -76,7 +76,7 @@ def test_closed_form_logistic_mode(space, lam):
 
 
 def _zhu_ce_grams(K, n, lw, lh):
-    """THEORY.md, regularised CE (Zhu et al. 2021): ETF with ‖w‖² = ((K−1)/K)√(nλ_H/λ_W)·m."""
+    """docs/theory.md, regularised CE (Zhu et al. 2021): ETF with ‖w‖² = ((K−1)/K)√(nλ_H/λ_W)·m."""
     margin = np.log(1 / np.sqrt(n * lw * lh) - (K - 1))
     w2 = (K - 1) / K * np.sqrt(n * lh / lw) * margin
     GW = w2 * K / (K - 1) * (np.eye(K) - 1 / K)
@@ -85,7 +85,7 @@ def _zhu_ce_grams(K, n, lw, lh):
 
 
 def _tirer_bruna_mse_grams(K, n, lw, lh, bias):
-    """THEORY.md, regularised MSE: WWᵀ = (√(nλ_H/λ_W) − Knλ_H)₊ T, H̄ᵀH̄ = (√(λ_W/(nλ_H)) − Kλ_W)₊ T,
+    """docs/theory.md, regularised MSE: WWᵀ = (√(nλ_H/λ_W) − Knλ_H)₊ T, H̄ᵀH̄ = (√(λ_W/(nλ_H)) − Kλ_W)₊ T,
     T = I (no bias) or P_K (bias)."""
     T = np.eye(K) - 1 / K if bias else np.eye(K)
     gw = max(np.sqrt(n * lh / lw) - K * n * lh, 0.0)

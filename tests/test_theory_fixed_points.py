@@ -108,7 +108,7 @@ def test_fixed_point_verify_fails_for_a_wrong_target():
 
 
 def test_derived_formulas_equal_the_literature():
-    """The sympy derivations reproduce THEORY.md's closed forms (typed in independently here)."""
+    """The sympy derivations reproduce docs/theory.md's closed forms (typed in independently here)."""
     K, n, lw, lh, N = S.K, S.n, S.lambda_W, S.lambda_H, S.N
     ce = ce_symbolic()
     assert sp.simplify(ce["margin"] - sp.log(1 / sp.sqrt(n * lw * lh) - (K - 1))) == 0

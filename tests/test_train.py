@@ -1,7 +1,7 @@
 """Tests of ``ufm.train``: the discrete optimisers against Euler, the numpy reference and
 independently written PyTorch-style loops.
 
-Conventions (DESIGN.md §2): W is K×d, H is d×N, Z = WH + b1ᵀ. With F the flow's right-hand
+Conventions (docs/model.md): W is K×d, H is d×N, Z = WH + b1ᵀ. With F the flow's right-hand
 side (``UFM.vector_field``), gradient descent with learning rate h is x ← x + h·F(x), i.e. the
 explicit Euler method with step h, so the two must agree bit for bit whenever they perform the
 same floating-point operations.

@@ -1,6 +1,6 @@
 """Structure before collapse: the coupled UFM's semantic transient on a 3×3 factorial problem.
 
-DESIGN.md §2: K = N = 9, Θ = I + AᵀA, λ_W = λ_H = 1e-3, init 1e-3, d = 32. The semantic gap
+The setting of the README's results: K = N = 9, Θ = I + AᵀA, λ_W = λ_H = 1e-3, init 1e-3, d = 32. The semantic gap
 (mean cosine of context pairs sharing an attribute minus pairs sharing none) rises, holds,
 and collapses to the ETF value 0; the standard UFM from the same init shows no gap.
 """

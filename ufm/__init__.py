@@ -2,7 +2,7 @@
 
 Integrate the standard and coupled UFM in parameter space or in the exact width-free Gram
 space (:func:`solve`), run the discrete optimisers real training uses (:func:`train`), and
-measure the geometry (:mod:`ufm.metrics`). See DESIGN.md for conventions: W is K×d, H is
+measure the geometry (:mod:`ufm.metrics`). See docs/model.md for conventions: W is K×d, H is
 d×N (one column per context), Z = WH + b1ᵀ is K×N.
 """
 

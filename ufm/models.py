@@ -1,4 +1,4 @@
-"""The UFM model family (DESIGN.md §2) as frozen, validated parameter records.
+"""The UFM model family (docs/model.md) as frozen, validated parameter records.
 
 A :class:`UFM` says *how* features and classifier move for a :class:`~ufm.problems.Problem`:
 loss, regularisation, per-block rates, bias, and the coupling kernel Θ. States are
@@ -65,7 +65,7 @@ _MODEL_FIELDS = ("loss", "lambda_W", "lambda_H", "lambda_E", "bias", "lambda_b",
 class UFM:
     """An unconstrained-features model: gradient flow of the regularised loss with coupling.
 
-    Dynamics (DESIGN.md §2), with G = ∂ℓ/∂Z, Z = WH + b1ᵀ::
+    Dynamics (docs/model.md), with G = ∂ℓ/∂Z, Z = WH + b1ᵀ::
 
         dW/dt = −η_W (G Hᵀ + λ_W W)
         dH/dt = −η_H (Wᵀ G + λ_H H) Θ − η_H λ_E H

@@ -1,7 +1,7 @@
 """Training problems: targets, context weights, latent attributes, coupling kernels.
 
 A :class:`Problem` is the data side of a UFM: what the features must fit, not how they move.
-Conventions (DESIGN.md §2): ``Y`` is K×N with one column per context; ``weights`` (π) has one
+Conventions (docs/model.md): ``Y`` is K×N with one column per context; ``weights`` (π) has one
 entry per context and multiplies that context's loss; ``attributes`` is N×F with one row per
 context and integer attribute values ``0 … q_f − 1`` in column f.
 """

@@ -1,6 +1,6 @@
 """Slow, obviously-correct numpy references for every numba kernel.
 
-These are written for readability, straight from the formulas in DESIGN.md §2, and are what
+These are written for readability, straight from the formulas in docs/model.md, and are what
 the kernels in :mod:`ufm.kernels` are tested against (also the implementation behind
 ``UFM.loss`` / ``UFM.gradient`` / ``UFM.vector_field``). Nothing here is on a hot path.
 """

@@ -84,7 +84,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
             components of err_i / (atol + rtol·max(|y_i|, |y_new,i|)) and must be <= 1.
         space: ``"parameters"`` integrates (W, H, b), cost O(KdN) per evaluation;
             ``"gram"`` integrates the exact width-free ODE for (WH, G_W, G_H, b), cost
-            O(KN(K + N)) (DESIGN.md §2). It is exact for every width, but a width-limited
+            O(KN(K + N)) (docs/model.md). It is exact for every width, but a width-limited
             start (d < max(K, N): rank-deficient Grams) is an unstable manifold of the Gram
             ODE when the flow wants more rank, so rounding errors can grow there; a
             UserWarning says so, and parameter space is the right choice for such widths.

@@ -1,4 +1,4 @@
-"""``ufm.bridge``: real training runs in, UFM predictions out (DESIGN.md §6).
+"""``ufm.bridge``: real training runs in, UFM predictions out (docs/exchange-format.md).
 
 * :func:`load` reads an exported run (npz, safetensors with a pure-numpy reader, HDF5, a
   directory of per-checkpoint files, or the NTP-UFM authors' stacked ``W_list_*.npy`` layout)

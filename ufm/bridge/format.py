@@ -1,4 +1,4 @@
-"""The "ufm-run" exchange format, version 1 (DESIGN.md §6): keys, shapes and validation.
+"""The "ufm-run" exchange format, version 1 (docs/exchange-format.md): keys, shapes and validation.
 
 Rows are samples, as in training code:
 

@@ -1,6 +1,6 @@
 """``ufm.bridge.load``: read an exported run from any supported file format or layout.
 
-Formats and layouts (DESIGN.md §6):
+Formats and layouts (docs/exchange-format.md):
 
 * a single ``.npz`` — arrays under the format's keys, metadata as a JSON string under ``meta``
   or in a side-car ``<name>.json``;

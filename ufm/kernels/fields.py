@@ -3,7 +3,7 @@
 Pure functions on flat float64 arrays. They know nothing of models, files or plotting: the
 driver (:mod:`ufm.solve`) packs a model into the integer/float arrays described below.
 
-Rules for these kernels (DESIGN.md §5):
+Rules for these kernels (docs/architecture.md):
 
 1. Every function is module-level ``@njit(cache=True)`` and calls the others *by name*, so the
    on-disk cache is reused across process starts. No jitted function is passed as an argument.

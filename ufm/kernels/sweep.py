@@ -1,6 +1,6 @@
 """Numba sweep kernel: one adaptive trajectory per work item, on all numba threads.
 
-This is the only ``parallel=True`` function of the package (DESIGN.md §5): every
+This is the only ``parallel=True`` function of the package (docs/architecture.md): every
 configuration of a sweep is integrated by the generic driver
 :func:`ufm.kernels.integrate.integrate`, called *by name* so that ``cache=True`` holds.
 Configurations never share a stacked ODE, so each takes its own steps.

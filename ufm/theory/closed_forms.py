@@ -1,6 +1,6 @@
 """Closed-form trajectories: Saxe modes, the UFM mode ODE, the MSE Riccati flow, the CE margin.
 
-Each symbolic derivation restricts the gradient flow of DESIGN.md §2 to an invariant
+Each symbolic derivation restricts the gradient flow of docs/model.md to an invariant
 manifold, derives the scalar (or matrix) ODE there with sympy, and solves it. The matching
 ``*_trajectory`` functions evaluate the solution for a model and attach a ``verify()`` that
 integrates the same model with ``ufm.solve`` from the corresponding initial state.
@@ -109,7 +109,7 @@ def balance_law_symbolic() -> dict:
     With dW = −η_W(GHᵀ + λ_W W), dH = −η_H(WᵀG + λ_H H):
     d(WᵀW)/η_W = −(HGᵀW + WᵀGHᵀ) − 2λ_W WᵀW and d(HHᵀ)/η_H = −(WᵀGHᵀ + HGᵀW) − 2λ_H HHᵀ, so
     the loss terms cancel: D = WᵀW/η_W − HHᵀ/η_H obeys dD/dt = −2λ_W WᵀW + 2λ_H HHᵀ — conserved
-    without decay, and dD/dt = −2κD when η_Wλ_W = η_Hλ_H = κ (THEORY.md's e^{−2λt} is η = 1).
+    without decay, and dD/dt = −2κD when η_Wλ_W = η_Hλ_H = κ (docs/theory.md's e^{−2λt} is η = 1).
 
     Returns:
         dict: ``dD`` (the derivative, simplified), ``conserved`` (True without decay).
@@ -345,7 +345,7 @@ def ufm_mode(model, u_init: float) -> Result:
 
 
 def riccati(model, W0, H0) -> Result:
-    """Closed-form Gram trajectory of the sum-loss MSE UFM from a balanced init (THEORY.md).
+    """Closed-form Gram trajectory of the sum-loss MSE UFM from a balanced init (docs/theory.md).
 
     P(t) = QQᵀ = e^{At}Q₀[I + Q₀ᵀ(∫₀ᵗ e^{2As}ds)Q₀]⁻¹Q₀ᵀe^{At}, Q = [Hᵀ; W], A = F − λI,
     F = [[0, Yᵀ], [Y, 0]]. The integral is the top-right block of exp([[2A, I], [0, 0]] t)

@@ -1,6 +1,6 @@
 """Closed-form fixed points of the UFM, derived with sympy from stationarity on an ansatz.
 
-Every derivation starts from the objective of DESIGN.md §2 (mean loss, π_i = 1/N) on a
+Every derivation starts from the objective of docs/model.md (mean loss, π_i = 1/N) on a
 symmetric ansatz — W = uΦ, h_i = vφ_{y_i} with Φ orthonormal (MSE) or a unit simplex ETF
 (CE) — differentiates it with sympy, solves the stationarity equations, and checks that the
 residuals simplify to 0. The result is exposed as sympy expressions in the model's symbols
@@ -370,7 +370,7 @@ def fixed_point(model) -> Result:
         if model.lambda_W <= 0 or model.lambda_H <= 0:
             raise NotImplementedError("fixed_point: MSE without decay has a manifold of minimisers")
         if model.bias and model.lambda_b > 0:
-            raise NotImplementedError("fixed_point: MSE with a regularised bias is not derived (THEORY.md: b unregularised)")
+            raise NotImplementedError("fixed_point: MSE with a regularised bias is not derived (docs/theory.md: b unregularised)")
         if balanced:
             d = mse_symbolic(bool(model.bias))
             exists = bool(d["condition"].subs(vals))

@@ -6,7 +6,7 @@ equal weights) and a coupling Θ = Σ_a θ_a R_a in the scheme's algebra, write
     M = WH = Σ_a m_a B_a (K×N),   G_W = Σ_a w_a C_a (K×K),   G_H = Σ_a h_a R_a (N×N),
     b = b·1_K (bias, when present).
 
-The Gram-space ODE (DESIGN.md §2)
+The Gram-space ODE (docs/model.md)
 
     dM/dt   = −η_W (G G_H + λ_W M) − η_H (G_W G + λ_H M) Θ − η_H λ_E M
     dG_W/dt = −η_W (G Mᵀ + M Gᵀ + 2 λ_W G_W)

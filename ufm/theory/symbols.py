@@ -2,7 +2,7 @@
 
 One set of symbols is shared by every derivation, so results compose (a fixed point of
 :mod:`~ufm.theory.fixed_points` can be substituted into a reduced ODE of
-:mod:`~ufm.theory.reduce`). Names follow DESIGN.md §2: K classes, n samples per class,
+:mod:`~ufm.theory.reduce`). Names follow docs/model.md: K classes, n samples per class,
 N = Kn contexts, decays λ_W, λ_H, λ_b, λ_E, rates η_W, η_H, η_b, coupling strength β
 (Θ = I + β²AᵀA), time t.
 """
