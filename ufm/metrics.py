@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._validation import as_float_array, as_int_array, as_positive_int, as_real
+from ._validation import as_float_array, as_int_array, as_positive, as_positive_int, as_real
 
 __all__ = [
     "PINV_RTOL",
@@ -803,7 +803,7 @@ def transient_summary(t, gap, threshold=0.02) -> TransientSummary:
     Arguments:
         t: (T,) save times, finite and strictly increasing, T >= 1.
         gap: (T,) finite values of the curve at those times.
-        threshold: finite float θ (default 0.02).
+        threshold: θ > 0 (default 0.02): a curve at or below 0 never counts as collapsed.
 
     Returns:
         :class:`TransientSummary`.
@@ -814,7 +814,7 @@ def transient_summary(t, gap, threshold=0.02) -> TransientSummary:
     """
     t = as_float_array(t, "t", ndim=1)
     g = as_float_array(gap, "gap", ndim=1)
-    theta = as_real(threshold, "threshold")
+    theta = as_positive(threshold, "threshold")
     if t.shape[0] < 1:
         raise ValueError("t: expected at least one save time, got an empty array")
     if g.shape != t.shape:

@@ -14,7 +14,8 @@ import warnings
 
 import numpy as np
 
-from ._validation import as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice
+from ._validation import (as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice,
+                          check_memory)
 from .errors import IntegrationError
 from .kernels import integrate as _k
 from .models import UFM, GramState, State
@@ -56,12 +57,15 @@ def parse_save(save, space: str) -> tuple[str, ...]:
 class Outputs:
     """Preallocated output arrays for the kernels' ``record`` and their conversion to fields."""
 
-    def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names):
+    def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names, times: str = "t"):
         self.names = names
         self.K, self.N, self.d, self.bias = K, N, d, bias
         want_state = any(x in names for x in ("W", "H", "b"))
         self.flags = np.array([want_state, "gram_W" in names, "gram_H" in names, "logits" in names],
                               dtype=np.int64)
+        per_save = 2 + n * want_state + K * K * self.flags[1] + N * N * self.flags[2] + K * N * self.flags[3]
+        check_memory(8.0 * T * float(per_save), f"{times}, save",
+                     f"saving {', '.join(('loss',) + tuple(names))} at {T} save times")
         self.loss = np.full(T, np.nan)
         self.data = np.full(T, np.nan)
         self.state = np.zeros((T, n) if want_state else (0, n))
@@ -128,18 +132,47 @@ def check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max):
     return rtol, atol, t0, ts, max_steps, h_max, h0
 
 
-def initial_vector(model: UFM, init, space: str):
-    """Flat initial state and width d (None in Gram space) from a State or GramState."""
+def initial_vector(model: UFM, init, space: str, t0: float = 0.0):
+    """Flat initial state and width d (None in Gram space) from a State or GramState.
+
+    Raises:
+        TypeError / ValueError: ``init`` is not a state of this model.
+        IntegrationError: ``init`` (or its Gram-space image) already has entries beyond the
+            divergence bound 1e60, so the run could only stall; raised before any step.
+    """
     if not isinstance(init, (State, GramState)):
         raise TypeError(f"init: expected a ufm.State (from model.init / model.state) or a ufm.GramState, "
                         f"got {type(init).__name__}")
     model.check_state(init, "init")
+    if space == "parameters" and isinstance(init, GramState):
+        raise TypeError("init: a GramState has no W and H; integrate it with space='gram'")
+    fields = ("W", "H", "b") if isinstance(init, State) else ("M", "gram_W", "gram_H", "b")
+    for name in fields:
+        _check_start(getattr(init, name), f"init.{name}", t0, model)
     if space == "parameters":
-        if isinstance(init, GramState):
-            raise TypeError("init: a GramState has no W and H; integrate it with space='gram'")
         return flatten(init), init.d
-    gs = init if isinstance(init, GramState) else init.grams()
-    return flatten(gs), None
+    if isinstance(init, GramState):
+        return flatten(init), None
+    with np.errstate(over="ignore", invalid="ignore"):
+        grams = (init.W @ init.H, init.W @ init.W.T, init.H.T @ init.H)
+    for name, G in zip(("W H", "W Wᵀ", "Hᵀ H"), grams):
+        _check_start(G, f"init's Gram-space image {name}", t0, model)
+    return flatten(GramState(*grams, init.b)), None
+
+
+def _check_start(arr, what: str, t0: float, model: UFM) -> None:
+    """A start beyond the integrators' divergence bound (|y| > 1e60) is reported at once: the
+    driver would reject every step (the trial state exceeds the bound whatever the step) and
+    only stop when max_steps runs out."""
+    if arr is None or not arr.size:
+        return
+    big = float(np.max(np.abs(arr)))
+    if not big <= _k.DIVERGED:
+        raise IntegrationError(
+            f"integration cannot start at t = {t0:.6g}: {what} has entries up to {big:.3g}, beyond the divergence "
+            f"bound {_k.DIVERGED:.0e} of the integrators (a diverged state, or a scale typo?)",
+            t=float(t0), reason="nonfinite",
+            trajectory=Trajectory(t=np.zeros(0), loss=np.zeros(0), problem=model.problem, model=model))
 
 
 def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: float = 1e-10,
@@ -194,7 +227,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         raise TypeError("progress: expected a callable progress(t_reached, t_end) or None")
     names = parse_save(save, space)
 
-    y, d = initial_vector(model, init, space)
+    y, d = initial_vector(model, init, space, t0)
     if space == "gram":
         _warn_if_rank_deficient(init)
     ip, coef, Y, pi, theta, theta_t, theta_pinv = model._pack(space, d or 0)
@@ -237,10 +270,34 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
                               "an explicit method at these tolerances)",
             "nonfinite": "the state became non-finite or exceeded 1e60 (divergence)",
         }[reason]
+        if reason == "step_underflow" and _horizon_limited(t_fail, float(ts[-1])):
+            floor = _UNDERFLOW_RTOL * abs(float(ts[-1]))
+            if int(carry[_k.CARRY_ACCEPTED]) == 0:
+                why = (f"the save horizon is the problem: t[-1] = {ts[-1]:.3g} is so far that the driver counts "
+                       f"every step below {_UNDERFLOW_RTOL:g}·t[-1] = {floor:.3g} as stalled, so not one step could "
+                       f"be taken. Save times up to about {1 / _UNDERFLOW_RTOL:.0e} times the time scale of the "
+                       "dynamics can be reached in one call; use a nearer t[-1], or integrate in pieces "
+                       "(continue from traj.state() with t0=)")
+            else:
+                why = (f"the step size underflowed: the smallest step allowed is {_UNDERFLOW_RTOL:g}·t[-1] = "
+                       f"{floor:.3g}, set by the far save horizon t[-1] = {ts[-1]:.3g}; unless the solution "
+                       "diverges here, a nearer t[-1] (or integrating in pieces from traj.state() with t0=) lets "
+                       "the smaller steps it needs through")
         raise IntegrationError(
             f"integration stopped at t = {t_fail:.6g}: {why}. The {j} save time(s) before it are in "
             f"err.trajectory.", t=t_fail, reason=reason, trajectory=traj)
     return traj
+
+
+#: the driver stops when a step falls below this fraction of max(1, |t|, |t_end|)
+_UNDERFLOW_RTOL = 1e-14
+
+
+def _horizon_limited(t_fail: float, t_end: float) -> bool:
+    """Whether a step underflow was caused by the horizon rather than by the dynamics: the
+    driver's smallest step is relative to max(1, |t|, |t_end|), so a far t_end alone can make
+    every step at the current time 'too small'."""
+    return abs(t_end) > 1e3 * max(1.0, abs(t_fail))
 
 
 def _warn_if_rank_deficient(init) -> None:
