@@ -215,7 +215,7 @@ def hierarchy(branching: int, depth: int, *, samples_per_context: int = 1, label
     """
     branching = as_positive_int(branching, "branching", minimum=2)
     depth = as_positive_int(depth, "depth", minimum=2)
-    if depth * math.log2(branching) > math.log2(MAX_CONTEXTS) + 1:   # without forming a huge power
+    if depth * math.log2(branching) > 64:          # refuse without forming an astronomically large power
         raise ValueError(f"branching, depth: {branching}^{depth} contexts; a synthetic setting supports at most "
                          f"{MAX_CONTEXTS}")
     C = branching ** depth

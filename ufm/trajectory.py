@@ -227,6 +227,8 @@ class Trajectory:
                 shapes inconsistent with the T save times (e.g. ``gram_H`` with fewer saves
                 than ``t``), or a problem or model that cannot be rebuilt.
         """
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path: expected a file path, got {type(path).__name__}")
         path = os.fspath(path)
         where = repr(path)
         try:

@@ -249,12 +249,12 @@ def saxe_modes(model, u_start) -> Result:
         raise ValueError("model: saxe_modes is stated for the mean loss (weights 1/N)")
     U, sv, Vt = np.linalg.svd(Y, full_matrices=False)
     r = int(np.sum(sv > 1e-12 * sv[0]))
+    if u_start.ndim == 1 and u_start.shape != (r,):
+        raise ValueError(f"u_start: expected one number or one per mode ({r} modes), got shape {u_start.shape}")
     U, sv, V = U[:, :r], sv[:r], Vt[:r].T
     lam = model.lambda_W
     d = saxe_symbolic()
     s_eff = sv - N * lam
-    if u_start.ndim == 1 and u_start.shape != (r,):
-        raise ValueError(f"u_start: expected one number or one per mode ({r} modes), got shape {u_start.shape}")
     ustart = np.broadcast_to(u_start, (r,))
     f = sp.lambdify((tt, s_sym, tau, u0), d["stable"], "numpy")
     half = sp.lambdify((s_sym, tau, u0), d["half_time"], "numpy")
