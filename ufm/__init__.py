@@ -6,13 +6,19 @@ measure the geometry (:mod:`ufm.metrics`). See docs/model.md for conventions: W 
 d×N (one column per context), Z = WH + b1ᵀ is K×N.
 """
 
-from . import metrics, settings, solvers
-from .errors import IntegrationError
-from .models import UFM, GramState, PiecewiseCoupling, State
-from .problems import Problem
-from .solving import solve
-from .training import train
-from .trajectory import Trajectory
+# first of all: numba's cache for ufm's kernels goes to a per-user folder, never into the
+# installed package (see ufm/_numba_cache.py); this must precede every kernel import
+from . import _numba_cache
+
+_numba_cache.install()
+
+from . import metrics, settings, solvers  # noqa: E402
+from .errors import IntegrationError  # noqa: E402
+from .models import UFM, GramState, PiecewiseCoupling, State  # noqa: E402
+from .problems import Problem  # noqa: E402
+from .solving import solve  # noqa: E402
+from .training import train  # noqa: E402
+from .trajectory import Trajectory  # noqa: E402
 
 __version__ = "0.1.0"
 

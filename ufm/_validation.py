@@ -8,6 +8,7 @@ was found.
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -133,3 +134,65 @@ def readonly(arr: np.ndarray) -> np.ndarray:
     arr = np.array(arr, copy=True)
     arr.setflags(write=False)
     return arr
+
+
+def as_rng(seed, name: str = "seed") -> np.random.Generator:
+    """``numpy.random.default_rng(seed)``, with a message naming the argument when it refuses.
+
+    Arguments:
+        seed: None, an integer >= 0, a sequence of them, a ``SeedSequence``, a bit generator or
+            a ``Generator``.
+    Raises:
+        TypeError / ValueError: anything else (a string, a negative or non-integral number).
+    """
+    if isinstance(seed, (str, bytes)):
+        raise TypeError(f"{name}: expected None, an integer >= 0 or a sequence of them, got {seed!r}")
+    try:
+        return np.random.default_rng(seed)
+    except TypeError:
+        raise TypeError(f"{name}: expected None, an integer >= 0 or a sequence of them, got {seed!r}") from None
+    except ValueError:
+        raise ValueError(f"{name}: expected None, an integer >= 0 or a sequence of them, got {seed!r}") from None
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None when the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX systems
+        return None
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{int(n)} bytes"
+        n /= 1024
+    return f"{n:.3g} EiB"  # pragma: no cover
+
+
+def check_memory(nbytes: float, name: str, what: str) -> None:
+    """Refuse, before allocating, arrays larger than this machine's physical memory.
+
+    numpy's ``zeros`` succeeds lazily for almost any size on Linux (memory is overcommitted),
+    and the process then swaps or is killed while filling it: a ValueError up front says which
+    argument asked for too much.
+
+    Arguments:
+        nbytes: the estimated size of the allocation.
+        name: the argument(s) that set the size, named in the message.
+        what: what would be allocated ("saving gram_H (N×N) at 10⁶ times", ...).
+    Raises:
+        ValueError: ``nbytes`` exceeds the physical memory.
+    """
+    limit = physical_memory()
+    if limit is not None and nbytes > limit:
+        raise ValueError(f"{name}: {what} needs {_bytes(nbytes)}, more than the {_bytes(limit)} of memory of this "
+                         "machine")
+
+
+def check_instance(value, name: str, cls, what: str):
+    """``value`` itself if it is a ``cls``; else a TypeError naming the argument and the type found."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name}: expected {what}, got {type(value).__name__}")
+    return value

@@ -37,9 +37,11 @@ import numpy as np
 from .kernels import fields as _f
 from .kernels import integrate as _k
 from .kernels import optimizers as _o
+from ._validation import check_memory
+from .errors import IntegrationError
 from .kernels.groups import Controls, Model, ModelBuffers, Optimizer, OutputBuffers, Outputs, Tableau
 from .states import GramState, State, flatten
-from .trajectory import SAVEABLE
+from .trajectory import SAVEABLE, Trajectory
 
 __all__ = ["pack_model", "reduction_of", "tableau", "controls", "SaveBuffers", "new_carry", "integrate", "integrate_batch",
            "run_optimizer", "RunResult", "failure", "parse_save", "initial_vector", "warn_if_rank_deficient"]
@@ -188,22 +190,35 @@ def parse_save(save, space: str) -> tuple[str, ...]:
     return names
 
 
-def initial_vector(model, init, space: str):
-    """Flat initial state and width d (None in Gram space) from a State or GramState.
+def initial_vector(model, init, space: str, t0: float = 0.0):
+    """Flat initial state and width d (None outside parameter space) from a State or GramState.
 
     Raises:
         TypeError: ``init`` is not a State / GramState, or a GramState in parameter space.
-        ValueError: ``init`` does not fit the model (shapes, non-finite values).
+        ValueError: ``init`` does not fit the model (shapes, non-finite values), or (reduced
+            space) does not lie in the span of the scheme's relations.
+        IntegrationError: ``init`` (or its Gram-space image) already has entries beyond the
+            divergence bound 1e60, so the run could only stall; raised before any step.
     """
     if not isinstance(init, (State, GramState)):
         raise TypeError(f"init: expected a ufm.State (from model.init / model.state) or a ufm.GramState, "
                         f"got {type(init).__name__}")
     model.check_state(init, "init")
+    if space == "parameters" and isinstance(init, GramState):
+        raise TypeError("init: a GramState has no W and H; integrate it with space='gram'")
+    fields = ("W", "H", "b") if isinstance(init, State) else ("M", "gram_W", "gram_H", "b")
+    for name in fields:
+        _check_start(getattr(init, name), f"init.{name}", t0, model)
     if space == "parameters":
-        if isinstance(init, GramState):
-            raise TypeError("init: a GramState has no W and H; integrate it with space='gram'")
         return flatten(init), init.d
-    gs = init if isinstance(init, GramState) else init.grams()
+    if isinstance(init, GramState):
+        gs = init
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            grams = (init.W @ init.H, init.W @ init.W.T, init.H.T @ init.H)
+        for name, G in zip(("W H", "W Wᵀ", "Hᵀ H"), grams):
+            _check_start(G, f"init's Gram-space image {name}", t0, model)
+        gs = GramState(*grams, init.b)
     if space == "reduced":
         try:
             y, _residual = reduction_of(model).project(gs, strict=True)
@@ -212,6 +227,21 @@ def initial_vector(model, init, space: str):
                              "start that matches model.init(d, scale) as d → ∞") from None
         return np.ascontiguousarray(y), None
     return flatten(gs), None
+
+
+def _check_start(arr, what: str, t0: float, model) -> None:
+    """A start beyond the integrators' divergence bound (|y| > 1e60) is reported at once: the
+    driver would reject every step (the trial state exceeds the bound whatever the step) and
+    only stop when max_steps runs out."""
+    if arr is None or not arr.size:
+        return
+    big = float(np.max(np.abs(arr)))
+    if not big <= _k.DIVERGED:
+        raise IntegrationError(
+            f"integration cannot start at t = {t0:.6g}: {what} has entries up to {big:.3g}, beyond the divergence "
+            f"bound {_k.DIVERGED:.0e} of the integrators (a diverged state, or a scale typo?)",
+            t=float(t0), reason="nonfinite",
+            trajectory=Trajectory(t=np.zeros(0), loss=np.zeros(0), problem=model.problem, model=model))
 
 
 def warn_if_rank_deficient(init, stacklevel: int = 3) -> None:
@@ -252,7 +282,8 @@ class SaveBuffers:
         space). bias: whether the state carries b. names: what to save (:func:`parse_save`).
     """
 
-    def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names, reduction=None):
+    def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names, reduction=None,
+                 times: str = "t"):
         self.names = names
         self.K, self.N, self.d, self.bias = K, N, d, bias
         self.reduction = reduction
@@ -262,6 +293,12 @@ class SaveBuffers:
             # the reduced kernel saves the coefficients; Grams are expanded from them here
             want_state = bool(names)
             flags = np.array([want_state, 0, 0, 0], dtype=np.int64)
+        # estimated before allocating: a run that cannot hold its saves says so at once
+        expanded = 0 if reduction is None else K * K * ("gram_W" in names) + N * N * ("gram_H" in names) + K * N * (
+            "logits" in names)
+        per_save = 2 + n * want_state + K * K * flags[1] + N * N * flags[2] + K * N * flags[3] + expanded
+        check_memory(8.0 * T * float(per_save), f"{times}, save",
+                     f"saving {', '.join(('loss',) + tuple(names))} at {T} save times")
         self.group = Outputs(
             flags, np.full(T, np.nan), np.full(T, np.nan),
             np.zeros((T, n) if want_state else (0, n)),
@@ -343,7 +380,12 @@ class RunResult:
                 "rhs_evaluations": int(c[_k.CARRY_RHS])}
 
 
-def failure(status: int, t_fail: float, saved: int, max_steps: int, kept: str = "are in err.trajectory"):
+#: the driver stops when a step falls below this fraction of max(1, |t|, |t_end|)
+UNDERFLOW_RTOL = 1e-14
+
+
+def failure(status: int, t_fail: float, saved: int, max_steps: int, kept: str = "are in err.trajectory",
+            t_end: float | None = None, accepted: int = 1):
     """(reason, message) of a failed run, worded once for every caller.
 
     Arguments:
@@ -351,9 +393,24 @@ def failure(status: int, t_fail: float, saved: int, max_steps: int, kept: str = 
         t_fail: where the run stopped. saved: saves written before it.
         max_steps: the run's step budget (quoted when it ran out).
         kept: how the caller keeps the saves (the end of the message).
+        t_end: the last save time; a step underflow caused by a far horizon (the driver's
+            smallest step is relative to it) is then explained as such.
+        accepted: steps accepted before the failure (0: not one step could be taken).
     """
     reason = REASONS[status]
     why = _WHY[reason].format(max_steps=max_steps)
+    if reason == "step_underflow" and t_end is not None and abs(t_end) > 1e3 * max(1.0, abs(t_fail)):
+        floor = UNDERFLOW_RTOL * abs(t_end)
+        if accepted == 0:
+            why = (f"the save horizon is the problem: t[-1] = {t_end:.3g} is so far that the driver counts every "
+                   f"step below {UNDERFLOW_RTOL:g}·t[-1] = {floor:.3g} as stalled, so not one step could be taken. "
+                   f"Save times up to about {1 / UNDERFLOW_RTOL:.0e} times the time scale of the dynamics can be "
+                   "reached in one call; use a nearer t[-1], or integrate in pieces (continue from traj.state() "
+                   "with t0=)")
+        else:
+            why = (f"the step size underflowed: the smallest step allowed is {UNDERFLOW_RTOL:g}·t[-1] = {floor:.3g}, "
+                   f"set by the far save horizon t[-1] = {t_end:.3g}; unless the solution diverges here, a nearer "
+                   "t[-1] (or integrating in pieces from traj.state() with t0=) lets the smaller steps it needs through")
     return reason, (f"integration stopped at t = {t_fail:.6g}: {why}. The {saved} save time(s) before it "
                     f"{kept}.")
 

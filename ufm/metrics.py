@@ -64,7 +64,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._validation import as_float_array, as_int_array, as_positive_int, as_real, check_choice
+from ._validation import as_float_array, as_int_array, as_positive, as_positive_int, as_real, check_choice
 
 __all__ = [
     "DEFAULT_GAP_CENTRED",
@@ -1111,7 +1111,7 @@ def transient_summary(t, gap, threshold=0.02, *, centred=None) -> TransientSumma
     Arguments:
         t: (T,) save times, finite and strictly increasing, T >= 1.
         gap: (T,) finite values of the curve at those times.
-        threshold: finite float θ (default 0.02).
+        threshold: θ > 0 (default 0.02): a curve at or below 0 never counts as collapsed.
         centred: the convention of a semantic-gap curve (True: centred cosines, False: raw),
             recorded in the summary; None (default) for other curves.
 
@@ -1124,7 +1124,7 @@ def transient_summary(t, gap, threshold=0.02, *, centred=None) -> TransientSumma
     """
     t = as_float_array(t, "t", ndim=1)
     g = as_float_array(gap, "gap", ndim=1)
-    theta = as_real(threshold, "threshold")
+    theta = as_positive(threshold, "threshold")
     if centred is not None:
         centred = _bool(centred, "centred")
     if t.shape[0] < 1:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import reference
-from ._validation import (as_float_array, as_nonnegative, as_positive, as_positive_int, check_choice,
-                          check_symmetric_psd, readonly)
+from ._validation import (as_float_array, as_nonnegative, as_positive, as_positive_int, as_rng, check_choice,
+                          check_memory, check_symmetric_psd, readonly)
 from .problems import Problem
 from .states import GramState, State
 
@@ -224,11 +224,17 @@ class UFM:
         Arguments:
             d: width, integer >= 1.
             scale: root-mean-square norm of each row of W and column of H, > 0.
-            seed: anything ``numpy.random.default_rng`` accepts; same seed, same state.
+            seed: anything ``numpy.random.default_rng`` accepts (None, an integer >= 0, ...);
+                same seed, same state.
+
+        Raises:
+            TypeError / ValueError: a bad d, scale or seed; a width whose state would not fit
+                in memory.
         """
         d = as_positive_int(d, "d")
         scale = as_positive(scale, "scale")
-        rng = np.random.default_rng(seed)
+        rng = as_rng(seed, "seed")
+        check_memory(8.0 * (self.K + self.N) * d, "d", f"a width-{d} state (K + N = {self.K + self.N} rows of d)")
         sd = scale / np.sqrt(d)
         W = rng.normal(0.0, sd, size=(self.K, d))
         H = rng.normal(0.0, sd, size=(d, self.N))

@@ -133,7 +133,8 @@ def metric_curves(t, curves: dict, ax=None, *, ylabel: str = "", summaries: dict
         ylabel, title, xlabel: labels.
         summaries: mapping label -> :class:`~ufm.metrics.TransientSummary`; the peak is marked
             with a dot and the collapse time with a dashed vertical line in the curve's colour
-            (only for a real transient: a peak above ``threshold`` when one is given).
+            (only when the peak is above ``threshold``, if one is given). Whether a peak is a
+            real transient is the caller's judgement: give summaries only for those curves.
         threshold: draw the collapse threshold as a horizontal dotted line.
         styles: mapping label -> keyword arguments of ``ax.plot`` (colour, line style, ...).
         logx, logy: logarithmic axes (log time is the natural axis for these dynamics).

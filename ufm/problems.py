@@ -8,6 +8,7 @@ context and integer attribute values ``0 … q_f − 1`` in column f.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
@@ -247,6 +248,23 @@ class Problem:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Problem":
+        """Rebuild a problem from :meth:`to_dict`'s output.
+
+        Arguments:
+            d: a mapping with ``Y`` and optionally ``weights``, ``attributes``, ``relations``,
+                ``relation_names``, ``name`` and ``similarity:<name>`` entries.
+        Raises:
+            TypeError: ``d`` is not a mapping.
+            ValueError: ``Y`` is missing, or an unknown key; the constructor's checks.
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"d: expected a mapping from Problem.to_dict(), got {type(d).__name__}")
+        if "Y" not in d:
+            raise ValueError(f"d: missing 'Y' (the K×N targets); got keys {sorted(map(str, d))}")
+        known = {"Y", "weights", "attributes", "relations", "relation_names", "name"}
+        unknown = sorted(str(k) for k in d if k not in known and not str(k).startswith("similarity:"))
+        if unknown:
+            raise ValueError(f"d: unknown key(s) {unknown}; expected {sorted(known)} and 'similarity:<name>'")
         sims = {k.split(":", 1)[1]: v for k, v in d.items() if k.startswith("similarity:")}
         rel = d.get("relations")
         return cls(d["Y"], d.get("weights"), d.get("attributes"), similarities=sims or None,

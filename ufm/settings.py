@@ -8,6 +8,7 @@ one, the relation matrices of its association scheme (``problem.relations``).
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -64,6 +65,32 @@ def _sizes(values, name: str, what: str) -> tuple:
     return sizes
 
 
+#: the most contexts a synthetic setting builds. Its association scheme is found pair by pair
+#: (Python code over N² pairs) and stored as N×N matrices: measured here, N = 1024 takes 2 s
+#: and N = 4096 about 30 s and several GiB; a million contexts would never finish.
+MAX_CONTEXTS = 4096
+#: the most sequences :func:`sequences` enumerates to draw a subset of ``n_contexts`` from
+_MAX_POOL = 2 ** 20
+
+
+def _check_contexts(N: int, name: str, how: str) -> None:
+    """Refuse a setting with more than :data:`MAX_CONTEXTS` contexts before building anything."""
+    if N > MAX_CONTEXTS:
+        raise ValueError(f"{name}: {how} gives N = {N:,} contexts; a synthetic setting builds N×N relation and "
+                         f"similarity matrices ({8 * N * N / 2 ** 30:,.3g} GiB each here) and supports at most "
+                         f"{MAX_CONTEXTS} contexts")
+
+
+def _sample_total(samples_per_context, n_contexts: int) -> int:
+    """The number of samples ``samples_per_context`` asks for (validated later), for the size check."""
+    if isinstance(samples_per_context, (int, np.integer)) and not isinstance(samples_per_context, bool):
+        return int(samples_per_context) * n_contexts
+    try:
+        return int(np.sum(np.asarray(samples_per_context, dtype=float)))
+    except (TypeError, ValueError):
+        return n_contexts
+
+
 def _samples(n_contexts: int, samples_per_context):
     return np.repeat(np.arange(n_contexts), samples_per_context)
 
@@ -108,6 +135,7 @@ def balanced(K: int, n: int = 1, *, name: str | None = None) -> Problem:
     """
     K = as_positive_int(K, "K", minimum=2)
     n = as_positive_int(n, "n")
+    _check_contexts(K * n, "K, n", f"K·n = {K}·{n}")
     labels = _samples(K, n)
     keys = [[((0, "identity") if i == j else (1, "same class") if labels[i] == labels[j] else (2, "different class"))
              for j in range(K * n)] for i in range(K * n)]
@@ -137,6 +165,11 @@ def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, s
         ValueError: bad levels, sample counts or permutation (named).
     """
     levels = _sizes(levels, "levels", "attribute")
+    C = math.prod(levels)
+    _check_contexts(C, "levels", f"{levels}")
+    _check_contexts(_sample_total(samples_per_context, C), "samples_per_context",
+                    f"{samples_per_context!r} sample(s) per context of {C}" if np.ndim(samples_per_context) == 0
+                    else "these counts")
     combos = np.array(list(itertools.product(*[range(q) for q in levels])), dtype=np.int64)
     C = combos.shape[0]
     n = _sample_counts(samples_per_context, C)
@@ -182,7 +215,14 @@ def hierarchy(branching: int, depth: int, *, samples_per_context: int = 1, label
     """
     branching = as_positive_int(branching, "branching", minimum=2)
     depth = as_positive_int(depth, "depth", minimum=2)
+    if depth * math.log2(branching) > 64:          # refuse without forming an astronomically large power
+        raise ValueError(f"branching, depth: {branching}^{depth} contexts; a synthetic setting supports at most "
+                         f"{MAX_CONTEXTS}")
     C = branching ** depth
+    _check_contexts(C, "branching, depth", f"branching^depth = {branching}^{depth}")
+    _check_contexts(_sample_total(samples_per_context, C), "samples_per_context",
+                    f"{samples_per_context!r} sample(s) per context of {C}" if np.ndim(samples_per_context) == 0
+                    else "these counts")
     n = _sample_counts(samples_per_context, C)
     leaves = np.arange(C)
     anc = np.stack([leaves // branching ** (depth - level) for level in range(1, depth)], axis=1)
@@ -247,10 +287,18 @@ def sequences(classes=(2, 2), tokens_per_class: int = 2, *, labels: str = "uniqu
     if labels not in ("unique", "soft"):
         raise ValueError(f"labels: expected 'unique' or 'soft', got {labels!r}")
     support = as_positive_int(support, "support")
+    pool = math.prod(c * m for c in classes)
+    if n_contexts is None:
+        _check_contexts(pool, "classes, tokens_per_class", f"all {pool:,} sequences of classes = {classes}, "
+                        f"tokens_per_class = {m}")
+    elif pool > _MAX_POOL:
+        raise ValueError(f"classes, tokens_per_class: {pool:,} possible sequences to draw n_contexts from; at most "
+                         f"{_MAX_POOL:,} are enumerated")
     # token t at position p: class t // m, so tokens of a class are contiguous
     tokens = np.array(list(itertools.product(*[range(c * m) for c in classes])), dtype=np.int64)
     if n_contexts is not None:
         n_contexts = as_positive_int(n_contexts, "n_contexts", minimum=2)
+        _check_contexts(n_contexts, "n_contexts", f"n_contexts = {n_contexts}")
         if n_contexts > tokens.shape[0]:
             raise ValueError(f"n_contexts: at most {tokens.shape[0]} distinct contexts exist, got {n_contexts}")
         pick = np.sort(np.random.default_rng(seed).choice(tokens.shape[0], n_contexts, replace=False))

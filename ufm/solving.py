@@ -122,7 +122,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         raise TypeError("progress: expected a callable progress(t_reached, t_end) or None")
     names = parse_save(save, space)
 
-    y, d = initial_vector(model, init, space)
+    y, d = initial_vector(model, init, space, t0)
     if space == "gram":
         engine.warn_if_rank_deficient(init)
     packed = engine.pack_model(model, space, d or 0)
@@ -135,6 +135,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
     traj = Trajectory(t=ts[:run.reached].copy(), **buffers.fields(run.reached), problem=model.problem, model=model,
                       info=info)
     if not run.ok:
-        reason, message = engine.failure(run.status, run.t_reached, run.reached, max_steps)
+        reason, message = engine.failure(run.status, run.t_reached, run.reached, max_steps, t_end=float(ts[-1]),
+                                         accepted=run.counts()["accepted_steps"])
         raise IntegrationError(message, t=run.t_reached, reason=reason, trajectory=traj)
     return traj

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import engine
@@ -21,6 +23,16 @@ def default_save_steps(steps: int, count: int = 60) -> np.ndarray:
     if steps == 0:
         return np.zeros(1, dtype=np.int64)
     return np.unique(np.concatenate([[0], np.geomspace(1, steps, count).round().astype(np.int64)]))
+
+
+def _betas(betas) -> tuple[float, float]:
+    """Adam's (β₁, β₂): exactly two real numbers."""
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise TypeError(f"betas: expected a pair (β₁, β₂) of numbers in [0, 1), got {betas!r}")
+    try:
+        return tuple(as_real(b, "betas") for b in betas)
+    except TypeError:
+        raise TypeError(f"betas: expected a pair (β₁, β₂) of numbers in [0, 1), got {betas!r}") from None
 
 
 def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd", *,
@@ -58,10 +70,15 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
     Returns:
         A :class:`~ufm.trajectory.Trajectory` with ``steps`` and ``t = lr·steps``.
 
+    Warns:
+        UserWarning: the objective ended higher than it started (a learning rate too large
+            for the optimiser: Adam's bounded steps oscillate instead of diverging).
+
     Raises:
         TypeError / ValueError: a bad argument (named).
-        IntegrationError: parameters became non-finite (or > 1e60); ``err.t`` is the step,
-            ``err.trajectory`` holds the saves before it.
+        IntegrationError: parameters became non-finite (or > 1e60), or the start already is;
+            ``err.t`` is the ODE time ``lr · step`` (the trajectory's time axis), ``err.step``
+            the step, ``err.trajectory`` holds the saves before it.
     """
     if not isinstance(model, UFM):
         raise TypeError(f"model: expected a ufm.UFM, got {type(model).__name__}")
@@ -75,10 +92,7 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
         raise ValueError(f"momentum: expected a value in [0, 1), got {mu}")
     if not isinstance(nesterov, (bool, np.bool_)):
         raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
-    try:
-        b1, b2 = (as_real(b, "betas") for b in betas)
-    except TypeError:
-        raise TypeError(f"betas: expected a pair (β₁, β₂), got {betas!r}") from None
+    b1, b2 = _betas(betas)
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"betas: expected values in [0, 1), got {betas!r}")
     eps = as_positive(eps, "eps")
@@ -119,7 +133,7 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
     hyper[_o.H_MU] = mu
     hyper[_o.H_NESTEROV] = float(bool(nesterov))
     hyper[_o.H_BETA1], hyper[_o.H_BETA2], hyper[_o.H_EPS] = b1, b2, eps
-    buffers = engine.SaveBuffers(len(save_steps), y.size, K, N, d, model.bias, names)
+    buffers = engine.SaveBuffers(len(save_steps), y.size, K, N, d, model.bias, names, times="save_steps")
     opt = engine.optimizer_group(kind, lr, rate, decay, hyper)
     status, j, reached, wall = engine.run_optimizer(y, 0, save_steps, opt, packed, packed_record, buffers)
     info = {"optimizer": optimizer, "lr": lr, "momentum": mu, "nesterov": bool(nesterov),
@@ -131,5 +145,20 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
         raise IntegrationError(
             f"training diverged at step {reached} (t = {lr * reached:.6g}): the parameters became non-finite "
             f"or exceeded 1e60; lower lr. The {j} saves before it are in err.trajectory.",
-            t=float(reached), reason="nonfinite", trajectory=traj)
+            t=float(lr * reached), step=int(reached), reason="nonfinite", trajectory=traj)
+    _warn_if_objective_rose(model, init, traj, optimizer, lr)
     return traj
+
+
+def _warn_if_objective_rose(model, init, traj, optimizer, lr) -> None:
+    """Gradient methods at a workable rate lower the objective; one that ends above its start
+    ran at a rate too large (Adam's steps are bounded by lr, so it oscillates at a high loss
+    rather than overflowing into an IntegrationError)."""
+    if not len(traj):
+        return
+    start = traj.loss[0] if traj.steps[0] == 0 else model.loss(init)
+    end = traj.loss[-1]
+    if end > start * (1 + 1e-9) + 1e-300:
+        warnings.warn(f"train: the objective rose from {start:.4g} at step 0 to {end:.4g} at step "
+                      f"{int(traj.steps[-1])} ({optimizer}, lr = {lr:g}): the learning rate is probably too large "
+                      "for this problem; lower lr", UserWarning, stacklevel=3)

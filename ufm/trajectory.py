@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,8 +122,14 @@ class Trajectory:
     def transient_summary(self, threshold: float = 0.02, **options):
         """:func:`ufm.metrics.transient_summary` of the semantic gap over this trajectory.
 
-        ``options`` are those of the ``"semantic_gap"`` metric (:meth:`metric`); the summary
-        records the gap's convention (``centred``, default True).
+        Arguments:
+            threshold: collapse threshold θ > 0 on the gap.
+            **options: those of the ``"semantic_gap"`` metric (:meth:`metric`: ``attributes=``,
+                ``attribute=``, ``labels=``, ``centred=``); the summary records the gap's
+                convention (``centred``, default True).
+
+        Raises:
+            ValueError / TypeError: a threshold that is not a number > 0; see :meth:`metric`.
         """
         gap = self.metric("semantic_gap", **options)
         centred = options.get("centred", _metrics.DEFAULT_GAP_CENTRED)
@@ -162,45 +169,146 @@ class Trajectory:
 
     @classmethod
     def load(cls, path) -> "Trajectory":
-        """Read a file written by :meth:`save` (no pickles are loaded).
+        """Read a file written by :meth:`save` (no pickles are loaded), validating it.
 
         Raises:
-            ValueError: not a ufm trajectory file, or an unknown version.
+            ValueError: naming the file and what is wrong: not readable as an ``.npz`` (missing,
+                truncated, corrupt), no or bad ``meta`` entry (not JSON, another format, an
+                unknown version), an unknown or corrupt entry, arrays of the wrong dtype or of
+                shapes inconsistent with the T save times (e.g. ``gram_H`` with fewer saves
+                than ``t``), or a problem or model that cannot be rebuilt.
         """
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"path: expected a file path, got {type(path).__name__}")
         path = os.fspath(path)
+        where = repr(path)
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"path: cannot read {path!r} as an .npz trajectory ({exc})") from exc
+        except FileNotFoundError:
+            raise ValueError(f"path: {where}: no such file") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise ValueError(f"path: cannot read {where} as an .npz trajectory ({type(exc).__name__}: {exc}); "
+                             "corrupt or truncated file?") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"path: {where} holds a single array, not an .npz trajectory")
         with data:
-            if "meta" not in data:
-                raise ValueError(f"path: {path!r} is not a ufm trajectory (no 'meta' entry)")
-            try:
-                meta = json.loads(str(data["meta"]))
-                if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-                    raise ValueError(f"path: {path!r} has format {meta.get('format')!r} version "
-                                     f"{meta.get('version')!r}; expected {FORMAT!r} version {VERSION}")
-                # reading every member checks its CRC-32: a damaged file fails here, not later
-                arrays = {k: np.array(data[k]) for k in data.files if k != "meta"}
-            except (zipfile.BadZipFile, EOFError) as exc:
-                raise ValueError(f"path: {path!r} is damaged ({type(exc).__name__}: {exc})") from exc
+            if "meta" not in data.files:
+                raise ValueError(f"path: {where} is not a ufm trajectory (no 'meta' entry)")
+            arrays = {k: _member(data, k, where) for k in data.files}
+        meta = _parse_meta(arrays.pop("meta"), where)
+        _check_arrays(arrays, where)
         problem = None
         if "problem" in meta:
             pd = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("problem/")}
-            pd["name"] = meta["problem"]["name"]
-            if meta["problem"].get("relation_names") is not None:
-                pd["relation_names"] = meta["problem"]["relation_names"]
-            problem = Problem.from_dict(pd)
+            pm = meta["problem"]
+            if not isinstance(pm, dict):
+                raise ValueError(f"path: {where}: meta 'problem' must be an object, got {type(pm).__name__}")
+            pd["name"] = str(pm.get("name", ""))
+            if pm.get("relation_names") is not None:
+                pd["relation_names"] = pm["relation_names"]
+            try:
+                problem = Problem.from_dict(pd)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"path: {where}: the stored problem is invalid ({exc})") from None
         model = None
         if "model" in meta and problem is not None:
             from .models import UFM, PiecewiseCoupling
-            params = dict(meta["model"])
-            if "model/coupling_kernels" in arrays:
-                params["coupling"] = PiecewiseCoupling(arrays["model/coupling_times"], arrays["model/coupling_kernels"])
-            elif "model/coupling" in arrays:
-                params["coupling"] = arrays["model/coupling"]
-            else:
-                params["coupling"] = None
-            model = UFM(problem, **params)
+            params = meta["model"]
+            if not isinstance(params, dict):
+                raise ValueError(f"path: {where}: meta 'model' must be an object, got {type(params).__name__}")
+            params = dict(params)
+            try:
+                if "model/coupling_kernels" in arrays:
+                    params["coupling"] = PiecewiseCoupling(arrays.get("model/coupling_times"),
+                                                           arrays["model/coupling_kernels"])
+                elif "model/coupling" in arrays:
+                    params["coupling"] = arrays["model/coupling"]
+                else:
+                    params["coupling"] = None
+                model = UFM(problem, **params)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"path: {where}: the stored model is invalid ({exc})") from None
         kw = {k: arrays[k] for k in _ARRAY_FIELDS if k in arrays}
-        return cls(**kw, problem=problem, model=model, info=meta.get("info", {}))
+        _check_shapes(kw, problem, where)
+        info = meta.get("info", {})
+        if not isinstance(info, dict):
+            raise ValueError(f"path: {where}: meta 'info' must be an object, got {type(info).__name__}")
+        return cls(**kw, problem=problem, model=model, info=info)
+
+
+def _member(data, key: str, where: str) -> np.ndarray:
+    """One entry of the archive; a corrupt member (bad CRC, truncated, pickled) names itself."""
+    try:
+        return np.array(data[key])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        raise ValueError(f"path: {where}: cannot read entry {key!r} ({type(exc).__name__}: {exc}); corrupt or "
+                         "truncated file?") from None
+
+
+def _parse_meta(raw: np.ndarray, where: str) -> dict:
+    if raw.dtype.kind not in "US" or raw.size != 1:
+        raise ValueError(f"path: {where}: 'meta' must be a JSON string, found dtype {raw.dtype} shape {raw.shape}")
+    try:
+        meta = json.loads(str(raw.reshape(()).item()))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"path: {where}: 'meta' is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                         f"{exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"path: {where}: 'meta' must be a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"path: {where} has format {meta.get('format')!r} version {meta.get('version')!r}; "
+                         f"expected {FORMAT!r} version {VERSION}"
+                         + (" (written by a newer ufm: upgrade)" if isinstance(meta.get("version"), int)
+                            and meta.get("format") == FORMAT and meta["version"] > VERSION else ""))
+    return meta
+
+
+_PROBLEM_KEYS = {"Y", "weights", "attributes", "relations"}
+_MODEL_KEYS = {"coupling", "coupling_times", "coupling_kernels"}
+
+
+def _check_arrays(arrays: dict, where: str) -> None:
+    """Known entries only, each numeric (a string array where numbers belong is corruption)."""
+    for key, arr in arrays.items():
+        prefix, _, rest = key.partition("/")
+        known = (key in _ARRAY_FIELDS or (prefix == "problem" and (rest in _PROBLEM_KEYS or rest.startswith("similarity:")))
+                 or (prefix == "model" and rest in _MODEL_KEYS))
+        if not known:
+            raise ValueError(f"path: {where}: unknown entry {key!r}; a ufm trajectory holds {list(_ARRAY_FIELDS)}, "
+                             "problem/… and model/… entries")
+        if key != "problem/relation_names" and not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise ValueError(f"path: {where}: entry {key!r}: expected numbers, found dtype {arr.dtype}")
+    for key in ("t", "loss"):
+        if key not in arrays:
+            raise ValueError(f"path: {where}: entry {key!r} is missing (every trajectory saves t and loss)")
+
+
+def _check_shapes(kw: dict, problem, where: str) -> None:
+    """Every saved array has one entry per save time, and K, N, d agree across them."""
+    t = kw["t"]
+    if t.ndim != 1:
+        raise ValueError(f"path: {where}: 't' must be 1-D (T,), found shape {t.shape}")
+    T = t.shape[0]
+    if T and not np.all(np.isfinite(t)):
+        raise ValueError(f"path: {where}: 't' holds non-finite times")
+    if T > 1 and np.any(np.diff(t) <= 0):
+        raise ValueError(f"path: {where}: 't' must be strictly increasing")
+    K = N = d = None
+    if problem is not None:
+        K, N = problem.K, problem.N
+    dims = {"loss": "T", "data_loss": "T", "steps": "T", "W": "TKd", "H": "TdN", "b": "TK", "gram_W": "TKK",
+            "gram_H": "TNN", "logits": "TKN"}
+    sizes = {"T": T, "K": K, "N": N, "d": d}
+    for key, letters in dims.items():
+        arr = kw.get(key)
+        if arr is None:
+            continue
+        if arr.ndim != len(letters):
+            raise ValueError(f"path: {where}: '{key}' must have shape ({', '.join(letters)}), found {arr.shape}")
+        for letter, n in zip(letters, arr.shape):
+            if sizes[letter] is None:
+                sizes[letter] = n
+            elif sizes[letter] != n:
+                what = {"T": f"T = {T} save times (the length of 't')", "K": f"K = {sizes['K']} classes",
+                        "N": f"N = {sizes['N']} contexts", "d": f"width d = {sizes['d']}"}[letter]
+                raise ValueError(f"path: {where}: '{key}' has shape {arr.shape}, inconsistent with {what}")

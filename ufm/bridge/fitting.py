@@ -101,8 +101,8 @@ class Fit:
         rtol: integration tolerance of each prediction.
         max_nfev: budget of least-squares iterations (function evaluations, not counting the
             finite-difference Jacobian's).
-        max_time: seconds after which the fit stops and keeps the best parameters evaluated
-            so far (``message_`` says so); None for no limit.
+        max_time: seconds (> 0) after which the fit stops and keeps the best parameters
+            evaluated so far (``message_`` says so); None for no limit.
         scan: locate the time scale by a coarse scan before the local fit.
 
     Attributes (after :meth:`fit`):
@@ -154,6 +154,17 @@ class Fit:
         name = self.model if isinstance(self.model, str) else "UFM template"
         return f"Fit({name!r}, params={self.params!r}, time={self.time!r}, coupling={self.coupling!r})"
 
+    def _check_budget(self) -> None:
+        """max_time, max_nfev and rtol, checked before any work (a negative max_time used to
+        stop the fit at once and return the starting parameters as if fitted)."""
+        from .._validation import as_positive, as_positive_int
+        if self.max_time is not None:
+            as_positive(self.max_time, "max_time")
+        as_positive_int(self.max_nfev, "max_nfev")
+        rtol = as_positive(self.rtol, "rtol")
+        if rtol >= 1:
+            raise ValueError(f"rtol: expected a relative tolerance < 1, got {rtol!r}")
+
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, run) -> "Fit":
         """Fit the parameters to ``run``.
@@ -168,6 +179,7 @@ class Fit:
 
         started = _time.perf_counter()
         run = _check_run(run)
+        self._check_budget()
         eng = _Engine(self, run)
         self.run_ = run
         self.family_ = eng.family

@@ -27,6 +27,7 @@ import glob
 import json
 import os
 import re
+import warnings
 import zipfile
 import zlib
 
@@ -35,7 +36,7 @@ import numpy as np
 from .errors import FormatError
 from .format import ARRAY_KEYS, EXPORT_RECIPE, parse_meta
 from .run import Run
-from .safetensors import read_safetensors
+from .safetensors import check_mmap, read_safetensors
 
 __all__ = ["load", "detect"]
 
@@ -127,6 +128,7 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
             numpy or struct traceback.
         ImportError: an HDF5 file without h5py installed (the message says how to install it).
     """
+    _check_load_options(path, tag, mmap, allow_pickle, h_layout, meta)
     path = os.fspath(path)
     kind = detect(path)
     if kind == "torch":
@@ -163,6 +165,22 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
     if kind == "checkpoints" and os.path.basename(src) == "meta.json":
         src = os.path.dirname(src)
     return Run(**fields, meta=stored_meta, source=src, _dtypes=dtypes)
+
+
+def _check_load_options(path, tag, mmap, allow_pickle, h_layout, meta) -> None:
+    """The keyword arguments of :func:`load`, checked whatever the format (a bad value for an
+    option the format does not use is still a mistake worth hearing about)."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path: expected a file or directory path, got {type(path).__name__}")
+    check_mmap(mmap)
+    if tag is not None and not isinstance(tag, str):
+        raise TypeError(f"tag: expected None or a string (the <tag> of W_list_<tag>.npy), got {tag!r}")
+    if not isinstance(allow_pickle, (bool, np.bool_)):
+        raise TypeError(f"allow_pickle: expected True or False, got {allow_pickle!r}")
+    if h_layout not in (None, "rows", "columns"):
+        raise ValueError(f"h_layout: expected None, 'rows' or 'columns', got {h_layout!r}")
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta: expected None or a dict of metadata, got {type(meta).__name__}")
 
 
 # -- readers: each returns (fields, meta, dtypes) ---------------------------------------------
@@ -361,6 +379,7 @@ def _read_checkpoints(path):
         dtypes.update({k: v for k, v in dts.items() if k in ("H", "W")})
     if not steps:
         raise FormatError(f"{folder!r}: no ckpt_<step>.npz|.safetensors files", source=folder, key="steps")
+    _warn_if_gaps(folder, steps)
     fields = dict(static)
     fields["steps"] = np.array(steps, dtype=np.int64)
     fields["H"] = np.stack(per["H"])
@@ -388,6 +407,34 @@ def _read_checkpoints(path):
         fields["kernel"] = np.stack(per["kernel"])
         fields["kernel_steps"] = np.array(kernel_steps, dtype=np.int64)
     return fields, meta, dtypes
+
+
+def missing_checkpoints(steps) -> tuple[int, list[int]]:
+    """(δ, steps missing) of an evenly spaced checkpoint schedule, (0, []) when there is no such schedule.
+
+    A schedule counts as evenly spaced by δ when at least 3 of 4 consecutive differences are δ
+    (the most common one) and all are multiples of δ; the multiples are then gaps. Log-spaced
+    or mixed schedules have no common difference and are never flagged.
+    """
+    steps = [int(s) for s in steps]
+    diffs = np.diff(steps)
+    if diffs.size < 3:
+        return 0, []
+    values, counts = np.unique(diffs, return_counts=True)
+    delta = int(values[np.argmax(counts)])
+    if delta <= 0 or counts.max() < 0.75 * diffs.size or np.any(diffs % delta) or np.all(diffs == delta):
+        return 0, []
+    have = set(steps)
+    return delta, [s for s in range(steps[0], steps[-1], delta) if s not in have]
+
+
+def _warn_if_gaps(folder, steps) -> None:
+    delta, missing = missing_checkpoints(steps)
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        warnings.warn(f"{folder!r}: the checkpoints are spaced every {delta} steps"
+                      f" but step(s) {shown} are missing (deleted, or not written by an interrupted run?); "
+                      "the run is loaded without them", UserWarning, stacklevel=4)
 
 
 def _npy(path, allow_pickle=False):

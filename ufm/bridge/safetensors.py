@@ -60,6 +60,12 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_mmap(mmap) -> None:
+    """``mmap`` must be True, False or ``"auto"`` (any other value used to mean True)."""
+    if not (isinstance(mmap, (bool, np.bool_)) or (isinstance(mmap, str) and mmap == "auto")):
+        raise ValueError(f"mmap: expected True, False or 'auto', got {mmap!r}")
+
+
 def read_safetensors(path, *, mmap="auto") -> tuple[dict, dict, dict]:
     """Read every tensor of a ``.safetensors`` file.
 
@@ -77,9 +83,12 @@ def read_safetensors(path, *, mmap="auto") -> tuple[dict, dict, dict]:
     Raises:
         FormatError: the file is shorter than its header says, the header is not valid JSON
             or describes tensors inconsistently (unknown dtype, size not matching the shape,
-            offsets outside the buffer, overlapping or leaving holes); names the file and tensor.
+            offsets outside the buffer, overlapping or leaving holes), or a ``__metadata__``
+            value that is not a string; names the file and tensor.
+        ValueError: ``mmap`` is not True, False or ``"auto"``.
         OSError: the file cannot be opened.
     """
+    check_mmap(mmap)
     path = os.fspath(path)
     src = repr(path)
     size = os.path.getsize(path)
@@ -106,12 +115,14 @@ def read_safetensors(path, *, mmap="auto") -> tuple[dict, dict, dict]:
                           source=path, key="__metadata__")
     metadata = {}
     for k, v in meta_raw.items():
-        if isinstance(v, str):
-            try:
-                metadata[k] = json.loads(v)
-            except json.JSONDecodeError:
-                metadata[k] = v
-        else:
+        if not isinstance(v, str):
+            # the format allows only strings here (other readers refuse anything else)
+            raise FormatError(f"{src}: __metadata__[{k!r}]: expected a string (safetensors metadata maps strings to "
+                              f"strings; JSON-encode other values), got {type(v).__name__} {v!r}",
+                              source=path, key="__metadata__")
+        try:
+            metadata[k] = json.loads(v)
+        except json.JSONDecodeError:
             metadata[k] = v
     buffer = size - 8 - n
     spans = []

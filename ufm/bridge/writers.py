@@ -133,6 +133,10 @@ def export(path, *, steps, H, W, labels=None, Y=None, b=None, attributes=None, l
     arrays, meta = validate(fields, meta, source=path)
     meta = _clean_meta(meta, arrays)
     if fmt == "checkpoints":
+        held = _checkpoints_in(path)
+        if held and not append:
+            raise ValueError(f"append: {path!r} already holds {len(held)} checkpoint(s) (steps {held[0]} … {held[-1]}); "
+                             "pass append=True to add these after them, or export to a new folder")
         writer = CheckpointWriter(path, labels=arrays.get("labels"), Y=arrays.get("Y"),
                                   attributes=arrays.get("attributes"), meta=meta, format=checkpoint_format,
                                   dtype=dtype, resume=append)
@@ -170,6 +174,13 @@ def _write_hdf5(path, arrays, meta):
         for k, v in arrays.items():
             fh.create_dataset(k, data=v)
         fh.attrs["meta"] = json.dumps(meta, default=json_default)
+
+
+def _checkpoints_in(directory) -> list[int]:
+    """Sorted steps of the ckpt_<step> files already in ``directory`` (none if it does not exist)."""
+    from .loaders import _CKPT
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(int(m.group(1)) for m in map(_CKPT.match, names) if m)
 
 
 class CheckpointWriter:
@@ -217,14 +228,14 @@ class CheckpointWriter:
         for k, v in (("lr", lr), ("weight_decay", weight_decay)):
             if v is not None:
                 meta[k] = float(v)
-        existing = [n for n in os.listdir(self.directory)] if os.path.isdir(self.directory) else []
-        from .loaders import _CKPT
-        ckpts = sorted(int(m.group(1)) for m in map(_CKPT.match, existing) if m)
+        if not isinstance(resume, (bool, np.bool_)):
+            raise TypeError(f"resume: expected True or False, got {resume!r}")
+        ckpts = _checkpoints_in(self.directory)
         self._last = None
         self._shapes = None
         if ckpts and not resume:
-            raise ValueError(f"directory: {self.directory!r} already holds {len(ckpts)} checkpoint(s); pass "
-                             "resume=True (export(..., append=True)) to add to them")
+            raise ValueError(f"resume: {self.directory!r} already holds {len(ckpts)} checkpoint(s) (steps {ckpts[0]} … "
+                             f"{ckpts[-1]}); pass resume=True to add checkpoints after them")
         if ckpts:
             from .loaders import load
             prev = load(self.directory)

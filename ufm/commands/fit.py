@@ -48,26 +48,32 @@ def _list(text):
 def main(args) -> int:
     import ufm.bridge
 
-    from ._common import load_run, run_stem
+    from ._common import announce_first_compile, load_run, run_stem
 
+    if not args.max_time > 0:
+        print(f"ufm fit: --max-time: expected seconds > 0, got {args.max_time:g}", file=sys.stderr)
+        return 2
     run = load_run(args.run, args.tag, "ufm fit")
     if run is None:
         return 2
     fixed = {}
     for item in args.fixed:
         name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            print(f"ufm fit: --fixed: expected NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
         try:
             fixed[name.strip()] = float(value)
         except ValueError:
-            sep = ""
-        if not sep:
-            print(f"ufm fit: --fixed: expected NAME=VALUE, got {item!r}", file=sys.stderr)
+            print(f"ufm fit: --fixed {item}: the value {value.strip()!r} of {name.strip()} is not a number",
+                  file=sys.stderr)
             return 2
     import matplotlib
     matplotlib.use("Agg")
     stem = os.path.join(args.out_dir, run_stem(args.run))
     os.makedirs(args.out_dir, exist_ok=True)
     kw = dict(time=args.time, init=args.init, max_time=args.max_time)
+    announce_first_compile("ufm fit")
     try:
         if args.compare or args.kernel:
             obs = _list(args.observables)

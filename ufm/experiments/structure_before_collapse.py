@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
-import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -99,6 +97,9 @@ def load_config(path=None, **overrides) -> Config:
                 text = fh.read().decode()
         except OSError as exc:
             raise ValueError(f"config: cannot read {source!r}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"config: {source} is not a text (UTF-8) TOML file: byte {exc.start} is "
+                             f"{exc.object[exc.start:exc.start + 1]!r}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -112,10 +113,20 @@ def load_config(path=None, **overrides) -> Config:
     kw = {k: raw[k] for k in known - {"lambda", "settings", "scaling", "phase", "snapshots"} if k in raw}
     if "lambda" in raw:
         kw["lam"] = raw["lambda"]
-    cfg = Config(**kw, snapshots=tuple(raw.get("snapshots", Config.snapshots)),
-                 settings=tuple(_check_setting(s, i) for i, s in enumerate(raw.get("settings", []))),
-                 scaling=dict(raw.get("scaling", {})), phase=dict(raw.get("phase", {})), source=source)
-    _check_config(cfg)
+    try:
+        for key in ("settings", "snapshots"):
+            if not isinstance(raw.get(key, []), (list, tuple)):
+                raise ValueError(f"{key}: expected a list, got {type(raw[key]).__name__}")
+        for key in ("scaling", "phase"):
+            if not isinstance(raw.get(key, {}), dict):
+                raise ValueError(f"{key}: expected a table [{key}], got {type(raw[key]).__name__}")
+        cfg = Config(**kw, snapshots=tuple(raw.get("snapshots", Config.snapshots)),
+                     settings=tuple(_check_setting(s, i) for i, s in enumerate(raw.get("settings", []))),
+                     scaling=dict(raw.get("scaling", {})), phase=dict(raw.get("phase", {})), source=source)
+        _check_config(cfg)
+    except (TypeError, ValueError) as exc:
+        # one kind of error for every bad value, naming the file and the key
+        raise ValueError(f"config {source}: {exc}") from None
     return cfg
 
 
@@ -131,11 +142,27 @@ def _check_setting(s, i) -> dict:
     out = dict(s)
     out.setdefault("name", f"{kind} {i}")
     out.setdefault("kernel", "attribute")
+    if not isinstance(out["name"], str):
+        raise ValueError(f"settings[{i}].name: expected a string, got {out['name']!r}")
+    try:                        # build it now: a bad argument is reported before any work starts
+        problem = build_problem(out)
+        if not isinstance(out["kernel"], str):
+            raise TypeError(f"kernel: expected a string, got {out['kernel']!r}")
+        problem.kernel(out["kernel"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"settings[{i}] ({out['name']!r}): {exc}") from None
     return out
 
 
 def _check_config(cfg: Config) -> None:
     from .._validation import as_nonnegative, as_positive, as_positive_int
+    if not isinstance(cfg.out, str) or not cfg.out:
+        raise ValueError(f"out: expected a folder name, got {cfg.out!r}")
+    as_positive_int(cfg.seed, "seed", minimum=0)
+    for j, v in enumerate(cfg.snapshots):
+        as_positive(v, f"snapshots[{j}]")
+    if not cfg.snapshots:
+        raise ValueError("snapshots: expected at least one time")
     as_positive_int(cfg.d, "d")
     as_positive_int(cfg.saves, "saves", minimum=2)
     as_positive(cfg.init_scale, "init_scale")
@@ -158,6 +185,15 @@ def _check_config(cfg: Config) -> None:
         extra = set(block) - allowed
         if extra:
             raise ValueError(f"{key}: unknown key(s) {sorted(extra)}; allowed {sorted(allowed)}")
+        for name, check in (("lambdas", as_nonnegative), ("betas", as_nonnegative),
+                            ("widths", lambda v, n: as_positive_int(v, n))):
+            if name in block:
+                if not isinstance(block[name], list) or not block[name]:
+                    raise ValueError(f"{key}.{name}: expected a non-empty list, got {block[name]!r}")
+                for j, v in enumerate(block[name]):
+                    check(v, f"{key}.{name}[{j}]")
+        if "t_max" in block and not as_positive(block["t_max"], f"{key}.t_max") > cfg.t_min:
+            raise ValueError(f"{key}.t_max: expected a value > t_min = {cfg.t_min}, got {block['t_max']}")
 
 
 # -- building blocks ---------------------------------------------------------------------------
@@ -187,19 +223,22 @@ def _solve(model, x0, t):
     return solve(model, x0, t, save=("gram_W", "gram_H", "logits"))
 
 
-def run_setting(spec: dict, cfg: Config) -> dict:
+def run_setting(spec: dict, cfg: Config, progress=None) -> dict:
     """Standard and coupled runs of one setting from the same init, with their summaries.
 
     Returns:
         dict with ``problem``, ``standard`` and ``coupled`` trajectories and ``summary``
         (per model: peak gap, t_peak, t_collapse, collapsed, final ETF distance, initial gap).
     """
+    rep = _Reporter.of(progress)
     problem = build_problem(spec)
     standard, coupled = models_for(problem, spec, cfg.lam, cfg.beta)
     x0 = coupled.init(cfg.d, scale=cfg.init_scale, seed=cfg.seed)
     out = {"problem": problem, "summary": {}, "init_noise": init_noise(problem, cfg.d, cfg.init_scale)}
     for label, model in (("standard", standard), ("coupled", coupled)):
+        rep.stage(f"{spec['name']}: {label} UFM")
         tr = _solve(model, x0, cfg.times)
+        rep.advance()
         out[label] = tr
         out["summary"][label] = _summarise(tr, cfg.threshold)
         out["summary"][label]["transient"] = bool(out["summary"][label]["peak_gap"] > NOISE_BAND * out["init_noise"])
@@ -240,18 +279,20 @@ def scaling_study(cfg: Config, progress=None) -> dict:
     The log–log slope of t_collapse against λ is fitted over the λ > 0 that collapsed
     (a slope of −1 is t_collapse ∝ 1/λ). λ = 0 is expected not to collapse.
     """
+    rep = _Reporter.of(progress)
     sc = cfg.scaling
     spec = cfg.setting(sc.get("setting", cfg.settings[0]["name"]))
     problem = build_problem(spec)
     t = np.geomspace(cfg.t_min, float(sc.get("t_max", cfg.t_max)), cfg.saves)
     rows = []
-    for lam in sc.get("lambdas", [1e-2, 1e-3, 1e-4, 0.0]):
+    for lam in sc.get("lambdas", _SCALING_LAMBDAS):
+        rep.stage(f"scaling: coupled UFM at λ = {lam:g}")
         _, coupled = models_for(problem, spec, float(lam), cfg.beta)
         tr = _solve(coupled, coupled.init(cfg.d, scale=cfg.init_scale, seed=cfg.seed), t)
         row = {"lambda": float(lam), **_summarise(tr, cfg.threshold)}
         rows.append(row)
-        if progress:
-            progress(f"scaling: λ = {lam:g}: t_collapse = {row['t_collapse']:.3g}")
+        rep.advance()
+        rep(f"scaling: λ = {lam:g}: t_collapse = {row['t_collapse']:.3g}")
     fit = [(r["lambda"], r["t_collapse"]) for r in rows if r["lambda"] > 0 and r["collapsed"]]
     slope = intercept = float("nan")
     if len(fit) >= 2:
@@ -265,40 +306,43 @@ def width_study(cfg: Config, progress=None) -> dict:
 
     With d < K − 1 the simplex ETF does not fit: the final ETF distance stays away from 0.
     """
+    rep = _Reporter.of(progress)
     ph = cfg.phase
     spec = cfg.setting(ph.get("setting", cfg.settings[0]["name"]))
     problem = build_problem(spec)
     _, coupled = models_for(problem, spec, cfg.lam, cfg.beta)
     t = np.geomspace(cfg.t_min, float(ph.get("t_max", cfg.t_max)), cfg.saves)
     rows = []
-    for d in ph.get("widths", [2, 4, 8, 16, 32]):
+    for d in ph.get("widths", _WIDTHS):
+        rep.stage(f"width: coupled UFM at d = {d}")
         tr = _solve(coupled, coupled.init(int(d), scale=cfg.init_scale, seed=cfg.seed), t)
         rows.append({"d": int(d), **_summarise(tr, cfg.threshold)})
-        if progress:
-            progress(f"width: d = {d}: final ETF distance = {rows[-1]['final_etf_distance']:.3g}")
+        rep.advance()
+        rep(f"width: d = {d}: final ETF distance = {rows[-1]['final_etf_distance']:.3g}")
     return {"setting": spec["name"], "K": problem.K, "rows": rows}
 
 
 def phase_study(cfg: Config, progress=None) -> dict:
     """Peak gap and collapse time of the coupled UFM over the (λ, β) grid of ``[phase]``."""
+    rep = _Reporter.of(progress)
     ph = cfg.phase
     spec = cfg.setting(ph.get("setting", cfg.settings[0]["name"]))
     problem = build_problem(spec)
-    lambdas = [float(v) for v in ph.get("lambdas", [1e-2, 1e-3])]
-    betas = [float(v) for v in ph.get("betas", [0.0, 1.0])]
+    lambdas = [float(v) for v in ph.get("lambdas", _PHASE_LAMBDAS)]
+    betas = [float(v) for v in ph.get("betas", _PHASE_BETAS)]
     t = np.geomspace(cfg.t_min, float(ph.get("t_max", cfg.t_max)), cfg.saves)
     peak = np.full((len(betas), len(lambdas)), np.nan)
     tcol = np.full_like(peak, np.nan)
     for i, beta in enumerate(betas):
         for j, lam in enumerate(lambdas):
+            rep.stage(f"phase: coupled UFM at λ = {lam:g}, β = {beta:g}")
             _, coupled = models_for(problem, spec, lam, beta)
             tr = _solve(coupled, coupled.init(cfg.d, scale=cfg.init_scale, seed=cfg.seed), t)
             s = _summarise(tr, cfg.threshold)
             peak[i, j] = s["peak_gap"]
             tcol[i, j] = s["t_collapse"]
-            if progress:
-                progress(f"phase: λ = {lam:g}, β = {beta:g}: peak gap {s['peak_gap']:.3f}, "
-                         f"t_collapse {s['t_collapse']:.3g}")
+            rep.advance()
+            rep(f"phase: λ = {lam:g}, β = {beta:g}: peak gap {s['peak_gap']:.3f}, t_collapse {s['t_collapse']:.3g}")
     return {"setting": spec["name"], "lambdas": lambdas, "betas": betas, "peak_gap": peak.tolist(),
             "t_collapse": tcol.tolist()}
 
@@ -308,13 +352,56 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-class _Progress:
-    def __init__(self, stream=sys.stdout):
-        self.stream = stream
-        self.started = time.perf_counter()
+_SCALING_LAMBDAS = [1e-2, 1e-3, 1e-4, 0.0]
+_WIDTHS = [2, 4, 8, 16, 32]
+_PHASE_LAMBDAS = [1e-2, 1e-3]
+_PHASE_BETAS = [0.0, 1.0]
+
+
+class _Reporter:
+    """The job's side of progress reporting. ``progress`` may be any callable taking a message;
+    a display that also has ``set_total(n)``, ``stage(text)`` and ``advance()`` (``ufm run``'s
+    status line, :class:`ufm.commands._progress.Progress`) is told the number of units of work
+    (one per integration and per figure), what runs now and when a unit is done."""
+
+    def __init__(self, progress=None):
+        self.progress = progress
+
+    @classmethod
+    def of(cls, progress):
+        return progress if isinstance(progress, cls) else cls(progress)
+
+    def _call(self, name, *args):
+        fn = getattr(self.progress, name, None)
+        if fn is not None:
+            fn(*args)
 
     def __call__(self, msg: str) -> None:
-        print(f"[{time.perf_counter() - self.started:7.1f} s] {msg}", file=self.stream, flush=True)
+        if self.progress is not None:
+            self.progress(msg)
+
+    def set_total(self, n: int) -> None:
+        self._call("set_total", n)
+
+    def stage(self, text: str) -> None:
+        self._call("stage", text)
+
+    def advance(self) -> None:
+        self._call("advance")
+
+
+def work_units(cfg: Config, figures: bool = True) -> int:
+    """Units of work of :func:`run`: one per integration, one per figure written."""
+    n = 2 * len(cfg.settings)
+    if cfg.scaling:
+        n += len(cfg.scaling.get("lambdas", _SCALING_LAMBDAS))
+    if cfg.phase:
+        n += len(cfg.phase.get("widths", _WIDTHS))
+        n += len(cfg.phase.get("lambdas", _PHASE_LAMBDAS)) * len(cfg.phase.get("betas", _PHASE_BETAS))
+    if figures:
+        n += sum(2 + (build_problem(s).relations is not None) for s in cfg.settings)
+        n += bool(cfg.scaling) + bool(cfg.phase) + 1
+    return n
 
 
 def run(cfg: Config | None = None, out: str | None = None, progress=None, figures: bool = True) -> dict:
@@ -323,7 +410,9 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
     Arguments:
         cfg: a :class:`Config` (default: the shipped one).
         out: output folder (default ``cfg.out``); created if missing.
-        progress: callable taking a message, or None for silence.
+        progress: callable taking a message, or None for silence; a display with
+            ``set_total``, ``stage`` and ``advance`` methods also gets the units of work (see
+            :class:`_Reporter`).
         figures: write the PNG figures (the JSON, markdown and trajectories are always written).
 
     Returns:
@@ -332,14 +421,15 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
     cfg = cfg or load_config()
     out = out or cfg.out
     os.makedirs(os.path.join(out, "trajectories"), exist_ok=True)
-    say = progress or (lambda msg: None)
+    say = _Reporter.of(progress)
+    say.set_total(work_units(cfg, figures))
     from ..metrics import DEFAULT_GAP_CENTRED, gap_convention
     results, summary = {}, {"config": {k: v for k, v in asdict(cfg).items()}, "settings": {},
                             "conventions": {"semantic_gap": gap_convention(DEFAULT_GAP_CENTRED),
                                             "relation_cosines_at_peak": gap_convention(True)}}
     for spec in cfg.settings:
         say(f"{spec['name']}: standard and coupled UFM from the same init (d = {cfg.d})")
-        res = run_setting(spec, cfg)
+        res = run_setting(spec, cfg, say)
         results[spec["name"]] = res
         summary["settings"][spec["name"]] = {
             "K": res["problem"].K, "N": res["problem"].N, "init_noise": res["init_noise"], **res["summary"],
@@ -356,8 +446,8 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
         summary["phase"] = phase_study(cfg, say)
     summary["figures"] = []
     if figures:
-        say("writing figures")
-        summary["figures"] = _figures(cfg, results, summary, out)
+        say(f"writing figures to {out}")
+        summary["figures"] = _figures(cfg, results, summary, out, say)
     text = json.dumps(summary, indent=2, default=json_default)
     atomic_write_text(os.path.join(out, "summary.json"), text)
     md = results_markdown(summary)
@@ -414,19 +504,30 @@ def results_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figures(cfg: Config, results: dict, summary: dict, out: str) -> list:
+def transient_markers(res: dict, threshold: float) -> dict:
+    """model label -> TransientSummary, for the models of one setting whose peak is a real
+    transient (above the noise band: the results table's test). The figures mark a peak and a
+    collapse only for these, so a curve the table calls "no transient" gets no marks."""
+    return {label: res[label].transient_summary(threshold=threshold)
+            for label in ("standard", "coupled") if res["summary"][label]["transient"]}
+
+
+def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None) -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from .. import metrics, plot
+    rep = _Reporter.of(progress)
     written = []
 
     def save(fig, name):
+        rep.stage(f"writing {name}")
         path = os.path.join(out, name)
         fig.savefig(path, dpi=130)
         plt.close(fig)
         written.append(path)
+        rep.advance()
 
     for name, res in results.items():
         slug = _slug(name)
@@ -438,7 +539,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str) -> list:
         fig, ax = plt.subplots(2, 2, figsize=(10, 6.5), constrained_layout=True)
         labels = {"standard": res["standard"], "coupled": res["coupled"]}
         t = res["coupled"].t
-        summ = {k: tr.transient_summary(threshold=cfg.threshold) for k, tr in labels.items()}
+        summ = transient_markers(res, cfg.threshold)
         plot.metric_curves(t, {k: tr.metric("semantic_gap") for k, tr in labels.items()}, ax=ax[0, 0],
                            ylabel="semantic gap (centred)", summaries=summ, threshold=cfg.threshold,
                            title="semantic gap (• peak, -- collapse)")
@@ -507,11 +608,13 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str) -> list:
     t = results[first]["coupled"].t
     curves, summ, styles = {}, {}, {}
     for k, (name, res) in enumerate(results.items()):
+        marks = transient_markers(res, cfg.threshold)
         for label in ("coupled", "standard"):
             key = f"{name} {label}"
             curves[key] = res[label].metric("semantic_gap")
             styles[key] = {"color": f"C{k}", "ls": "-" if label == "coupled" else "--"}
-            summ[key] = res[label].transient_summary(threshold=cfg.threshold)
+            if label in marks:
+                summ[key] = marks[label]
     plot.metric_curves(t, curves, ax=b[0], ylabel="semantic gap (centred)", summaries=summ, threshold=cfg.threshold,
                        styles=styles, title="semantic gap: structure, then collapse (-- standard UFM)")
     plot.metric_curves(t, {f"{n} coupled": r["coupled"].metric("etf_distance") for n, r in results.items()},

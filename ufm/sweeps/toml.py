@@ -86,8 +86,8 @@ def read_toml(path) -> dict:
     try:
         with open(path, "rb") as fh:
             doc = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config: {path!r} is not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"config: {path!r} is not valid TOML: {exc}") from None
     unknown = set(doc) - {"sweep", "base", "grid", "configs"}
     if unknown:
         raise ValueError(f"config: unknown section(s) {sorted(unknown)} in {path!r}; expected [sweep], [base], "

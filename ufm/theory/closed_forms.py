@@ -231,7 +231,17 @@ def saxe_modes(model, u_start) -> Result:
     Returns:
         Result with values ``s`` (effective strengths), ``tau``, ``half_times``, ``order``
         (mode indices by learning order), ``u(t)`` (callable); ``verify(t=, d=)``.
+
+    Raises:
+        TypeError / ValueError: ``model`` is not a UFM of this kind; ``u_start`` is not a
+            number > 0 or one per mode.
     """
+    from .._validation import as_float_array, check_instance
+    from ..models import UFM
+    check_instance(model, "model", UFM, "a ufm.UFM")
+    u_start = as_float_array(u_start, "u_start", ndim=(0, 1))
+    if not np.all(u_start > 0):
+        raise ValueError(f"u_start: expected initial strengths > 0, got {u_start!r}")
     _check_standard(model, "mse")
     Y = model.problem.Y
     N = model.N
@@ -239,11 +249,13 @@ def saxe_modes(model, u_start) -> Result:
         raise ValueError("model: saxe_modes is stated for the mean loss (weights 1/N)")
     U, sv, Vt = np.linalg.svd(Y, full_matrices=False)
     r = int(np.sum(sv > 1e-12 * sv[0]))
+    if u_start.ndim == 1 and u_start.shape != (r,):
+        raise ValueError(f"u_start: expected one number or one per mode ({r} modes), got shape {u_start.shape}")
     U, sv, V_basis = U[:, :r], sv[:r], Vt[:r].T
     lam = model.lambda_W
     d = saxe_symbolic()
     s_eff = sv - N * lam
-    ustart = np.broadcast_to(np.asarray(u_start, dtype=float), (r,))
+    ustart = np.broadcast_to(u_start, (r,))
     f = sp.lambdify((tt, s_sym, tau, u0), d["stable"], "numpy")
     half = sp.lambdify((s_sym, tau, u0), d["half_time"], "numpy")
 

@@ -231,13 +231,25 @@ def _half_saturation(r, fast_idx) -> float:
 def semantic_peak(model, scale: float) -> Result:
     """Predicted time of the semantic peak from isotropic init s²I (module docstring).
 
+    Arguments:
+        model: a coupled :class:`ufm.UFM` (see :func:`early_growth`).
+        scale: the init scale s > 0 (G_H(0) = s²I).
+
     Returns:
         Result with values ``t_peak`` (prediction), ``mu_half``, ``fast_modes``;
         ``verify(t=, factor=)`` measures the peak of the semantic gap (``transient_summary``
         of a Gram-space run) and passes when predicted and measured agree within ``factor``
         (default 1.2, set from the measured ratios 0.935–1.008).
+
+    Raises:
+        TypeError / ValueError: ``model`` is not a UFM, ``scale`` is not a number > 0.
     """
     from scipy.optimize import brentq
+
+    from .._validation import as_positive, check_instance
+    from ..models import UFM
+    check_instance(model, "model", UFM, "a ufm.UFM")
+    scale = as_positive(scale, "scale")
     eg = early_growth(model)
     r = reduce(model)
     modes = eg.values["modes"]

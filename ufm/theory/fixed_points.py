@@ -318,7 +318,9 @@ def fixed_point(model) -> Result:
             bias decay or imbalance with bias).
         ValueError: a coupling that is not positive definite.
     """
-    from ..models import PiecewiseCoupling
+    from .._validation import check_instance
+    from ..models import UFM, PiecewiseCoupling
+    check_instance(model, "model", UFM, "a ufm.UFM")
     if model.lambda_E > 0:
         raise NotImplementedError("fixed_point: λ_E > 0 (linear-features model) changes the landscape; "
                                   "no closed form is derived")

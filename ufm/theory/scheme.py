@@ -452,8 +452,12 @@ def bind(problem) -> BoundScheme:
     ``settings.balanced``, ``settings.factorial`` or ``settings.hierarchy``.
 
     Raises:
+        TypeError: ``problem`` is not a :class:`ufm.Problem`.
         ValueError: naming what does not fit (no relations, soft labels, weights, no family).
     """
+    from .._validation import check_instance
+    from ..problems import Problem
+    check_instance(problem, "problem", Problem, "a ufm.Problem (e.g. ufm.settings.factorial((3, 3)))")
     if problem.relations is None:
         raise ValueError("problem: has no association scheme (problem.relations is None); the symmetry "
                          "reduction needs balanced, factorial or hierarchy problems")
