@@ -2,7 +2,7 @@
 
 An installed ufm used to write its numba cache into ``site-packages/ufm/kernels/__pycache__``;
 ``pip uninstall`` left those files, and the leftover folder shadowed a later editable install.
-These tests compile one tiny kernel (``check_sizes``, well under a second) in fresh processes.
+These tests compile one tiny kernel (``theta_piece``, well under a second) in fresh processes.
 """
 
 import glob
@@ -17,8 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.dirname(os.path.abspath(ufm.__file__))
 
 # numba imported first on purpose: ufm's locator must work whatever the user imported before
-COMPILE_ONE = ("import numba, numpy as np, ufm; from ufm.kernels import fields, integrate; "
-               "print(integrate.check_sizes(np.zeros(fields.IP_SIZE, np.int64), 0))")
+COMPILE_ONE = ("import numba, numpy as np, ufm; from ufm.kernels import fields; "
+               "print(fields.theta_piece(np.array([0.0, 1.0]), 2.0) == 1)")
 
 
 def _env(**changes):
@@ -42,9 +42,9 @@ def test_kernels_are_cached_in_the_user_folder_and_loaded_from_it(tmp_path):
     before = set(_package_cache_files())
     env = _env(UFM_CACHE_DIR=str(tmp_path))
     first = _run(COMPILE_ONE, env)
-    assert first.stdout.strip() == "True"           # all sizes 0: a state of length 0 fits
-    folder = _numba_cache.cache_dir_for(os.path.join(PACKAGE, "kernels", "integrate.py"), str(tmp_path / "numba"))
-    assert glob.glob(os.path.join(folder, "integrate.check_sizes-*.nbi")), os.listdir(tmp_path)
+    assert first.stdout.strip() == "True"           # t = 2 lies in the second piece
+    folder = _numba_cache.cache_dir_for(os.path.join(PACKAGE, "kernels", "fields.py"), str(tmp_path / "numba"))
+    assert glob.glob(os.path.join(folder, "fields.theta_piece-*.nbi")), os.listdir(tmp_path)
     assert set(_package_cache_files()) == before    # nothing written beside the sources
     # a second process loads the compiled code instead of compiling again
     second = _run(COMPILE_ONE, {**env, "NUMBA_DEBUG_CACHE": "1"})
@@ -56,7 +56,7 @@ def test_kernels_are_cached_in_the_user_folder_and_loaded_from_it(tmp_path):
 def test_an_explicit_numba_cache_dir_wins(tmp_path):
     numba_dir, ufm_dir = tmp_path / "numba-dir", tmp_path / "ufm-dir"
     _run(COMPILE_ONE, _env(NUMBA_CACHE_DIR=str(numba_dir), UFM_CACHE_DIR=str(ufm_dir)))
-    assert glob.glob(str(numba_dir / "kernels_*" / "integrate.check_sizes-*.nbi"))
+    assert glob.glob(str(numba_dir / "kernels_*" / "fields.theta_piece-*.nbi"))
     assert not glob.glob(str(ufm_dir / "**" / "*.nbi"), recursive=True)
 
 
@@ -103,11 +103,11 @@ def test_kernels_compiled_reports_a_cold_and_a_warm_cache(tmp_path, monkeypatch)
     monkeypatch.setenv("UFM_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr("numba.core.config.CACHE_DIR", "")
     _numba_cache._usable_root.cache_clear()
-    integrate = os.path.join(PACKAGE, "kernels", "integrate.py")
+    fields = os.path.join(PACKAGE, "kernels", "fields.py")
     try:
-        assert not _numba_cache.kernels_compiled(integrate, "check_sizes")
+        assert not _numba_cache.kernels_compiled(fields, "theta_piece")
         _run(COMPILE_ONE, _env(UFM_CACHE_DIR=str(tmp_path)))
-        assert _numba_cache.kernels_compiled(integrate, "check_sizes")
-        assert not _numba_cache.kernels_compiled(integrate, "integrate")
+        assert _numba_cache.kernels_compiled(fields, "theta_piece")
+        assert not _numba_cache.kernels_compiled(fields, "vector_field")
     finally:
         _numba_cache._usable_root.cache_clear()
