@@ -46,7 +46,7 @@ def parse_save(save, space: str) -> tuple[str, ...]:
     except TypeError:
         raise TypeError(f"save: expected a name or an iterable of names from {SAVEABLE}, got {save!r}") from None
     for n in names:
-        if n not in SAVEABLE:
+        if not isinstance(n, str) or n not in SAVEABLE:
             raise ValueError(f"save: unknown quantity {n!r}; expected names from {SAVEABLE} or 'all'")
     bad = [n for n in names if n in ("W", "H")]
     if space == "gram" and bad:
@@ -121,8 +121,9 @@ def check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max):
     atol = as_nonnegative(atol, "atol")
     t0 = as_real(t0, "t0")
     ts = check_times(t, "t", start=t0)
-    max_steps = as_positive_int(max_steps, "max_steps")
-    h_max = float(h_max) if h_max == math.inf else as_positive(h_max, "h_max")
+    max_steps = min(as_positive_int(max_steps, "max_steps"), _MAX_BUDGET)   # the kernels count in int64
+    is_inf = isinstance(h_max, (float, np.floating)) and h_max == math.inf
+    h_max = math.inf if is_inf else as_positive(h_max, "h_max")
     if solver.adaptive:
         h0 = 0.0 if dt is None else as_positive(dt, "dt")
     else:
@@ -288,6 +289,9 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
             f"err.trajectory.", t=t_fail, reason=reason, trajectory=traj)
     return traj
 
+
+#: larger step budgets are the same as this one (it never runs out; the kernels use int64)
+_MAX_BUDGET = 2 ** 62
 
 #: the driver stops when a step falls below this fraction of max(1, |t|, |t_end|)
 _UNDERFLOW_RTOL = 1e-14
