@@ -51,3 +51,24 @@ def test_theory_snippet_runs_and_verifies():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0].endswith("OK")
+
+
+def _setup_commands() -> list:
+    """The indented command lines of the README's set-up section, in order."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## Set-up"):text.index("## Quick start")]
+    return [line.strip() for line in section.splitlines() if line.startswith("    ") and line.strip()]
+
+
+def test_ci_runs_the_readme_setup_commands_as_written():
+    """.ci/run must run exactly the README's two set-up commands, in the README's order."""
+    readme = _setup_commands()
+    assert readme == ['pip install . && ufm run', 'pip install -e ".[test]" && python -m pytest -n 2']
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
+    assigned = dict(re.findall(r"^(SETUP_RUN|SETUP_TEST)='(.*)'$", ci, re.M))
+    assert [assigned["SETUP_RUN"], assigned["SETUP_TEST"]] == readme
+    # the first runs as a whole; the second is split around the outside-the-repository checks
+    order = [ci.index('eval "$SETUP_RUN"'), ci.index('eval "${SETUP_TEST%% && *}"'),
+             ci.index("ufm --version"), ci.index('eval "${SETUP_TEST#* && }"')]
+    assert order == sorted(order)
+    assert ci.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in ci

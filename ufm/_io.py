@@ -56,3 +56,23 @@ def atomic_write_text(path, text: str) -> str:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
     return atomic_write(path, write)
+
+
+def load_npy(path, allow_pickle: bool = False):
+    """``numpy.load`` of a file path that never leaks the open file.
+
+    numpy opens the file itself and, when the zip directory of an ``.npz`` is corrupt, raises
+    without closing it (a ResourceWarning later). Here the file is opened first and closed on
+    any error; an ``NpzFile`` result owns it (closing the archive closes the file).
+    """
+    fh = open(path, "rb")
+    try:
+        data = np.load(fh, allow_pickle=allow_pickle)
+    except BaseException:
+        fh.close()
+        raise
+    if isinstance(data, np.lib.npyio.NpzFile):
+        data.fid = fh            # NpzFile.close() closes its fid
+    else:
+        fh.close()
+    return data

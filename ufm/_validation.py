@@ -60,6 +60,8 @@ def as_int_array(value, name: str, *, ndim: int | None = None) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise ValueError(f"{name}: expected integer values, got non-integral entries")
+        if arr.size and np.max(np.abs(arr)) >= 2.0 ** 63:
+            raise ValueError(f"{name}: expected integers below 2^63, got {np.max(np.abs(arr)):.3g}")
     arr = np.asarray(arr, dtype=np.int64, order="C")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
@@ -155,8 +157,16 @@ def as_rng(seed, name: str = "seed") -> np.random.Generator:
         raise ValueError(f"{name}: expected None, an integer >= 0 or a sequence of them, got {seed!r}") from None
 
 
-def physical_memory() -> int | None:
-    """Bytes of physical memory of this machine, or None when the system does not say."""
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can get without swapping: Linux's MemAvailable, else the
+    physical memory, or None when the system does not say."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX systems
@@ -172,7 +182,7 @@ def _bytes(n: float) -> str:
 
 
 def check_memory(nbytes: float, name: str, what: str) -> None:
-    """Refuse, before allocating, arrays larger than this machine's physical memory.
+    """Refuse, before allocating, arrays larger than the memory available on this machine.
 
     numpy's ``zeros`` succeeds lazily for almost any size on Linux (memory is overcommitted),
     and the process then swaps or is killed while filling it: a ValueError up front says which
@@ -183,12 +193,12 @@ def check_memory(nbytes: float, name: str, what: str) -> None:
         name: the argument(s) that set the size, named in the message.
         what: what would be allocated ("saving gram_H (N×N) at 10⁶ times", ...).
     Raises:
-        ValueError: ``nbytes`` exceeds the physical memory.
+        ValueError: ``nbytes`` exceeds the available memory (:func:`available_memory`).
     """
-    limit = physical_memory()
+    limit = available_memory()
     if limit is not None and nbytes > limit:
-        raise ValueError(f"{name}: {what} needs {_bytes(nbytes)}, more than the {_bytes(limit)} of memory of this "
-                         "machine")
+        raise ValueError(f"{name}: {what} needs {_bytes(nbytes)}, more than the {_bytes(limit)} of memory available "
+                         "on this machine")
 
 
 def check_instance(value, name: str, cls, what: str):
@@ -196,3 +206,13 @@ def check_instance(value, name: str, cls, what: str):
     if not isinstance(value, cls):
         raise TypeError(f"{name}: expected {what}, got {type(value).__name__}")
     return value
+
+
+def is_sequence(value) -> bool:
+    """A list-like of items: iterable, not a string, bytes, mapping or 0-d array."""
+    from collections.abc import Mapping
+    if isinstance(value, (str, bytes, Mapping)):
+        return False
+    if isinstance(value, np.ndarray):
+        return value.ndim >= 1
+    return hasattr(value, "__iter__")

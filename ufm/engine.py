@@ -181,7 +181,7 @@ def parse_save(save, space: str) -> tuple[str, ...]:
     except TypeError:
         raise TypeError(f"save: expected a name or an iterable of names from {SAVEABLE}, got {save!r}") from None
     for n in names:
-        if n not in SAVEABLE:
+        if not isinstance(n, str) or n not in SAVEABLE:
             raise ValueError(f"save: unknown quantity {n!r}; expected names from {SAVEABLE} or 'all'")
     bad = [n for n in names if n in ("W", "H")]
     if space != "parameters" and bad:

@@ -234,7 +234,8 @@ class UFM:
         d = as_positive_int(d, "d")
         scale = as_positive(scale, "scale")
         rng = as_rng(seed, "seed")
-        check_memory(8.0 * (self.K + self.N) * d, "d", f"a width-{d} state (K + N = {self.K + self.N} rows of d)")
+        # the draws, then the State's read-only copies: about three times the state itself
+        check_memory(3 * 8.0 * (self.K + self.N) * d, "d", f"a width-{d} state (K + N = {self.K + self.N} rows of d)")
         sd = scale / np.sqrt(d)
         W = rng.normal(0.0, sd, size=(self.K, d))
         H = rng.normal(0.0, sd, size=(d, self.N))

@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ._validation import as_float_array, as_int_array, as_nonnegative, readonly
+from ._validation import as_float_array, as_int_array, as_nonnegative, check_memory, is_sequence, readonly
 
 __all__ = ["Problem"]
 
@@ -78,8 +78,18 @@ class Problem:
             attributes = readonly(attributes)
         self._attributes = attributes
 
+        if similarities is not None and not isinstance(similarities, Mapping):
+            raise TypeError(f"similarities: expected a mapping name -> (N, N) matrix, got {type(similarities).__name__}")
+        if relations is not None and not is_sequence(relations):
+            raise TypeError(f"relations: expected a sequence of (N, N) 0/1 matrices, got {type(relations).__name__}")
+        if relation_names is not None and not is_sequence(relation_names):
+            raise TypeError(f"relation_names: expected a sequence of names, got {type(relation_names).__name__}")
         sims = {}
         if attributes is not None:
+            # the incidence matrix has one row per attribute value: Σ_f (max_f + 1) rows of N
+            rows = float(np.sum(attributes.max(axis=0) + 1.0)) if attributes.size else 0.0
+            check_memory(3 * 8.0 * rows * N, "attributes",
+                         f"the incidence matrix of attribute values up to {int(attributes.max())} ({rows:.0f} rows)")
             A = _incidence(attributes)
             sims["attribute"] = A.T @ A
         for key, S in dict(similarities or {}).items():
@@ -139,6 +149,8 @@ class Problem:
             K = as_positive_int(K, "K")
             if labels.max() >= K:
                 raise ValueError(f"labels: expected values < K={K}, found {labels.max()}")
+        # Y, its read-only copy and the checks' temporaries: a few K×N arrays
+        check_memory(4 * 8.0 * K * labels.size, "K", f"one-hot targets for K = {K} classes and N = {labels.size} contexts")
         Y = np.zeros((K, labels.size))
         Y[labels, np.arange(labels.size)] = 1.0
         return cls(Y, **kwargs)

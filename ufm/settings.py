@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._validation import as_int_array, as_positive_int
+from ._validation import as_int_array, as_positive_int, check_memory
 from .problems import Problem
 
 __all__ = ["balanced", "factorial", "hierarchy", "sequences", "relations_from_keys"]
@@ -56,6 +56,8 @@ def _sorted(keys):
 
 def _sizes(values, name: str, what: str) -> tuple:
     """A non-empty sequence of integers >= 2 (attribute levels, classes per position)."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name}: expected a sequence of integers >= 2, got {values!r}")
     try:
         sizes = tuple(as_positive_int(q, name, minimum=2) for q in values)
     except TypeError as exc:
@@ -76,9 +78,10 @@ _MAX_POOL = 2 ** 20
 def _check_contexts(N: int, name: str, how: str) -> None:
     """Refuse a setting with more than :data:`MAX_CONTEXTS` contexts before building anything."""
     if N > MAX_CONTEXTS:
-        raise ValueError(f"{name}: {how} gives N = {N:,} contexts; a synthetic setting builds N×N relation and "
-                         f"similarity matrices ({8 * N * N / 2 ** 30:,.3g} GiB each here) and supports at most "
-                         f"{MAX_CONTEXTS} contexts")
+        gib = 8.0 * float(N) * float(N) / 2 ** 30 if N < 10 ** 150 else float("inf")
+        count = f"{N:,}" if N < 10 ** 15 else f"about 10^{len(str(N)) - 1}"
+        raise ValueError(f"{name}: {how} gives N = {count} contexts; a synthetic setting builds N×N relation and "
+                         f"similarity matrices ({gib:,.3g} GiB each here) and supports at most {MAX_CONTEXTS} contexts")
 
 
 def _sample_total(samples_per_context, n_contexts: int) -> int:
@@ -86,9 +89,23 @@ def _sample_total(samples_per_context, n_contexts: int) -> int:
     if isinstance(samples_per_context, (int, np.integer)) and not isinstance(samples_per_context, bool):
         return int(samples_per_context) * n_contexts
     try:
-        return int(np.sum(np.asarray(samples_per_context, dtype=float)))
+        counts = np.asarray(samples_per_context)
     except (TypeError, ValueError):
         return n_contexts
+    if counts.dtype.kind not in "iuf":
+        return n_contexts
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.sum(counts, dtype=float))
+    return int(total) if np.isfinite(total) else n_contexts     # non-finite: refused by the validation
+
+
+def _name(name, default: str) -> str:
+    """The problem's name: ``name`` when given (a string), else the setting's own description."""
+    if name is None or (isinstance(name, str) and not name):
+        return default
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a string or None, got {type(name).__name__}")
+    return name
 
 
 def _samples(n_contexts: int, samples_per_context):
@@ -141,7 +158,7 @@ def balanced(K: int, n: int = 1, *, name: str | None = None) -> Problem:
              for j in range(K * n)] for i in range(K * n)]
     rels, names = relations_from_keys(keys, lambda k: k[1])
     return Problem.classification(labels, K, relations=rels, relation_names=names,
-                                  name=name or f"balanced(K={K}, n={n})")
+                                  name=_name(name, f"balanced(K={K}, n={n})"))
 
 
 def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, seed=None,
@@ -178,6 +195,9 @@ def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, s
     labels = _labels_for(contexts, C, label_permutation, seed)
     N = contexts.size
     F = len(levels)
+    # the scheme has a relation per set of agreeing attributes: 2^F matrices of N×N, built with copies
+    check_memory(3 * 8.0 * 2.0 ** F * float(N) ** 2, "levels",
+                 f"the {2 ** F} relation matrices ({N}×{N}) of {F} attributes")
 
     def key(i, j):
         if i == j:
@@ -195,7 +215,7 @@ def factorial(levels, *, samples_per_context: int = 1, label_permutation=None, s
 
     rels, names = relations_from_keys(keys, nm) if np.ndim(n) == 0 else (None, None)
     return Problem.classification(labels, C, attributes=attributes, relations=rels, relation_names=names,
-                                  name=name or f"factorial{levels}")
+                                  name=_name(name, f"factorial{levels}"))
 
 
 def hierarchy(branching: int, depth: int, *, samples_per_context: int = 1, label_permutation=None,
@@ -250,7 +270,7 @@ def hierarchy(branching: int, depth: int, *, samples_per_context: int = 1, label
     keys = [[key(i, j) for j in range(N)] for i in range(N)]
     rels, names = relations_from_keys(keys, lambda k: k[1]) if np.ndim(n) == 0 else (None, None)
     return Problem.classification(labels, C, attributes=attributes, relations=rels, relation_names=names,
-                                  name=name or f"hierarchy(branching={branching}, depth={depth})")
+                                  name=_name(name, f"hierarchy(branching={branching}, depth={depth})"))
 
 
 def sequences(classes=(2, 2), tokens_per_class: int = 2, *, labels: str = "unique", support: int = 2,
@@ -284,7 +304,7 @@ def sequences(classes=(2, 2), tokens_per_class: int = 2, *, labels: str = "uniqu
     """
     classes = _sizes(classes, "classes", "position")
     m = as_positive_int(tokens_per_class, "tokens_per_class")
-    if labels not in ("unique", "soft"):
+    if not isinstance(labels, str) or labels not in ("unique", "soft"):
         raise ValueError(f"labels: expected 'unique' or 'soft', got {labels!r}")
     support = as_positive_int(support, "support")
     pool = math.prod(c * m for c in classes)
@@ -314,5 +334,5 @@ def sequences(classes=(2, 2), tokens_per_class: int = 2, *, labels: str = "uniqu
         for i, a in enumerate(attributes):
             g = combos[tuple(a)]
             Y[g * support:(g + 1) * support, i] = 1.0 / support
-    nm = name or f"sequences(classes={classes}, tokens_per_class={m}, labels={labels!r})"
+    nm = _name(name, f"sequences(classes={classes}, tokens_per_class={m}, labels={labels!r})")
     return Problem(Y, attributes=attributes, similarities={"shared_token": shared}, name=nm)

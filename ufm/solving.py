@@ -53,8 +53,9 @@ def check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max):
     atol = as_nonnegative(atol, "atol")
     t0 = as_real(t0, "t0")
     ts = check_times(t, "t", start=t0)
-    max_steps = as_positive_int(max_steps, "max_steps")
-    h_max = float(h_max) if h_max == math.inf else as_positive(h_max, "h_max")
+    max_steps = min(as_positive_int(max_steps, "max_steps"), _MAX_BUDGET)   # the kernels count in int64
+    is_inf = isinstance(h_max, (float, np.floating)) and h_max == math.inf
+    h_max = math.inf if is_inf else as_positive(h_max, "h_max")
     if solver.adaptive:
         h0 = 0.0 if dt is None else as_positive(dt, "dt")
     else:
@@ -139,3 +140,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
                                          accepted=run.counts()["accepted_steps"])
         raise IntegrationError(message, t=run.t_reached, reason=reason, trajectory=traj)
     return traj
+
+
+#: larger step budgets are the same as this one (it never runs out; the kernels use int64)
+_MAX_BUDGET = 2 ** 62

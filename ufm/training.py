@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from . import engine
-from ._validation import as_int_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice
+from ._validation import as_int_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice, is_sequence
 from .errors import IntegrationError
 from .kernels import optimizers as _o
 from .models import UFM, State
@@ -27,7 +27,7 @@ def default_save_steps(steps: int, count: int = 60) -> np.ndarray:
 
 def _betas(betas) -> tuple[float, float]:
     """Adam's (β₁, β₂): exactly two real numbers."""
-    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+    if not is_sequence(betas) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise TypeError(f"betas: expected a pair (β₁, β₂) of numbers in [0, 1), got {betas!r}")
     try:
         return tuple(as_real(b, "betas") for b in betas)
@@ -85,6 +85,8 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
     if not isinstance(init, State):
         raise TypeError(f"init: expected a parameter-space ufm.State, got {type(init).__name__}")
     steps = as_positive_int(steps, "steps", minimum=0)
+    if steps >= 2 ** 62:                     # the kernels count steps in int64
+        raise ValueError(f"steps: expected fewer than 2^62 steps, got {steps:.3g}")
     lr = as_positive(lr, "lr")
     check_choice(optimizer, "optimizer", tuple(OPTIMIZERS))
     mu = as_nonnegative(momentum, "momentum")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import metrics as _metrics
-from ._io import atomic_write, json_default
+from ._io import atomic_write, json_default, load_npy
 from .problems import Problem
 
 __all__ = ["Trajectory", "SAVEABLE"]
@@ -183,10 +181,10 @@ class Trajectory:
         path = os.fspath(path)
         where = repr(path)
         try:
-            data = np.load(path, allow_pickle=False)
+            data = load_npy(path)
         except FileNotFoundError:
             raise ValueError(f"path: {where}: no such file") from None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a corrupt archive makes zipfile/numpy raise
             raise ValueError(f"path: cannot read {where} as an .npz trajectory ({type(exc).__name__}: {exc}); "
                              "corrupt or truncated file?") from None
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -240,7 +238,9 @@ def _member(data, key: str, where: str) -> np.ndarray:
     """One entry of the archive; a corrupt member (bad CRC, truncated, pickled) names itself."""
     try:
         return np.array(data[key])
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt member makes zipfile/numpy raise anything
+        # (BadZipFile, zlib.error, EOFError, NotImplementedError for a bad compression field,
+        # SyntaxError from numpy's header parser, MemoryError for a corrupt shape, ...)
         raise ValueError(f"path: {where}: cannot read entry {key!r} ({type(exc).__name__}: {exc}); corrupt or "
                          "truncated file?") from None
 

@@ -123,6 +123,8 @@ def _numeric(arr: np.ndarray, key: str, source: str, *, integer=False) -> np.nda
         if dt.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
                 raise _err(f"{key}: expected integer values, found non-integral entries (dtype {dt})", source, key)
+            if arr.size and np.max(np.abs(arr)) >= 2.0 ** 63:
+                raise _err(f"{key}: expected integers below 2^63, found {np.max(np.abs(arr)):.3g}", source, key)
         return np.asarray(arr, dtype=np.int64)
     return arr
 
@@ -176,6 +178,8 @@ def validate(fields: dict, meta: dict | None = None, *, source: str = "<arrays>"
             labels out of range, soft labels whose rows do not sum to 1, a kernel that is not
             symmetric PSD, or metadata of another format or a newer version.
     """
+    if meta is not None and not isinstance(meta, dict):
+        raise _err(f"meta: expected a dict of metadata, got {type(meta).__name__}", source, "meta")
     meta = dict(meta or {})
     dtypes = dtypes or {}
     unknown = sorted(set(fields) - set(ARRAY_KEYS))

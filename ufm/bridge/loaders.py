@@ -29,10 +29,10 @@ import os
 import re
 import warnings
 import zipfile
-import zlib
 
 import numpy as np
 
+from .._io import load_npy
 from .errors import FormatError
 from .format import ARRAY_KEYS, EXPORT_RECIPE, parse_meta
 from .run import Run
@@ -73,7 +73,7 @@ def detect(path) -> str:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except (zipfile.BadZipFile, OSError, EOFError):
+        except Exception:  # noqa: BLE001 - a corrupt zip: the npz reader reports it, naming the file
             names = []
         if any(n.endswith("data.pkl") for n in names):
             return "torch"
@@ -177,7 +177,7 @@ def _check_load_options(path, tag, mmap, allow_pickle, h_layout, meta) -> None:
         raise TypeError(f"tag: expected None or a string (the <tag> of W_list_<tag>.npy), got {tag!r}")
     if not isinstance(allow_pickle, (bool, np.bool_)):
         raise TypeError(f"allow_pickle: expected True or False, got {allow_pickle!r}")
-    if h_layout not in (None, "rows", "columns"):
+    if h_layout is not None and not (isinstance(h_layout, str) and h_layout in ("rows", "columns")):
         raise ValueError(f"h_layout: expected None, 'rows' or 'columns', got {h_layout!r}")
     if meta is not None and not isinstance(meta, dict):
         raise TypeError(f"meta: expected None or a dict of metadata, got {type(meta).__name__}")
@@ -189,7 +189,8 @@ def _np_array(data, key, path):
     """One member of an npz, with decompression errors turned into FormatError."""
     try:
         return data[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt member makes zipfile/numpy raise anything
+        # (BadZipFile, zlib.error, NotImplementedError, SyntaxError from numpy's header parser, ...)
         msg = str(exc)
         if "pickle" in msg.lower():
             msg = "it holds pickled Python objects, which ufm never loads"
@@ -199,8 +200,10 @@ def _np_array(data, key, path):
 
 def _open_npz(path):
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        return load_npy(path)
+    except FileNotFoundError:
+        raise FormatError(f"{path!r}: no such file", source=path) from None
+    except Exception as exc:  # noqa: BLE001 - whatever a corrupt archive makes zipfile/numpy raise
         raise FormatError(f"{path!r}: not a readable .npz file ({exc}); corrupt or truncated?", source=path) from None
 
 
@@ -439,8 +442,8 @@ def _warn_if_gaps(folder, steps) -> None:
 
 def _npy(path, allow_pickle=False):
     try:
-        return np.load(path, allow_pickle=allow_pickle)
-    except (ValueError, OSError, EOFError) as exc:
+        return load_npy(path, allow_pickle=allow_pickle)
+    except Exception as exc:  # noqa: BLE001 - whatever a corrupt file makes numpy raise
         msg = str(exc)
         if "pickle" in msg.lower():
             msg = ("it holds pickled Python objects; pass allow_pickle=True to load() if you trust the file "

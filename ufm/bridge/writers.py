@@ -29,9 +29,14 @@ _FORMATS = ("npz", "safetensors", "hdf5", "checkpoints")
 _DTYPES = (None, "float64", "float32", "float16", "bfloat16")
 
 
+def _choice(value, options) -> bool:
+    """``value in options`` for options of strings and None, safe for arrays and unhashables."""
+    return (value is None or isinstance(value, str)) and value in options
+
+
 def _infer_format(path: str, fmt):
     if fmt is not None:
-        if fmt not in _FORMATS:
+        if not _choice(fmt, _FORMATS):
             raise ValueError(f"format: expected one of {_FORMATS}, got {fmt!r}")
         return fmt
     low = path.lower()
@@ -48,7 +53,7 @@ def _infer_format(path: str, fmt):
 
 
 def _check_dtype(dtype, fmt):
-    if dtype not in _DTYPES:
+    if not _choice(dtype, _DTYPES):
         raise ValueError(f"dtype: expected one of {_DTYPES}, got {dtype!r}")
     if dtype == "bfloat16" and fmt not in ("safetensors",) and fmt != "checkpoints-safetensors":
         raise ValueError("dtype: 'bfloat16' can only be stored in safetensors files (format='safetensors', or "
@@ -76,6 +81,8 @@ def _save_npz(path, arrays, meta=None, compress=True):
 
 
 def _clean_meta(meta, arrays):
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta: expected a dict of metadata, got {type(meta).__name__}")
     out = dict(meta or {})
     try:
         json.dumps(out, default=json_default)
@@ -126,6 +133,11 @@ def export(path, *, steps, H, W, labels=None, Y=None, b=None, attributes=None, l
     """
     path = os.fspath(path)
     fmt = _infer_format(path, format)
+    if not _choice(checkpoint_format, ("npz", "safetensors")):
+        raise ValueError(f"checkpoint_format: expected 'npz' or 'safetensors', got {checkpoint_format!r}")
+    for name, flag in (("append", append), ("compress", compress)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name}: expected True or False, got {flag!r}")
     _check_dtype(dtype, "checkpoints-safetensors" if fmt == "checkpoints" and checkpoint_format == "safetensors" else fmt)
     fields = dict(steps=steps, H=H, W=W, labels=labels, Y=Y, b=b, attributes=attributes, loss=loss, kernel=kernel,
                   kernel_steps=kernel_steps, lr=lr, weight_decay=weight_decay)
@@ -218,12 +230,14 @@ class CheckpointWriter:
     def __init__(self, directory, *, labels=None, Y=None, attributes=None, lr=None, weight_decay=None, meta=None,
                  format: str = "npz", dtype=None, resume: bool = False):
         self.directory = os.fspath(directory)
-        if format not in ("npz", "safetensors"):
+        if not _choice(format, ("npz", "safetensors")):
             raise ValueError(f"format: expected 'npz' or 'safetensors', got {format!r}")
         _check_dtype(dtype, "checkpoints-safetensors" if format == "safetensors" else "checkpoints")
         self.format, self.dtype = format, dtype
         static = {k: to_numpy(v, k) for k, v in (("labels", labels), ("Y", Y), ("attributes", attributes))
                   if v is not None}
+        if meta is not None and not isinstance(meta, dict):
+            raise TypeError(f"meta: expected a dict of metadata, got {type(meta).__name__}")
         meta = dict(meta or {})
         for k, v in (("lr", lr), ("weight_decay", weight_decay)):
             if v is not None:

@@ -24,9 +24,9 @@ def run_stem(path) -> str:
     return base
 
 
-#: measured on this project's 2-core machine with an empty cache: the first `ufm run` spent 48 s
-#: of CPU (2 min 20 s of wall time on the loaded machine) compiling before its first result
-COMPILE_ESTIMATE = "1 to 2 minutes on 2 cores"
+#: measured on this project's 2-core machine with an empty cache: the first `ufm run` took 48 s
+#: in CI (2 min 20 s while the machine was busy), mostly compiling before its first result
+COMPILE_ESTIMATE = "about a minute on 2 cores, longer on a busy machine"
 
 
 def announce_first_compile(prog: str, stream=None, *, module: str = "integrate", function: str = "integrate") -> bool:

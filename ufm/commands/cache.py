@@ -30,5 +30,5 @@ def main(args) -> int:
     size = sum(os.path.getsize(f) for f in files)
     print(f"cache folder   {root}  (set UFM_CACHE_DIR, or NUMBA_CACHE_DIR, to move it)")
     print(f"this install   {len(files)} file(s), {size / 2 ** 20:.1f} MiB in {len(present)} folder(s)")
-    print(f"compiled       {'yes' if cache.kernels_compiled() else 'no: the first solve compiles (1-2 min, once)'}")
+    print(f"compiled       {'yes' if cache.kernels_compiled() else 'no: the first solve compiles them (about a minute, once)'}")
     return 0

@@ -20,6 +20,9 @@ def main(args) -> int:
         for n in D.names():
             print(f"{n:<{width}}  {D.describe(n)}")
         return 0
+    from ._common import announce_first_compile
+    if args.all or args.name in D.REGISTRY:
+        announce_first_compile("ufm derive")      # the numerical confirmations integrate
     if args.all:
         failed = [n for n in D.names() if D.main(n) != 0]
         if failed:
