@@ -46,16 +46,16 @@ def one_line_error(capsys, argv, code=2):
 
 def test_run_config_with_a_string_for_a_number(tmp_path, capsys):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('lambda = "abc"\n[[settings]]\nkind = "factorial"\nlevels = [2, 2]\n')
+    cfg.write_text('lambda = "abc"\n[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\n')
     line = one_line_error(capsys, ["run", str(cfg)])
     assert line.startswith("ufm run: ") and "lambda" in line and str(cfg) in line and "real number" in line
 
 
 @pytest.mark.parametrize("body, words", [
-    ('[[settings]]\nkind = "factorial"\nlevels = [1000, 1000]\n', ("settings[0]", "1,000,000 contexts")),
-    ('[[settings]]\nkind = "factorial"\nlevels = [2, 2]\nkernel = "nope"\n', ("settings[0]", "nope")),
-    ('snapshots = "x"\n[[settings]]\nkind = "factorial"\nlevels = [2, 2]\n', ("snapshots", "list")),
-    ('[[settings]]\nkind = "factorial"\nlevels = [2, 2]\n[phase]\nwidths = [0]\n', ("phase.widths[0]",)),
+    ('[[settings]]\nsetting = "factorial"\nlevels = [1000, 1000]\n', ("settings[0]", "1,000,000 contexts")),
+    ('[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\nkernel = "nope"\n', ("settings[0]", "nope")),
+    ('snapshots = "x"\n[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\n', ("snapshots", "list")),
+    ('[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\n[phase]\nwidths = [0]\n', ("phase.widths[0]",)),
 ])
 def test_run_config_errors_are_found_before_any_work(tmp_path, capsys, body, words):
     cfg = tmp_path / "bad.toml"
@@ -137,7 +137,7 @@ def test_sweep_unreachable_scheduler_is_one_line_and_quick(tmp_path, capsys):
 
 def test_no_figures_does_not_claim_figures(tmp_path, capsys):
     cfg = tmp_path / "small.toml"
-    cfg.write_text('d = 6\nt_max = 100\nsaves = 11\n[[settings]]\nname = "tiny"\nkind = "factorial"\n'
+    cfg.write_text('d = 6\nt_max = 100\nsaves = 11\n[[settings]]\nname = "tiny"\nsetting = "factorial"\n'
                    'levels = [2, 2]\n')
     assert cli_main(["run", str(cfg), "--out", str(tmp_path / "out"), "--no-figures", "--quiet"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -169,7 +169,7 @@ def test_user_errors_from_the_library_are_one_line(tmp_path, capsys):
 def test_console_script_prints_no_traceback(tmp_path):
     """The installed entry point behaves like the in-process one (a fresh interpreter)."""
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('d = "wide"\n[[settings]]\nkind = "factorial"\nlevels = [2, 2]\n')
+    cfg.write_text('d = "wide"\n[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\n')
     res = subprocess.run([sys.executable, "-m", "ufm", "run", str(cfg)], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert res.returncode == 2

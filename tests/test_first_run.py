@@ -23,7 +23,7 @@ snapshots = [1, 100]
 
 [[settings]]
 name = "hierarchy 2^3"
-kind = "hierarchy"
+setting = "hierarchy"
 branching = 2
 depth = 3
 """

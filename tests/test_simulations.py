@@ -87,13 +87,16 @@ def test_print_config_prints_the_shipped_default(capsys):
 
 def test_config_errors_name_the_key(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('lamda = 1e-3\n[[settings]]\nkind = "factorial"\nlevels = [2, 2]\n')
+    bad.write_text('lamda = 1e-3\n[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\n')
     with pytest.raises(ValueError, match="lamda"):
         job.load_config(bad)
-    bad.write_text('[[settings]]\nkind = "torus"\n')
-    with pytest.raises(ValueError, match="kind"):
+    bad.write_text('[[settings]]\nsetting = "torus"\n')
+    with pytest.raises(ValueError, match=r"settings\[0\]: setting: expected one of"):
         job.load_config(bad)
-    bad.write_text('t_max = 0.001\n[[settings]]\nkind = "factorial"\nlevels = [2, 2]\n')
+    bad.write_text('[[settings]]\nkind = "factorial"\nlevels = [2, 2]\n')    # the old key name
+    with pytest.raises(ValueError, match="the key is called 'setting'"):
+        job.load_config(bad)
+    bad.write_text('t_max = 0.001\n[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\n')
     with pytest.raises(ValueError, match="t_max"):
         job.load_config(bad)
     bad.write_text("not toml [")
@@ -115,7 +118,7 @@ snapshots = [1, 30, 3000]
 
 [[settings]]
 name = "tiny factorial"
-kind = "factorial"
+setting = "factorial"
 levels = [2, 3]
 
 [scaling]

@@ -23,18 +23,13 @@ from importlib import resources
 import numpy as np
 
 from .._io import atomic_write_text, json_default
+from ..problem_specs import build_problem as _build_problem
+from ..problem_specs import normalise_problem
 
 __all__ = ["Config", "load_config", "build_problem", "run_setting", "scaling_study", "width_study",
            "phase_study", "run", "DEFAULT_CONFIG_NAME"]
 
 DEFAULT_CONFIG_NAME = "structure_before_collapse.toml"
-_SETTING_KEYS = {
-    "factorial": {"levels"},
-    "hierarchy": {"branching", "depth"},
-    "sequences": {"classes", "tokens_per_class", "labels", "support"},
-    "balanced": {"K", "n"},
-}
-
 
 @dataclass(frozen=True)
 class Config:
@@ -80,8 +75,10 @@ def load_config(path=None, **overrides) -> Config:
         **overrides: top-level keys to replace (e.g. ``out=...``).
 
     Top-level keys: out, seed, d, init_scale, lambda, beta, t_min, t_max, saves, threshold,
-    snapshots; ``[[settings]]`` tables (name, kind = factorial | hierarchy | sequences |
-    balanced, the setting's own arguments, kernel = a similarity of the problem); optional
+    snapshots; ``[[settings]]`` tables (``name``, ``setting`` = factorial | hierarchy |
+    sequences | balanced with that setting's keys — the problem-spec schema of
+    :mod:`ufm.problem_specs`, shared with sweep specs — and ``kernel`` = a similarity of the
+    problem); optional
     ``[scaling]`` (setting, lambdas, t_max) and ``[phase]`` (setting, lambdas, betas, widths,
     t_max).
 
@@ -131,16 +128,16 @@ def load_config(path=None, **overrides) -> Config:
 
 
 def _check_setting(s, i) -> dict:
-    if not isinstance(s, dict) or "kind" not in s:
-        raise ValueError(f"settings[{i}]: expected a table with a 'kind'")
-    kind = s["kind"]
-    if kind not in _SETTING_KEYS:
-        raise ValueError(f"settings[{i}].kind: expected one of {sorted(_SETTING_KEYS)}, got {kind!r}")
-    extra = set(s) - _SETTING_KEYS[kind] - {"kind", "name", "kernel"}
-    if extra:
-        raise ValueError(f"settings[{i}]: unknown key(s) {sorted(extra)} for kind {kind!r}")
-    out = dict(s)
-    out.setdefault("name", f"{kind} {i}")
+    if not isinstance(s, dict):
+        raise ValueError(f"settings[{i}]: expected a table, got {type(s).__name__}")
+    try:
+        out = normalise_problem(s, other_keys=("name", "kernel"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"settings[{i}]: {exc}") from None
+    for key in ("name", "kernel"):
+        if key in s:
+            out[key] = s[key]
+    out.setdefault("name", f"{out['setting']} {i}")
     out.setdefault("kernel", "attribute")
     if not isinstance(out["name"], str):
         raise ValueError(f"settings[{i}].name: expected a string, got {out['name']!r}")
@@ -198,17 +195,8 @@ def _check_config(cfg: Config) -> None:
 
 # -- building blocks ---------------------------------------------------------------------------
 def build_problem(spec: dict):
-    """The :class:`~ufm.problems.Problem` of a ``[[settings]]`` table."""
-    from .. import settings
-    kind = spec["kind"]
-    args = {k: v for k, v in spec.items() if k in _SETTING_KEYS[kind]}
-    if kind == "factorial":
-        return settings.factorial(args["levels"])
-    if kind == "hierarchy":
-        return settings.hierarchy(args["branching"], args["depth"])
-    if kind == "sequences":
-        return settings.sequences(**args)
-    return settings.balanced(args["K"], args.get("n", 1))
+    """The :class:`~ufm.problems.Problem` of a ``[[settings]]`` table (a problem spec)."""
+    return _build_problem(spec, other_keys=("name", "kernel"))
 
 
 def models_for(problem, spec: dict, lam: float, beta: float):

@@ -24,27 +24,19 @@ import hashlib
 import itertools
 import json
 import math
-from functools import lru_cache
 
 import numpy as np
 
 from ..models import UFM, GramState, PiecewiseCoupling, State
 from ..problems import Problem
+from ..problem_specs import PROBLEM_KEYS, SETTINGS, build_problem, normalise_problem
 
 __all__ = ["SPEC_KEYS", "SETTINGS", "normalise_spec", "build", "grid", "canonical_json", "digest"]
 
 #: Every key a spec may hold, with its meaning. Unknown keys are an error (typos would
 #: otherwise silently run the default).
 SPEC_KEYS = {
-    "setting": "synthetic setting: 'factorial', 'hierarchy' or 'balanced' (required)",
-    "levels": "factorial: values per attribute, e.g. [3, 3] (required)",
-    "branching": "hierarchy: children per node (required)",
-    "depth": "hierarchy: levels below the root (required)",
-    "K": "balanced: number of classes (required)",
-    "n": "balanced: samples per class (default 1)",
-    "samples_per_context": "factorial/hierarchy: samples per context (default 1)",
-    "label_permutation": "factorial/hierarchy: None or 'random' (default None)",
-    "label_seed": "seed of the random label permutation (default 0)",
+    **PROBLEM_KEYS,
     "loss": "'ce' or 'mse' (default 'ce')",
     "lambda": "shorthand: lambda_W = lambda_H = lambda",
     "lambda_W": "decay of W (default 0)",
@@ -62,13 +54,7 @@ SPEC_KEYS = {
     "seed": "seed of the random initial state (default 0)",
     "space": "'parameters' or 'gram' (default: the sweep's space=)",
 }
-
-SETTINGS = ("factorial", "hierarchy", "balanced")
-_SETTING_KEYS = {
-    "factorial": ("levels", "samples_per_context", "label_permutation", "label_seed"),
-    "hierarchy": ("branching", "depth", "samples_per_context", "label_permutation", "label_seed"),
-    "balanced": ("K", "n"),
-}
+_MODEL_KEYS = tuple(k for k in SPEC_KEYS if k not in PROBLEM_KEYS)
 _FLOAT_KEYS = ("lambda_W", "lambda_H", "lambda_E", "lambda_b", "beta", "lr_W", "lr_H", "lr_b", "scale")
 _INT_KEYS = ("branching", "depth", "K", "n", "samples_per_context", "label_seed", "d", "seed")
 _MODEL_DEFAULTS = {"loss": "ce", "lambda_W": 0.0, "lambda_H": 0.0, "lambda_E": 0.0, "bias": False,
@@ -117,42 +103,12 @@ def normalise_spec(spec: dict, *, space: str | None = None) -> dict:
     unknown = sorted(set(spec) - set(SPEC_KEYS))
     if unknown:
         raise ValueError(f"config: unknown key(s) {unknown}; a spec takes {sorted(SPEC_KEYS)}")
-    setting = spec.get("setting")
-    if setting not in SETTINGS:
-        raise ValueError(f"setting: expected one of {list(SETTINGS)}, got {setting!r}")
-    allowed = set(_SETTING_KEYS[setting])
-    foreign = sorted(k for k in set(spec) & {k for ks in _SETTING_KEYS.values() for k in ks} if k not in allowed)
-    if foreign:
-        raise ValueError(f"config: key(s) {foreign} do not apply to setting {setting!r} "
-                         f"(it takes {sorted(allowed)})")
-    out: dict = {"setting": setting}
-    if setting == "factorial":
-        if "levels" not in spec:
-            raise ValueError("levels: required by setting 'factorial' (values per attribute, e.g. [3, 3])")
-        levels = spec["levels"]
-        if isinstance(levels, (str, bytes)) or not hasattr(levels, "__iter__"):
-            raise TypeError(f"levels: expected a list of integers, got {levels!r}")
-        out["levels"] = [_as_int(q, "levels") for q in levels]
-    elif setting == "hierarchy":
-        for key in ("branching", "depth"):
-            if key not in spec:
-                raise ValueError(f"{key}: required by setting 'hierarchy'")
-    else:
-        if "K" not in spec:
-            raise ValueError("K: required by setting 'balanced' (number of classes)")
-        out["n"] = 1
-    if setting != "balanced":
-        out["samples_per_context"] = 1
-        out["label_permutation"] = None
-        out["label_seed"] = 0
-    for key in ("branching", "depth", "K", "n", "samples_per_context", "label_seed"):
-        if key in spec and key in allowed:
-            out[key] = _as_int(spec[key], key)
-    if "label_permutation" in spec:
-        lp = spec["label_permutation"]
-        if lp not in (None, "random", "none"):
-            raise ValueError(f"label_permutation: expected None or 'random', got {lp!r}")
-        out["label_permutation"] = None if lp in (None, "none") else "random"
+    try:
+        out = normalise_problem(spec, other_keys=_MODEL_KEYS)
+    except ValueError as exc:
+        if str(exc).startswith("spec: "):
+            raise ValueError("config: " + str(exc)[len("spec: "):]) from None
+        raise
 
     out.update(_MODEL_DEFAULTS)
     if "lambda" in spec:
@@ -182,20 +138,6 @@ def normalise_spec(spec: dict, *, space: str | None = None) -> dict:
     return dict(sorted(out.items()))
 
 
-@lru_cache(maxsize=64)
-def _problem(key: str) -> Problem:
-    from .. import settings
-    p = json.loads(key)
-    setting = p.pop("setting")
-    if setting == "factorial":
-        return settings.factorial(p["levels"], samples_per_context=p["samples_per_context"],
-                                  label_permutation=p["label_permutation"], seed=p["label_seed"])
-    if setting == "hierarchy":
-        return settings.hierarchy(p["branching"], p["depth"], samples_per_context=p["samples_per_context"],
-                                  label_permutation=p["label_permutation"], seed=p["label_seed"])
-    return settings.balanced(p["K"], p["n"])
-
-
 def build(spec: dict, *, space: str | None = "parameters"):
     """The (model, init) pair a spec describes.
 
@@ -217,8 +159,7 @@ def build(spec: dict, *, space: str | None = "parameters"):
             the constructors it calls.
     """
     s = normalise_spec(spec, space=space)
-    pkeys = ("setting",) + _SETTING_KEYS[s["setting"]]
-    problem = _problem(json.dumps({k: s[k] for k in pkeys}, sort_keys=True))
+    problem = build_problem(s, other_keys=_MODEL_KEYS)
     coupling = problem.kernel(s["kernel"], s["beta"]) if s["beta"] > 0 else None
     model = UFM(problem, loss=s["loss"], lambda_W=s["lambda_W"], lambda_H=s["lambda_H"],
                 lambda_E=s["lambda_E"], bias=s["bias"], lambda_b=s["lambda_b"], coupling=coupling,
