@@ -12,7 +12,7 @@ import numpy as np
 from . import metrics as _metrics
 
 __all__ = ["gram_heatmap", "gram_grid", "metric_curves", "spectrum_curves", "phase_diagram",
-           "observed_vs_predicted", "attribute_order"]
+           "observed_vs_predicted", "attribute_order", "collapse_scaling", "width_curves"]
 
 
 def _plt():
@@ -265,6 +265,61 @@ def observed_vs_predicted(x, observed, predicted, ax=None, *, label: str = "", l
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def collapse_scaling(lambdas, t_collapse, ax=None, *, slope: float = float("nan"), intercept: float = float("nan"),
+                     title: str | None = None):
+    """Collapse time against weight decay on log–log axes, with the fitted power law.
+
+    Arguments:
+        lambdas: (M,) decays λ > 0 of runs that collapsed. t_collapse: (M,) their collapse times.
+        slope, intercept: the fit log t = intercept + slope·log λ (drawn when finite).
+        title: optional title.
+    Returns:
+        The Axes.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+    lam = np.asarray(lambdas, dtype=float)
+    ax.loglog(lam, np.asarray(t_collapse, dtype=float), "o", label="measured")
+    if np.isfinite(slope) and np.isfinite(intercept) and lam.size:
+        ax.loglog(lam, np.exp(intercept) * lam ** slope, "-", label=f"fit: slope {slope:.2f}")
+    ax.set_xlabel("λ (= λ_W = λ_H)")
+    ax.set_ylabel("collapse time")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+def width_curves(widths, peak_gap, final_etf_distance, ax=None, *, K: int | None = None,
+                 title: str = "capacity: width d"):
+    """Peak semantic gap and final ETF distance against the width d (log x axis).
+
+    Arguments:
+        widths: (M,) widths d. peak_gap, final_etf_distance: (M,) values at each width.
+        K: number of classes; marks d = K − 1, the smallest width that holds a simplex ETF.
+        title: the title.
+    Returns:
+        The Axes.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+    d = [int(v) for v in widths]
+    ax.semilogx(d, peak_gap, "o-", label="peak semantic gap")
+    ax.semilogx(d, final_etf_distance, "s-", label="final ETF distance")
+    if K is not None:
+        ax.axvline(K - 1, color="0.5", ls=":", label="d = K − 1")
+    ax.set_xticks(d, [str(v) for v in d])
+    ax.minorticks_off()
+    ax.set_xlabel("width d")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     return ax

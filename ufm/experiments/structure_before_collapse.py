@@ -551,18 +551,11 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
 
     if "scaling" in summary:
         sc = summary["scaling"]
-        fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
         pos = [r for r in sc["rows"] if r["lambda"] > 0 and r["collapsed"]]
-        ax.loglog([r["lambda"] for r in pos], [r["t_collapse"] for r in pos], "o", label="measured")
-        if np.isfinite(sc["slope"]):
-            lam = np.array([r["lambda"] for r in pos])
-            ax.loglog(lam, np.exp(sc["intercept"]) * lam ** sc["slope"], "-",
-                      label=f"fit: slope {sc['slope']:.2f}")
-        ax.set_xlabel("λ (= λ_W = λ_H)")
-        ax.set_ylabel("collapse time")
-        ax.set_title(f"{sc['setting']}: collapse time vs weight decay", fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, frameon=False)
+        ax = plot.collapse_scaling([r["lambda"] for r in pos], [r["t_collapse"] for r in pos], slope=sc["slope"],
+                                   intercept=sc["intercept"],
+                                   title=f"{sc['setting']}: collapse time vs weight decay")
+        fig = ax.figure
         save(fig, "scaling.png")
 
     if "phase" in summary:
@@ -573,16 +566,8 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
         plot.phase_diagram(ph["lambdas"], ph["betas"], ph["t_collapse"], ax=ax[1], xlabel="λ", ylabel="β",
                            zlabel="collapse time", logx=True, lognorm=True, fmt="{:.1e}",
                            title="collapse time (– : none)")
-        d = [r["d"] for r in wd["rows"]]
-        ax[2].semilogx(d, [r["peak_gap"] for r in wd["rows"]], "o-", label="peak semantic gap")
-        ax[2].semilogx(d, [r["final_etf_distance"] for r in wd["rows"]], "s-", label="final ETF distance")
-        ax[2].axvline(wd["K"] - 1, color="0.5", ls=":", label="d = K − 1")
-        ax[2].set_xticks(d, [str(v) for v in d])
-        ax[2].minorticks_off()
-        ax[2].set_xlabel("width d")
-        ax[2].set_title("capacity: width d", fontsize=10)
-        ax[2].grid(alpha=0.3)
-        ax[2].legend(fontsize=8, frameon=False)
+        plot.width_curves([r["d"] for r in wd["rows"]], [r["peak_gap"] for r in wd["rows"]],
+                          [r["final_etf_distance"] for r in wd["rows"]], ax=ax[2], K=wd["K"])
         save(fig, "phase.png")
 
     # the README's figure: one setting's Gram snapshots and every setting's gap curve
