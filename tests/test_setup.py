@@ -111,3 +111,14 @@ def test_kernels_compiled_reports_a_cold_and_a_warm_cache(tmp_path, monkeypatch)
         assert not _numba_cache.kernels_compiled(fields, "vector_field")
     finally:
         _numba_cache._usable_root.cache_clear()
+
+
+def test_every_jitted_source_is_in_the_folder_the_locator_groups():
+    """The locator's content key covers ufm/kernels only: a jitted function defined elsewhere
+    could inline a kernel and keep running pre-edit code from its cache."""
+    import re
+    from pathlib import Path
+    package = Path(_numba_cache.PACKAGE_DIR)
+    decorator = re.compile(r"^\s*@(numba\.)?(njit|jit|generated_jit|vectorize|guvectorize|cfunc)\b", re.MULTILINE)
+    jitted = [p for p in package.rglob("*.py") if decorator.search(p.read_text(encoding="utf-8"))]
+    assert jitted and all(str(p.parent) in _numba_cache._GROUPED for p in jitted), jitted
