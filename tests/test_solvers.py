@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ufm
-from ufm.solvers import DOPRI5, SOLVERS, Solver, get_solver, rooted_trees
+from ufm.solvers import DOP853, DOPRI5, SOLVERS, TSIT5, VERN7, Solver, _residual_report, get_solver, rooted_trees
 from systems import aligned_mse_init, logistic_u
 
 
@@ -46,33 +46,54 @@ def test_get_solver_errors():
 
 
 def _fixed(solver, weights=None, order=None):
-    """The same tableau as a fixed-step method (optionally with other weights)."""
-    return Solver(name=solver.name + "-fixed", A=solver.A, b=weights or solver.b, c=solver.c,
-                  order=order or solver.order)
+    """The step tableau of a method as a fixed-step method (optionally with other weights)."""
+    s = solver.stages
+    return Solver(name=solver.name + "-fixed", A=tuple(row[:s] for row in solver.A[:s]), b=weights or solver.b,
+                  c=solver.c[:s], order=order or solver.order, tolerance=solver.tolerance)
 
 
 K, N_PER, LAM, U0, T_END = 3, 2, 0.05, 0.01, 30.0
+# the high-order pairs reach round-off within a few dozen steps on that mode; a larger start
+# over a shorter horizon keeps their errors above it
+HIGH = (3, 2, 0.05, 0.3, 12.0)
 
 
-def _global_error(solver, n_steps):
-    problem, W, H = aligned_mse_init(K, N_PER, 4, U0)
-    model = ufm.UFM(problem, loss="mse", lambda_W=LAM, lambda_H=LAM)
-    tr = ufm.solve(model, ufm.State(W, H), [T_END], method=solver, dt=T_END / n_steps, save="logits")
-    exact = logistic_u(T_END, U0, K, N_PER, LAM) * problem.Y
+def _global_error(solver, n_steps, system=(K, N_PER, LAM, U0, T_END)):
+    k, n_per, lam, u0, t_end = system
+    problem, W, H = aligned_mse_init(k, n_per, 4, u0)
+    model = ufm.UFM(problem, loss="mse", lambda_W=lam, lambda_H=lam)
+    tr = ufm.solve(model, ufm.State(W, H), [t_end], method=solver, dt=t_end / n_steps, save="logits")
+    exact = logistic_u(t_end, u0, k, n_per, lam) * problem.Y
     return np.abs(tr.logits[-1] - exact).max()
 
 
-CASES = [(s.name, _fixed(s)) for s in SOLVERS.values()]
-CASES.append(("dopri5-embedded", _fixed(DOPRI5, DOPRI5.b_error, DOPRI5.error_order)))
+def _embedded(solver, which="b_error"):
+    order = solver.error_order if which == "b_error" else solver.error3_order
+    return _fixed(solver, getattr(solver, which), order)
 
 
-@pytest.mark.parametrize("name,solver", CASES, ids=[c[0] for c in CASES])
-def test_empirical_order_by_step_halving(name, solver):
-    ns = [32, 64, 128] if solver.order >= 4 else [400, 800, 1600]
-    errs = np.array([_global_error(solver, n) for n in ns])
-    slopes = np.log2(errs[:-1] / errs[1:])
-    assert errs[-1] > 1e-13, "errors reached round-off: the slope would be meaningless"
-    assert abs(slopes[-1] - solver.order) < 0.3, (name, errs, slopes)
+# (id, fixed-step solver, system, step counts, allowed |slope − order|)
+CASES = [(s.name, _fixed(s), None, None, 0.3) for s in SOLVERS.values() if s.name not in ("tsit5", "vern7", "dop853")]
+CASES += [(f"{s.name}-embedded", _embedded(s), None, None, 0.3) for s in (DOPRI5, TSIT5, DOP853)]
+CASES += [("dop853-embedded3", _embedded(DOP853, "b_error3"), None, None, 0.3)]
+# Measured on HIGH: slopes 5.22 (tsit5, 32 → 48 steps; 5.40 on the first system at 64 → 128:
+# Tsitouras minimised the leading error coefficients, so the next order lingers), 7.42 (vern7, 24 → 32 steps), 6.28 (its embedded 6th order), 7.90
+# (dop853, 12 → 16): the 7th-order pair is still pre-asymptotic (7.59, 7.42, 7.18 at 16 … 48
+# steps, then round-off), hence its wider band.
+CASES += [("vern7", _fixed(VERN7), HIGH, [16, 24, 32], 0.55), ("vern7-embedded", _embedded(VERN7), HIGH,
+                                                                  [16, 24, 32], 0.3),
+          ("dop853", _fixed(DOP853), HIGH, [8, 12, 16], 0.3), ("tsit5", _fixed(TSIT5), HIGH, [24, 32, 48], 0.3)]
+
+
+@pytest.mark.parametrize("name,solver,system,ns,band", CASES, ids=[c[0] for c in CASES])
+def test_empirical_order_by_step_refinement(name, solver, system, ns, band):
+    if ns is None:
+        ns = [32, 64, 128] if solver.order >= 4 else [400, 800, 1600]
+    errs = np.array([_global_error(solver, n, system or (K, N_PER, LAM, U0, T_END)) for n in ns])
+    slopes = np.log(errs[:-1] / errs[1:]) / np.log(np.array(ns[1:]) / ns[:-1])
+    # round-off is ~1e-16 per step here: the last error must stay well above it
+    assert errs[-1] > 2e-14, ("errors reached round-off: the slope would be meaningless", errs)
+    assert abs(slopes[-1] - solver.order) < band, (name, errs, slopes)
 
 
 def test_dense_output_matches_clipped_steps():
