@@ -656,7 +656,7 @@ def _vern7():
 # Largest residuals (measured): the rational step tableau and its embedded pair are exact (0);
 # the 40-digit dense stages' nodes 9e-41, the interpolant's conditions up to order 6 3.1e-37
 # (tolerance 10x that). The order-7 conditions of the interpolant as transcribed fail by up to
-# ~5.6e-5 (72 of the 336 coefficient conditions; tests/test_solvers.py measures it), so its stated
+# 1.3e-4 (72 of the 336 coefficient conditions; tests/test_solvers.py measures it), so its stated
 # dense order is 6: a dense error O(h^7) per step, one order below the step's.
 VERN7 = _vern7()
 

@@ -311,16 +311,20 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             field_of_parts(p, ynew, k[s], ip, coef, Y, pi, theta, tab_i, tab_f, work)
             carry[CARRY_RHS] += 1
         if has_dense:
-            if extended and j < j_end and t_save[j] <= t_new:
+            if extended and j < j_end and t_save[j] < t_new:
                 # a save inside the step: the dense-only stages, once per step
                 for i in range(s + 1, n_all):
                     _combine(y, k, A[i], i, h_try, acc, ytmp)
                     field_of_parts(p, ytmp, k[i], ip, coef, Y, pi, theta, tab_i, tab_f, work)
                 carry[CARRY_RHS] += n_all - s - 1
             while j < j_end and t_save[j] <= t_new:
-                _dense_weights(P, (t_save[j] - t) / h_try, wdense)
-                _combine(y, k, wdense, n_all, h_try, acc, ytmp)
-                record(j, t_save[j], ytmp, model, out, work)
+                if t_save[j] == t_new:
+                    # the step's end: the step's own result (no dense stages needed for it)
+                    record(j, t_save[j], ynew, model, out, work)
+                else:
+                    _dense_weights(P, (t_save[j] - t) / h_try, wdense)
+                    _combine(y, k, wdense, n_all, h_try, acc, ytmp)
+                    record(j, t_save[j], ytmp, model, out, work)
                 j += 1
         else:
             while j < j_end and t_save[j] <= t_new:
