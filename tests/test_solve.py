@@ -309,6 +309,9 @@ for loss in ("ce", "mse"):
     g = ufm.solve(m, x0, [0.5, 2.0], space="gram")
     tr = ufm.train(m, x0, 20, 0.1, optimizer="adam", save_steps=[0, 10, 20])
     out[loss] = [a.gram_H.tolist(), a.b.tolist(), g.gram_H.tolist(), tr.gram_H.tolist(), a.loss.tolist()]
+    # every adaptive tableau (dense-only stages, DOP853's two error estimates) across the breakpoint
+    for method in ("tsit5", "vern7", "dop853"):
+        out[loss].append(ufm.solve(m, x0, [0.5, 0.7, 2.0], method=method, save="gram_H").gram_H.tolist())
 # the parallel sweep kernel (two configurations on two threads: integrate_many, not the serial path)
 configs = [{"setting": "factorial", "levels": [2, 2], "samples_per_context": 2, "d": 4, "lambda": 1e-2,
             "beta": 0.5, "bias": True, "lr_H": 0.7, "seed": s} for s in range(2)]

@@ -146,8 +146,8 @@ def pack_model(model, space: str, d: int = 0) -> Model:
 def tableau(solver) -> Tableau:
     """The :class:`~ufm.kernels.groups.Tableau` of a :class:`~ufm.solvers.Solver`."""
     arr = solver.arrays
-    return Tableau(_c(arr["A"]), _c(arr["b"]), _c(arr["c"]), _c(arr["e"]), _c(arr["P"]),
-                   float(solver.controller_order), int(solver.adaptive), int(solver.fsal))
+    return Tableau(_c(arr["A"]), _c(arr["b"]), _c(arr["c"]), _c(arr["e"]), _c(arr["e3"]), _c(arr["P"]),
+                   float(solver.controller_order), int(solver.adaptive), int(solver.fsal), int(solver.stages))
 
 
 def controls(rtol: float, atol: float, h_max: float = math.inf, max_steps: int = 10_000_000) -> Controls:

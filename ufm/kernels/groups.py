@@ -55,23 +55,28 @@ class Tableau(NamedTuple):
     """An explicit Runge–Kutta method as the driver reads it (:class:`ufm.solvers.Solver`).
 
     Fields:
-        A: float64 (s, s) strictly lower-triangular stage matrix. b: float64 (s,) weights.
-        c: float64 (s,) nodes. e: float64 (s,) error weights b − b̂ (zeros: fixed steps).
-        P: float64 (s, q) dense output, y(t + θh) = y + h Σ_i k_i Σ_m P[i, m] θ^(m+1);
+        A: float64 (S, S) strictly lower-triangular stage matrix; rows ``stages`` … S−1 serve
+            the dense output only (row ``stages`` is f at the new state, the rest are evaluated
+            only when a save falls inside a step). b: float64 (s,) weights.
+        c: float64 (S,) nodes. e: float64 (s,) error weights b − b̂ (zeros: fixed steps).
+        e3: float64 (s,) weights b − b̂₃ of DOP853's second error estimate, or (0,) without it.
+        P: float64 (S, q) dense output, y(t + θh) = y + h Σ_i k_i Σ_m P[i, m] θ^(m+1);
             shape (0, 0) without dense output.
-        order: float, the controller's order (the embedded pair's lower order plus one).
+        order: float, the power of h in the error estimate (the controller's exponent base).
         adaptive: int, 1 for error-controlled steps. fsal: int, 1 when the last stage is
-            f at the new state.
+            f at the new state. stages: int, s, the stages of one step.
     """
 
     A: np.ndarray
     b: np.ndarray
     c: np.ndarray
     e: np.ndarray
+    e3: np.ndarray
     P: np.ndarray
     order: float
     adaptive: int
     fsal: int
+    stages: int
 
 
 class Controls(NamedTuple):

@@ -1,10 +1,14 @@
 """Numba driver: explicit Runge–Kutta integration of the UFM vector field to save times.
 
 One compiled function, :func:`integrate`, runs any explicit tableau (passed as arrays, see
-:mod:`ufm.solvers`): fixed steps, or adaptive steps with an embedded error estimate and the
-PI step-size controller of Hairer, Nørsett & Wanner (DOPRI5, §II.4 and IV.2). Save times are
-served by the tableau's dense output when it has one, otherwise by shortening the step that
-would pass a save time so that it lands on it. Steps never cross a coupling breakpoint.
+:mod:`ufm.solvers`): fixed steps, or adaptive steps with an embedded error estimate (or
+DOP853's pair of estimates, combined as in Hairer's code) and the PI step-size controller of
+Hairer, Nørsett & Wanner (DOPRI5, §II.4 and IV.2). Save times are served by the tableau's
+dense output when it has one, otherwise by shortening the step that would pass a save time so
+that it lands on it. A dense output that needs stages beyond the step's (DOP853, Verner 7(6))
+gets them after the step is accepted: f at the new state (which the next step needs anyway)
+and the dense-only stages, the latter only when a save time falls inside the step. Steps
+never cross a coupling breakpoint.
 
 Rules for implementers:
 
@@ -25,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .fields import IP_NTHETA, record, theta_piece, vector_field, work_size
+from .fields import IP_NTHETA, field_of_parts, record, theta_piece, vector_field, work_size
 
 STATUS_OK = 0
 STATUS_MAX_STEPS = 1
@@ -82,6 +86,37 @@ def _combine(y, k, w, m, h, acc, out):
 
 
 @njit(cache=True)
+def _error_norm_dop853(y, ynew, err5, err3, rtol, atol):
+    """Hairer's DOP853 estimate err₅²/√(err₅² + 0.01 err₃²) of the scaled RMS norms (the
+    factor h is in ``err5`` and ``err3``)."""
+    n = y.shape[0]
+    a5 = 0.0
+    a3 = 0.0
+    for i in range(n):
+        sc = atol + rtol * max(abs(y[i]), abs(ynew[i]))
+        r5 = err5[i] / sc
+        r3 = err3[i] / sc
+        a5 += r5 * r5
+        a3 += r3 * r3
+    deno = a5 + 0.01 * a3
+    if deno <= 0.0:
+        return 0.0
+    return a5 / np.sqrt(deno * n)
+
+
+@njit(cache=True)
+def _dense_weights(P, theta, w):
+    """w_l = Σ_m P[l, m] θ^(m+1): the weights of the dense output at θ."""
+    for l in range(P.shape[0]):
+        pw = theta
+        poly = 0.0
+        for q in range(P.shape[1]):
+            poly += P[l, q] * pw
+            pw *= theta
+        w[l] = poly
+
+
+@njit(cache=True)
 def _rms_scaled(v, y, rtol, atol):
     acc = 0.0
     for i in range(v.shape[0]):
@@ -133,24 +168,42 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
     A = tab.A
     bw = tab.b
     e = tab.e
+    e3 = tab.e3
     P = tab.P
     adaptive = tab.adaptive
+    fsal = tab.fsal
+    order = tab.order
     rtol = ctl.rtol
     atol = ctl.atol
+    h_max = ctl.h_max
+    max_steps = ctl.max_steps
+    # the Model's fields, read once: handing the whole group to the field on every evaluation
+    # costs measurably more (see fields.field_of_parts)
+    ip = model.ip
+    coef = model.coef
+    Y = model.Y
+    pi = model.pi
+    theta = model.theta
+    tab_i = model.tab_i
+    tab_f = model.tab_f
     n = y.shape[0]
-    s = bw.shape[0]
-    k = np.empty((s, n))
+    s = tab.stages
+    n_all = A.shape[0]            # the step's stages, then f(y_new) and the dense-only stages
+    extended = n_all > s
+    two_estimates = e3.shape[0] > 0
+    k = np.empty((n_all, n))
     ynew = np.empty(n)
     ytmp = np.empty(n)
     errv = np.empty(n)
+    errv3 = np.empty(n)
     acc = np.empty(n)
-    wdense = np.empty(s)
+    wdense = np.empty(n_all)
     work = np.empty(work_size(model))
     has_dense = P.shape[0] > 0
-    coupled = model.ip[IP_NTHETA] > 0
+    coupled = ip[IP_NTHETA] > 0
     theta_t = model.theta_t
     n_pieces = theta_t.shape[0] if coupled else 1
-    expo1 = 1.0 / tab.order - 0.75 * BETA
+    expo1 = 1.0 / order - 0.75 * BETA
 
     t = carry[CARRY_T]
     h = carry[CARRY_H]
@@ -165,16 +218,16 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
         return STATUS_OK, j
 
     p = theta_piece(theta_t, t) if coupled else 0
-    vector_field(p, y, k[0], model, work)
+    field_of_parts(p, y, k[0], ip, coef, Y, pi, theta, tab_i, tab_f, work)
     carry[CARRY_RHS] += 1
     if h <= 0.0:
-        h = initial_step(p, y, k[0], tab.order, rtol, atol, model, work)
+        h = initial_step(p, y, k[0], order, rtol, atol, model, work)
         carry[CARRY_RHS] += 1
     status = STATUS_OK
     attempted = int(carry[CARRY_ACCEPTED] + carry[CARRY_REJECTED])
     rejected_last = False
     while j < j_end:
-        if attempted >= ctl.max_steps:
+        if attempted >= max_steps:
             status = STATUS_MAX_STEPS
             break
         # Where this step must stop: the end, the next save time (without dense output),
@@ -184,7 +237,7 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             stop = t_save[j]
         if p + 1 < n_pieces and theta_t[p + 1] < stop:
             stop = theta_t[p + 1]
-        h_try = min(h, ctl.h_max)
+        h_try = min(h, h_max)
         clipped = False
         if t + h_try >= stop or (stop - (t + h_try)) <= 1e-12 * abs(stop):
             # shorten only a step that would really pass the stop; one that lands on it to
@@ -201,7 +254,7 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
         # coefficients; each is y + h·(Σ_l a_il k_l) with the sum accumulated in l order.
         for i in range(1, s):
             _combine(y, k, A[i], i, h_try, acc, ytmp)
-            vector_field(p, ytmp, k[i], model, work)
+            field_of_parts(p, ytmp, k[i], ip, coef, Y, pi, theta, tab_i, tab_f, work)
         carry[CARRY_RHS] += s - 1
         _combine(y, k, bw, s, h_try, acc, ynew)
         attempted += 1
@@ -217,7 +270,15 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             _weighted_sum(k, e, s, acc)
             for m in range(n):
                 errv[m] = h_try * acc[m]
-            err = _error_norm(y, ynew, errv, rtol, atol) if finite else np.inf
+            if not finite:
+                err = np.inf
+            elif two_estimates:
+                _weighted_sum(k, e3, s, acc)
+                for m in range(n):
+                    errv3[m] = h_try * acc[m]
+                err = _error_norm_dop853(y, ynew, errv, errv3, rtol, atol)
+            else:
+                err = _error_norm(y, ynew, errv, rtol, atol)
             if not (err <= 1.0):
                 # reject: shrink (a non-finite trial state or error shrinks by the maximum)
                 carry[CARRY_REJECTED] += 1
@@ -244,18 +305,26 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
         carry[CARRY_ACCEPTED] += 1
 
         t_new = stop if clipped else t + h_try
+        if extended:
+            # f at the new state with this step's piece: the dense output's stage s, and the
+            # next step's first stage unless the coupling changes at t_new
+            field_of_parts(p, ynew, k[s], ip, coef, Y, pi, theta, tab_i, tab_f, work)
+            carry[CARRY_RHS] += 1
         if has_dense:
+            if extended and j < j_end and t_save[j] < t_new:
+                # a save inside the step: the dense-only stages, once per step
+                for i in range(s + 1, n_all):
+                    _combine(y, k, A[i], i, h_try, acc, ytmp)
+                    field_of_parts(p, ytmp, k[i], ip, coef, Y, pi, theta, tab_i, tab_f, work)
+                carry[CARRY_RHS] += n_all - s - 1
             while j < j_end and t_save[j] <= t_new:
-                theta_ = (t_save[j] - t) / h_try
-                for l in range(s):
-                    pw = theta_
-                    poly = 0.0
-                    for q in range(P.shape[1]):
-                        poly += P[l, q] * pw
-                        pw *= theta_
-                    wdense[l] = poly
-                _combine(y, k, wdense, s, h_try, acc, ytmp)
-                record(j, t_save[j], ytmp, model, out, work)
+                if t_save[j] == t_new:
+                    # the step's end: the step's own result (no dense stages needed for it)
+                    record(j, t_save[j], ynew, model, out, work)
+                else:
+                    _dense_weights(P, (t_save[j] - t) / h_try, wdense)
+                    _combine(y, k, wdense, n_all, h_try, acc, ytmp)
+                    record(j, t_save[j], ytmp, model, out, work)
                 j += 1
         else:
             while j < j_end and t_save[j] <= t_new:
@@ -265,11 +334,11 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
         t = t_new
         h = h_next
         p_new = theta_piece(theta_t, t) if coupled else 0
-        if tab.fsal and p_new == p:
-            k[0, :] = k[s - 1]
+        if p_new == p and (fsal or extended):
+            k[0, :] = k[s] if extended else k[s - 1]
         else:
             p = p_new
-            vector_field(p, y, k[0], model, work)
+            field_of_parts(p, y, k[0], ip, coef, Y, pi, theta, tab_i, tab_f, work)
             carry[CARRY_RHS] += 1
 
     carry[CARRY_T] = t

@@ -13,7 +13,7 @@ evaluation is O(number of nonzero structure constants), independent of K and N.
 
 The rules of :mod:`ufm.kernels.fields` apply: module-level ``@njit(cache=True)`` functions
 that call each other by name, nothing raised, nothing allocated per call (scratch in a
-caller-provided ``work`` of length :func:`reduced_work_size`). ``exp_nonpositive`` is
+caller-provided ``work`` of length :func:`reduced_work_size`). ``fast_exp`` is
 imported from ``expfn`` and inlined here, so after editing ``expfn.py`` delete the caches
 (``find ufm -name '*.nb[ic]' -delete``): numba's cache of this file does not see the change.
 
@@ -85,7 +85,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
-from .expfn import exp_nonpositive
+from .expfn import fast_exp
 from .layout import C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, IP_BIAS, IP_LOSS, LOSS_CE
 
 TI_NB = 0
@@ -165,7 +165,7 @@ def _logit_gradient(y, ip, tab_i, tab_f, work, og):
             zsum += y[a]
         if not np.isfinite(zsum):
             # a diverged state: report NaN (the driver's non-finite check) rather than feed
-            # NaN to exp_nonpositive, whose table index it would corrupt
+            # NaN through the softmax (the loss would be NaN anyway)
             for a in range(nB):
                 work[og + a] = np.nan
             return np.nan
@@ -175,7 +175,7 @@ def _logit_gradient(y, ip, tab_i, tab_f, work, og):
                 zmax = y[a]
         s = 0.0
         for a in range(nB):
-            e = exp_nonpositive(y[a] - zmax)      # the uniform bias cancels in the softmax
+            e = fast_exp(y[a] - zmax)      # the uniform bias cancels in the softmax
             work[og + a] = e
             s += tab_f[ov + a] * e
         inv = 1.0 / s
