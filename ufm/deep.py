@@ -31,6 +31,7 @@ import numpy as np
 
 from ._validation import as_float_array, as_nonnegative, as_positive, as_positive_int, as_rng, check_choice, readonly
 from .problems import Problem
+from .kernels.deep import RANK_RTOL
 from .reference import data_loss_and_grad
 
 __all__ = ["DeepUFM", "DeepState", "balanced_factors"]
@@ -294,6 +295,7 @@ class DeepUFM:
         Z = as_float_array(Z, "Z", shape=(self.K, self.N))
         data, _ = data_loss_and_grad(self, Z if b is None else Z + np.asarray(b)[:, None])
         s = np.linalg.svd(Z, compute_uv=False)
+        s = np.where(s > RANK_RTOL * s.max(), s, 0.0) if s.size else s
         reg = 0.5 * self.factors * self.lambda_W * float(np.sum(s ** (2.0 / self.factors)))
         if b is not None:
             reg += 0.5 * self.lambda_b * float(np.dot(b, b))
@@ -317,19 +319,20 @@ class DeepUFM:
         return DeepState(dW, dlayers, dH0, db)
 
     def balanced_field(self, Z: np.ndarray, b=None):
-        """(dZ/dt, db/dt) of the end-to-end equation on the balanced manifold (numpy reference,
-        with fractional powers from eigendecompositions)."""
+        """(dZ/dt, db/dt) of the end-to-end equation on the balanced manifold (numpy reference:
+        fractional powers of ZZᵀ and ZᵀZ from the SVD of Z, singular values below
+        ``RANK_RTOL``·σ_max counted as 0 as in the kernel)."""
         Z = as_float_array(Z, "Z", shape=(self.K, self.N))
         _, G = data_loss_and_grad(self, Z if b is None else Z + np.asarray(b)[:, None])
         n = self.factors
+        U, s, Vt = np.linalg.svd(Z)
+        s = np.where(s > RANK_RTOL * s.max(), s, 0.0) if s.size else s
+        mu, nu = np.zeros(self.K), np.zeros(self.N)
+        mu[:s.size], nu[:s.size] = s ** 2, s ** 2
 
-        def power(S, e):
-            if e == 0:
-                return np.eye(S.shape[0])
-            w, V = np.linalg.eigh(S)
-            return (V * np.clip(w, 0.0, None) ** e) @ V.T
-        P, Q = Z @ Z.T, Z.T @ Z
-        dZ = sum(power(P, (n - j) / n) @ G @ power(Q, (j - 1) / n) for j in range(1, n + 1))
+        def power(U, w, e):
+            return np.eye(U.shape[0]) if e == 0 else (U * np.where(w > 0, w, 0.0) ** e) @ U.T
+        dZ = sum(power(U, mu, (n - j) / n) @ G @ power(Vt.T, nu, (j - 1) / n) for j in range(1, n + 1))
         dZ = -self.lr_W * (dZ + n * self.lambda_W * Z)
         db = None if b is None else -self.lr_b * (G.sum(axis=1) + self.lambda_b * np.asarray(b))
         return dZ, db

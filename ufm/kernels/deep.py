@@ -21,14 +21,14 @@ is integrated in one of two spaces (``ip[IP_SPACE]``, :mod:`ufm.kernels.layout`)
 
       dZ/dt = −η [Σ_{j=1}^{n} (ZZᵀ)^{(n−j)/n} G (ZᵀZ)^{(j−1)/n} + n λ Z]
 
-  (exponent 0 is the identity), evaluated with the eigendecompositions ZZᵀ = U diag(μ) Uᵀ,
-  ZᵀZ = V diag(ν) Vᵀ as U [(UᵀGV) ⊙ C] Vᵀ, C_ki = Σ_j μ_k^{(n−j)/n} ν_i^{(j−1)/n}. The Grams
+  (exponent 0 is the identity), evaluated with one full SVD Z = U S Vᵀ (μ = ν = s², padded
+  with zeros) as U [(UᵀGV) ⊙ C] Vᵀ, C_ki = Σ_j μ_k^{(n−j)/n} ν_i^{(j−1)/n}. The Grams
   are functions of Z there: G_W = (ZZᵀ)^{1/n}, G_H = (ZᵀZ)^{(n−1)/n} (G_H of the features
   F_L entering the classifier), and each factor's ‖·‖² is tr(ZᵀZ)^{1/n}, so the objective is
   ℓ + (nλ/2) Σ_i σ_i(Z)^{2/n}: n times the Schatten-2/n quasi-norm to the power 2/n.
 
 Rules as in :mod:`ufm.kernels.fields` (module-level ``@njit(cache=True)``, called by name),
-except that the balanced field's two symmetric eigendecompositions allocate (LAPACK via numba).
+except that the balanced field's SVD allocates (LAPACK via numba).
 The coupling Θ is not part of this model (``ip[IP_NTHETA]`` is 0). Numpy twins:
 :mod:`ufm.deep` (``DeepUFM.vector_field``).
 """
@@ -156,18 +156,44 @@ def _parameter_field(y, dy, model, work):
         _bias_field(G, y[o:], dy[o:], coef)
 
 
+#: singular values below this fraction of the largest are rounding noise of the SVD and count as
+#: 0: a fractional power σ^(2/n) would lift them (1e-16 becomes 1e-4 for n = 4)
+RANK_RTOL = 64 * 2.220446049250313e-16
+
+
+@njit(cache=True)
+def _power(value, exponent):
+    """value^exponent for an eigenvalue of ZZᵀ or ZᵀZ (0 stays 0; exponent 0 gives 1, the
+    identity of an empty product of factors)."""
+    if exponent == 0.0:
+        return 1.0
+    return value ** exponent if value > 0.0 else 0.0
+
+
 @njit(cache=True)
 def _powers(values, exponent):
-    """values^exponent elementwise for eigenvalues of a PSD matrix (negatives from rounding
-    clipped to 0; exponent 0 gives 1, the identity of an empty product of factors)."""
     out = np.empty(values.shape[0])
     for i in range(values.shape[0]):
-        if exponent == 0.0:
-            out[i] = 1.0
-        else:
-            v = values[i]
-            out[i] = v ** exponent if v > 0.0 else 0.0
+        out[i] = _power(values[i], exponent)
     return out
+
+
+@njit(cache=True)
+def _spectra(M):
+    """(U (K×K), V (N×N), μ (K,), ν (N,)): ZZᵀ = U diag(μ) Uᵀ and ZᵀZ = V diag(ν) Vᵀ from one
+    full SVD of Z (accurate small singular values, unlike eigendecompositions of the squares),
+    with singular values below RANK_RTOL·σ_max set to 0."""
+    K = M.shape[0]
+    N = M.shape[1]
+    U, s, Vt = np.linalg.svd(M)
+    mu = np.zeros(K)
+    nu = np.zeros(N)
+    floor = RANK_RTOL * (s[0] if s.shape[0] > 0 else 0.0)
+    for i in range(s.shape[0]):
+        if s[i] > floor:
+            mu[i] = s[i] * s[i]
+            nu[i] = s[i] * s[i]
+    return U, Vt.T.copy(), mu, nu
 
 
 @njit(cache=True)
@@ -185,18 +211,13 @@ def _balanced_field(y, dy, model, work):
     _add_bias(Z, y, nZ, ip[IP_BIAS])
     nwork = work.shape[0]
     logit_gradient(Z, model.Y, model.pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:])
-    mu, U = np.linalg.eigh(M @ M.T)
-    nu, V = np.linalg.eigh(M.T @ M)
+    U, V, mu, nu = _spectra(M)
     Gt = U.T @ G @ V
     for k in range(K):
         for i in range(N):
             c = 0.0
             for j in range(1, n + 1):
-                a = (n - j) / n
-                e = (j - 1) / n
-                pa = 1.0 if a == 0.0 else (mu[k] ** a if mu[k] > 0.0 else 0.0)
-                pe = 1.0 if e == 0.0 else (nu[i] ** e if nu[i] > 0.0 else 0.0)
-                c += pa * pe
+                c += _power(mu[k], (n - j) / n) * _power(nu[i], (j - 1) / n)
             Gt[k, i] *= c
     D = U @ Gt @ V.T
     lr = coef[C_LR_W]
@@ -251,8 +272,7 @@ def deep_record(j, y, model, out, work):
         G = work[K * N:2 * K * N].reshape(K, N)
         nwork = work.shape[0]
         data = logit_gradient(Z, model.Y, model.pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:])
-        mu, U = np.linalg.eigh(M @ M.T)
-        nu, V = np.linalg.eigh(M.T @ M)
+        U, V, mu, nu = _spectra(M)
         GW[:, :] = (U * _powers(mu, 1.0 / n)) @ U.T
         GH[:, :] = (V * _powers(nu, (n - 1.0) / n)) @ V.T
         # every factor's ‖·‖² is tr (ZᵀZ)^{1/n} on the balanced manifold
