@@ -12,7 +12,11 @@ small initialisation), at the run's checkpoints mapped to ODE time; least square
 ``time_scale``    s, ODE time per optimiser step (time map t = s·step); default the run's lr
 ``time_power``    p of the power time map t = s·step^p (``time="power"``); default 1
 ``lambda``        one weight decay for the whole model: λ_W = λ_H = λ (standard, coupled), or
-                  λ_W = λ, λ_E = L·λ, λ_H = 0 (linear-features, L = ``degree``)
+                  λ_W = λ, λ_E = L·λ, λ_H = 0 (linear-features, L = ``degree``), or every
+                  factor's decay (deep)
+``decay_factor``  the same tie as ``lambda``, as a multiple of the run's own decay: λ = f·wd·lr/s
+                  (default 1; needs the run's weight decay). It follows the time scale, so a
+                  scan over s keeps the decay per step; the adaptive-optimiser defaults fit it
 ``lambda_W``,     the UFM's decays individually (exclusive with ``lambda`` for the blocks it
 ``lambda_H``,     ties)
 ``lambda_E``,
@@ -69,13 +73,13 @@ __all__ = ["Fit", "fit", "FAMILIES", "PARAMS", "TIME_MAPS", "family_defaults", "
            "ADAPTIVE_OPTIMIZERS"]
 
 FAMILIES = ("standard", "coupled", "linear-features", "deep")
-PARAMS = ("time_scale", "time_power", "lambda", "lambda_W", "lambda_H", "lambda_E", "lambda_b", "init_scale",
+PARAMS = ("time_scale", "time_power", "lambda", "decay_factor", "lambda_W", "lambda_H", "lambda_E", "lambda_b", "init_scale",
           "beta", "lr_W", "lr_H")
 TIME_MAPS = ("fixed", "scale", "power", "optimizer")
 INITS = ("run", "isotropic")
 _OPTIMIZERS = {"sgd": "gd", "gd": "gd", "momentum": "momentum", "adam": "adam", "adamw": "adamw"}
 #: log-space half-widths of the search box around the starting value
-_BOX = {"time_scale": 1e6, "init_scale": 1e3, "beta": 1e3, "lr_W": 1e3, "lr_H": 1e3}
+_BOX = {"time_scale": 1e6, "init_scale": 1e3, "beta": 1e3, "lr_W": 1e3, "lr_H": 1e3, "decay_factor": 1e5}
 _LAMBDA_RANGE = (1e-10, 10.0)
 _POWER_RANGE = (0.2, 5.0)
 _MAX_STEPS = 50_000      # integrator steps allowed per prediction (more: penalised as a failure)
@@ -500,7 +504,13 @@ class _Engine:
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
                 raise ValueError(f"fixed: {nm} must be a finite number >= 0, got {v!r}")
         explicit = set(names) | set(fixed)
-        if "lambda" in explicit:
+        if "decay_factor" in explicit:
+            if "lambda" in explicit:
+                raise ValueError("params: 'decay_factor' and 'lambda' are the same decay (λ = f·wd·lr/s); give one")
+            if not run.weight_decay:
+                raise ValueError(f"params: 'decay_factor' is a multiple of the run's weight decay, and {run.source} "
+                                 "has none; fit 'lambda' instead")
+        if "lambda" in explicit or "decay_factor" in explicit:
             tied = ("lambda_W", "lambda_E") if family == "linear-features" else ("lambda_W", "lambda_H")
             clash = [t for t in tied if t in explicit]
             if clash:
@@ -623,7 +633,7 @@ class _Engine:
         lam = (wd * (lr / s if lr else 1.0)) if wd else 1e-3
         if nm == "time_scale":
             return s
-        if nm == "time_power":
+        if nm in ("time_power", "decay_factor"):
             return 1.0
         if nm in ("lambda", "lambda_W", "lambda_H", "lambda_b"):
             return lam
@@ -656,13 +666,16 @@ class _Engine:
         if self.time_map == "power":
             v.setdefault("time_power", 1.0)
         run_lam = self._run_decay(s)
+        if "decay_factor" in v:
+            v["lambda"] = v["decay_factor"] * run_lam
         fam = self.family
+        tied = "lambda" in self.explicit or "decay_factor" in self.explicit
         if fam == "deep":
             lam = v.get("lambda", tmpl.get("lambda_W", run_lam))
             v.setdefault("lambda", lam)
             v["lambda_W"] = lam
-            v["lambda_L"] = tmpl.get("lambda_L", lam) if "lambda" not in self.explicit else lam
-            v["lambda_H"] = tmpl.get("lambda_H", lam) if "lambda" not in self.explicit else lam
+            v["lambda_L"] = lam if tied else tmpl.get("lambda_L", lam)
+            v["lambda_H"] = lam if tied else tmpl.get("lambda_H", lam)
             v["lambda_E"] = 0.0
         if "lambda" in v and fam != "deep":
             lam = v["lambda"]
@@ -888,7 +901,8 @@ class _Engine:
             for i, nm in enumerate(self.names):
                 if i == its or nm in skip:
                     continue
-                grid = _GRIDS["lambda" if nm.startswith("lambda") else nm if nm in _GRIDS else "other"]
+                grid = _GRIDS["lambda" if nm.startswith("lambda") or nm == "decay_factor" else
+                              nm if nm in _GRIDS else "other"]
                 base = best.copy()
                 for f in (grid if sweep == 0 else grid / 2.0):
                     q = clip(base, i, base[i] * 10.0 ** f)
@@ -1018,7 +1032,9 @@ def family_defaults(run, time: str | None = None) -> dict:
 
     Optimiser-aware: for Adam/AdamW runs (:data:`ADAPTIVE_OPTIMIZERS`) and no explicit
     ``time``, every row uses the power time map t = s·step^p, and the kernel rows also fit the
-    decay (``lambda``), since AdamW's decoupled decay is not wd·lr through the Euclidean
+    decay, as ``decay_factor`` (a multiple of wd·lr/s, so that the time-scale scan keeps the
+    run's decay per step: fitting ``lambda`` from its wd·lr/lr start froze these rows on the
+    shipped transformer), since AdamW's decoupled decay is not wd·lr through the Euclidean
     kernel. An explicit ``time`` is left to the caller (the rows then carry no time map).
 
     Returns:
@@ -1038,7 +1054,7 @@ def family_defaults(run, time: str | None = None) -> dict:
         for name, spec in kernel_models().items():
             spec = dict(spec)
             if adaptive:
-                spec["params"] = ["time_scale", "time_power", "lambda"]
+                spec["params"] = ["time_scale", "time_power", "decay_factor"]
             out[name] = spec
     if adaptive:
         for spec in out.values():
