@@ -35,7 +35,7 @@ def test_only_files_with_jit_decorators_count_as_jitted_sources(tmp_path):
     assert sorted(p.name for p in jitted_sources(pkg)) == ["a.py", "b.py"]
     # the real package: the kernel modules with jitted code (not layout.py or groups.py)
     names = sorted(str(p.relative_to(PACKAGE)) for p in jitted_sources(PACKAGE))
-    assert names == ["kernels/expfn.py", "kernels/fields.py", "kernels/integrate.py", "kernels/optimizers.py",
+    assert names == ["kernels/deep.py", "kernels/expfn.py", "kernels/fields.py", "kernels/integrate.py", "kernels/optimizers.py",
                      "kernels/reduced.py", "kernels/sweep.py"]
 
 
