@@ -15,6 +15,7 @@ _numba_cache.install()
 from . import metrics, settings, solvers  # noqa: E402
 from .errors import IntegrationError  # noqa: E402
 from .models import UFM, GramState, PiecewiseCoupling, State  # noqa: E402
+from .deep import DeepState, DeepUFM  # noqa: E402
 from .problems import Problem  # noqa: E402
 from .solving import solve  # noqa: E402
 from .training import train  # noqa: E402
@@ -36,5 +37,5 @@ def __getattr__(name):
         return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'ufm' has no attribute {name!r}")
 
-__all__ = ["Problem", "UFM", "State", "GramState", "PiecewiseCoupling", "solve", "train", "sweep",
+__all__ = ["Problem", "UFM", "DeepUFM", "DeepState", "State", "GramState", "PiecewiseCoupling", "solve", "train", "sweep",
            "SweepResult", "Trajectory", "IntegrationError", "metrics", "settings", "solvers", "__version__"]

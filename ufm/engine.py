@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import fields as _f
+from .kernels import layout as _lay
 from .kernels import integrate as _k
 from .kernels import optimizers as _o
 from ._validation import check_memory
@@ -43,7 +44,7 @@ from .kernels.groups import Controls, Model, ModelBuffers, Optimizer, OutputBuff
 from .states import GramState, State, flatten
 from .trajectory import SAVEABLE, Trajectory
 
-__all__ = ["pack_model", "reduction_of", "tableau", "controls", "SaveBuffers", "new_carry", "integrate", "integrate_batch",
+__all__ = ["pack_model", "pack_deep_model", "reduction_of", "tableau", "controls", "SaveBuffers", "new_carry", "integrate", "integrate_batch",
            "run_optimizer", "RunResult", "failure", "parse_save", "initial_vector", "warn_if_rank_deficient"]
 
 _SPACES = {"parameters": _f.SPACE_PARAMETERS, "gram": _f.SPACE_GRAM, "reduced": _f.SPACE_REDUCED}
@@ -141,6 +142,28 @@ def pack_model(model, space: str, d: int = 0) -> Model:
             theta_pinv = np.zeros((theta.shape[0], N, N))
     return Model(ip, coef, _c(model.problem.Y), _c(model.problem.weights), theta, theta_t, theta_pinv,
                  np.zeros(0, dtype=np.int64), np.zeros(0))
+
+
+def pack_deep_model(model, space: str, d: int = 0) -> Model:
+    """The packed :class:`~ufm.kernels.groups.Model` of a :class:`~ufm.deep.DeepUFM`
+    (kernels in :mod:`ufm.kernels.deep`).
+
+    Arguments:
+        model: a DeepUFM. space: ``"parameters"`` (the factors, width ``d``) or ``"balanced"``
+            (the logits on the balanced manifold; the caller has checked that it is exact).
+    """
+    ip = np.zeros(_lay.IP_SIZE, dtype=np.int64)
+    ip[_lay.IP_SPACE] = _lay.SPACE_DEEP_PARAMETERS if space == "parameters" else _lay.SPACE_DEEP_BALANCED
+    ip[_lay.IP_LOSS] = _LOSSES[model.loss_name]
+    ip[_lay.IP_BIAS] = int(model.bias)
+    ip[_lay.IP_K], ip[_lay.IP_D], ip[_lay.IP_N] = model.K, d if space == "parameters" else 0, model.N
+    ip[_lay.IP_LAYERS] = model.layers
+    coef = np.zeros(_lay.C_SIZE)
+    coef[_lay.C_LR_W], coef[_lay.C_LR_H], coef[_lay.C_LR_B], coef[_lay.C_LR_L] = model.lr_W, model.lr_H, model.lr_b, model.lr_L
+    coef[_lay.C_LAM_W], coef[_lay.C_LAM_H], coef[_lay.C_LAM_B] = model.lambda_W, model.lambda_H, model.lambda_b
+    coef[_lay.C_LAM_L] = model.lambda_L
+    return Model(ip, coef, _c(model.problem.Y), _c(model.problem.weights), np.zeros((1, 1, 1)), np.zeros(1),
+                 np.zeros((1, 1, 1)), np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
 def tableau(solver) -> Tableau:

@@ -116,8 +116,12 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
             underflowed, or ``max_steps`` ran out; ``err.t`` says where, ``err.trajectory``
             holds every save before that.
     """
+    from .deep import DeepUFM, solve_deep
+    if isinstance(model, DeepUFM):         # the deep-backbone model: its own spaces, same engine
+        return solve_deep(model, init, t, method=method, rtol=rtol, atol=atol, space=space, save=save, t0=t0,
+                          dt=dt, max_steps=max_steps, h_max=h_max, progress=progress)
     if not isinstance(model, UFM):
-        raise TypeError(f"model: expected a ufm.UFM, got {type(model).__name__}")
+        raise TypeError(f"model: expected a ufm.UFM or ufm.DeepUFM, got {type(model).__name__}")
     space = check_choice(space, "space", ("parameters", "gram", "reduced"))
     solver = get_solver(method, rtol)
     rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)

@@ -38,20 +38,12 @@ def kernel_models() -> dict:
     }
 
 
-def default_models(run) -> dict:
-    """The families compared by default: standard, coupled and linear-features with fitted
-    parameters (attribute coupling when the run has attributes), plus the kernel predictions
-    when the run logged a kernel."""
-    out = {"standard": dict(model="standard")}
-    if run.attributes is not None:
-        out["coupled"] = dict(model="coupled")
-        out["linear-features"] = dict(model="linear-features")
-    elif run.kernel is not None:
-        out["coupled"] = dict(model="coupled", coupling="measured-t")
-        out["linear-features"] = dict(model="linear-features", coupling="measured-t")
-    if run.kernel is not None:
-        out.update(kernel_models())
-    return out
+def default_models(run, time: str | None = None) -> dict:
+    """The families compared by default: :func:`ufm.bridge.fitting.family_defaults` (standard,
+    coupled, linear-features, deep, and the kernel rows when the run logged a kernel; for
+    Adam/AdamW runs without an explicit ``time``, the power time map and a fitted decay)."""
+    from .fitting import family_defaults
+    return family_defaults(run, time)
 
 
 def _as_fit(spec, common: dict) -> Fit:
@@ -173,7 +165,7 @@ class Comparison:
         return fig
 
 
-def compare(run, models=None, observables=None, *, time="scale", **kwargs) -> Comparison:
+def compare(run, models=None, observables=None, *, time=None, **kwargs) -> Comparison:
     """Fit several UFM families to one run and tabulate them.
 
     Arguments:
@@ -184,7 +176,8 @@ def compare(run, models=None, observables=None, *, time="scale", **kwargs) -> Co
         observables: observables shared by every model (default: those of
             :func:`ufm.bridge.observables.default_observables`).
         time: the time map of every model (``"scale"``, ``"power"``, ``"fixed"``,
-            ``"optimizer"``).
+            ``"optimizer"``); None (default): each model's own (``"scale"``, except the
+            optimiser-aware defaults of :func:`default_models` for Adam/AdamW runs).
         **kwargs: further :class:`~ufm.bridge.Fit` arguments applied to every model given by
             name or dict (e.g. ``init="isotropic"``, ``rtol=``).
 
@@ -196,7 +189,7 @@ def compare(run, models=None, observables=None, *, time="scale", **kwargs) -> Co
     """
     run = _check_run(run)
     if models is None:
-        models = default_models(run)
+        models = default_models(run, time)
     if isinstance(models, (list, tuple)):
         named = {}
         for i, spec in enumerate(models):
@@ -212,7 +205,7 @@ def compare(run, models=None, observables=None, *, time="scale", **kwargs) -> Co
     from .observables import check_observables, default_observables
     obs = check_observables(observables if observables is not None else default_observables(run.problem()),
                             run.problem())
-    common = {"observables": obs, "time": time, **kwargs}
+    common = {"observables": obs, **({} if time is None else {"time": time}), **kwargs}
     fits = {}
     for name, spec in models.items():
         f = _as_fit(spec, common)

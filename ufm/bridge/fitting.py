@@ -12,7 +12,11 @@ small initialisation), at the run's checkpoints mapped to ODE time; least square
 ``time_scale``    s, ODE time per optimiser step (time map t = s·step); default the run's lr
 ``time_power``    p of the power time map t = s·step^p (``time="power"``); default 1
 ``lambda``        one weight decay for the whole model: λ_W = λ_H = λ (standard, coupled), or
-                  λ_W = λ, λ_E = L·λ, λ_H = 0 (linear-features, L = ``degree``)
+                  λ_W = λ, λ_E = L·λ, λ_H = 0 (linear-features, L = ``degree``), or every
+                  factor's decay (deep)
+``decay_factor``  the same tie as ``lambda``, as a multiple of the run's own decay: λ = f·wd·lr/s
+                  (default 1; needs the run's weight decay). It follows the time scale, so a
+                  scan over s keeps the decay per step; the adaptive-optimiser defaults fit it
 ``lambda_W``,     the UFM's decays individually (exclusive with ``lambda`` for the blocks it
 ``lambda_H``,     ties)
 ``lambda_E``,
@@ -24,6 +28,19 @@ small initialisation), at the run's checkpoints mapped to ODE time; least square
 ``lr_W``,         per-block rates η of the UFM (relative speeds of classifier and features)
 ``lr_H``
 ================  =============================================================================
+
+**Families** (``model=``): ``"standard"``, ``"coupled"``, ``"linear-features"`` (:class:`ufm.UFM`)
+and ``"deep"`` (:class:`ufm.DeepUFM`: L hidden linear layers between free features and the
+classifier, ``lambda`` on every factor, started from the run's first checkpoint with identity
+layers so that its Grams match exactly; L from ``layers=``, else the homogeneity degree − 1,
+see :func:`homogeneity_degree`). Integrated in parameter space.
+
+**Optimiser-aware defaults** (:func:`family_defaults`, the default comparison): for Adam and
+AdamW runs (metadata ``optimizer``) every family uses the power time map, and the kernel rows
+fit the decay as well, since decoupled, per-parameter-preconditioned steps are neither linear
+in time nor decayed at wd·lr through the Euclidean kernel. A fit that uses a logged kernel on
+such a run warns (the logged NTK is not preconditioned unless the metadata says
+``kernel_preconditioned``).
 
 Decays that are not fitted come from the run's ``weight_decay`` **per step**: PyTorch's SGD
 and AdamW both shrink weights by lr·wd per step, which in ODE time t = s·step is a rate
@@ -52,16 +69,17 @@ import numpy as np
 from .observables import CONVENTIONS, FLOORS, check_observables, column_names, default_observables, observe
 from .run import _check_run
 
-__all__ = ["Fit", "fit", "FAMILIES", "PARAMS", "TIME_MAPS"]
+__all__ = ["Fit", "fit", "FAMILIES", "PARAMS", "TIME_MAPS", "family_defaults", "homogeneity_degree", "run_optimizer",
+           "ADAPTIVE_OPTIMIZERS"]
 
-FAMILIES = ("standard", "coupled", "linear-features")
-PARAMS = ("time_scale", "time_power", "lambda", "lambda_W", "lambda_H", "lambda_E", "lambda_b", "init_scale",
+FAMILIES = ("standard", "coupled", "linear-features", "deep")
+PARAMS = ("time_scale", "time_power", "lambda", "decay_factor", "lambda_W", "lambda_H", "lambda_E", "lambda_b", "init_scale",
           "beta", "lr_W", "lr_H")
 TIME_MAPS = ("fixed", "scale", "power", "optimizer")
 INITS = ("run", "isotropic")
 _OPTIMIZERS = {"sgd": "gd", "gd": "gd", "momentum": "momentum", "adam": "adam", "adamw": "adamw"}
 #: log-space half-widths of the search box around the starting value
-_BOX = {"time_scale": 1e6, "init_scale": 1e3, "beta": 1e3, "lr_W": 1e3, "lr_H": 1e3}
+_BOX = {"time_scale": 1e6, "init_scale": 1e3, "beta": 1e3, "lr_W": 1e3, "lr_H": 1e3, "decay_factor": 1e5}
 _LAMBDA_RANGE = (1e-10, 10.0)
 _POWER_RANGE = (0.2, 5.0)
 _MAX_STEPS = 50_000      # integrator steps allowed per prediction (more: penalised as a failure)
@@ -92,7 +110,12 @@ class Fit:
         fixed: parameter name -> value for parameters not fitted (model units).
         x0: parameter name -> starting value for fitted parameters.
         degree: homogeneity degree L of the backbone for linear-features (λ_E = L·λ); default
-            the run's metadata ``homogeneity_degree``, else 1.
+            :func:`homogeneity_degree` (the metadata's ``homogeneity_degree``, else an estimate
+            from the late decay of the feature norms, else 1); ``degree_`` and
+            ``degree_source_`` say which.
+        layers: hidden layers of the ``"deep"`` family (integer >= 0); default the degree − 1
+            (the features of a degree-L homogeneous backbone are a product of L factors: H₀
+            and L − 1 layers), at least 1.
         optimizer: for ``time="optimizer"``: ``"gd"``, ``"momentum"``, ``"adam"``, ``"adamw"``
             (default from the run's metadata ``optimizer``).
         space: ``"auto"`` (Gram space when valid), ``"gram"`` or ``"parameters"``.
@@ -126,7 +149,7 @@ class Fit:
 
     def __init__(self, model="coupled", params=None, observables=None, *, time="scale", init="run", coupling=None,
                  fixed=None, x0=None, degree=None, optimizer=None, space="auto", weights=None, rtol=1e-7,
-                 max_nfev=25, max_time=120.0, scan=True):
+                 max_nfev=25, max_time=120.0, scan=True, layers=None):
         self.model = model
         self.params = params
         self.observables = observables
@@ -143,12 +166,13 @@ class Fit:
         self.max_nfev = max_nfev
         self.max_time = max_time
         self.scan = scan
+        self.layers = layers
 
     def get_params(self) -> dict:
         """The constructor arguments (scikit-learn convention)."""
         return {k: getattr(self, k) for k in ("model", "params", "observables", "time", "init", "coupling", "fixed",
                                                "x0", "degree", "optimizer", "space", "weights", "rtol", "max_nfev",
-                                               "max_time", "scan")}
+                                               "max_time", "scan", "layers")}
 
     def __repr__(self):
         name = self.model if isinstance(self.model, str) else "UFM template"
@@ -186,6 +210,9 @@ class Fit:
         self.param_names_ = eng.names
         self.observable_names_ = eng.obs_names
         self.engine_ = eng
+        self.degree_, self.degree_source_ = eng.degree, eng.degree_source
+        self.layers_ = eng.layers
+        self.notes_ = list(eng.notes)
         ref = eng.start.copy()
         lo, hi = eng.bounds()
         eng.deadline = None if self.max_time is None else started + float(self.max_time)
@@ -305,6 +332,7 @@ class Fit:
         lines.append(f"  residual norm {math.sqrt(self.rss_):.4g}, AIC {self.aic_:.1f}, BIC {self.bic_:.1f}")
         if self.failed_at_ is not None:
             lines.append(f"  warning: the prediction stopped at t = {self.failed_at_:.4g} ({eng.last_error})")
+        lines.extend(_family_lines(self))
         return "\n".join(lines)
 
     def plot(self, fig=None, observables=None):
@@ -381,27 +409,33 @@ class _Engine:
     """Everything a fit precomputes from (settings, run), and the residual function."""
 
     def __init__(self, spec: Fit, run):
+        from ..deep import DeepUFM
         from ..models import UFM
         self.run = run
         self.problem = run.problem()
         N, K = run.N, run.K
         model = spec.model
         self.template = None
-        if isinstance(model, UFM):
+        if isinstance(model, (UFM, DeepUFM)):
             if model.N != N or model.K != K:
                 raise ValueError(f"model: the template UFM has N = {model.N}, K = {model.K}, the run N = {N}, K = {K}")
             self.template = model
             family = model.kind
+            if family == "deep" and spec.layers is not None and int(spec.layers) != model.layers:
+                raise ValueError(f"layers: {spec.layers!r} contradicts the template DeepUFM's layers = {model.layers}")
         elif isinstance(model, str) and model in FAMILIES:
             family = model
         else:
-            raise ValueError(f"model: expected one of {FAMILIES} or a ufm.UFM template, got {model!r}")
+            raise ValueError(f"model: expected one of {FAMILIES} or a ufm.UFM / ufm.DeepUFM template, got {model!r}")
         self.family = family
         if spec.time not in TIME_MAPS:
             raise ValueError(f"time: expected one of {TIME_MAPS}, got {spec.time!r}")
         if spec.init not in INITS:
             raise ValueError(f"init: expected one of {INITS}, got {spec.init!r}")
         self.time_map, self.init = spec.time, spec.init
+        if family == "deep" and self.time_map == "optimizer":
+            raise ValueError("time: 'optimizer' runs ufm.train, which integrates the UFM only; the deep family takes "
+                             "'scale', 'power' or 'fixed'")
         if self.time_map == "fixed" and run.lr is None and "time_scale" not in (spec.fixed or {}):
             raise ValueError(f"time: 'fixed' maps t = lr·step but {run.source} has no lr; pass fixed={{'time_scale': ...}} "
                              "or use time='scale'")
@@ -411,7 +445,7 @@ class _Engine:
             if self.template is not None:
                 cp = "template"
             else:
-                cp = "identity" if family == "standard" else "attribute"
+                cp = "identity" if family in ("standard", "deep") else "attribute"
         if isinstance(cp, str):
             if cp not in ("identity", "attribute", "measured", "measured-t", "template"):
                 raise ValueError(f"coupling: expected None, 'identity', 'attribute', 'measured', 'measured-t' or an "
@@ -426,6 +460,9 @@ class _Engine:
             from .._validation import as_float_array
             self.theta = as_float_array(cp, "coupling", shape=(N, N))
             self.coupling_kind = "matrix"
+        if family == "deep" and self.coupling_kind not in ("identity", "template"):
+            raise ValueError(f"coupling: the deep family has no coupling Θ (its layers are the backbone); got "
+                             f"coupling={spec.coupling!r}")
         if family == "standard" and self.coupling_kind not in ("identity", "template"):
             raise ValueError(f"coupling: the standard UFM has Θ = I; got coupling={spec.coupling!r} (use model='coupled')")
         if family != "standard" and self.coupling_kind == "identity" and family == "coupled":
@@ -438,7 +475,9 @@ class _Engine:
         names = spec.params
         if names is None:
             names = ["time_scale"]
-            if family == "linear-features":
+            if family == "deep":
+                names += ["lambda"]
+            elif family == "linear-features":
                 names += ["lambda_W", "lambda_E"]
             else:
                 names += ["lambda"]
@@ -465,11 +504,22 @@ class _Engine:
             if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
                 raise ValueError(f"fixed: {nm} must be a finite number >= 0, got {v!r}")
         explicit = set(names) | set(fixed)
-        if "lambda" in explicit:
+        if "decay_factor" in explicit:
+            if "lambda" in explicit:
+                raise ValueError("params: 'decay_factor' and 'lambda' are the same decay (λ = f·wd·lr/s); give one")
+            if not run.weight_decay:
+                raise ValueError(f"params: 'decay_factor' is a multiple of the run's weight decay, and {run.source} "
+                                 "has none; fit 'lambda' instead")
+        if "lambda" in explicit or "decay_factor" in explicit:
             tied = ("lambda_W", "lambda_E") if family == "linear-features" else ("lambda_W", "lambda_H")
             clash = [t for t in tied if t in explicit]
             if clash:
                 raise ValueError(f"params: 'lambda' ties {tied} for the {family} UFM; do not also give {clash}")
+        if family == "deep":
+            bad = sorted(explicit - _DEEP_PARAMS)
+            if bad:
+                raise ValueError(f"params: {bad} are not parameters of the deep family (it takes {sorted(_DEEP_PARAMS)}; "
+                                 "'lambda' is the decay of every factor)")
         if "beta" in explicit and self.coupling_kind != "attribute":
             raise ValueError(f"params: 'beta' is the strength of the attribute coupling; this fit uses {self.coupling_desc}")
         if "time_scale" in names and self.time_map == "fixed":
@@ -477,9 +527,25 @@ class _Engine:
         if "time_power" in explicit and self.time_map != "power":
             raise ValueError("params: 'time_power' needs time='power'")
         self.names, self.fixed, self.explicit = names, fixed, explicit
-        self.degree = float(spec.degree if spec.degree is not None else run.meta.get("homogeneity_degree", 1.0))
-        if not self.degree > 0:
-            raise ValueError(f"degree: expected a homogeneity degree > 0, got {self.degree!r}")
+        self.degree, self.degree_source = homogeneity_degree(run, spec.degree)
+        self.layers = None
+        if family == "deep":
+            if self.template is not None:
+                self.layers = self.template.layers
+            elif spec.layers is not None:
+                from .._validation import as_positive_int
+                self.layers = as_positive_int(spec.layers, "layers", minimum=0)
+            else:
+                self.layers = max(1, int(round(self.degree)) - 1)
+        self.notes = []
+        optimizer = run_optimizer(run)
+        if (self.coupling_kind in ("measured", "measured-t") and optimizer in ADAPTIVE_OPTIMIZERS
+                and not run.meta.get("kernel_preconditioned")):
+            note = (f"the logged kernel of {run.source} is the Euclidean (un-preconditioned) NTK, but the run used "
+                    f"{optimizer}, whose per-parameter preconditioning changes the kernel the features follow; read "
+                    "this fit's Θ as an approximation (metadata kernel_preconditioned = true silences this)")
+            warnings.warn(note, UserWarning, stacklevel=4)
+            self.notes.append(note)
         # optimiser
         if self.time_map == "optimizer":
             name = spec.optimizer or str(run.meta.get("optimizer", "")).lower()
@@ -497,7 +563,10 @@ class _Engine:
         d = run.d
         if spec.space not in ("auto", "gram", "parameters"):
             raise ValueError(f"space: expected 'auto', 'gram' or 'parameters', got {spec.space!r}")
-        if self.time_map == "optimizer":
+        if self.time_map == "optimizer" or family == "deep":
+            if family == "deep" and spec.space == "gram":
+                raise ValueError("space: the deep family is integrated in parameter space (its Grams close only on the "
+                                 "balanced manifold, which the run's first checkpoint is not on)")
             self.space = "parameters"
         elif spec.space == "auto":
             self.space = "gram" if (self.init == "isotropic" or d >= max(N, K)) else "parameters"
@@ -564,7 +633,7 @@ class _Engine:
         lam = (wd * (lr / s if lr else 1.0)) if wd else 1e-3
         if nm == "time_scale":
             return s
-        if nm == "time_power":
+        if nm in ("time_power", "decay_factor"):
             return 1.0
         if nm in ("lambda", "lambda_W", "lambda_H", "lambda_b"):
             return lam
@@ -597,8 +666,18 @@ class _Engine:
         if self.time_map == "power":
             v.setdefault("time_power", 1.0)
         run_lam = self._run_decay(s)
+        if "decay_factor" in v:
+            v["lambda"] = v["decay_factor"] * run_lam
         fam = self.family
-        if "lambda" in v:
+        tied = "lambda" in self.explicit or "decay_factor" in self.explicit
+        if fam == "deep":
+            lam = v.get("lambda", tmpl.get("lambda_W", run_lam))
+            v.setdefault("lambda", lam)
+            v["lambda_W"] = lam
+            v["lambda_L"] = lam if tied else tmpl.get("lambda_L", lam)
+            v["lambda_H"] = lam if tied else tmpl.get("lambda_H", lam)
+            v["lambda_E"] = 0.0
+        if "lambda" in v and fam != "deep":
             lam = v["lambda"]
             v.setdefault("lambda_W", lam)
             if fam == "linear-features":
@@ -644,6 +723,12 @@ class _Engine:
     def make_model(self, v):
         from ..models import UFM
         prob = self.problem
+        if self.family == "deep":
+            from ..deep import DeepUFM
+            loss = self.template.loss_name if self.template is not None else "ce"
+            return DeepUFM(prob, layers=self.layers, loss=loss, lambda_W=v["lambda_W"], lambda_L=v["lambda_L"],
+                           lambda_H=v["lambda_H"], bias=self.bias, lambda_b=v.get("lambda_b", 0.0), lr_W=v["lr_W"],
+                           lr_L=v["lr_W"], lr_H=v["lr_H"])
         kind = self.coupling_kind
         if kind == "identity":
             cp = None
@@ -683,6 +768,11 @@ class _Engine:
         b = None
         if self.bias:
             b = self.b0.copy() if self.init == "run" else np.zeros(self.run.K)
+        if self.family == "deep":
+            from ..deep import DeepState
+            # identity layers: F_L = H₀, so the start's Grams are the run's exactly
+            layers = np.broadcast_to(np.eye(H.shape[0]), (self.layers,) + (H.shape[0],) * 2)
+            return DeepState(W, layers, H, b)
         if self.space == "gram":
             return GramState(W @ H, W @ W.T, H.T @ H, b)
         return State(W, H, b)
@@ -811,7 +901,8 @@ class _Engine:
             for i, nm in enumerate(self.names):
                 if i == its or nm in skip:
                     continue
-                grid = _GRIDS["lambda" if nm.startswith("lambda") else nm if nm in _GRIDS else "other"]
+                grid = _GRIDS["lambda" if nm.startswith("lambda") or nm == "decay_factor" else
+                              nm if nm in _GRIDS else "other"]
                 base = best.copy()
                 for f in (grid if sweep == 0 else grid / 2.0):
                     q = clip(base, i, base[i] * 10.0 ** f)
@@ -857,3 +948,127 @@ def _pad(tr, T):
     t[:n] = tr.t
     return Trajectory(t=t, loss=pad(tr.loss), data_loss=pad(tr.data_loss), gram_W=pad(tr.gram_W),
                       gram_H=pad(tr.gram_H), logits=pad(tr.logits), problem=tr.problem, model=tr.model, info=tr.info)
+
+
+# ----------------------------------------------------------------------------------------------
+# families and their defaults: the optimiser, the homogeneity degree, the default comparison
+# ----------------------------------------------------------------------------------------------
+
+#: parameters the deep family takes ("lambda": the decay of every factor)
+_DEEP_PARAMS = {"time_scale", "time_power", "lambda", "lambda_b", "init_scale", "lr_W", "lr_H"}
+
+#: optimisers that precondition each parameter's step (the logged Euclidean NTK is not their kernel,
+#: their decoupled decay is not wd·lr through it, and their progress is not linear in the step)
+ADAPTIVE_OPTIMIZERS = ("adam", "adamw")
+
+
+def run_optimizer(run) -> str | None:
+    """The run's optimiser from its metadata ``optimizer``, lower-case (None when absent)."""
+    name = run.meta.get("optimizer")
+    return str(name).strip().lower() if name else None
+
+
+def homogeneity_degree(run, degree=None) -> tuple[float, str]:
+    """The backbone's homogeneity degree L (features scale as c^L when every backbone weight is
+    scaled by c, so weight decay shrinks them at L times its rate: λ_E = L·λ), and where it came
+    from.
+
+    In order: the argument ``degree``; the metadata ``homogeneity_degree`` (the exporter knows
+    the architecture); an estimate from the run itself — over the last half of the checkpoints,
+    where the loss gradient is smallest, the features' rms norm decays as exp(−L·wd·lr·step), so
+    L = −slope of log‖h‖ per step / (wd·lr), used only when the norm decays there; else 1.
+
+    Arguments:
+        run: a :class:`ufm.bridge.Run`. degree: an explicit degree (> 0) or None.
+
+    Returns:
+        (L, source), source one of ``"argument"``, ``"metadata"``, ``"estimated from the late
+        feature-norm decay"``, ``"default (no metadata, feature norms do not decay)"``.
+
+    Raises:
+        ValueError: a degree (argument or metadata) that is not a finite number > 0.
+    """
+    if degree is not None:
+        value, source = degree, "argument"
+    elif "homogeneity_degree" in run.meta:
+        value, source = run.meta["homogeneity_degree"], "metadata"
+    else:
+        est = _degree_from_norm_decay(run)
+        if est is None:
+            return 1.0, "default (no metadata, feature norms do not decay)"
+        return est, "estimated from the late feature-norm decay"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"degree: expected a homogeneity degree > 0 ({source}), got {value!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"degree: expected a homogeneity degree > 0 ({source}), got {value!r}")
+    return value, source
+
+
+def _degree_from_norm_decay(run) -> float | None:
+    wd, lr = run.weight_decay, run.lr
+    if not wd or not lr or run.T < 6:
+        return None
+    H = np.asarray(run.H, dtype=np.float64)
+    rms = np.sqrt(np.mean(np.sum(H * H, axis=2), axis=1))
+    half = slice(run.T // 2, run.T)
+    steps = run.steps[half].astype(np.float64)
+    ok = np.isfinite(rms[half]) & (rms[half] > 0)
+    if ok.sum() < 3 or np.ptp(steps[ok]) <= 0:
+        return None
+    slope = float(np.polyfit(steps[ok], np.log(rms[half][ok]), 1)[0])
+    if not slope < 0:
+        return None
+    return -slope / (wd * lr)
+
+
+def family_defaults(run, time: str | None = None) -> dict:
+    """The families of the default comparison for ``run``, name -> :class:`Fit` arguments.
+
+    standard; coupled and linear-features (attribute coupling when the run has attributes,
+    else the measured Θ(t) when it logged a kernel); deep (:class:`ufm.DeepUFM`); and, with a
+    logged kernel, the kernel rows of :func:`ufm.bridge.comparison.kernel_models`.
+
+    Optimiser-aware: for Adam/AdamW runs (:data:`ADAPTIVE_OPTIMIZERS`) and no explicit
+    ``time``, every row uses the power time map t = s·step^p, and the kernel rows also fit the
+    decay, as ``decay_factor`` (a multiple of wd·lr/s, so that the time-scale scan keeps the
+    run's decay per step: fitting ``lambda`` from its wd·lr/lr start froze these rows on the
+    shipped transformer), since AdamW's decoupled decay is not wd·lr through the Euclidean
+    kernel. An explicit ``time`` is left to the caller (the rows then carry no time map).
+
+    Returns:
+        dict name -> dict of Fit arguments (``model``, ``coupling``, ``params``, ``time``).
+    """
+    from .comparison import kernel_models
+    out = {"standard": dict(model="standard")}
+    if run.attributes is not None:
+        out["coupled"] = dict(model="coupled")
+        out["linear-features"] = dict(model="linear-features")
+    elif run.kernel is not None:
+        out["coupled"] = dict(model="coupled", coupling="measured-t")
+        out["linear-features"] = dict(model="linear-features", coupling="measured-t")
+    out["deep"] = dict(model="deep")
+    adaptive = time is None and run_optimizer(run) in ADAPTIVE_OPTIMIZERS
+    if run.kernel is not None:
+        for name, spec in kernel_models().items():
+            spec = dict(spec)
+            if adaptive:
+                spec["params"] = ["time_scale", "time_power", "decay_factor"]
+            out[name] = spec
+    if adaptive:
+        for spec in out.values():
+            spec["time"] = "power"
+    return out
+
+
+def _family_lines(fit) -> list:
+    """Report lines of the family settings: the homogeneity degree and where it came from (when
+    it enters the model), the deep family's layers, and the notes (warnings) of the fit."""
+    lines = []
+    if fit.family_ == "linear-features" or fit.family_ == "deep":
+        lines.append(f"  homogeneity degree L = {fit.degree_:.4g} ({fit.degree_source_})"
+                     + (f"; deep backbone: {fit.layers_} hidden layer(s), {fit.layers_ + 2} factors"
+                        if fit.family_ == "deep" else ""))
+    lines.extend(f"  note: {n}" for n in fit.notes_)
+    return lines

@@ -13,7 +13,7 @@ HELP = "fit UFM dynamics (standard / coupled / linear-features) to an exported r
 def add_arguments(parser) -> None:
     parser.add_argument("run", help="a ufm-run file (.npz, .safetensors, .h5) or directory")
     parser.add_argument("--tag", default=None, help="which run of a W_list_<tag>.npy directory")
-    parser.add_argument("--model", default="coupled", choices=("standard", "coupled", "linear-features"),
+    parser.add_argument("--model", default="coupled", choices=("standard", "coupled", "linear-features", "deep"),
                         help="model family (default coupled)")
     parser.add_argument("--params", default=None,
                         help="comma-separated parameters to fit (default by family), from time_scale, time_power, "
@@ -22,8 +22,9 @@ def add_arguments(parser) -> None:
                         help="comma-separated observables (default relations/gram_H, semantic_gap, etf_distance), "
                              "from gram_H, gram_W, relations, semantic_gap, etf_distance, effective_rank, norm_H, "
                              "norm_W, norms")
-    parser.add_argument("--time", default="scale", choices=("fixed", "scale", "power", "optimizer"),
-                        help="time map: t = lr·step, s·step (default), s·step^p, or the discrete optimiser")
+    parser.add_argument("--time", default=None, choices=("fixed", "scale", "power", "optimizer"),
+                        help="time map: t = lr·step, s·step, s·step^p, or the discrete optimiser (default: s·step; "
+                             "with --compare on an Adam/AdamW run, s·step^p and a fitted decay)")
     parser.add_argument("--init", default="run", choices=("run", "isotropic"),
                         help="start from the run's first checkpoint (default) or an isotropic small init")
     parser.add_argument("--coupling", default=None, choices=("identity", "attribute", "measured", "measured-t"),
@@ -31,7 +32,9 @@ def add_arguments(parser) -> None:
                              "fixed (measured) or time-dependent (measured-t)")
     parser.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE",
                         help="fix a parameter that is not fitted (repeatable)")
-    parser.add_argument("--degree", type=float, default=None, help="homogeneity degree L for linear-features")
+    parser.add_argument("--degree", type=float, default=None,
+                        help="homogeneity degree L for linear-features (default: metadata, else estimated from the run)")
+    parser.add_argument("--layers", type=int, default=None, help="hidden layers of the deep family (default degree − 1)")
     parser.add_argument("--compare", action="store_true",
                         help="fit every family (and the kernel predictions when the run has a kernel) and tabulate")
     parser.add_argument("--kernel", action="store_true",
@@ -72,7 +75,9 @@ def main(args) -> int:
     matplotlib.use("Agg")
     stem = os.path.join(args.out_dir, run_stem(args.run))
     os.makedirs(args.out_dir, exist_ok=True)
-    kw = dict(time=args.time, init=args.init, max_time=args.max_time)
+    kw = dict(init=args.init, max_time=args.max_time)
+    if args.time is not None:
+        kw["time"] = args.time
     announce_first_compile("ufm fit")
     try:
         if args.compare or args.kernel:
@@ -88,7 +93,8 @@ def main(args) -> int:
                        "table": result.table(), "conventions": result.conventions()}
         else:
             result = ufm.bridge.fit(run, args.model, _list(args.params), _list(args.observables),
-                                    coupling=args.coupling, fixed=fixed or None, degree=args.degree, **kw)
+                                    coupling=args.coupling, fixed=fixed or None, degree=args.degree, layers=args.layers,
+                                    **kw)
             report = result.report()
             payload = {"run": str(run.source), **result.summary_row(), "params": result.params_,
                        "stderr": result.stderr_, "values": result.values_, "r2": result.r2_,

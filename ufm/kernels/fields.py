@@ -62,7 +62,7 @@ from .expfn import exp_nonpositive, fast_exp  # noqa: F401  (exp_nonpositive: th
 from .reduced import reduced_field, reduced_objective, reduced_state_size, reduced_work_size
 from .layout import (C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, C_SIZE, IP_BIAS,  # noqa: F401
                      IP_D, IP_K, IP_LOSS, IP_N, IP_NTHETA, IP_SIZE, IP_SPACE, LOSS_CE, LOSS_MSE, SPACE_GRAM,
-                     SPACE_PARAMETERS, SPACE_REDUCED)
+                     SPACE_PARAMETERS, SPACE_REDUCED, SPACE_DEEP_PARAMETERS)
 
 
 @njit(cache=True)
@@ -73,6 +73,8 @@ def state_size(model):
     d = ip[IP_D]
     N = ip[IP_N]
     nb = K if ip[IP_BIAS] else 0
+    if ip[IP_SPACE] >= SPACE_DEEP_PARAMETERS:           # registration hook: ufm.kernels.deep
+        return _deep.deep_state_size(model)
     if ip[IP_SPACE] == SPACE_PARAMETERS:
         return K * d + d * N + nb
     if ip[IP_SPACE] == SPACE_REDUCED:
@@ -87,6 +89,8 @@ def work_size(model):
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
+    if ip[IP_SPACE] >= SPACE_DEEP_PARAMETERS:           # registration hook: ufm.kernels.deep
+        return _deep.deep_work_size(model)
     if ip[IP_SPACE] == SPACE_PARAMETERS:
         return 2 * K * N + d * N + K * K + N * N + 2 * N
     if ip[IP_SPACE] == SPACE_REDUCED:
@@ -320,6 +324,8 @@ def field_of_parts(p, y, dy, ip, coef, Y, pi, theta, tab_i, tab_f, work):
         _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work)
     elif space == SPACE_GRAM:
         _gram_field(p, y, dy, ip, coef, Y, pi, theta, work)
+    elif space >= SPACE_DEEP_PARAMETERS:                # registration hook: ufm.kernels.deep
+        _deep.deep_field(y, dy, ip, coef, Y, pi, work)
     else:
         reduced_field(y, dy, ip, coef, tab_i, tab_f, work)
 
@@ -339,6 +345,9 @@ def record(j, t, y, model, out, work):
     """
     ip = model.ip
     coef = model.coef
+    if ip[IP_SPACE] >= SPACE_DEEP_PARAMETERS:           # registration hook: ufm.kernels.deep
+        _deep.deep_record(j, y, model, out, work)
+        return
     if ip[IP_SPACE] == SPACE_REDUCED:
         # the Grams are expanded from the saved coefficients by the Python driver
         out.loss[j], out.data[j] = reduced_objective(y, ip, coef, model.tab_i, model.tab_f, work)
@@ -400,3 +409,7 @@ def record(j, t, y, model, out, work):
         out.gram_H[j] = GHbuf
     if flags[3]:
         out.logits[j] = Z
+
+
+# registration hook, imported last: ufm.kernels.deep uses logit_gradient and _bias_field above
+from . import deep as _deep  # noqa: E402

@@ -17,12 +17,15 @@ Main entry points:
 * closed-form trajectories: :func:`saxe_modes`, :func:`ufm_mode`, :func:`riccati`,
   :func:`ce_margin`;
 * coupled UFM: :func:`early_growth`, :func:`semantic_peak`, :func:`collapse`;
-* next-token prediction: :func:`support_geometry`.
+* next-token prediction: :func:`support_geometry`;
+* deep-backbone UFM: :func:`deep_collapse` (ETF vs the low-rank cross-polytope),
+  :func:`balanced_regulariser` (decay on every factor = n × Schatten-2/n quasi-norm).
 
 The derivation scripts (``ufm derive --list``) print and check each result.
 """
 
 from . import symbols
+from .deep import balanced_regulariser, deep_collapse
 from .closed_forms import ce_margin, riccati, saxe_modes, ufm_mode
 from .early_time import collapse, early_growth, semantic_peak
 from .fixed_points import fixed_point, max_margin, seli
@@ -34,4 +37,4 @@ from .spectra import gram_spectrum, jacobian_spectrum, spectrum
 
 __all__ = ["symbols", "symbolic", "fixed_point", "max_margin", "seli", "spectrum", "gram_spectrum",
            "jacobian_spectrum", "reduce", "saxe_modes", "ufm_mode", "riccati", "ce_margin", "early_growth",
-           "semantic_peak", "collapse", "support_geometry", "bind", "Result", "Verification"]
+           "semantic_peak", "collapse", "support_geometry", "deep_collapse", "balanced_regulariser", "bind", "Result", "Verification"]
