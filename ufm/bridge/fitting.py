@@ -497,6 +497,11 @@ class _Engine:
         d = run.d
         if spec.space not in ("auto", "gram", "parameters"):
             raise ValueError(f"space: expected 'auto', 'gram' or 'parameters', got {spec.space!r}")
+        if not run.has_features:
+            # a Gram-only run: its start is the exact factorisation of the joint Gram (width K + N)
+            d = N + K
+            if self.time_map == "optimizer":
+                run.require_features("time='optimizer' (the discrete optimiser acts on parameters)")
         if self.time_map == "optimizer":
             self.space = "parameters"
         elif spec.space == "auto":
@@ -523,8 +528,11 @@ class _Engine:
         self.valid_rows = {nm: np.all(np.isfinite(self.observed[nm]), axis=1) for nm in self.obs_names}
         # initial state
         self.steps = run.steps.astype(np.float64)
-        H0 = np.asarray(run.H[0], dtype=np.float64)          # (N, d), rows are samples
-        W0 = np.asarray(run.W[0], dtype=np.float64)          # (K, d)
+        if self.init == "run" or run.has_features or g["gram_W"] is not None and g["logits"] is not None:
+            W0, H0 = run.initial_factors()                    # (K, d), (N, d): rows are samples
+        else:                                                 # Gram-only, isotropic start: only the scale is used
+            H0 = np.sqrt(np.clip(np.diag(g["gram_H"][0]), 0.0, None))[:, None]
+            W0 = np.full((K, 1), float(np.sqrt(np.mean(np.diag(g["gram_H"][0])))))
         self.W0, self.H0 = W0, H0.T                           # core convention: H is d×N
         self.b0 = None if run.b is None else np.asarray(run.b[0], dtype=np.float64)
         self.bias = run.b is not None

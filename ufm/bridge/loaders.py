@@ -114,7 +114,9 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
         h_layout: stacked layout only, when N = d makes the orientation of ``H_list``
             ambiguous: ``"rows"`` (T, N, d) or ``"columns"`` (T, d, N).
         labels, Y, attributes: fill in per-run arrays the files do not hold (e.g. the stacked
-            layout stores no labels). Given for a file that holds them, they must agree.
+            layout stores no labels). Labels and Y given for a file that holds them must agree;
+            attributes are an analysis choice and override the stored ones, with a
+            ``UserWarning`` saying so (:meth:`Run.with_attributes` does the same in memory).
         meta: extra metadata merged over the stored metadata.
 
     Returns:
@@ -151,7 +153,12 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
         if key in fields and fields[key] is not None:
             stored = np.asarray(fields[key])
             given = np.asarray(value)
-            if stored.shape != given.shape or not np.allclose(stored, given):
+            same = stored.shape == given.shape and np.allclose(stored, given)
+            if key == "attributes" and not same:
+                # the grouping is an analysis choice: the user's wins, and says so
+                warnings.warn(attribute_override_message(stored, given, path), UserWarning, stacklevel=2)
+                fields[key] = value
+            elif not same:
                 raise FormatError(f"{key}: given to load() but {path!r} holds different {key}", source=path, key=key)
         else:
             fields[key] = value
@@ -165,6 +172,15 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
     if kind == "checkpoints" and os.path.basename(src) == "meta.json":
         src = os.path.dirname(src)
     return Run(**fields, meta=stored_meta, source=src, _dtypes=dtypes)
+
+
+def attribute_override_message(stored, given, source) -> str:
+    """The message printed when attributes chosen at analysis time replace stored ones."""
+    stored, given = np.asarray(stored), np.asarray(given)
+    sf = 1 if stored.ndim == 1 else stored.shape[1]
+    gf = 1 if given.ndim == 1 else (given.shape[1] if given.ndim > 1 else 1)
+    return (f"attributes: using the {gf} attribute column(s) given at analysis time instead of the {sf} stored in "
+            f"{source!r}; the semantic gap, relations and verdicts follow the given grouping")
 
 
 def _check_load_options(path, tag, mmap, allow_pickle, h_layout, meta) -> None:
