@@ -337,7 +337,8 @@ def _read_static(folder):
     return _scalars(fields), meta, dtypes
 
 
-_CKPT_KEYS = ("H", "W", "b", "step", "loss", "kernel")
+_CKPT_KEYS = ("H", "W", "b", "step", "loss", "kernel", "gram_H", "gram_W", "logits")
+_GRAM_CKPT = ("gram_H", "gram_W", "logits")
 
 
 def _read_checkpoints(path):
@@ -367,7 +368,21 @@ def _read_checkpoints(path):
         if unknown:
             raise FormatError(f"{fpath!r}: unknown key(s) {unknown}; a checkpoint file holds {list(_CKPT_KEYS)}",
                               source=fpath, key=unknown[0], checkpoint=j)
-        for key in ("H", "W"):
+        if "gram_H" in arrs and j == 0:
+            gram_dir = True
+        elif j == 0:
+            gram_dir = False
+        if gram_dir:
+            for key in _GRAM_CKPT:
+                if key == "gram_H" or per[key] or (j == 0 and key in arrs):
+                    if key not in arrs:
+                        raise FormatError(f"{fpath!r}: {key}: missing from checkpoint {j} (step {step}) of a Gram-only "
+                                          "directory", source=fpath, key=key, checkpoint=j)
+                    per[key].append(np.asarray(arrs[key]))
+                elif key in arrs:
+                    raise FormatError(f"{fpath!r}: {key}: present at step {step} but not in the first checkpoint",
+                                      source=fpath, key=key, checkpoint=j)
+        for key in ("H", "W") if not gram_dir else ():
             if key not in arrs:
                 raise FormatError(f"{fpath!r}: {key}: missing from checkpoint {j} (step {step})", source=fpath,
                                   key=key, checkpoint=j)
@@ -401,8 +416,17 @@ def _read_checkpoints(path):
     _warn_if_gaps(folder, steps)
     fields = dict(static)
     fields["steps"] = np.array(steps, dtype=np.int64)
-    fields["H"] = np.stack(per["H"])
-    fields["W"] = np.stack(per["W"])
+    if gram_dir:
+        for key in _GRAM_CKPT:
+            if per[key]:
+                shapes = {a.shape for a in per[key]}
+                if len(shapes) != 1:
+                    raise FormatError(f"{folder!r}: {key}: checkpoints have different shapes {sorted(shapes)}",
+                                      source=folder, key=key)
+                fields[key] = np.stack(per[key])
+    else:
+        fields["H"] = np.stack(per["H"])
+        fields["W"] = np.stack(per["W"])
     nb = sum(x is not None for x in per["b"])
     if nb:
         if nb != len(steps):
