@@ -108,7 +108,9 @@ class Fit:
     Attributes (after :meth:`fit`):
         params_: dict fitted parameter -> value. stderr_: dict -> standard error (from the
             Jacobian at the optimum; residuals along a trajectory are correlated, so read them
-            as a lower bound). values_: every parameter used (fitted and fixed).
+            as a lower bound). values_: every parameter used (fitted and fixed). bounds_: dict
+            fitted parameter -> (lower, upper) of its search box; at_bounds_: the fitted
+            parameters within :data:`BOUND_RTOL` of the box's log width of an edge.
         model_: the fitted :class:`ufm.UFM`. trajectory_: its predicted :class:`ufm.Trajectory`
             at the run's checkpoints (``steps`` = the run's steps, ``t`` = ODE times).
         observed_, predicted_: dict observable -> (T, m). residuals_: the weighted residual
@@ -213,7 +215,8 @@ class Fit:
         if jac.size and not np.array_equal(p, eng.last_jac_p):
             jac = eng.jacobian(p)
         self.params_ = dict(zip(eng.names, map(float, p)))
-        self.at_bounds_ = [nm for nm, v, a, b in zip(eng.names, p, lo, hi) if v <= a * 1.0001 or v >= b / 1.0001]
+        self.bounds_ = {nm: (float(a), float(b)) for nm, a, b in zip(eng.names, lo, hi)}
+        self.at_bounds_ = [nm for nm, v in zip(eng.names, p) if _at_bound(v, *self.bounds_[nm])]
         self.values_ = eng.values(p)
         n, k = r.size, len(eng.names)
         rss = float(r @ r)
@@ -287,8 +290,10 @@ class Fit:
         lines.append("  fitted:")
         for k, v in self.params_.items():
             se = self.stderr_[k]
+            lo, hi = self.bounds_[k]
             lines.append(f"    {k:12s} = {v:.5g}" + (f" ± {se:.2g}" if np.isfinite(se) else "")
-                         + ("   (at the bound of the search box)" if k in self.at_bounds_ else ""))
+                         + (f"   (at the bound of the search box {lo:.3g} … {hi:.3g})" if k in self.at_bounds_
+                            else ""))
         if not self.params_:
             lines.append("    (none)")
         fixed = {k: v for k, v in self.values_.items() if k not in self.params_}
@@ -361,6 +366,19 @@ def fit(run, model="coupled", params=None, observables=None, *, time="scale", **
         TypeError / ValueError: bad arguments (named).
     """
     return Fit(model, params, observables, time=time, **kwargs).fit(run)
+
+
+#: a fitted value counts as "at the bound" within this fraction of the search box's log width
+#: (at least 2 %): β = 0.00101 against a bound of 0.001 on a box 1e-3 … 1e3 is at the bound
+BOUND_RTOL = 0.01
+
+
+def _at_bound(value: float, lo: float, hi: float) -> bool:
+    """Whether a fitted value sits at (or within BOUND_RTOL of) an edge of its search box, in
+    log space (parameters are fitted in log space)."""
+    width = math.log(hi / lo) if hi > lo > 0 else 0.0
+    tol = max(BOUND_RTOL * width, math.log(1.02))
+    return bool(math.log(value / lo) <= tol or math.log(hi / value) <= tol)
 
 
 def _r2(obs: np.ndarray, pred: np.ndarray) -> float:

@@ -45,7 +45,8 @@ def main(args) -> int:
         print(f"ufm inspect: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(run.inspect_dict(), indent=1, default=_json_default))
+        from .fit import _finite
+        print(json.dumps(_finite(run.inspect_dict()), indent=1, default=_json_default, allow_nan=False))
     else:
         print(run.summary())
         print("")
