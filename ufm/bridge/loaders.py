@@ -158,6 +158,7 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
                 # the grouping is an analysis choice: the user's wins, and says so
                 warnings.warn(attribute_override_message(stored, given, path), UserWarning, stacklevel=2)
                 fields[key] = value
+                meta = {**(meta or {}), "attributes_overridden": True}
             elif not same:
                 raise FormatError(f"{key}: given to load() but {path!r} holds different {key}", source=path, key=key)
         else:

@@ -34,6 +34,11 @@ threshold              value      meaning
                                   low rank is never confused with the ETF of 2 or 3 classes
 ``rank_loss``          0.5        low rank: the participation ratio also fell to at most half
                                   its initial value (rank was lost, not inherited)
+``null_quantile``      0.95       persistent also needs the final gap above this quantile of the
+                                  gaps of 200 random regroupings of the contexts (the attributes
+                                  permuted over the contexts, seed 0): features with few
+                                  directions give large gaps to *any* grouping (±0.25 on a
+                                  4×4 MLP run), so an absolute cut alone is not enough
 ``etf_approach``       0.9        collapse: the ETF distance fell by at least 10 % of its
                                   initial value, or
 ``etf_near``           0.5        … is at most half the distance of the pure attribute code
@@ -71,6 +76,7 @@ THRESHOLDS = {
     "noise_factor": 3.0,
     "rank_directions": 2.0,
     "rank_loss": 0.5,
+    "null_quantile": 0.95,
     "etf_approach": 0.9,
     "etf_near": 0.5,
     "loss_blowup": 10.0,
@@ -80,6 +86,7 @@ THRESHOLDS = {
     "loss_fit": 0.5,
 }
 _BORDER = 0.2     # relative closeness to a threshold named as borderline
+_NULL_PERMUTATIONS = 200
 
 
 @dataclass
@@ -209,7 +216,7 @@ def verdict(run, thresholds: dict | None = None) -> Verdict:
     nonfinite = [k for k in ("etf_distance", "participation_ratio") if not np.isfinite(m[k][-1])]
     norm_h = m["norm_H"]
     ev["norm_H_initial"], ev["norm_H_max"], ev["norm_H_final"] = float(norm_h[0]), float(np.max(norm_h)), float(norm_h[-1])
-    ev["norm_W_final"] = float(m["norm_W"][-1])
+    ev["norm_W_final"] = float(m["norm_W"][-1]) if "norm_W" in m else None
     ratio = norm_h[1:] / np.where(norm_h[:-1] > 0, norm_h[:-1], np.inf)
     for j in np.flatnonzero(ratio > th["norm_spike"]):
         warnings_.append(f"norm spike: the rms feature norm jumps {ratio[j]:.3g}× from {at(j)} to {at(j + 1)}")
@@ -252,6 +259,8 @@ def verdict(run, thresholds: dict | None = None) -> Verdict:
             ev["gap_uncentred_initial"], ev["gap_uncentred_final"] = float(ug[0]), float(ug[-1])
         except ValueError:
             pass
+        ev["gap_null_initial"] = _null_quantile(GH[0], run.attributes, run.labels, th["null_quantile"])
+        ev["gap_null_final"] = _null_quantile(GH[-1], run.attributes, run.labels, th["null_quantile"])
         code = _attribute_code_gram(run.attributes)
         ev["attribute_code_gap"] = float(M.semantic_gap(code, run.attributes, run.labels))
         ev["etf_attribute_code"] = float(M.etf_distance(code, run.labels))
@@ -269,6 +278,10 @@ def verdict(run, thresholds: dict | None = None) -> Verdict:
             for val, nm in ((rise, "gap_rise"), (g0, "gap_material")):
                 if _close(val, th[nm]):
                     ev.setdefault("_border", []).append(f"{val:.3f} is near {nm} = {th[nm]:g}")
+            if not g0 > (1 + _BORDER) * ev["gap_null_initial"]:
+                ev.setdefault("_border", []).append(
+                    f"the initial gap {g0:.3f} is not clearly above what random regroupings of the initial features "
+                    f"give ({th['null_quantile']:g} quantile {ev['gap_null_initial']:.3f})")
         else:
             early = "none"
             rule = (f"the centred gap starts at {g0:.3f} (< {th['gap_material']:g}) and rises only {rise:.3f} "
@@ -315,18 +328,27 @@ def verdict(run, thresholds: dict | None = None) -> Verdict:
         for val, ref, nm in ((pr[-1], rank_cut, "rank_directions"), (pr[-1], th["rank_loss"] * pr[0], "rank_loss")):
             if _close(val, ref):
                 border.append(f"PR {val:.3g} is near the {nm} cut {ref:.3g}")
-    elif g_end is not None and g_end >= th["gap_material"]:
+    elif g_end is not None and g_end >= th["gap_material"] and not g_end <= ev["gap_null_final"]:
         late = "persistent"
-        late_rule = (f"centred gap {g_end:.3f} >= {th['gap_material']:g} at the last checkpoint (the pure attribute "
-                     f"code: {ev['attribute_code_gap']:.3f}); ETF distance {etf[-1]:.3f}, PR {pr[-1]:.3g} of "
-                     f"{pr_etf:.3g}")
+        late_rule = (f"centred gap {g_end:.3f} >= {th['gap_material']:g} at the last checkpoint and above "
+                     f"{ev['gap_null_final']:.3f}, the {th['null_quantile']:g} quantile of random regroupings (the pure "
+                     f"attribute code: {ev['attribute_code_gap']:.3f}); ETF distance {etf[-1]:.3f}, PR {pr[-1]:.3g} "
+                     f"of {pr_etf:.3g}")
         if _close(g_end, th["gap_material"]):
             border.append(f"the final gap {g_end:.3f} is near gap_material = {th['gap_material']:g}")
+        if _close(g_end, ev["gap_null_final"]):
+            border.append(f"the final gap {g_end:.3f} is near the random-regrouping quantile {ev['gap_null_final']:.3f}")
     else:
         ref_code = ev.get("etf_attribute_code", ev["etf_rank1"])
         near = th["etf_near"] * ref_code
         approach = th["etf_approach"] * etf[0]
-        gtxt = f"centred gap {g_end:.3f} < {th['gap_material']:g}" if g_end is not None else "no attributes"
+        if g_end is None:
+            gtxt = "no attributes"
+        elif g_end < th["gap_material"]:
+            gtxt = f"centred gap {g_end:.3f} < {th['gap_material']:g}"
+        else:
+            gtxt = (f"centred gap {g_end:.3f} within what random regroupings give ({th['null_quantile']:g} quantile "
+                    f"{ev['gap_null_final']:.3f})")
         late = "collapse"
         if etf[-1] < near or etf[-1] < approach:
             late_rule = (f"{gtxt}; ETF distance {etf[0]:.3f} → {etf[-1]:.3f} (min {ev['etf_min']:.3f}), below "
@@ -343,6 +365,27 @@ def verdict(run, thresholds: dict | None = None) -> Verdict:
         if g_end is not None and _close(g_end, th["gap_material"]):
             border.append(f"the final gap {g_end:.3f} is near gap_material = {th['gap_material']:g}")
     return Verdict(early, late, ev, th, early_rule, late_rule, warnings_, border)
+
+
+def _null_quantile(gram, attributes, labels, q) -> float:
+    """The ``q`` quantile of the centred gap of ``gram`` when the attribute rows are permuted
+    over the contexts (a fixed seed, so a verdict is reproducible); NaN when undefined."""
+    from .. import metrics as M
+    if not np.all(np.isfinite(gram)):
+        return float("nan")
+    rng = np.random.default_rng(0)
+    N = gram.shape[0]
+    A = np.asarray(attributes)
+    gaps = []
+    for _ in range(_NULL_PERMUTATIONS):
+        perm = rng.permutation(N)
+        try:
+            gaps.append(float(M.semantic_gap(gram, A[perm], labels)))
+        except ValueError:          # a regrouping with no pair sharing (or none not sharing) a value
+            continue
+    gaps = np.asarray(gaps)
+    gaps = gaps[np.isfinite(gaps)]
+    return float(np.quantile(gaps, q)) if gaps.size else float("nan")
 
 
 def _attribute_code_gram(attributes) -> np.ndarray:
