@@ -114,7 +114,7 @@ def test_random_regroupings_do_not_make_a_code_persistent(runs):
         late.append(other.verdict().late)
         assert other.verdict().evidence["gap_null_final"] == pytest.approx(run.verdict().evidence["gap_null_final"],
                                                                            abs=0.05)
-    assert late.count("persistent") <= 3, late          # measured 1 of 20
+    assert late.count("persistent") <= 3, late          # measured 0 of 20 (the null: 5 % by construction)
     assert run.verdict().evidence["gap_final"] > 3 * run.verdict().evidence["gap_null_final"]
 
 
