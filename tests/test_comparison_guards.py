@@ -169,3 +169,22 @@ def test_fit_compare_json_via_the_cli(run, tmp_path):
         assert set(m["r2"]) == {"relations", "semantic_gap", "etf_distance"}
     with open(tmp_path / "small_compare.json", encoding="utf-8") as fh:
         assert json.load(fh) == out
+
+
+@pytest.mark.parametrize("name", ["mlp_factorial_sgd_diverged", "mlp_hierarchy_sgd"])
+def test_real_runs_where_no_family_beats_the_frozen_start(name):
+    """Two shipped MLP runs (the fastest to compare: 2 s and 3 s measured): a diverged one, and
+    one that strengthens and keeps its top-level split (persistent) — no family with its
+    default parameters produces that, so no best model; the Θ(t) rows are oracle rows, and
+    fits that ran to the lower bound of the time scale are flagged at the bound and frozen."""
+    run = br.load(os.path.join(HERE, "data", "real", name + ".npz"))
+    cmp = br.compare(run)
+    print(cmp.report())
+    assert cmp.best() is None, cmp.reason
+    assert cmp.reason.startswith("no predictive model beats the frozen initial state")
+    assert {cmp.role(n) for n in cmp.fits if "Θ(t)" in n} == {"oracle"}
+    flags = cmp.flags_["standard"]
+    assert "at_bound:time_scale" in flags and "frozen" in flags
+    d = cmp.as_dict()
+    assert d["best"] is None and d["reason"] == cmp.reason
+    assert d["models"][0]["name"] == BASELINE and len(d["models"]) == 1 + len(cmp.fits)
