@@ -555,13 +555,18 @@ class Run:
             from ..metrics import gap_convention
             lines.append(f"gap        semantic gap from {gap_convention()}; pairs with equal labels excluded")
         lines.append("")
-        names = [k for k in ("loss", "semantic_gap", "etf_distance", "participation_ratio", "norm_H", "norm_W")
-                 if k in m]
-        short = {"semantic_gap": "gap (centred)", "etf_distance": "ETF distance", "participation_ratio": "PR",
-                 "norm_H": "rms ‖h‖", "norm_W": "rms ‖w‖"}
-        lines.append("step".rjust(10) + "".join(short.get(n, n).rjust(15) for n in names))
+        names = [k for k in ("loss", "semantic_gap", "etf_distance", "effective_rank", "norm_H", "norm_W") if k in m]
+        lines.append("step".rjust(10) + "".join(n.rjust(16) for n in names))
         for j in dict.fromkeys(rows):
-            lines.append(str(self.steps[j]).rjust(10) + "".join(f"{m[n][j]:15.4g}" for n in names))
+            lines.append(str(self.steps[j]).rjust(10) + "".join(f"{m[n][j]:16.4g}" for n in names))
+        if "semantic_gap" in m and np.all(np.isfinite(m["semantic_gap"])):
+            from ..metrics import DEFAULT_GAP_CENTRED, transient_summary
+            ts = transient_summary(self.steps.astype(float), m["semantic_gap"], centred=DEFAULT_GAP_CENTRED)
+            lines.append("")
+            lines.append(f"transient  peak semantic gap {ts.peak:.3f} (centred) at step {ts.t_peak:g}; "
+                         + (f"falls below 0.02 at step {ts.t_collapse:.3g}" if ts.collapsed else
+                            f"still {m['semantic_gap'][-1]:.3f} at the last step")
+                         + " (what the features end as: the verdict below)")
         ks = self.kernel_summary()
         if ks is not None:
             P = len(ks["steps"])
