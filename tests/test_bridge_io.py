@@ -307,7 +307,7 @@ def test_summary_prints_the_run_metrics():
     ts = independent.transient(f["steps"], want["semantic_gap"], 0.02)
     assert ts["collapsed"]
     assert (f"transient  peak semantic gap {ts['peak']:.3f} (centred) at step {ts['t_peak']:g}; "
-            f"falls below 0.02 at step {ts['t_collapse']:.3g} (what the features end as: the verdict below)") in lines
+            f"falls below 0.02 at step {ts['t_collapse']:.3g}") in lines
     kern = f["kernel"]
     trace = np.trace(kern, axis1=1, axis2=2)
     S = shared_attribute_counts(f["attributes"])

@@ -254,7 +254,7 @@ def test_inspect_text_is_readable_with_sixty_kernels(runs, tmp_path):
             break
         block.append(ln)
     assert 3 <= len(block) <= 8
-    assert max(len(ln) for ln in lines if not ln.startswith("meta")) <= 130
+    assert max(len(ln) for ln in lines) <= 130
     assert any(ln.startswith("verdict    early: amplified   late: collapse") for ln in lines)
 
 

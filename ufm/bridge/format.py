@@ -179,11 +179,12 @@ def validate(fields: dict, meta: dict | None = None, *, source: str = "<arrays>"
 
     Returns:
         (arrays, meta): validated numpy arrays (steps, labels, attributes, kernel_steps int64;
-        H, W, b keep their float dtype; kernel float64, symmetrised) and the metadata with
-        ``format`` and ``version`` filled in.
+        H, W, b — or, for a Gram-only run, gram_H, gram_W, logits — keep their float dtype;
+        kernel float64, symmetrised) and the metadata with ``format`` and ``version`` filled in.
 
     Raises:
-        FormatError: a missing key, an unknown key, a wrong dtype, inconsistent N/K/d/T,
+        FormatError: a missing key, an unknown key, features and Grams together, a wrong
+            dtype, inconsistent N/K/d/T, a logged Gram that is not symmetric PSD,
             non-increasing steps, a non-finite value (naming the checkpoint and the step),
             labels out of range, soft labels whose rows do not sum to 1, a kernel that is not
             symmetric PSD, or metadata of another format or a newer version.

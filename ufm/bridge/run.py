@@ -547,7 +547,9 @@ class Run:
                  + (" (chosen at analysis time)" if self.meta.get("attributes_overridden") else "")]
         keys = [k for k in ("task", "model", "optimizer", "lr", "weight_decay", "seed") if k in self.meta]
         if keys:
-            lines.append("meta       " + ", ".join(f"{k} = {self.meta[k]}" for k in keys))
+            import textwrap
+            lines += textwrap.wrap(", ".join(f"{k} = {self.meta[k]}" for k in keys), 118,
+                                   initial_indent="meta       ", subsequent_indent=" " * 11)
         rows = [0, self.T - 1]
         if "semantic_gap" in m and np.isfinite(m["semantic_gap"]).any():
             rows.insert(1, int(np.nanargmax(m["semantic_gap"])))
@@ -565,8 +567,7 @@ class Run:
             lines.append("")
             lines.append(f"transient  peak semantic gap {ts.peak:.3f} (centred) at step {ts.t_peak:g}; "
                          + (f"falls below 0.02 at step {ts.t_collapse:.3g}" if ts.collapsed else
-                            f"still {m['semantic_gap'][-1]:.3f} at the last step")
-                         + " (what the features end as: the verdict below)")
+                            f"still {m['semantic_gap'][-1]:.3f} at the last step"))
         ks = self.kernel_summary()
         if ks is not None:
             P = len(ks["steps"])

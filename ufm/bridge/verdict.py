@@ -126,9 +126,12 @@ class Verdict:
     def report(self) -> str:
         """The verdict with the rules and numbers behind it, as ``ufm inspect`` prints it."""
         e = self.evidence
+        import textwrap
+
+        def wrap(head, text):
+            return textwrap.wrap(text, 110, initial_indent=head, subsequent_indent=" " * len(head))
         lines = [f"verdict    early: {self.early}   late: {self.late}",
-                 f"  early    {self.early_rule}",
-                 f"  late     {self.late_rule}"]
+                 *wrap("  early    ", self.early_rule), *wrap("  late     ", self.late_rule)]
         nums = []
         for key, label in (("gap_initial", "gap₀"), ("gap_max", "gap max"), ("gap_final", "gap end"),
                            ("attribute_code_gap", "g* (pure code)"), ("etf_initial", "ETF₀"),
@@ -142,9 +145,9 @@ class Verdict:
         for i in range(0, len(nums), 6):
             lines.append(("  numbers  " if i == 0 else "           ") + ", ".join(nums[i:i + 6]))
         for b in self.borderline:
-            lines.append(f"  borderline: {b}")
+            lines += wrap("  borderline: ", b)
         for w in self.warnings:
-            lines.append(f"  warning: {w}")
+            lines += wrap("  warning: ", w)
         return "\n".join(lines)
 
     def __str__(self) -> str:
