@@ -76,7 +76,7 @@ def test_compare_tells_coupled_from_standard_and_linear_features():
     assert cmp.fits["coupled"].r2_["semantic_gap"] > 0.9999      # measured 1 − 1.5e-5
     assert cmp.fits["standard"].r2_["semantic_gap"] < 0.0        # worse than the mean: measured −2.3
     rows = cmp.table()
-    assert [r["model"] for r in rows] == ["standard", "coupled", "linear-features"]
+    assert [r["model"] for r in rows] == ["frozen initial state", "standard", "coupled", "linear-features"]
     assert min(r["delta_aic"] for r in rows) == 0.0
 
 

@@ -311,10 +311,12 @@ def test_summary_prints_the_run_metrics():
     kern = f["kernel"]
     trace = np.trace(kern, axis1=1, axis2=2)
     S = shared_attribute_counts(f["attributes"])
-    first, last = (independent.kernel_alignment(k, S) for k in (kern[0], kern[-1]))
-    assert (f"kernel     3 logged at steps [0, 10, 100]; trace grows {trace[-1] / trace[0]:.3g}x, centred alignment "
-            f"with the first {independent.kernel_alignment(kern[-1], kern[0]):.3f}, with AᵀA "
-            f"{first:.3f} → {last:.3f}") in lines
+    at = lines.index("kernel     3 logged, steps 0 … 100")
+    assert lines[at + 1].split() == ["step", "trace/first", "CKA(Θ₀)", "CKA(AᵀA)"]
+    for row, j, step in zip(lines[at + 2:at + 5], range(3), (0, 10, 100)):
+        assert row.split() == [str(step), f"{trace[j] / trace[0]:.3g}",
+                               f"{independent.kernel_alignment(kern[j], kern[0]):.3f}",
+                               f"{independent.kernel_alignment(kern[j], S):.3f}"], row
 
 
 def test_plot_draws_the_run_metrics(tmp_path):

@@ -146,13 +146,25 @@ def test_fit_observables_report_and_plot(run, comparison, tmp_path):
                 np.testing.assert_array_equal(line.get_ydata(), curve[:, c])
     fig.savefig(tmp_path / "fit.png")
     fig = comparison.plot()
-    for ax, name in zip(fig.axes, ("semantic_gap", "etf_distance")):
-        assert ax.get_title() == name
+    # one panel per column of every fitted observable (relations: 3 here), each drawing the run
+    # and every row — the baseline first — with a title, axis labels and a legend
+    panels = [(n, c) for n in f.r2_ for c in range(min(f.observed_[n].shape[1], 4))]
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == len(panels) == 5
+    assert fig.texts and "transformer_factorial_adamw.npz" in fig.texts[0].get_text()
+    for ax, (name, c) in zip(axes, panels):
+        assert ax.get_xlabel() == "step" and ax.get_ylabel() and ax.get_title()
         dots, *models = ax.get_lines()
-        np.testing.assert_array_equal(dots.get_ydata(), f.observed_[name][:, 0])
-        assert len(models) == len(comparison.fits)
-        for line, fit in zip(models, comparison.fits.values()):
-            np.testing.assert_array_equal(line.get_ydata(), fit.predicted_[name][:, 0])
+        np.testing.assert_array_equal(dots.get_ydata(), f.observed_[name][:, c])
+        rows = comparison.rows()
+        assert len(models) == len(rows)
+        for line, fit in zip(models, rows.values()):
+            np.testing.assert_array_equal(line.get_ydata(), fit.predicted_[name][:, c])
+        # overlapping curves stay visible: distinct colours and markers, decreasing widths
+        assert len({line.get_marker() for line in models}) >= min(len(models), 8)
+        widths = [line.get_linewidth() for line in models]
+        assert widths[0] > widths[-1]
+        assert len(ax.get_legend().get_texts()) == 1 + len(rows)
     fig.savefig(tmp_path / "cmp.png")
 
 

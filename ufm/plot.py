@@ -12,7 +12,7 @@ import numpy as np
 from . import metrics as _metrics
 
 __all__ = ["gram_heatmap", "gram_grid", "metric_curves", "spectrum_curves", "phase_diagram",
-           "observed_vs_predicted", "attribute_order", "collapse_scaling", "width_curves"]
+           "observed_vs_predicted", "attribute_order", "comparison_panel", "collapse_scaling", "width_curves"]
 
 
 def _plt():
@@ -267,6 +267,60 @@ def observed_vs_predicted(x, observed, predicted, ax=None, *, label: str = "", l
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
+    return ax
+
+
+#: line styles of the rows of a comparison, by role; markers cycle so overlapping curves show
+_ROLE_STYLE = {"predictive": "-", "oracle": "--", "baseline": ":"}
+_MARKERS = ("s", "^", "v", "D", "P", "X", "<", ">")
+
+
+def comparison_panel(x, observed, curves: dict, ax=None, *, title: str = "", ylabel: str = "",
+                     xlabel: str = "step", best: str | None = None):
+    """One observable of a model comparison: the run (dots) and every model's prediction.
+
+    Curves that coincide stay visible: each model has its own colour, a line style by role
+    (predictive solid, oracle dashed, baseline dotted) and sparse markers at staggered
+    checkpoints; later curves are drawn thinner and on top, so an identical curve underneath
+    still shows around them. The best model (if any) is drawn thickest.
+
+    Arguments:
+        x: (T,) steps (a symlog axis: step 0 is kept).
+        observed: (T,) observed values.
+        curves: name -> (predicted (T,), role, R²); role ``"predictive"``, ``"oracle"`` or
+            ``"baseline"``.
+        ax: Axes to draw on (created when None).
+        title, ylabel, xlabel: labels. best: the name of the best model, marked in the legend.
+
+    Returns:
+        The Axes.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.8, 3.6))
+    xx = np.asarray(x, dtype=float)
+    ax.plot(xx, observed, "o", ms=3.5, color="k", label="run (observed)", zorder=10)
+    n = len(curves)
+    T = xx.size
+    every = max(T // 8, 1)
+    for i, (name, (pred, role, r2)) in enumerate(curves.items()):
+        lw = 3.2 - 2.2 * i / max(n - 1, 1)
+        if name == best:
+            lw = 3.4
+        tag = f"{name} [{role}]" if role != "predictive" else name
+        r2txt = f"R² {r2:.2f}" if np.isfinite(r2) else "R² –"
+        ax.plot(xx, pred, _ROLE_STYLE.get(role, "-"), lw=lw, color="0.45" if role == "baseline" else f"C{i % 10}",
+                marker=_MARKERS[i % len(_MARKERS)], ms=4, markevery=(i % every, every), alpha=0.9,
+                label=f"{tag} ({r2txt})" + (" ← best" if name == best else ""), zorder=2 + i)
+    pos = xx[xx > 0]
+    ax.set_xscale("symlog", linthresh=float(pos.min()) if pos.size else 1.0)
+    ax.set_xlim(float(xx.min()), float(xx.max()))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best", framealpha=0.75)
     return ax
 
 

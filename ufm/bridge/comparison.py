@@ -19,13 +19,15 @@ coupled and the linear-features dynamics, and reports how much of the error a fi
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 from .fitting import Fit
 from .run import _check_run
 
-__all__ = ["compare", "Comparison", "kernel_prediction", "KernelPrediction", "default_models", "kernel_models"]
+__all__ = ["compare", "Comparison", "Baseline", "KernelPrediction", "kernel_prediction", "default_models",
+           "kernel_models", "is_oracle", "KEY_OBSERVABLES", "BASELINE"]
 
 
 def kernel_models() -> dict:
@@ -64,12 +66,129 @@ def _as_fit(spec, common: dict) -> Fit:
     return Fit(model, params, obs, **kw)
 
 
+#: the observables a comparison must get right before it names a best model (those that exist)
+KEY_OBSERVABLES = ("semantic_gap", "etf_distance")
+#: a predictive model must beat the frozen baseline by this much in ESS-corrected AIC
+AIC_MARGIN = 2.0
+#: a prediction that moves less than this fraction of the observed motion is "frozen"
+FROZEN_FRACTION = 0.1
+BASELINE = "frozen initial state"
+
+
+class Baseline:
+    """The null model of a comparison: every observable frozen at its value at the first
+    checkpoint (what a model that does not move predicts, e.g. a time scale at its lower bound).
+    It has the result attributes of a fitted :class:`~ufm.bridge.Fit` that a table needs, with
+    k = 0 parameters; its residuals are scaled exactly as the fits' (same engine)."""
+
+    family_ = "baseline"
+    params_: dict = {}
+
+    def __init__(self, engine):
+        T = engine.steps.size
+        self.run_ = engine.run
+        self.engine_ = engine
+        self.observed_ = engine.observed
+        self.predicted_ = {}
+        for nm, o in engine.observed.items():
+            rows = np.flatnonzero(np.all(np.isfinite(o), axis=1))
+            first = o[rows[0]] if rows.size else np.full(o.shape[1], np.nan)
+            self.predicted_[nm] = np.repeat(first[None], T, axis=0)
+        parts = []
+        for nm in engine.obs_names:
+            r = (self.predicted_[nm] - self.observed_[nm]) / engine.scales[nm]
+            r[~engine.valid_rows[nm]] = 0.0
+            r[~np.isfinite(r)] = 0.0
+            parts.append(r.ravel())
+        self.residuals_ = np.concatenate(parts)
+        self.rss_ = float(self.residuals_ @ self.residuals_)
+        self.n_, self.k_ = self.residuals_.size, 0
+        safe = max(self.rss_ / self.n_, 1e-300)
+        self.aic_ = self.bic_ = float(self.n_ * math.log(safe))
+        from .fitting import _r2
+        self.r2_ = {nm: _r2(self.observed_[nm], self.predicted_[nm]) for nm in engine.report_names}
+        self.stderr_, self.values_, self.bounds_, self.at_bounds_ = {}, {}, {}, []
+        self.success_, self.message_, self.nfev_, self.wall_time_ = True, "no parameters", 0, 0.0
+        self.failed_at_ = None
+
+    def summary_row(self) -> dict:
+        row = {"family": self.family_, "k": 0, "rss": self.rss_, "aic": self.aic_, "bic": self.bic_}
+        row.update({f"R2[{k}]": v for k, v in self.r2_.items()})
+        return row
+
+    def conventions(self) -> dict:
+        from .observables import CONVENTIONS
+        return {k: CONVENTIONS[k] for k in self.r2_ if k in CONVENTIONS}
+
+
+def is_oracle(f) -> bool:
+    """A row that consumes the run's logged kernel at every checkpoint (Θ(t), piecewise between
+    the logged kernels): a diagnostic of the dynamics given the measured kernel, not a
+    prediction of the run from its start."""
+    eng = getattr(f, "engine_", None)
+    return eng is not None and getattr(eng, "coupling_kind", None) == "measured-t"
+
+
+def _lag1(f) -> float:
+    """Lag-1 autocorrelation of a row's weighted residuals along the checkpoints, pooled over
+    every column of every observable (clipped to [0, 0.99])."""
+    eng = f.engine_
+    T = eng.steps.size
+    r = np.asarray(f.residuals_, dtype=np.float64)
+    num = den = 0.0
+    at = 0
+    for nm in eng.obs_names:
+        m = eng.observed[nm].shape[1]
+        block = r[at:at + T * m].reshape(T, m)
+        at += T * m
+        num += float(np.sum(block[1:] * block[:-1]))
+        den += float(np.sum(block * block))
+    rho = num / den if den > 0 else 0.0
+    return float(min(max(rho, 0.0), 0.99))
+
+
+def _motion(f, engine) -> tuple[float, float]:
+    """(largest change of the prediction from its first checkpoint, same for the observation),
+    in the fit's residual units, over the fitted observables."""
+    pm = om = 0.0
+    for nm in engine.obs_names:
+        o, q = engine.observed[nm], f.predicted_[nm]
+        ok = engine.valid_rows[nm] & np.all(np.isfinite(q), axis=1)
+        if ok.sum() < 2:
+            continue
+        first = np.flatnonzero(ok)[0]
+        pm = max(pm, float(np.max(np.abs(q[ok] - q[first]))) / engine.scales[nm])
+        om = max(om, float(np.max(np.abs(o[ok] - o[first]))) / engine.scales[nm])
+    return pm, om
+
+
 class Comparison:
-    """Fitted models side by side (returned by :func:`compare`).
+    """Fitted models side by side, with a frozen-initial-state baseline (returned by
+    :func:`compare`).
+
+    **Roles.** ``predictive`` rows predict the run from its first checkpoint; ``oracle`` rows
+    (:func:`is_oracle`: Θ(t) from the logged kernels) are told the backbone's kernel at every
+    checkpoint and are reported apart, never ranked against predictions; the ``baseline`` row
+    freezes every observable at its first value.
+
+    **Ranking** (docs/bridge.md, "Reading a comparison"): residuals along one trajectory are
+    strongly autocorrelated, so n residuals carry fewer than n independent pieces of
+    information and plain AIC rewards parameters that only chase correlated wiggles. Each row's
+    AIC* = n_eff·log(rss/n) + 2k uses an effective sample size n_eff = n·(1 − ρ)/(1 + ρ) (the
+    AR(1) correction), ρ the lag-1 autocorrelation of the residuals of the row with the smallest
+    rss (the closest to the run's own noise), the same n_eff for every row. Held-out checkpoints would need k + 1
+    refits per family; the correction needs none.
+
+    **Best.** The predictive row with the smallest AIC* among those that (i) did not fail to
+    integrate and are not frozen (their prediction moves less than 10 % of the observation),
+    (ii) beat the baseline's AIC* by at least 2, and (iii) on each of the observables that
+    matter (:data:`KEY_OBSERVABLES` present) have R² > 0 (better than the best constant) and
+    above the baseline's R². None — with the reason — when no row qualifies.
 
     Attributes:
         run: the :class:`ufm.bridge.Run`.
         fits: dict name -> fitted :class:`ufm.bridge.Fit`, in the order given.
+        baseline: the :class:`Baseline` row.
         observables: the observables every model was fitted to.
     """
 
@@ -77,27 +196,132 @@ class Comparison:
         self.run = run
         self.fits = fits
         self.observables = tuple(observables)
+        first = next(iter(fits.values()))
+        self.baseline = Baseline(first.engine_)
+        self._assess()
 
-    def __getitem__(self, name) -> Fit:
+    def __getitem__(self, name):
+        if name == BASELINE:
+            return self.baseline
         return self.fits[name]
 
-    def table(self) -> list[dict]:
-        """One row per model: name, family, k, fitted parameters, R² per observable, residual
-        norm, AIC, BIC, ΔAIC (to the best)."""
-        rows = []
-        for name, f in self.fits.items():
-            row = {"model": name, **f.summary_row(), "residual_norm": math.sqrt(f.rss_)}
-            rows.append(row)
-        best = min(r["aic"] for r in rows)
-        for r in rows:
-            r["delta_aic"] = r["aic"] - best
-        return rows
+    def rows(self) -> dict:
+        """name -> row object, the baseline first, then the fits in their order."""
+        return {BASELINE: self.baseline, **self.fits}
 
-    def best(self, criterion: str = "aic") -> str:
-        """Name of the model with the smallest ``criterion`` (``"aic"``, ``"bic"`` or ``"rss"``)."""
-        if criterion not in ("aic", "bic", "rss"):
-            raise ValueError(f"criterion: expected 'aic', 'bic' or 'rss', got {criterion!r}")
-        return min(self.fits, key=lambda n: getattr(self.fits[n], criterion + "_"))
+    def role(self, name: str) -> str:
+        """``"baseline"``, ``"oracle"`` or ``"predictive"``."""
+        if name == BASELINE:
+            return "baseline"
+        return "oracle" if is_oracle(self.fits[name]) else "predictive"
+
+    def _assess(self) -> None:
+        rows = self.rows()
+        # the residual correlation is estimated from the row that describes the run best (smallest
+        # rss): its residuals are closest to the run's own noise; a poor model's systematic misfit
+        # would make every row look like one independent number
+        fitted = [f for nm, f in rows.items() if nm != BASELINE] or [self.baseline]
+        self.rho_ = _lag1(min(fitted, key=lambda f: f.rss_))
+        n = self.baseline.n_
+        self.n_eff_ = n * (1.0 - self.rho_) / (1.0 + self.rho_)
+        self.aic_eff_ = {nm: self.n_eff_ * math.log(max(f.rss_ / f.n_, 1e-300)) + 2 * f.k_ for nm, f in rows.items()}
+        eng = self.baseline.engine_
+        self.key_observables_ = tuple(k for k in KEY_OBSERVABLES if k in self.baseline.r2_)
+        self.flags_ = {}
+        for nm, f in rows.items():
+            flags = []
+            role = self.role(nm)
+            if role != "predictive":
+                flags.append(role)
+            for p in f.at_bounds_:
+                flags.append(f"at_bound:{p}")
+            if not f.success_:
+                flags.append("not_converged")
+            if f.failed_at_ is not None:
+                flags.append("integration_failed")
+            if role != "baseline":
+                pm, om = _motion(f, eng)
+                if om > 0 and pm < FROZEN_FRACTION * om:
+                    flags.append("frozen")
+            self.flags_[nm] = flags
+        base_aic = self.aic_eff_[BASELINE]
+        why, ok = {}, []
+        for nm in self.fits:
+            f, flags = self.fits[nm], self.flags_[nm]
+            if self.role(nm) != "predictive":
+                continue
+            if "integration_failed" in flags:
+                why[nm] = "its prediction failed to integrate"
+                continue
+            if "frozen" in flags:
+                why[nm] = "its prediction is frozen at the initial state"
+                continue
+            if self.aic_eff_[nm] > base_aic - AIC_MARGIN:
+                why[nm] = (f"AIC* {self.aic_eff_[nm]:.1f} does not beat the baseline's {base_aic:.1f} by "
+                           f"{AIC_MARGIN:g}")
+                continue
+            bad = [f"R²[{k}] {f.r2_[k]:.2f}" for k in self.key_observables_
+                   if not (f.r2_[k] > 0 and f.r2_[k] > self.baseline.r2_[k])]
+            if bad:
+                why[nm] = "not better than the best constant / the baseline on " + ", ".join(bad)
+                continue
+            ok.append(nm)
+        self.why_not_ = why
+        if ok:
+            self.best_ = min(ok, key=lambda nm: self.aic_eff_[nm])
+            f = self.fits[self.best_]
+            self.reason_ = (f"smallest AIC* ({self.aic_eff_[self.best_]:.1f}, baseline {base_aic:.1f}; n_eff "
+                            f"{self.n_eff_:.1f} of {n} residuals, lag-1 autocorrelation {self.rho_:.2f}) among the "
+                            f"{len(ok)} predictive model(s) that beat the frozen baseline"
+                            + (" with R² > 0 on " + ", ".join(f"{k} ({f.r2_[k]:.2f})" for k in self.key_observables_)
+                               if self.key_observables_ else ""))
+            if "not_converged" in self.flags_[self.best_] or any(x.startswith("at_bound") for x in
+                                                                 self.flags_[self.best_]):
+                self.reason_ += "; note its flags: " + ", ".join(self.flags_[self.best_])
+        else:
+            self.best_ = None
+            self.reason_ = ("no predictive model beats the frozen initial state"
+                            + (f" on {', '.join(self.key_observables_)}" if self.key_observables_ else "") + ": "
+                            + ("; ".join(f"{nm}: {w}" for nm, w in why.items()) if why else
+                               "there are only oracle rows"))
+
+    def table(self) -> list[dict]:
+        """One row per model, the baseline first: name, role, family, k, fitted parameters, R²
+        per observable, residual norm, AIC, BIC, AIC* (ESS-corrected), ΔAIC* (to the smallest
+        among the baseline and the predictive rows), flags, success, message, wall time."""
+        out = []
+        pool = [nm for nm in self.rows() if self.role(nm) != "oracle"]
+        best_aic = min(self.aic_eff_[nm] for nm in pool)
+        for name, f in self.rows().items():
+            row = {"model": name, "role": self.role(name), **f.summary_row(), "residual_norm": math.sqrt(f.rss_),
+                   "aic_eff": self.aic_eff_[name], "delta_aic_eff": self.aic_eff_[name] - best_aic,
+                   "flags": list(self.flags_[name]), "success": bool(f.success_), "message": str(f.message_),
+                   "wall_time": float(f.wall_time_)}
+            out.append(row)
+        best = min(r["aic"] for r in out)
+        for r in out:
+            r["delta_aic"] = r["aic"] - best
+        return out
+
+    def best(self, criterion: str = "aic_eff") -> str | None:
+        """The best predictive model (class docstring), or None with :attr:`reason_` saying why.
+
+        Arguments:
+            criterion: ``"aic_eff"`` (default: the guarded choice); ``"aic"``, ``"bic"`` or
+                ``"rss"`` rank the predictive rows that pass the same guards by that plain
+                criterion instead.
+        """
+        if criterion not in ("aic_eff", "aic", "bic", "rss"):
+            raise ValueError(f"criterion: expected 'aic_eff', 'aic', 'bic' or 'rss', got {criterion!r}")
+        if criterion == "aic_eff" or self.best_ is None:
+            return self.best_
+        ok = [nm for nm in self.fits if self.role(nm) == "predictive" and nm not in self.why_not_]
+        return min(ok, key=lambda n: getattr(self.fits[n], criterion + "_"))
+
+    @property
+    def reason(self) -> str:
+        """Why :meth:`best` is what it is."""
+        return self.reason_
 
     def conventions(self) -> dict:
         """The centring convention of each reported observable that has one (name -> text)."""
@@ -107,11 +331,36 @@ class Comparison:
         return out
 
     def r2(self, observable: str) -> dict:
-        """R² of every model on one observable (name -> float)."""
-        return {n: f.r2_.get(observable, float("nan")) for n, f in self.fits.items()}
+        """R² of every row on one observable (name -> float), the baseline included."""
+        return {n: f.r2_.get(observable, float("nan")) for n, f in self.rows().items()}
+
+    def as_dict(self) -> dict:
+        """What ``ufm fit RUN --compare --json`` prints: ``{"best", "reason", "criterion",
+        "n_eff", "lag1_autocorrelation", "key_observables", "observables", "conventions",
+        "models": [{"name", "role", "family", "params", "stderr", "bounds", "r2", "flags",
+        "success", "message", "wall_time", "k", "rss", "aic", "bic", "aic_eff"}, ...]}``
+        (non-finite numbers as None)."""
+        models = []
+        for r in self.table():
+            f = self[r["model"]]
+            models.append({"name": r["model"], "role": r["role"], "family": f.family_,
+                           "params": {k: _num(v) for k, v in f.params_.items()},
+                           "stderr": {k: _num(v) for k, v in f.stderr_.items()},
+                           "bounds": {k: [_num(a), _num(b)] for k, (a, b) in f.bounds_.items()},
+                           "r2": {k: _num(v) for k, v in f.r2_.items()}, "flags": r["flags"],
+                           "success": r["success"], "message": r["message"], "wall_time": r["wall_time"],
+                           "k": int(f.k_), "rss": _num(f.rss_), "aic": _num(f.aic_), "bic": _num(f.bic_),
+                           "aic_eff": _num(r["aic_eff"]), "delta_aic_eff": _num(r["delta_aic_eff"])})
+        return {"run": str(self.run.source), "best": self.best_, "reason": self.reason_,
+                "criterion": "ESS-corrected AIC (AIC* = n_eff·log(rss/n) + 2k) with guards against the frozen baseline",
+                "n": int(self.baseline.n_), "n_eff": _num(self.n_eff_), "lag1_autocorrelation": _num(self.rho_),
+                "key_observables": list(self.key_observables_), "observables": list(self.observables),
+                "conventions": self.conventions(), "models": models}
 
     def report(self) -> str:
-        """A text table of the comparison."""
+        """A text table: predictive rows, oracle rows and the baseline in separate blocks, each
+        with R² per observable, AIC*, flags; then every row's parameters ± standard errors,
+        success, message and wall time; then the best model and why."""
         rows = self.table()
         r2names = []
         for r in rows:
@@ -120,49 +369,101 @@ class Comparison:
                     r2names.append(k)
         w = max(len(r["model"]) for r in rows) + 2
         head = "model".ljust(w) + " k" + "".join(n[3:-1][:14].rjust(15) for n in r2names) + \
-            "  resid.norm       AIC   ΔAIC       BIC   fitted parameters"
-        lines = [f"model comparison on {self.run.source} (observables: {', '.join(self.observables)})", head,
-                 "-" * len(head)]
+            "  resid.norm    AIC*  ΔAIC*   flags"
+        lines = [f"model comparison on {self.run.source} (observables: {', '.join(self.observables)})",
+                 f"ranking: AIC* = n_eff·log(rss/n) + 2k, n_eff = {self.n_eff_:.1f} of n = {self.baseline.n_} "
+                 f"residuals (lag-1 autocorrelation {self.rho_:.2f} along the checkpoints)", ""]
+        blocks = (("predictive (from the first checkpoint)", "predictive"),
+                  ("oracle (the logged kernel at every checkpoint, Θ(t): diagnostics, not ranked)", "oracle"),
+                  ("baseline (every observable frozen at its first value)", "baseline"))
+        for title, role in blocks:
+            sel = [r for r in rows if r["role"] == role]
+            if not sel:
+                continue
+            lines += [title, head, "-" * len(head)]
+            for r in sel:
+                flags = [x for x in r["flags"] if x != role]
+                lines.append(r["model"].ljust(w) + f"{r['k']:2d}" + "".join(
+                    f"{r.get(n, float('nan')):15.3f}" for n in r2names) + f"{r['residual_norm']:12.4g}"
+                    f"{r['aic_eff']:8.1f}{r['delta_aic_eff']:7.1f}   " + (", ".join(flags) or "—"))
+            lines.append("")
+        lines.append("fits (parameters ± standard error; the standard errors ignore the residuals' autocorrelation "
+                     "and are lower bounds):")
         for r in rows:
+            if r["role"] == "baseline":
+                continue
             f = self.fits[r["model"]]
-            pars = ", ".join(f"{k}={v:.3g}" for k, v in f.params_.items())
-            lines.append(r["model"].ljust(w) + f"{r['k']:2d}" + "".join(
-                f"{r.get(n, float('nan')):15.3f}" for n in r2names) + f"{r['residual_norm']:12.4g}{r['aic']:10.1f}"
-                f"{r['delta_aic']:7.1f}{r['bic']:10.1f}   {pars}")
+            pars = ", ".join(f"{k} = {v:.4g}" + (f" ± {f.stderr_[k]:.2g}" if np.isfinite(f.stderr_.get(k, np.nan))
+                                                 else "")
+                             + (f" [at bound {_edge(v, *f.bounds_[k])}]" if k in f.at_bounds_ else "")
+                             for k, v in f.params_.items()) or "(none fitted)"
+            lines.append(f"  {r['model']}: {pars}; {'converged' if f.success_ else 'NOT converged'} "
+                         f"({f.message_}); {f.wall_time_:.1f} s")
         conv = self.conventions()
         if conv:
             lines.append("centring: " + "; ".join(f"{k}: {v}" for k, v in conv.items()))
-        lines.append(f"best by AIC: {self.best('aic')}; by BIC: {self.best('bic')}")
+        lines.append(f"best: {self.best_ if self.best_ is not None else 'none'} — {self.reason_}")
         return "\n".join(lines)
 
-    def plot(self, fig=None, observables=("semantic_gap", "etf_distance")):
-        """Observed (dots) and each model's prediction (lines) for a few observables.
+    def plot(self, fig=None, observables=None):
+        """Observed (dots) and every row's prediction (lines; oracle rows dashed, the baseline
+        dotted) for every fitted observable (one panel per column of a multi-column observable,
+        at most 4), with a title and axis labels; curves that overlap stay visible (distinct
+        styles and markers, thinner lines on top). Drawn by :func:`ufm.plot.comparison_panel`.
+
+        Arguments:
+            fig: optional matplotlib Figure (a new one otherwise).
+            observables: which to draw (default: the fitted ones, then the semantic gap and the
+                ETF distance when not fitted).
 
         Returns:
             The matplotlib Figure.
         """
-        first = next(iter(self.fits.values()))
-        names = [o for o in observables if o in first.observed_]
-        if not names:
-            names = list(first.observed_)[:2]
+        from .. import plot as _plot
+        from .observables import CONVENTIONS, column_names
+        first = self.baseline
+        names = list(observables) if observables is not None else list(first.r2_)
+        panels = []
+        prob = self.run.problem()
+        for nm in names:
+            if nm not in first.observed_:
+                raise ValueError(f"observables: {nm!r} was not observed in this comparison ({list(first.observed_)})")
+            cols = column_names(nm, prob)
+            for c in range(min(first.observed_[nm].shape[1], 4)):
+                panels.append((nm, c, cols[c] if first.observed_[nm].shape[1] > 1 else nm))
         if fig is None:
             import matplotlib.pyplot as plt
-            fig = plt.figure(figsize=(5.2 * len(names), 4.0))
-        axes = np.atleast_1d(fig.subplots(1, len(names), squeeze=False)).ravel()
+            ncol = min(len(panels), 3)
+            fig = plt.figure(figsize=(4.8 * ncol, 3.9 * math.ceil(len(panels) / ncol) + 0.9))
+        ncol = min(len(panels), 3)
+        axes = np.atleast_1d(fig.subplots(math.ceil(len(panels) / ncol), ncol, squeeze=False)).ravel()
         x = self.run.steps.astype(float)
-        for ax, name in zip(axes, names):
-            ax.plot(x, first.observed_[name][:, 0], "ko", ms=3, label="run")
-            for i, (mname, f) in enumerate(self.fits.items()):
-                ls = "--" if "NTK" in mname else "-"
-                ax.plot(x, f.predicted_[name][:, 0], ls, color=f"C{i}",
-                        label=f"{mname} (R² {f.r2_.get(name, float('nan')):.2f})")
-            ax.set_xscale("symlog", linthresh=max(1.0, float(x[x > 0].min()) if np.any(x > 0) else 1.0))
-            ax.set_xlim(float(x.min()), float(x.max()))
-            ax.set_xlabel("step")
-            ax.set_title(name)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
+        rows = self.rows()
+        for ax, (nm, c, label) in zip(axes, panels):
+            curves = {}
+            for name, f in rows.items():
+                curves[name] = (f.predicted_[nm][:, c], self.role(name), f.r2_.get(nm, float("nan")))
+            _plot.comparison_panel(x, first.observed_[nm][:, c], curves, ax=ax, title=label,
+                                   ylabel=label + (" (centred)" if nm in CONVENTIONS and "cos" not in label else ""),
+                                   best=self.best_)
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        fig.suptitle(f"UFM families vs {os.path.basename(str(self.run.source))}: dots observed, lines predicted "
+                     f"(best: {self.best_ or 'none'})", fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
         return fig
+
+
+def _num(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return v
+    return v if math.isfinite(v) else None
+
+
+def _edge(v, lo, hi) -> str:
+    return f"{lo:.3g}" if abs(math.log(v / lo)) < abs(math.log(hi / v)) else f"{hi:.3g}"
 
 
 def compare(run, models=None, observables=None, *, time=None, **kwargs) -> Comparison:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FormatError"]
+__all__ = ["FormatError", "FeaturesRequired"]
 
 
 class FormatError(ValueError):
@@ -24,3 +24,9 @@ class FormatError(ValueError):
         self.source = source
         self.key = key
         self.checkpoint = checkpoint
+
+
+class FeaturesRequired(ValueError):
+    """An operation needs the features H and W of a run, and the run is Gram-only (it logged
+    ``gram_H`` — and possibly ``gram_W`` and ``logits`` — instead). The message names the
+    operation and what the Grams do give."""

@@ -131,7 +131,9 @@ class Fit:
     Attributes (after :meth:`fit`):
         params_: dict fitted parameter -> value. stderr_: dict -> standard error (from the
             Jacobian at the optimum; residuals along a trajectory are correlated, so read them
-            as a lower bound). values_: every parameter used (fitted and fixed).
+            as a lower bound). values_: every parameter used (fitted and fixed). bounds_: dict
+            fitted parameter -> (lower, upper) of its search box; at_bounds_: the fitted
+            parameters within :data:`BOUND_RTOL` of the box's log width of an edge.
         model_: the fitted :class:`ufm.UFM`. trajectory_: its predicted :class:`ufm.Trajectory`
             at the run's checkpoints (``steps`` = the run's steps, ``t`` = ODE times).
         observed_, predicted_: dict observable -> (T, m). residuals_: the weighted residual
@@ -240,7 +242,8 @@ class Fit:
         if jac.size and not np.array_equal(p, eng.last_jac_p):
             jac = eng.jacobian(p)
         self.params_ = dict(zip(eng.names, map(float, p)))
-        self.at_bounds_ = [nm for nm, v, a, b in zip(eng.names, p, lo, hi) if v <= a * 1.0001 or v >= b / 1.0001]
+        self.bounds_ = {nm: (float(a), float(b)) for nm, a, b in zip(eng.names, lo, hi)}
+        self.at_bounds_ = [nm for nm, v in zip(eng.names, p) if _at_bound(v, *self.bounds_[nm])]
         self.values_ = eng.values(p)
         n, k = r.size, len(eng.names)
         rss = float(r @ r)
@@ -314,8 +317,10 @@ class Fit:
         lines.append("  fitted:")
         for k, v in self.params_.items():
             se = self.stderr_[k]
+            lo, hi = self.bounds_[k]
             lines.append(f"    {k:12s} = {v:.5g}" + (f" ± {se:.2g}" if np.isfinite(se) else "")
-                         + ("   (at the bound of the search box)" if k in self.at_bounds_ else ""))
+                         + (f"   (at the bound of the search box {lo:.3g} … {hi:.3g})" if k in self.at_bounds_
+                            else ""))
         if not self.params_:
             lines.append("    (none)")
         fixed = {k: v for k, v in self.values_.items() if k not in self.params_}
@@ -389,6 +394,19 @@ def fit(run, model="coupled", params=None, observables=None, *, time="scale", **
         TypeError / ValueError: bad arguments (named).
     """
     return Fit(model, params, observables, time=time, **kwargs).fit(run)
+
+
+#: a fitted value counts as "at the bound" within this fraction of the search box's log width
+#: (at least 2 %): β = 0.00101 against a bound of 0.001 on a box 1e-3 … 1e3 is at the bound
+BOUND_RTOL = 0.01
+
+
+def _at_bound(value: float, lo: float, hi: float) -> bool:
+    """Whether a fitted value sits at (or within BOUND_RTOL of) an edge of its search box, in
+    log space (parameters are fitted in log space)."""
+    width = math.log(hi / lo) if hi > lo > 0 else 0.0
+    tol = max(BOUND_RTOL * width, math.log(1.02))
+    return bool(math.log(value / lo) <= tol or math.log(hi / value) <= tol)
 
 
 def _r2(obs: np.ndarray, pred: np.ndarray) -> float:
@@ -563,6 +581,13 @@ class _Engine:
         d = run.d
         if spec.space not in ("auto", "gram", "parameters"):
             raise ValueError(f"space: expected 'auto', 'gram' or 'parameters', got {spec.space!r}")
+        if not run.has_features:
+            # a Gram-only run: its start is the exact factorisation of the joint Gram (width K + N)
+            d = N + K
+            if self.time_map == "optimizer":
+                run.require_features("time='optimizer' (the discrete optimiser acts on parameters)")
+            if family == "deep":
+                run.require_features("the deep family (it starts from the run's features H, W)")
         if self.time_map == "optimizer" or family == "deep":
             if family == "deep" and spec.space == "gram":
                 raise ValueError("space: the deep family is integrated in parameter space (its Grams close only on the "
@@ -592,8 +617,11 @@ class _Engine:
         self.valid_rows = {nm: np.all(np.isfinite(self.observed[nm]), axis=1) for nm in self.obs_names}
         # initial state
         self.steps = run.steps.astype(np.float64)
-        H0 = np.asarray(run.H[0], dtype=np.float64)          # (N, d), rows are samples
-        W0 = np.asarray(run.W[0], dtype=np.float64)          # (K, d)
+        if self.init == "run" or run.has_features or g["gram_W"] is not None and g["logits"] is not None:
+            W0, H0 = run.initial_factors()                    # (K, d), (N, d): rows are samples
+        else:                                                 # Gram-only, isotropic start: only the scale is used
+            H0 = np.sqrt(np.clip(np.diag(g["gram_H"][0]), 0.0, None))[:, None]
+            W0 = np.full((K, 1), float(np.sqrt(np.mean(np.diag(g["gram_H"][0])))))
         self.W0, self.H0 = W0, H0.T                           # core convention: H is d×N
         self.b0 = None if run.b is None else np.asarray(run.b[0], dtype=np.float64)
         self.bias = run.b is not None

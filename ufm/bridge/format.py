@@ -8,6 +8,11 @@ key           dtype, shape           meaning
 steps         int (T,)               optimiser step of each checkpoint, strictly increasing
 H             float (T, N, d)        features of the N training contexts (one row per context)
 W             float (T, K, d)        classifier / unembedding rows
+gram_H        float (T, N, N)        instead of H and W (a Gram-only run): the feature Gram
+                                     H Hᵀ over the N contexts (a probe set) at each checkpoint
+gram_W        float (T, K, K)        Gram-only runs, optional: the classifier Gram W Wᵀ
+logits        float (T, K, N)        Gram-only runs, optional: W Hᵀ (+ b 1ᵀ), one column per
+                                     context
 b             float (T, K)           optional bias
 labels        int (N,)               class of each context in 0 … K−1, or
 Y             float (N, K)           soft labels (rows on the probability simplex)
@@ -39,14 +44,19 @@ import numpy as np
 
 from .errors import FormatError
 
-__all__ = ["FORMAT", "VERSION", "REQUIRED", "OPTIONAL", "ARRAY_KEYS", "validate", "to_numpy", "parse_meta",
+__all__ = ["FORMAT", "VERSION", "REQUIRED", "OPTIONAL", "ARRAY_KEYS", "GRAM_KEYS", "validate", "to_numpy", "parse_meta",
            "EXPORT_RECIPE"]
 
 FORMAT = "ufm-run"
 VERSION = 1
 REQUIRED = ("steps", "H", "W")
-OPTIONAL = ("b", "labels", "Y", "attributes", "loss", "kernel", "kernel_steps", "lr", "weight_decay")
+#: the keys of a Gram-only run, which replace H and W (gram_H required, the others optional)
+GRAM_KEYS = ("gram_H", "gram_W", "logits")
+OPTIONAL = ("b", "labels", "Y", "attributes", "loss", "kernel", "kernel_steps", "lr", "weight_decay") + GRAM_KEYS
 ARRAY_KEYS = REQUIRED + OPTIONAL
+#: relative tolerances of a logged Gram: asymmetry, and negative eigenvalues (float32/16 rounding)
+_GRAM_SYM_RTOL = 1e-3
+_GRAM_PSD_RTOL = 1e-3
 
 #: tolerance on the row sums of soft labels, by the precision they were stored in
 _SOFT_TOL = {2: 1e-2, 4: 1e-4, 8: 1e-8}
@@ -169,11 +179,12 @@ def validate(fields: dict, meta: dict | None = None, *, source: str = "<arrays>"
 
     Returns:
         (arrays, meta): validated numpy arrays (steps, labels, attributes, kernel_steps int64;
-        H, W, b keep their float dtype; kernel float64, symmetrised) and the metadata with
-        ``format`` and ``version`` filled in.
+        H, W, b — or, for a Gram-only run, gram_H, gram_W, logits — keep their float dtype;
+        kernel float64, symmetrised) and the metadata with ``format`` and ``version`` filled in.
 
     Raises:
-        FormatError: a missing key, an unknown key, a wrong dtype, inconsistent N/K/d/T,
+        FormatError: a missing key, an unknown key, features and Grams together, a wrong
+            dtype, inconsistent N/K/d/T, a logged Gram that is not symmetric PSD,
             non-increasing steps, a non-finite value (naming the checkpoint and the step),
             labels out of range, soft labels whose rows do not sum to 1, a kernel that is not
             symmetric PSD, or metadata of another format or a newer version.
@@ -194,9 +205,18 @@ def validate(fields: dict, meta: dict | None = None, *, source: str = "<arrays>"
                    + (" (written by a newer ufm: upgrade)" if isinstance(ver, numbers.Integral) and ver > VERSION else ""),
                    source, "version")
     meta["format"], meta["version"] = FORMAT, VERSION
-    for key in REQUIRED:
-        if fields.get(key) is None:
-            raise _err(f"{key}: missing (a ufm-run needs steps, H, W, and labels or Y)", source, key)
+    gram_only = fields.get("H") is None and fields.get("W") is None and fields.get("gram_H") is not None
+    if not gram_only:
+        given = [k for k in GRAM_KEYS if fields.get(k) is not None]
+        if given and fields.get("H") is not None:
+            raise _err(f"{given[0]}: a run holds either features (H, W) or Grams (gram_H, optional gram_W, logits), "
+                       "not both", source, given[0])
+        for key in REQUIRED:
+            if fields.get(key) is None:
+                raise _err(f"{key}: missing (a ufm-run needs steps, H, W — or gram_H instead of H and W — and labels "
+                           "or Y)", source, key)
+    elif fields.get("steps") is None:
+        raise _err("steps: missing (a ufm-run needs steps)", source, "steps")
     if fields.get("labels") is None and fields.get("Y") is None:
         raise _err("labels: missing (a ufm-run needs labels (N,) or soft labels Y (N, K))", source, "labels")
     arr = {k: to_numpy(v, k, source) for k, v in fields.items() if v is not None}
@@ -210,6 +230,11 @@ def validate(fields: dict, meta: dict | None = None, *, source: str = "<arrays>"
         raise _err(f"steps: expected strictly increasing steps, but steps[{j + 1}] = {steps[j + 1]} <= "
                    f"steps[{j}] = {steps[j]}", source, "steps", j + 1)
     T = steps.size
+    if gram_only:
+        out = _validate_grams(arr, steps, source)
+        N, K = out["gram_H"].shape[1], out["_K"]
+        del out["_K"]
+        return _validate_rest(arr, out, meta, steps, N, K, source, dtypes)
     H = _numeric(arr["H"], "H", source)
     W = _numeric(arr["W"], "W", source)
     if H.ndim != 3:
@@ -234,12 +259,18 @@ def validate(fields: dict, meta: dict | None = None, *, source: str = "<arrays>"
                 where = np.argwhere(~np.isfinite(np.asarray(out[key][j])))[0]
                 raise _err(f"{key}: non-finite value {np.asarray(out[key][j])[tuple(where)]} at checkpoint {j} "
                            f"(step {steps[j]}), entry {tuple(int(i) for i in where)}", source, key, j)
+    return _validate_rest(arr, out, meta, steps, N, K, source, dtypes)
+
+
+def _validate_rest(arr, out, meta, steps, N, K, source, dtypes):
+    """Labels, soft labels, attributes, loss, kernel and scalars, once N and K are known."""
+    T = steps.size
     if "labels" in arr:
         lab = _numeric(arr["labels"], "labels", source, integer=True)
         _shape(lab, "labels", (N,), source, " (one class per context, N as in H)")
         if lab.size and (lab.min() < 0 or lab.max() >= K):
             i = int(np.flatnonzero((lab < 0) | (lab >= K))[0])
-            raise _err(f"labels: expected classes in 0 … {K - 1} (K = {K} rows of W), found labels[{i}] = {lab[i]}",
+            raise _err(f"labels: expected classes in 0 … {K - 1} (K = {K} classes), found labels[{i}] = {lab[i]}",
                        source, "labels")
         out["labels"] = lab
     if "Y" in arr:
@@ -294,6 +325,77 @@ def validate(fields: dict, meta: dict | None = None, *, source: str = "<arrays>"
             out[key] = x
             meta[key] = x
     return out, meta
+
+
+def _class_count(arr, source) -> int | None:
+    """K of a Gram-only run without gram_W or logits: from Y, else from the labels."""
+    if "Y" in arr:
+        return int(np.shape(arr["Y"])[1]) if np.ndim(arr["Y"]) == 2 else None
+    if "labels" in arr:
+        lab = np.asarray(arr["labels"])
+        return int(lab.max()) + 1 if lab.size and lab.dtype.kind in "iuf" else None
+    return None
+
+
+def _check_gram_stack(G, key, source, steps):
+    """Symmetric PSD (to float32 rounding) and finite at every checkpoint, naming the first bad one."""
+    j = _first_nonfinite(G)
+    if j is not None:
+        raise _err(f"{key}: non-finite value at checkpoint {j} (step {steps[j]})", source, key, j)
+    for j in range(G.shape[0]):
+        Gj = np.asarray(G[j], dtype=np.float64)
+        scale = float(np.max(np.abs(np.diagonal(Gj)))) or float(np.max(np.abs(Gj))) or 1.0
+        asym = float(np.max(np.abs(Gj - Gj.T)))
+        if asym > _GRAM_SYM_RTOL * scale:
+            raise _err(f"{key}: not symmetric at checkpoint {j} (step {steps[j]}): max |G − Gᵀ| = {asym:.3g} "
+                       f"(relative {asym / scale:.2g})", source, key, j)
+        lo = float(np.linalg.eigvalsh(0.5 * (Gj + Gj.T))[0])
+        if lo < -_GRAM_PSD_RTOL * scale:
+            raise _err(f"{key}: not positive semi-definite at checkpoint {j} (step {steps[j]}): smallest eigenvalue "
+                       f"{lo:.3g} (largest diagonal entry {scale:.3g}); a Gram is H Hᵀ", source, key, j)
+
+
+def _validate_grams(arr, steps, source) -> dict:
+    """gram_H (T, N, N), optional gram_W (T, K, K) and logits (T, K, N) of a Gram-only run."""
+    T = steps.size
+    if "b" in arr:
+        raise _err("b: a Gram-only run carries the bias inside its logits (W Hᵀ + b 1ᵀ); drop b", source, "b")
+    GH = _numeric(arr["gram_H"], "gram_H", source)
+    if GH.ndim != 3 or GH.shape[1] != GH.shape[2]:
+        raise _err(f"gram_H: expected shape (T, N, N) (the feature Gram H Hᵀ at each checkpoint), found {GH.shape}",
+                   source, "gram_H")
+    _shape(GH, "gram_H", (T, None, None), source, f" with T = {T} checkpoints as in steps")
+    N = GH.shape[1]
+    if N < 1:
+        raise _err("gram_H: expected N >= 1 contexts, found 0", source, "gram_H")
+    out = {"steps": steps, "gram_H": GH}
+    K = None
+    if "gram_W" in arr:
+        GW = _numeric(arr["gram_W"], "gram_W", source)
+        if GW.ndim != 3 or GW.shape[1] != GW.shape[2]:
+            raise _err(f"gram_W: expected shape (T, K, K) (the classifier Gram W Wᵀ), found {GW.shape}", source,
+                       "gram_W")
+        _shape(GW, "gram_W", (T, None, None), source, f" with T = {T} checkpoints as in steps")
+        K = GW.shape[1]
+        out["gram_W"] = GW
+    if "logits" in arr:
+        Z = _numeric(arr["logits"], "logits", source)
+        _shape(Z, "logits", (T, K, N), source, f" (T checkpoints, K classes{' as in gram_W' if K else ''}, N = {N} "
+               "contexts as in gram_H: one column per context)")
+        K = Z.shape[1]
+        j = _first_nonfinite(Z)
+        if j is not None:
+            raise _err(f"logits: non-finite value at checkpoint {j} (step {steps[j]})", source, "logits", j)
+        out["logits"] = Z
+    if K is None:
+        K = _class_count(arr, source)
+        if K is None:
+            raise _err("labels: missing (a ufm-run needs labels (N,) or soft labels Y (N, K))", source, "labels")
+    for key in ("gram_H", "gram_W"):
+        if key in out:
+            _check_gram_stack(out[key], key, source, steps)
+    out["_K"] = K
+    return out
 
 
 def _validate_kernel(arr, steps, N, source) -> dict:

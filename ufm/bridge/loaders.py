@@ -114,7 +114,9 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
         h_layout: stacked layout only, when N = d makes the orientation of ``H_list``
             ambiguous: ``"rows"`` (T, N, d) or ``"columns"`` (T, d, N).
         labels, Y, attributes: fill in per-run arrays the files do not hold (e.g. the stacked
-            layout stores no labels). Given for a file that holds them, they must agree.
+            layout stores no labels). Labels and Y given for a file that holds them must agree;
+            attributes are an analysis choice and override the stored ones, with a
+            ``UserWarning`` saying so (:meth:`Run.with_attributes` does the same in memory).
         meta: extra metadata merged over the stored metadata.
 
     Returns:
@@ -151,7 +153,13 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
         if key in fields and fields[key] is not None:
             stored = np.asarray(fields[key])
             given = np.asarray(value)
-            if stored.shape != given.shape or not np.allclose(stored, given):
+            same = stored.shape == given.shape and np.allclose(stored, given)
+            if key == "attributes" and not same:
+                # the grouping is an analysis choice: the user's wins, and says so
+                warnings.warn(attribute_override_message(stored, given, path), UserWarning, stacklevel=2)
+                fields[key] = value
+                meta = {**(meta or {}), "attributes_overridden": True}
+            elif not same:
                 raise FormatError(f"{key}: given to load() but {path!r} holds different {key}", source=path, key=key)
         else:
             fields[key] = value
@@ -165,6 +173,15 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
     if kind == "checkpoints" and os.path.basename(src) == "meta.json":
         src = os.path.dirname(src)
     return Run(**fields, meta=stored_meta, source=src, _dtypes=dtypes)
+
+
+def attribute_override_message(stored, given, source) -> str:
+    """The message printed when attributes chosen at analysis time replace stored ones."""
+    stored, given = np.asarray(stored), np.asarray(given)
+    sf = 1 if stored.ndim == 1 else stored.shape[1]
+    gf = 1 if given.ndim == 1 else (given.shape[1] if given.ndim > 1 else 1)
+    return (f"attributes: using the {gf} attribute column(s) given at analysis time instead of the {sf} stored in "
+            f"{source!r}; the semantic gap, relations and verdicts follow the given grouping")
 
 
 def _check_load_options(path, tag, mmap, allow_pickle, h_layout, meta) -> None:
@@ -321,7 +338,8 @@ def _read_static(folder):
     return _scalars(fields), meta, dtypes
 
 
-_CKPT_KEYS = ("H", "W", "b", "step", "loss", "kernel")
+_CKPT_KEYS = ("H", "W", "b", "step", "loss", "kernel", "gram_H", "gram_W", "logits")
+_GRAM_CKPT = ("gram_H", "gram_W", "logits")
 
 
 def _read_checkpoints(path):
@@ -351,7 +369,21 @@ def _read_checkpoints(path):
         if unknown:
             raise FormatError(f"{fpath!r}: unknown key(s) {unknown}; a checkpoint file holds {list(_CKPT_KEYS)}",
                               source=fpath, key=unknown[0], checkpoint=j)
-        for key in ("H", "W"):
+        if "gram_H" in arrs and j == 0:
+            gram_dir = True
+        elif j == 0:
+            gram_dir = False
+        if gram_dir:
+            for key in _GRAM_CKPT:
+                if key == "gram_H" or per[key] or (j == 0 and key in arrs):
+                    if key not in arrs:
+                        raise FormatError(f"{fpath!r}: {key}: missing from checkpoint {j} (step {step}) of a Gram-only "
+                                          "directory", source=fpath, key=key, checkpoint=j)
+                    per[key].append(np.asarray(arrs[key]))
+                elif key in arrs:
+                    raise FormatError(f"{fpath!r}: {key}: present at step {step} but not in the first checkpoint",
+                                      source=fpath, key=key, checkpoint=j)
+        for key in ("H", "W") if not gram_dir else ():
             if key not in arrs:
                 raise FormatError(f"{fpath!r}: {key}: missing from checkpoint {j} (step {step})", source=fpath,
                                   key=key, checkpoint=j)
@@ -385,8 +417,17 @@ def _read_checkpoints(path):
     _warn_if_gaps(folder, steps)
     fields = dict(static)
     fields["steps"] = np.array(steps, dtype=np.int64)
-    fields["H"] = np.stack(per["H"])
-    fields["W"] = np.stack(per["W"])
+    if gram_dir:
+        for key in _GRAM_CKPT:
+            if per[key]:
+                shapes = {a.shape for a in per[key]}
+                if len(shapes) != 1:
+                    raise FormatError(f"{folder!r}: {key}: checkpoints have different shapes {sorted(shapes)}",
+                                      source=folder, key=key)
+                fields[key] = np.stack(per[key])
+    else:
+        fields["H"] = np.stack(per["H"])
+        fields["W"] = np.stack(per["W"])
     nb = sum(x is not None for x in per["b"])
     if nb:
         if nb != len(steps):

@@ -111,7 +111,8 @@ def observe(gram_H, gram_W, problem, names) -> dict:
 
     Arguments:
         gram_H: (T, N, N) feature Grams (HᵀH in the core's d×N convention).
-        gram_W: (T, K, K) classifier Grams.
+        gram_W: (T, K, K) classifier Grams, or None (a Gram-only run without them: the
+            classifier observables then raise).
         problem: the :class:`ufm.Problem` (labels, attributes, relations).
         names: observable names (module table).
 
@@ -120,11 +121,21 @@ def observe(gram_H, gram_W, problem, names) -> dict:
         where a metric is undefined, e.g. a zero Gram).
     """
     GH = np.asarray(gram_H, dtype=np.float64)
-    GW = np.asarray(gram_W, dtype=np.float64)
     GH = 0.5 * (GH + GH.transpose(0, 2, 1))
-    GW = 0.5 * (GW + GW.transpose(0, 2, 1))
-    ok = _metrics.is_gram(GH) & _metrics.is_gram(GW)
-    GH, GW = GH[ok], GW[ok]
+    if gram_W is None:
+        # a Gram-only run that logged no classifier Gram: only the feature observables exist
+        need_W = [n for n in names if n in ("gram_W", "norm_W", "norms")]
+        if need_W:
+            raise ValueError(f"observables: {need_W[0]!r} needs the classifier Gram (gram_W, or the run's W); this "
+                             "Gram-only run logged gram_H only")
+        GW = None
+        ok = _metrics.is_gram(GH)
+    else:
+        GW = np.asarray(gram_W, dtype=np.float64)
+        GW = 0.5 * (GW + GW.transpose(0, 2, 1))
+        ok = _metrics.is_gram(GH) & _metrics.is_gram(GW)
+        GW = GW[ok]
+    GH = GH[ok]
     T = ok.shape[0]
     out = {}
     CH = None

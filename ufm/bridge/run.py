@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from .errors import FeaturesRequired
 from .format import validate
 
 __all__ = ["Run", "relations_from_attributes"]
@@ -76,6 +77,10 @@ class Run:
         H: float (T, N, d): features, **one row per context** (the core's H is d×N; see the
             module docstring).
         W: float (T, K, d): classifier rows.
+        gram_H: instead of H and W (a **Gram-only run**, for models too large to export their
+            features): float (T, N, N) feature Grams H Hᵀ over the N contexts.
+        gram_W: Gram-only runs, optional: float (T, K, K) classifier Grams W Wᵀ.
+        logits: Gram-only runs, optional: float (T, K, N) logits W Hᵀ (+ b 1ᵀ).
         labels: int (N,) classes in 0 … K−1, or
         Y: float (N, K) soft labels (rows on the simplex); at least one of the two.
         b: optional float (T, K) bias.
@@ -95,9 +100,11 @@ class Run:
     """
 
     def __init__(self, steps=None, H=None, W=None, *, labels=None, Y=None, b=None, attributes=None, loss=None, kernel=None,
-                 kernel_steps=None, lr=None, weight_decay=None, meta=None, source: str = "<arrays>", _dtypes=None):
+                 kernel_steps=None, lr=None, weight_decay=None, gram_H=None, gram_W=None, logits=None, meta=None,
+                 source: str = "<arrays>", _dtypes=None):
         fields = dict(steps=steps, H=H, W=W, labels=labels, Y=Y, b=b, attributes=attributes, loss=loss,
-                      kernel=kernel, kernel_steps=kernel_steps, lr=lr, weight_decay=weight_decay)
+                      kernel=kernel, kernel_steps=kernel_steps, lr=lr, weight_decay=weight_decay, gram_H=gram_H,
+                      gram_W=gram_W, logits=logits)
         arrays, meta = validate({k: v for k, v in fields.items() if v is not None}, meta, source=source,
                                 dtypes=_dtypes)
         self._a = arrays
@@ -107,8 +114,30 @@ class Run:
 
     # -- fields -------------------------------------------------------------------------------
     steps = property(lambda self: self._a["steps"], doc="int (T,) optimiser steps.")
-    H = property(lambda self: self._a["H"], doc="float (T, N, d) features, one row per context.")
-    W = property(lambda self: self._a["W"], doc="float (T, K, d) classifier rows.")
+
+    @property
+    def has_features(self) -> bool:
+        """True when the run holds the features H and W; False for a Gram-only run."""
+        return "H" in self._a
+
+    def require_features(self, what: str) -> None:
+        """Raise :class:`FeaturesRequired` naming ``what`` when the run is Gram-only."""
+        if not self.has_features:
+            have = ", ".join(k for k in ("gram_H", "gram_W", "logits") if k in self._a)
+            raise FeaturesRequired(f"{what} needs the features H and W, and {self.source} is a Gram-only run (it holds "
+                                   f"{have}); the metrics, verdicts and Gram-space fits work from the Grams")
+
+    @property
+    def H(self):
+        """float (T, N, d) features, one row per context (FeaturesRequired for a Gram-only run)."""
+        self.require_features("H")
+        return self._a["H"]
+
+    @property
+    def W(self):
+        """float (T, K, d) classifier rows (FeaturesRequired for a Gram-only run)."""
+        self.require_features("W")
+        return self._a["W"]
     b = property(lambda self: self._a.get("b"), doc="float (T, K) bias, or None.")
     labels = property(lambda self: self._a.get("labels"), doc="int (N,) labels, or None (soft labels).")
     attributes = property(lambda self: self._a.get("attributes"), doc="int (N, F) attributes, or None.")
@@ -133,15 +162,21 @@ class Run:
 
     @property
     def N(self) -> int:
-        return int(self.H.shape[1])
+        return int(self._a["H"].shape[1] if self.has_features else self._a["gram_H"].shape[1])
 
     @property
     def K(self) -> int:
-        return int(self.W.shape[1])
+        if self.has_features:
+            return int(self._a["W"].shape[1])
+        for key, axis in (("gram_W", 1), ("logits", 1), ("Y", 1)):
+            if key in self._a:
+                return int(self._a[key].shape[axis])
+        return int(self._a["labels"].max()) + 1
 
     @property
-    def d(self) -> int:
-        return int(self.H.shape[2])
+    def d(self) -> int | None:
+        """Feature width, or None for a Gram-only run."""
+        return int(self._a["H"].shape[2]) if self.has_features else None
 
     def fields(self) -> dict:
         """The run's arrays and scalars as keyword arguments of :func:`ufm.bridge.export`."""
@@ -151,7 +186,8 @@ class Run:
 
     def __repr__(self) -> str:
         extra = ", ".join(k for k in ("b", "attributes", "loss", "kernel") if k in self._a)
-        return (f"Run({os.path.basename(str(self.source))!r}, T={self.T}, N={self.N}, K={self.K}, d={self.d}, "
+        width = f"d={self.d}" if self.has_features else "Gram-only"
+        return (f"Run({os.path.basename(str(self.source))!r}, T={self.T}, N={self.N}, K={self.K}, {width}, "
                 f"steps {self.steps[0]}…{self.steps[-1]}" + (f", with {extra}" if extra else "") + ")")
 
     @classmethod
@@ -226,10 +262,82 @@ class Run:
         idx = np.arange(self.T)[index]
         idx = np.atleast_1d(idx)
         kw = {k: v for k, v in self._a.items()}
-        for k in ("steps", "H", "W", "b", "loss"):
+        for k in ("steps", "H", "W", "b", "loss", "gram_H", "gram_W", "logits"):
             if k in kw:
                 kw[k] = np.asarray(kw[k][idx])
         return Run(**kw, meta=self.meta, source=self.source)
+
+    def with_attributes(self, attributes, *, quiet: bool = False) -> "Run":
+        """The same run analysed with another attribute grouping (chosen at analysis time).
+
+        The given attributes replace the stored ones for every metric, relation, verdict and fit
+        of the returned run; a ``UserWarning`` says so when stored attributes are replaced (the
+        metadata records ``attributes_overridden``).
+
+        Arguments:
+            attributes: int (N, F) (or (N,)), values >= 0, one row per context.
+            quiet: no warning.
+
+        Returns:
+            A new :class:`Run`.
+
+        Raises:
+            FormatError: attributes of the wrong shape or with negative / non-integer values.
+        """
+        import warnings
+        kw = dict(self._a)
+        stored = kw.get("attributes")
+        kw["attributes"] = attributes
+        meta = dict(self.meta)
+        meta["attributes_overridden"] = stored is not None
+        run = Run(**kw, meta=meta, source=self.source)
+        if stored is not None and not quiet:
+            from .loaders import attribute_override_message
+            warnings.warn(attribute_override_message(stored, run.attributes, self.source), UserWarning, stacklevel=2)
+        return run
+
+    def to_gram_only(self, *, with_W: bool = True) -> "Run":
+        """The run as a Gram-only run: ``gram_H`` (and, with ``with_W``, ``gram_W`` and
+        ``logits``) in float64 instead of H and W; everything else kept.
+
+        Returns:
+            A new :class:`Run` (``has_features`` False).
+        """
+        g = self.grams()
+        kw = {k: v for k, v in self._a.items() if k not in ("H", "W", "b", "gram_H", "gram_W", "logits")}
+        kw["gram_H"] = g["gram_H"]
+        if with_W and g.get("gram_W") is not None:
+            kw["gram_W"] = g["gram_W"]
+        if with_W and g.get("logits") is not None:
+            kw["logits"] = g["logits"]
+        return Run(**kw, meta=dict(self.meta), source=self.source)
+
+    def initial_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Classifier and features at the first checkpoint, float64: ``(W0 (K, m), H0 (N, m))``,
+        rows are samples. The stored arrays (m = d) for a features run; for a Gram-only run an
+        exact factorisation of the joint Gram ``[[G_W, Z], [Zᵀ, G_H]]`` at width m = K + N
+        (the Grams and logits are reproduced; any rotation of it is as good, since the Gram
+        dynamics do not see rotations).
+
+        Raises:
+            FeaturesRequired: a Gram-only run without gram_W or logits (the joint Gram is not
+                known; start a fit from ``init="isotropic"`` instead).
+        """
+        if self.has_features:
+            return (np.asarray(self._a["W"][0], dtype=np.float64), np.asarray(self._a["H"][0], dtype=np.float64))
+        g = self.grams()
+        if g["gram_W"] is None or g["logits"] is None:
+            raise FeaturesRequired(f"the initial state of {self.source} needs gram_W and logits at the first checkpoint "
+                                   "(or the features H and W); this Gram-only run holds only "
+                                   + ", ".join(k for k in ("gram_H", "gram_W", "logits") if g.get(k) is not None)
+                                   + " — start a fit from init='isotropic'")
+        if "b" in self._a:      # pragma: no cover - Gram-only runs carry no b (format)
+            raise FeaturesRequired("a Gram-only run with a bias")
+        K = self.K
+        J = np.block([[g["gram_W"][0], g["logits"][0]], [g["logits"][0].T, g["gram_H"][0]]])
+        lam, V = np.linalg.eigh(0.5 * (J + J.T))
+        F = V * np.sqrt(np.clip(lam, 0.0, None))
+        return F[:K].copy(), F[K:].copy()
 
     def problem(self):
         """The :class:`ufm.Problem` of the run: one-hot or soft targets (Y is the core's K×N),
@@ -260,8 +368,19 @@ class Run:
 
         Returns:
             dict with ``gram_H`` (T, N, N) = H Hᵀ per checkpoint, ``gram_W`` (T, K, K) = W Wᵀ,
-            ``logits`` (T, K, N) = W Hᵀ (+ b 1ᵀ).
+            ``logits`` (T, K, N) = W Hᵀ (+ b 1ᵀ); for a Gram-only run the stored ones (symmetrised,
+            float64), ``gram_W`` and ``logits`` None when the run did not log them.
         """
+        if "grams" not in self._cache and not self.has_features:
+            out = {}
+            for key in ("gram_H", "gram_W", "logits"):
+                a = self._a.get(key)
+                if a is not None:
+                    a = np.array(a, dtype=np.float64)
+                    if key != "logits":
+                        a = 0.5 * (a + a.transpose(0, 2, 1))
+                out[key] = a
+            self._cache["grams"] = out
         if "grams" not in self._cache:
             T, N, K = self.T, self.N, self.K
             gH = np.empty((T, N, N))
@@ -372,7 +491,8 @@ class Run:
         """Per-checkpoint geometry: dict of (T,) arrays ``etf_distance``, ``semantic_gap`` (when
         the run has attributes and the gap is defined; centred cosines, pairs with equal labels
         excluded), ``effective_rank`` (entropy), ``participation_ratio`` (of the centred
-        G_H), ``norm_H``, ``norm_W`` (root-mean-square row norms), ``loss`` (when logged)."""
+        G_H), ``norm_H``, ``norm_W`` (root-mean-square row norms; ``norm_W`` only when the run
+        has W or gram_W), ``loss`` (when logged)."""
         tr = self.trajectory()
         out = {"etf_distance": tr.metric("etf_distance")}
         if self.attributes is not None:
@@ -383,27 +503,56 @@ class Run:
         out["effective_rank"] = tr.metric("effective_rank")
         out["participation_ratio"] = tr.metric("participation_ratio")
         out["norm_H"] = tr.metric("norm_H") / np.sqrt(self.N)
-        out["norm_W"] = tr.metric("norm_W") / np.sqrt(self.K)
+        if tr.gram_W is not None:
+            out["norm_W"] = tr.metric("norm_W") / np.sqrt(self.K)
         if self.loss is not None:
             out["loss"] = np.asarray(self.loss, dtype=np.float64)
         return out
 
+    def verdict(self, thresholds: dict | None = None):
+        """What the run did: early (``inherited`` / ``amplified`` / ``none``) and late
+        (``collapse`` / ``persistent`` / ``low_rank`` / ``degenerate``) verdicts from the centred
+        semantic gap, the ETF distance, the participation ratio, the norms and the loss, with
+        the numbers, the thresholds, the deciding rules and degeneracy warnings naming the
+        checkpoint (:mod:`ufm.bridge.verdict`, docs/bridge.md).
+
+        Arguments:
+            thresholds: optional overrides of :data:`ufm.bridge.verdict.THRESHOLDS`.
+
+        Returns:
+            :class:`ufm.bridge.verdict.Verdict` (cached for the default thresholds).
+        """
+        from .verdict import verdict
+        if thresholds:
+            return verdict(self, thresholds)
+        if "verdict" not in self._cache:
+            self._cache["verdict"] = verdict(self)
+        return self._cache["verdict"]
+
     def summary(self) -> str:
         """A text summary: shapes, steps, metadata, metrics at the first, peak-gap and last
-        checkpoints, the transient summary of the semantic gap, and the kernel's motion."""
+        checkpoints, the semantic gap's peak, and the kernel's motion (a few rows however many
+        kernels were logged). The verdict is :meth:`verdict` (``ufm inspect`` prints both)."""
         m = self.metrics()
+        if self.has_features:
+            shapes = f"d = {self.d} (H {self._a['H'].dtype}, W {self._a['W'].dtype})"
+        else:
+            shapes = "Gram-only (" + ", ".join(f"{k} {self._a[k].dtype}" for k in ("gram_H", "gram_W", "logits")
+                                               if k in self._a) + ")"
         lines = [f"run        {self.source}",
-                 f"shapes     T = {self.T} checkpoints, N = {self.N} contexts, K = {self.K} classes, d = {self.d}"
-                 f" (H {self.H.dtype}, W {self.W.dtype})",
+                 f"shapes     T = {self.T} checkpoints, N = {self.N} contexts, K = {self.K} classes, {shapes}",
                  f"steps      {self.steps[0]} … {self.steps[-1]}",
                  f"targets    {'labels (one-hot)' if self.labels is not None else 'soft labels Y'}"
-                 + (f", attributes F = {self.attributes.shape[1]}" if self.attributes is not None else "")]
+                 + (f", attributes F = {self.attributes.shape[1]}" if self.attributes is not None else "")
+                 + (" (chosen at analysis time)" if self.meta.get("attributes_overridden") else "")]
         keys = [k for k in ("task", "model", "optimizer", "lr", "weight_decay", "seed") if k in self.meta]
         if keys:
-            lines.append("meta       " + ", ".join(f"{k} = {self.meta[k]}" for k in keys))
+            import textwrap
+            lines += textwrap.wrap(", ".join(f"{k} = {self.meta[k]}" for k in keys), 118,
+                                   initial_indent="meta       ", subsequent_indent=" " * 11)
         rows = [0, self.T - 1]
-        if "semantic_gap" in m:
-            rows.insert(1, int(np.argmax(m["semantic_gap"])))
+        if "semantic_gap" in m and np.isfinite(m["semantic_gap"]).any():
+            rows.insert(1, int(np.nanargmax(m["semantic_gap"])))
         if "semantic_gap" in m:
             from ..metrics import gap_convention
             lines.append(f"gap        semantic gap from {gap_convention()}; pairs with equal labels excluded")
@@ -412,20 +561,37 @@ class Run:
         lines.append("step".rjust(10) + "".join(n.rjust(16) for n in names))
         for j in dict.fromkeys(rows):
             lines.append(str(self.steps[j]).rjust(10) + "".join(f"{m[n][j]:16.4g}" for n in names))
-        if "semantic_gap" in m:
+        if "semantic_gap" in m and np.all(np.isfinite(m["semantic_gap"])):
             from ..metrics import DEFAULT_GAP_CENTRED, transient_summary
             ts = transient_summary(self.steps.astype(float), m["semantic_gap"], centred=DEFAULT_GAP_CENTRED)
             lines.append("")
             lines.append(f"transient  peak semantic gap {ts.peak:.3f} (centred) at step {ts.t_peak:g}; "
                          + (f"falls below 0.02 at step {ts.t_collapse:.3g}" if ts.collapsed else
-                            f"still {m['semantic_gap'][-1]:.3f} at the last step (no collapse)"))
+                            f"still {m['semantic_gap'][-1]:.3f} at the last step"))
         ks = self.kernel_summary()
         if ks is not None:
-            lines.append(f"kernel     {len(ks['steps'])} logged at steps {[int(s) for s in ks['steps']]}; trace grows "
-                         f"{ks['trace_ratio'][-1]:.3g}x, centred alignment with the first "
-                         f"{ks['alignment_initial'][-1]:.3f}, with AᵀA {ks['alignment_attributes'][0]:.3f} → "
-                         f"{ks['alignment_attributes'][-1]:.3f}")
+            P = len(ks["steps"])
+            shown = _spread(P, 8)
+            lines.append("")
+            lines.append(f"kernel     {P} logged, steps {int(ks['steps'][0])} … {int(ks['steps'][-1])}"
+                         + ("" if len(shown) == P else f"; {len(shown)} shown (first, log-spaced, last)"))
+            lines.append("step".rjust(10) + "trace/first".rjust(14) + "CKA(Θ₀)".rjust(10) + "CKA(AᵀA)".rjust(10))
+            for p in shown:
+                lines.append(str(int(ks["steps"][p])).rjust(10) + f"{ks['trace_ratio'][p]:14.3g}"
+                             f"{ks['alignment_initial'][p]:10.3f}{ks['alignment_attributes'][p]:10.3f}")
         return "\n".join(lines)
+
+    def inspect_dict(self) -> dict:
+        """What ``ufm inspect RUN --json`` prints: run, shapes, ``verdict`` (early, late and the
+        evidence, :meth:`ufm.bridge.verdict.Verdict.as_dict`), the metrics at the first and last
+        checkpoints, and the kernel summary (None without a kernel)."""
+        m = self.metrics()
+        ks = self.kernel_summary()
+        return {"run": str(self.source), "T": self.T, "N": self.N, "K": self.K, "d": self.d,
+                "gram_only": not self.has_features, "steps": [int(self.steps[0]), int(self.steps[-1])],
+                "verdict": self.verdict().as_dict(),
+                "metrics": {k: {"first": _finite_or_none(v[0]), "last": _finite_or_none(v[-1])} for k, v in m.items()},
+                "kernel": None if ks is None else {k: [_finite_or_none(x) for x in v] for k, v in ks.items()}}
 
     def plot(self, fig=None):
         """Figure of the run's geometry over log steps: semantic gap, ETF distance, effective
@@ -452,7 +618,8 @@ class Run:
         for ax, (key, title) in zip(axes, panels):
             if key == "norms":
                 ax.plot(x, m["norm_H"], label="features")
-                ax.plot(x, m["norm_W"], label="classifier")
+                if "norm_W" in m:
+                    ax.plot(x, m["norm_W"], label="classifier")
                 ax.set_yscale("log")
                 ax.legend(fontsize=8)
             elif key == "kernel":
@@ -484,6 +651,19 @@ class Run:
         fields = self.fields()
         fields.update(kwargs)
         return export(path, **fields)
+
+
+def _spread(n: int, most: int) -> list[int]:
+    """At most ``most`` indices of 0 … n−1: the first, the last and log-spaced ones between."""
+    if n <= most:
+        return list(range(n))
+    idx = np.unique(np.round(np.geomspace(1, n, most)).astype(int) - 1)
+    return sorted(set(idx.tolist()) | {0, n - 1})
+
+
+def _finite_or_none(x):
+    x = float(x)
+    return x if np.isfinite(x) else None
 
 
 def _psd(K: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .._io import atomic_write, json_default
 from .errors import FormatError
-from .format import FORMAT, VERSION, to_numpy, validate
+from .format import FORMAT, GRAM_KEYS, VERSION, to_numpy, validate
 from .safetensors import write_safetensors
 
 __all__ = ["export", "CheckpointWriter"]
@@ -69,6 +69,14 @@ def _cast(arr, dtype):
     return np.asarray(arr, dtype=dtype)
 
 
+def _cast_gram(arr, dtype):
+    """Grams and logits in the storage dtype, but never below float32: a float16 Gram's rounding
+    (1e-3 relative) can break positive semi-definiteness, and Grams are N×N, not N×d."""
+    if dtype in ("float16", "bfloat16"):
+        return np.asarray(arr, dtype=np.float32)
+    return _cast(arr, dtype)
+
+
 def _save_npz(path, arrays, meta=None, compress=True):
     arrays = dict(arrays)
     if meta is not None:
@@ -95,9 +103,10 @@ def _clean_meta(meta, arrays):
     return out
 
 
-def export(path, *, steps, H, W, labels=None, Y=None, b=None, attributes=None, loss=None, kernel=None,
-           kernel_steps=None, lr=None, weight_decay=None, meta=None, format=None, dtype=None,
-           checkpoint_format: str = "npz", append: bool = False, compress: bool = True) -> str:
+def export(path, *, steps, H=None, W=None, labels=None, Y=None, b=None, attributes=None, loss=None, kernel=None,
+           kernel_steps=None, lr=None, weight_decay=None, gram_H=None, gram_W=None, logits=None, meta=None,
+           format=None, dtype=None, checkpoint_format: str = "npz", append: bool = False,
+           compress: bool = True) -> str:
     """Write a run in the "ufm-run" format (validated first).
 
     Arguments:
@@ -106,6 +115,10 @@ def export(path, *, steps, H, W, labels=None, Y=None, b=None, attributes=None, l
             per-checkpoint layout) unless ``format`` says otherwise.
         steps: int (T,) strictly increasing optimiser steps.
         H: float (T, N, d) features, one row per context. W: float (T, K, d) classifier rows.
+        gram_H: instead of H and W (a Gram-only run, for models too large to export features):
+            float (T, N, N) feature Grams H Hᵀ; gram_W: optional float (T, K, K) classifier
+            Grams; logits: optional float (T, K, N) = W Hᵀ (+ b 1ᵀ). Stored at float32 or
+            above whatever ``dtype`` says (float16 rounding can break a Gram's PSD check).
         labels: int (N,) classes, or Y: float (N, K) soft labels (rows sum to 1).
         b: optional float (T, K). attributes: optional int (N, F). loss: optional float (T,).
         kernel: optional float (N, N) or (P, N, N) feature kernel (traced empirical NTK), with
@@ -140,7 +153,8 @@ def export(path, *, steps, H, W, labels=None, Y=None, b=None, attributes=None, l
             raise TypeError(f"{name}: expected True or False, got {flag!r}")
     _check_dtype(dtype, "checkpoints-safetensors" if fmt == "checkpoints" and checkpoint_format == "safetensors" else fmt)
     fields = dict(steps=steps, H=H, W=W, labels=labels, Y=Y, b=b, attributes=attributes, loss=loss, kernel=kernel,
-                  kernel_steps=kernel_steps, lr=lr, weight_decay=weight_decay)
+                  kernel_steps=kernel_steps, lr=lr, weight_decay=weight_decay, gram_H=gram_H, gram_W=gram_W,
+                  logits=logits)
     fields = {k: to_numpy(v, k) for k, v in fields.items() if v is not None}
     arrays, meta = validate(fields, meta, source=path)
     meta = _clean_meta(meta, arrays)
@@ -154,8 +168,9 @@ def export(path, *, steps, H, W, labels=None, Y=None, b=None, attributes=None, l
                                   dtype=dtype, resume=append)
         if "kernel" in arrays:
             writer._static_kernel(arrays["kernel"], arrays["kernel_steps"])
+        per_ckpt = [k for k in ("H", "W", "b", "gram_H", "gram_W", "logits") if k in arrays]
         for j, step in enumerate(arrays["steps"]):
-            writer.append(int(step), arrays["H"][j], arrays["W"][j], b=None if "b" not in arrays else arrays["b"][j],
+            writer.append(int(step), **{k: arrays[k][j] for k in per_ckpt},
                           loss=None if "loss" not in arrays else arrays["loss"][j])
         return path
     if append:
@@ -164,7 +179,7 @@ def export(path, *, steps, H, W, labels=None, Y=None, b=None, attributes=None, l
     for k, v in arrays.items():
         if k in ("lr", "weight_decay"):
             continue
-        out[k] = _cast(v, dtype) if k in ("H", "W", "b") else v
+        out[k] = _cast(v, dtype) if k in ("H", "W", "b") else _cast_gram(v, dtype) if k in GRAM_KEYS else v
     if "kernel" in out and dtype not in (None, "float64"):
         out["kernel"] = np.asarray(out["kernel"], dtype=np.float32)
     if "Y" in out and dtype not in (None, "float64"):
@@ -259,7 +274,9 @@ class CheckpointWriter:
                     raise FormatError(f"{k}: differs from the {k} stored in {self.directory!r}",
                                       source=self.directory, key=k)
             self._last = int(prev.steps[-1])
-            self._shapes = (prev.N, prev.d, prev.K)
+            self._shapes = ({"H": tuple(prev._a["H"].shape[1:]), "W": tuple(prev._a["W"].shape[1:])}
+                            if prev.has_features else
+                            {k: tuple(prev._a[k].shape[1:]) for k in ("gram_H", "gram_W", "logits") if k in prev._a})
             self.labels, self.Y = prev.labels, (prev.Y if prev.labels is None else None)
             self.meta = {**prev.meta, **meta}
         else:
@@ -307,38 +324,57 @@ class CheckpointWriter:
         """The step of the last checkpoint written (None before the first)."""
         return self._last
 
-    def append(self, step: int, H, W, *, b=None, loss=None, kernel=None) -> str:
-        """Write one checkpoint.
+    def append(self, step: int, H=None, W=None, *, b=None, loss=None, kernel=None, gram_H=None, gram_W=None,
+               logits=None) -> str:
+        """Write one checkpoint: the features (H, W) or, for a Gram-only run, the Grams.
 
         Arguments:
             step: int, larger than every step written so far.
             H: float (N, d) features (one row per context). W: float (K, d) classifier rows.
-            b: optional float (K,). loss: optional float. kernel: optional float (N, N) feature
-                kernel measured at this step.
+            gram_H: instead of H and W: float (N, N) feature Gram H Hᵀ over the contexts;
+                gram_W: optional float (K, K); logits: optional float (K, N) = W Hᵀ (+ b 1ᵀ).
+                Every checkpoint of a directory holds the same kind.
+            b: optional float (K,) (features runs). loss: optional float. kernel: optional float
+                (N, N) feature kernel measured at this step.
 
         Returns:
             The checkpoint file written.
 
         Raises:
-            FormatError: a step not after the last one, shapes inconsistent with the labels or
-                with earlier checkpoints, non-finite values, a bad kernel.
+            FormatError: a step not after the last one, both or neither of features and Grams,
+                shapes inconsistent with the labels or with earlier checkpoints, non-finite
+                values, a Gram that is not symmetric PSD, a bad kernel.
         """
         step = int(step)
         src = self.directory
-        H = to_numpy(H, "H", src)
-        W = to_numpy(W, "W", src)
         if self._last is not None and step <= self._last:
             raise FormatError(f"{src}: steps: checkpoint step {step} is not after the last written step {self._last}",
                               source=src, key="steps")
-        for key, arr in (("H", H), ("W", W)):
+        per = {"H": H, "W": W, "gram_H": gram_H, "gram_W": gram_W, "logits": logits}
+        per = {k: to_numpy(v, k, src) for k, v in per.items() if v is not None}
+        gram_only = "gram_H" in per
+        if gram_only and ("H" in per or "W" in per):
+            raise FormatError(f"{src}: gram_H: a checkpoint holds either features (H, W) or Grams (gram_H, gram_W, "
+                              "logits), not both", source=src, key="gram_H")
+        if not gram_only:
+            for key in ("H", "W"):
+                if key not in per:
+                    raise FormatError(f"{src}: {key}: missing at step {step} (a checkpoint holds H and W, or gram_H)",
+                                      source=src, key=key)
+        want = {"H": "(N, d)", "W": "(K, d)", "gram_H": "(N, N)", "gram_W": "(K, K)", "logits": "(K, N)"}
+        for key, arr in per.items():
             if np.ndim(arr) != 2:
-                raise FormatError(f"{src}: {key}: expected a 2-D array ({'(N, d)' if key == 'H' else '(K, d)'}) for one "
-                                  f"checkpoint, found shape {np.shape(arr)} at step {step}", source=src, key=key)
-        if self._shapes is not None and (H.shape[0], H.shape[1], W.shape[0]) != self._shapes:
-            N, d, K = self._shapes
-            raise FormatError(f"{src}: H, W: shapes {H.shape}, {W.shape} at step {step} differ from the earlier "
-                              f"checkpoints' (N, d) = ({N}, {d}) and (K, d) = ({K}, {d})", source=src, key="H")
-        fields = {"steps": np.array([step]), "H": H[None], "W": W[None]}
+                raise FormatError(f"{src}: {key}: expected a 2-D array {want[key]} for one checkpoint, found shape "
+                                  f"{np.shape(arr)} at step {step}", source=src, key=key)
+        shapes = {k: tuple(np.shape(v)) for k, v in per.items()}
+        if self._shapes is not None and set(shapes) != set(self._shapes):
+            odd = sorted(set(shapes) ^ set(self._shapes))[0]
+            raise FormatError(f"{src}: {odd}: {'missing' if odd in self._shapes else 'given'} at step {step}, but the "
+                              f"earlier checkpoints hold {', '.join(self._shapes)}", source=src, key=odd)
+        if self._shapes is not None and shapes != self._shapes:
+            raise FormatError(f"{src}: {', '.join(shapes)}: shapes {shapes} at step {step} differ from the earlier "
+                              f"checkpoints' {self._shapes}", source=src, key=next(iter(shapes)))
+        fields = {"steps": np.array([step]), **{k: v[None] for k, v in per.items()}}
         if self.labels is not None:
             fields["labels"] = self.labels
         else:
@@ -354,8 +390,9 @@ class CheckpointWriter:
             fields["kernel"] = to_numpy(kernel, "kernel", src)
             fields["kernel_steps"] = np.array([step])
         arrays, _ = validate(fields, source=src)
-        out = {"H": _cast(arrays["H"][0], self.dtype), "W": _cast(arrays["W"][0], self.dtype),
-               "step": np.array(step, dtype=np.int64)}
+        out = {"step": np.array(step, dtype=np.int64)}
+        for key in per:
+            out[key] = _cast(arrays[key][0], self.dtype) if key in ("H", "W") else _cast_gram(arrays[key][0], self.dtype)
         if "b" in arrays:
             out["b"] = _cast(arrays["b"][0], self.dtype)
         if "loss" in arrays:
@@ -371,5 +408,5 @@ class CheckpointWriter:
             out["step"] = out["step"].reshape(1)
             atomic_write(path, lambda tmp: write_safetensors(tmp, out, dtypes=dts))
         self._last = step
-        self._shapes = (H.shape[0], H.shape[1], W.shape[0])
+        self._shapes = shapes
         return path

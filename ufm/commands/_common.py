@@ -4,12 +4,32 @@ import os
 import sys
 
 
-def load_run(path, tag, prog: str):
-    """``ufm.bridge.load`` for a command line: a format error is printed (returns None)."""
+def load_run(path, tag, prog: str, attributes: str | None = None):
+    """``ufm.bridge.load`` for a command line: a format error is printed (returns None).
+
+    ``attributes``: a .npy or text file of int (N, F) attributes chosen for this analysis; they
+    override the stored ones (the override message is printed on stderr)."""
+    import warnings
+
+    import numpy as np
+
     import ufm.bridge
 
+    attrs = None
+    if attributes is not None:
+        try:
+            attrs = np.load(attributes, allow_pickle=False) if attributes.endswith(".npy") else \
+                np.loadtxt(attributes, delimiter="," if attributes.endswith(".csv") else None, ndmin=2)
+        except (OSError, ValueError) as exc:
+            print(f"{prog}: --attributes: cannot read {attributes!r} as an int (N, F) array ({exc})", file=sys.stderr)
+            return None
     try:
-        return ufm.bridge.load(path, tag=tag)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            run = ufm.bridge.load(path, tag=tag, attributes=attrs)
+        for w in caught:
+            print(f"{prog}: {w.message}", file=sys.stderr)
+        return run
     except (ufm.bridge.FormatError, ImportError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return None

@@ -40,6 +40,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--kernel", action="store_true",
                         help="zero-parameter predictions from the logged kernel (coupled and linear-features, "
                              "fixed Θ(0) and time-dependent Θ(t))")
+    parser.add_argument("--attributes", default=None, metavar="FILE",
+                        help="latent attributes chosen for this analysis, int (N, F) in a .npy or text file; they "
+                             "override the run's stored attributes, with a message")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout instead of the text report (--compare/--kernel: "
+                             "{best, reason, models: [{name, family, params, r2, flags, ...}]}); the files are "
+                             "written as usual")
     parser.add_argument("--out-dir", default=".", help="directory for the outputs (default: current)")
     parser.add_argument("--max-time", type=float, default=120.0, help="seconds per fit before keeping the best so far")
 
@@ -56,7 +63,7 @@ def main(args) -> int:
     if not args.max_time > 0:
         print(f"ufm fit: --max-time: expected seconds > 0, got {args.max_time:g}", file=sys.stderr)
         return 2
-    run = load_run(args.run, args.tag, "ufm fit")
+    run = load_run(args.run, args.tag, "ufm fit", attributes=args.attributes)
     if run is None:
         return 2
     fixed = {}
@@ -89,8 +96,7 @@ def main(args) -> int:
                 result = ufm.bridge.compare(run, None, obs, **kw)
                 suffix = "_compare"
             report = result.report()
-            payload = {"run": str(run.source), "best_aic": result.best("aic"), "best_bic": result.best("bic"),
-                       "table": result.table(), "conventions": result.conventions()}
+            payload = result.as_dict()
         else:
             result = ufm.bridge.fit(run, args.model, _list(args.params), _list(args.observables),
                                     coupling=args.coupling, fixed=fixed or None, degree=args.degree, layers=args.layers,
@@ -98,32 +104,45 @@ def main(args) -> int:
             report = result.report()
             payload = {"run": str(run.source), **result.summary_row(), "params": result.params_,
                        "stderr": result.stderr_, "values": result.values_, "r2": result.r2_,
-                       "success": result.success_, "message": result.message_,
+                       "bounds": result.bounds_, "at_bounds": result.at_bounds_,
+                       "success": result.success_, "message": result.message_, "wall_time": result.wall_time_,
                        "conventions": result.conventions()}
             suffix = "_fit"
     except (TypeError, ValueError) as exc:
         print(f"ufm fit: {exc}", file=sys.stderr)
         return 2
-    print(report)
+    text = json.dumps(_finite(payload), indent=1, default=_json, allow_nan=False)
+    print(text if args.json else report)
     with open(stem + suffix + ".txt", "w", encoding="utf-8") as fh:
         fh.write(report + "\n")
     with open(stem + suffix + ".json", "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=1, default=_json)
+        fh.write(text + "\n")
     fig = result.plot()
     fig.savefig(stem + suffix + ".png", dpi=110)
-    print(f"\nwrote {stem + suffix}.txt, .json, .png")
+    print(f"\nwrote {stem + suffix}.txt, .json, .png", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _finite(obj):
+    """The payload with non-finite floats as None (JSON has no NaN), recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _json(obj):
     try:
         import numpy as np
+        if isinstance(obj, np.floating):
+            return float(obj) if np.isfinite(obj) else None
         if isinstance(obj, np.generic):
             return obj.item()
         if isinstance(obj, np.ndarray):
             return obj.tolist()
     except ImportError:  # pragma: no cover
         pass
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
     raise TypeError(type(obj).__name__)
