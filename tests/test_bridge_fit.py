@@ -218,3 +218,13 @@ def test_step_budget_rejects_stiff_trial_points(small_run):
     p = np.array([f.params_["time_scale"] * 1e5, f.params_["lambda"]])
     r = eng.residuals(p)
     assert eng.last_error.startswith("integration stopped") and np.sum(r == fitting._PENALTY) > r.size // 2
+
+
+def test_observed_gap_is_the_semantic_gap_metric():
+    """observe() reuses its centred cosines for the gap: bit for bit the metric's value."""
+    from pathlib import Path
+    from ufm.bridge.observables import observe
+    run = br.load(Path(__file__).parent / "data" / "real" / "mlp_hierarchy_sgd.npz")
+    tr, prob = run.trajectory(), run.problem()
+    got = observe(tr.gram_H, tr.gram_W, prob, ["semantic_gap"])["semantic_gap"][:, 0]
+    assert np.array_equal(got, ufm.metrics.evaluate("semantic_gap", gram_H=tr.gram_H, problem=prob))
