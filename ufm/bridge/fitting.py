@@ -38,7 +38,13 @@ the run's first checkpoint), with ``time_scale`` its learning rate.
 **Speed.** Predictions integrate the exact width-free Gram ODE (``space="gram"``) whenever it
 is valid (the initial Grams of width d >= N, K, or an isotropic start), so cost does not grow
 with the width; residuals are cached per parameter vector and the time scale is first located
-by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take seconds.
+by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take seconds. The
+local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
+steps of the best prediction so far (stiff or diverging corners), stops when the cost has
+fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
+and best prediction; ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and
+``method=`` a stiff integrator. :func:`fit_all` (used by ``compare``) fits families in
+parallel worker processes when CPUs are idle.
 """
 
 from __future__ import annotations
@@ -895,9 +901,9 @@ _DIFF_STEP = 1e-3        # forward-difference step in log parameters (as scipy's
 _COARSE_RTOL = 1e-5      # tolerance of the first optimisation stage
 _MIN_BUDGET = 4_000      # early rejection: a trial prediction may take max(this, ...
 _BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator steps
-_STALL_ITERATIONS = 3    # stop when the cost fell by less than _STALL_RTOL (relative) over
-_STALL_RTOL = 1e-3       # this many iterations: creeping along a valley or a bound
-_POLISH_STALL_ITERATIONS = 2
+_STALL_ITERATIONS = 4    # stop when the cost fell by less than _STALL_RTOL (relative) over
+_STALL_RTOL = 1e-4       # this many iterations: creeping along a valley or a bound
+_POLISH_STALL_ITERATIONS = 3
 
 
 def _optimise(eng, ref, lo, hi, spec):
