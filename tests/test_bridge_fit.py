@@ -228,3 +228,21 @@ def test_observed_gap_is_the_semantic_gap_metric():
     tr, prob = run.trajectory(), run.problem()
     got = observe(tr.gram_H, tr.gram_W, prob, ["semantic_gap"])["semantic_gap"][:, 0]
     assert np.array_equal(got, ufm.metrics.evaluate("semantic_gap", gram_H=tr.gram_H, problem=prob))
+
+
+def test_fit_all_in_workers_matches_the_serial_fits(small_run):
+    """Families fitted in forked workers come back (as copies) with the serial results."""
+    from ufm.bridge.fitting import fit_all
+    kw = dict(observables=["relations", "semantic_gap"], init="isotropic")
+
+    def specs():
+        return [br.Fit("standard", **kw), br.Fit("coupled", params=["time_scale", "lambda"],
+                                                 fixed={"beta": TRUE["beta"]}, **kw)]
+    serial = fit_all(specs(), small_run, workers=1)
+    first = specs()
+    parallel = fit_all(first, small_run, workers=2)
+    assert all(p is not f for p, f in zip(parallel, first))
+    for a, b in zip(serial, parallel):
+        assert a.params_ == b.params_ and a.rss_ == b.rss_ and a.r2_ == b.r2_
+    with pytest.raises(ValueError, match="workers"):
+        fit_all(specs(), small_run, workers=0)

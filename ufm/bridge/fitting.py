@@ -43,8 +43,8 @@ local fit (:func:`_optimise`) rejects trial points whose integration needs more 
 steps of the best prediction so far (stiff or diverging corners), stops when the cost has
 fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
 and best prediction; ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and
-``method=`` a stiff integrator. :func:`fit_all` (used by ``compare``) fits families in
-parallel worker processes when CPUs are idle.
+``method=`` a stiff integrator. :func:`fit_all` (used by ``compare``) can fit families in
+parallel worker processes (``UFM_FIT_WORKERS``; serial by default, see there).
 """
 
 from __future__ import annotations
@@ -981,12 +981,16 @@ def fit_all(fits, run, workers=None) -> list:
         fits: Fit objects (not yet fitted).
         run: the :class:`ufm.bridge.Run`.
         workers: processes to use; None: the environment variable ``UFM_FIT_WORKERS`` if set,
-            else the CPUs available to this process that the 1-minute load average leaves
-            idle (at least 1, at most the number of fits). 1 fits one after the
-            other in this process. Parallel fitting also falls back to that when it cannot be
-            done safely: no ``fork`` start method, inside a daemonic worker, a fit argument
-            that cannot be pickled (e.g. a lambda ``jac``), or numba's OpenMP threading layer
-            already started (GNU OpenMP aborts in forked children).
+            else 1 (one after the other in this process). Serial is the default because
+            parallel fitting did not pay on the shipped 16-context runs on a 2-core machine:
+            3 families of ``mlp_factorial_sgd`` took 2.2 s in 2 workers against 1.6 s
+            serially (load average 3: no idle core; each forked worker also loads the
+            kernels it has not run yet from numba's disk cache), and a whole ``compare``
+            1.01x the serial time. It can pay for fits of many seconds on idle cores.
+            Parallel fitting falls back to serial when it cannot be done safely: no ``fork``
+            start method, inside a daemonic worker, a fit argument that cannot be pickled
+            (e.g. a lambda ``jac``), or numba's OpenMP threading layer already started (GNU
+            OpenMP aborts in forked children).
 
     Returns:
         The fitted Fit objects, in order (copies when fitted in workers).
@@ -999,11 +1003,7 @@ def fit_all(fits, run, workers=None) -> list:
             from .._validation import as_positive_int
             workers = as_positive_int(int(env) if env.isdigit() else env, "UFM_FIT_WORKERS")
         else:
-            # the CPUs not already busy: on a loaded machine extra processes only contend (on
-            # this 2-core machine at load 6, two workers made compare 1.13x slower)
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-            workers = max(1, min(cpus, int(cpus - busy + 0.5)))
+            workers = 1
     else:
         from .._validation import as_positive_int
         workers = as_positive_int(workers, "workers")
