@@ -306,15 +306,16 @@ class SaveBuffers:
     """
 
     def __init__(self, T: int, n: int, K: int, N: int, d: int | None, bias: bool, names, reduction=None,
-                 times: str = "t"):
+                 times: str = "t", keep_state: bool = False):
         self.names = names
         self.K, self.N, self.d, self.bias = K, N, d, bias
         self.reduction = reduction
-        want_state = any(x in names for x in ("W", "H", "b"))
+        # keep_state: the flat state at every save (ufm.events restarts the kernel from it)
+        want_state = keep_state or any(x in names for x in ("W", "H", "b"))
         flags = np.array([want_state, "gram_W" in names, "gram_H" in names, "logits" in names], dtype=np.int64)
         if reduction is not None:
             # the reduced kernel saves the coefficients; Grams are expanded from them here
-            want_state = bool(names)
+            want_state = keep_state or bool(names)
             flags = np.array([want_state, 0, 0, 0], dtype=np.int64)
         # estimated before allocating: a run that cannot hold its saves says so at once
         expanded = 0 if reduction is None else K * K * ("gram_W" in names) + N * N * ("gram_H" in names) + K * N * (
@@ -351,6 +352,16 @@ class SaveBuffers:
             out["b"] = S[:, -K:].copy()
         return out
 
+
+    def grams_at(self, j: int) -> tuple:
+        """(gram_H, gram_W, logits) of save ``j`` (views; expanded in reduced space). Each is
+        None unless recorded (``gram_*``/``logits`` in ``names``)."""
+        g = self.group
+        if self.reduction is not None:
+            M, GW, GH, b = self.reduction.expand(g.state[j:j + 1])
+            return GH[0], GW[0], (M if b is None else M + b[..., :, None])[0]
+        return (g.gram_H[j] if g.flags[2] else None, g.gram_W[j] if g.flags[1] else None,
+                g.logits[j] if g.flags[3] else None)
 
     def _expanded(self, coefficients) -> dict:
         """Trajectory fields of saved reduced states (M, G_W, G_H and b expanded)."""

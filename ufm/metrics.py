@@ -59,6 +59,7 @@ trajectory starting from zero can still be scanned.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -1083,12 +1084,18 @@ class TransientSummary:
     t_collapse: float
     collapsed: bool
     centred: bool | None = None
+    exact: tuple = ()
 
     def as_dict(self) -> dict:
-        """The fields as a plain dict of Python floats and bools (``centred`` only when set)."""
+        """The fields as a plain dict of Python floats and bools (``centred`` only when set,
+        ``exact`` only when non-empty)."""
         out = asdict(self)
         if out["centred"] is None:
             del out["centred"]
+        if not out["exact"]:
+            del out["exact"]
+        else:
+            out["exact"] = list(out["exact"])
         return out
 
 
@@ -1147,6 +1154,39 @@ def transient_summary(t, gap, threshold=0.02, *, centred=None) -> TransientSumma
     phi = (g[c - 1] - theta) / (g[c - 1] - g[c])
     lo, hi = np.log(t[c - 1]), np.log(t[c])
     return TransientSummary(peak, t_peak, float(np.exp(lo + phi * (hi - lo))), True, centred)
+
+
+def refine_transient(summary: TransientSummary, t, gap, threshold, hits) -> TransientSummary:
+    """A save-grid :class:`TransientSummary` with located event times put in (see
+    :mod:`ufm.events`).
+
+    The peak is replaced by a ``gap_peak`` hit between the saves next to the grid maximum
+    (value and time); the collapse time by the first falling ``gap_crossing`` hit at level
+    ``threshold`` after the (refined) peak. ``exact`` lists the fields replaced.
+
+    Arguments:
+        summary: from :func:`transient_summary`. t, gap: the curve it was computed from.
+        threshold: its threshold. hits: :class:`ufm.events.Hit` objects of the same gap.
+    """
+    from dataclasses import replace
+    t = np.asarray(t, dtype=float)
+    jp = int(np.argmax(gap))
+    lo, hi = t[max(jp - 1, 0)], t[min(jp + 1, t.size - 1)]
+    exact = []
+    peak, t_peak = summary.peak, summary.t_peak
+    for h in hits:
+        if h.kind == "gap_peak" and lo <= h.t <= hi and np.isfinite(h.value) and h.value >= peak:
+            peak, t_peak = float(h.value), float(h.t)
+            exact += ["peak", "t_peak"]
+            break
+    t_collapse, collapsed = summary.t_collapse, summary.collapsed
+    for h in hits:
+        if (h.kind == "gap_crossing" and h.direction == -1 and h.t >= t_peak
+                and math.isclose(h.options.get("level", math.nan), threshold, rel_tol=1e-12)):
+            t_collapse, collapsed = float(h.t), True
+            exact.append("t_collapse")
+            break
+    return replace(summary, peak=peak, t_peak=t_peak, t_collapse=t_collapse, collapsed=collapsed, exact=tuple(exact))
 
 
 # --------------------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max):
 
 def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: float = 1e-10,
           space: str = "parameters", save=DEFAULT_SAVE, t0: float = 0.0, dt: float | None = None,
-          max_steps: int = 10_000_000, h_max: float = math.inf, progress=None) -> Trajectory:
+          max_steps: int = 10_000_000, h_max: float = math.inf, progress=None, events=None,
+          equilibrium=None) -> Trajectory:
     """Integrate the gradient flow of ``model`` from ``init`` and save at times ``t``.
 
     Arguments:
@@ -105,6 +106,16 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         h_max: largest step allowed.
         progress: None, or a callable ``progress(t_reached, t_end)`` called as the run proceeds
             (the integration then runs in ~50 chunks of save times).
+        events: None, or :class:`ufm.events.Event` objects (``ufm.events.gap_crossing``,
+            ``gap_peak``, ``etf_below``, ``peak``, or ``Event(fn)`` of the Grams): each sign
+            change between saves is located to the integrator's tolerance; hits are in
+            ``traj.events`` and ``info["events"]``; a ``terminal`` event ends the run at its
+            first hit (``info["terminated_by"]``, ``info["t_final"]``; only saves up to it).
+        equilibrium: None/False, True or a tolerance > 0: end the run at the first save where
+            the flow's speed RMS_i |f_i| / (atol + rtol·|y_i|) (tolerance units per unit time)
+            is at most this (True: 1, i.e. ‖f‖ <= atol + rtol‖y‖); the remaining saves hold
+            that state and ``info["equilibrium_from"]`` is the first of them (see
+            :mod:`ufm.events`).
 
     Returns:
         A :class:`~ufm.trajectory.Trajectory` with ``t``, ``loss``, ``data_loss`` and the
@@ -128,19 +139,32 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
     if progress is not None and not callable(progress):
         raise TypeError("progress: expected a callable progress(t_reached, t_end) or None")
     names = parse_save(save, space)
+    from .events import Watcher, check_equilibrium, check_events
+    watched = check_events(events, model.problem)
+    equilibrium = check_equilibrium(equilibrium)
 
     y, d = initial_vector(model, init, space, t0)
     if space == "gram":
         engine.warn_if_rank_deficient(init)
     packed = engine.pack_model(model, space, d or 0)
     reduction = engine.reduction_of(model) if space == "reduced" else None
-    buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names, reduction)
-    run = engine.integrate(packed, y, ts, engine.tableau(solver), engine.controls(rtol, atol, h_max, max_steps),
-                           engine.new_carry(t0, h0), buffers, progress)
+    tab, ctl = engine.tableau(solver), engine.controls(rtol, atol, h_max, max_steps)
+    watcher = None
+    if watched or equilibrium is not None:
+        watcher = Watcher(watched, equilibrium, packed, tab, ctl, y.size, model.K, model.N, d, model.bias, reduction)
+        buffers = watcher.buffers(len(ts), names)
+        run = watcher.run(y, ts, engine.new_carry(t0, h0), buffers, progress)
+    else:
+        buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names, reduction)
+        run = engine.integrate(packed, y, ts, tab, ctl, engine.new_carry(t0, h0), buffers, progress)
     info = {"method": solver.name, "space": space, "rtol": rtol, "atol": atol, "t0": t0, "d": d, "dt": dt,
             **run.counts(), "wall_time_s": run.wall_time_s, "model": model.describe()}
-    traj = Trajectory(t=ts[:run.reached].copy(), **buffers.fields(run.reached), problem=model.problem, model=model,
-                      info=info)
+    fields = buffers.fields(run.reached)
+    if watcher is not None:
+        info.update(watcher.info)
+        # the watcher records the Grams and the state for itself; keep what was asked for
+        fields = {k: v for k, v in fields.items() if k in ("loss", "data_loss") or k in names}
+    traj = Trajectory(t=ts[:run.reached].copy(), **fields, problem=model.problem, model=model, info=info)
     if not run.ok:
         reason, message = engine.failure(run.status, run.t_reached, run.reached, max_steps, t_end=float(ts[-1]),
                                          accepted=run.counts()["accepted_steps"])

@@ -60,6 +60,13 @@ class Trajectory:
         span = f"t ∈ [{self.t[0]:.3g}, {self.t[-1]:.3g}]" if len(self) else "empty"
         return f"Trajectory(T={len(self)}, {span}, saved={saved})"
 
+    @property
+    def events(self) -> tuple:
+        """The located events of the run (``ufm.solve(..., events=...)``), in time order: a
+        tuple of :class:`ufm.events.Hit` (name, t, direction, value, ...); empty otherwise."""
+        from .events import Hit
+        return tuple(Hit.from_dict(h) for h in self.info.get("events", ()))
+
     def _need(self, name: str) -> np.ndarray:
         arr = getattr(self, name)
         if arr is None:
@@ -126,12 +133,30 @@ class Trajectory:
                 ``attribute=``, ``labels=``, ``centred=``); the summary records the gap's
                 convention (``centred``, default True).
 
+        When the run located events of the same gap (``ufm.events.gap_peak`` and a falling
+        ``gap_crossing`` at ``threshold``, same ``centred``/``attribute``, no other options), the
+        peak, its time and the collapse time are the located ones instead of save-grid values,
+        and the summary's ``exact`` names them.
+
         Raises:
             ValueError / TypeError: a threshold that is not a number > 0; see :meth:`metric`.
         """
         gap = self.metric("semantic_gap", **options)
         centred = options.get("centred", _metrics.DEFAULT_GAP_CENTRED)
-        return _metrics.transient_summary(self.t, gap, threshold=threshold, centred=centred)
+        summary = _metrics.transient_summary(self.t, gap, threshold=threshold, centred=centred)
+        hits = self._gap_hits(options)
+        if not hits:
+            return summary
+        return _metrics.refine_transient(summary, self.t, gap, threshold, hits)
+
+    def _gap_hits(self, options) -> list:
+        """Hits of gap events computed with the same gap as ``options`` ask for."""
+        if set(options) - {"centred", "attribute"}:
+            return []
+        centred = bool(options.get("centred", _metrics.DEFAULT_GAP_CENTRED))
+        attribute = options.get("attribute")
+        return [h for h in self.events if h.kind in ("gap_peak", "gap_crossing")
+                and h.options.get("centred") == centred and h.options.get("attribute") == attribute]
 
     # -- I/O ----------------------------------------------------------------------------------
     def save(self, path) -> str:

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from .fitting import Fit
+from .fitting import Fit, fit_all
 from .run import _check_run
 
 __all__ = ["compare", "Comparison", "Baseline", "KernelPrediction", "kernel_prediction", "default_models",
@@ -507,12 +507,13 @@ def compare(run, models=None, observables=None, *, time=None, **kwargs) -> Compa
     obs = check_observables(observables if observables is not None else default_observables(run.problem()),
                             run.problem())
     common = {"observables": obs, **({} if time is None else {"time": time}), **kwargs}
-    fits = {}
+    unfitted = {}
     for name, spec in models.items():
         f = _as_fit(spec, common)
         if f.observables is None or tuple(f.observables) != obs:
             f.observables = obs
-        fits[name] = f.fit(run)
+        unfitted[name] = f
+    fits = dict(zip(unfitted, fit_all(unfitted.values(), run)))     # in parallel processes where it pays
     return Comparison(run, fits, obs)
 
 

@@ -55,11 +55,18 @@ the run's first checkpoint), with ``time_scale`` its learning rate.
 **Speed.** Predictions integrate the exact width-free Gram ODE (``space="gram"``) whenever it
 is valid (the initial Grams of width d >= N, K, or an isotropic start), so cost does not grow
 with the width; residuals are cached per parameter vector and the time scale is first located
-by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take seconds.
+by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take seconds. The
+local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
+steps of the best prediction so far (stiff or diverging corners), stops when the cost has
+fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
+and best prediction; ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and
+``method=`` a stiff integrator. :func:`fit_all` (used by ``compare``) can fit families in
+parallel worker processes (``UFM_FIT_WORKERS``; serial by default, see there).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time as _time
 import warnings
@@ -70,7 +77,7 @@ from .observables import CONVENTIONS, FLOORS, check_observables, column_names, d
 from .run import _check_run
 
 __all__ = ["Fit", "fit", "FAMILIES", "PARAMS", "TIME_MAPS", "family_defaults", "homogeneity_degree", "run_optimizer",
-           "ADAPTIVE_OPTIMIZERS"]
+           "ADAPTIVE_OPTIMIZERS", "fit_all"]
 
 FAMILIES = ("standard", "coupled", "linear-features", "deep")
 PARAMS = ("time_scale", "time_power", "lambda", "decay_factor", "lambda_W", "lambda_H", "lambda_E", "lambda_b", "init_scale",
@@ -127,6 +134,17 @@ class Fit:
         max_time: seconds (> 0) after which the fit stops and keeps the best parameters
             evaluated so far (``message_`` says so); None for no limit.
         scan: locate the time scale by a coarse scan before the local fit.
+        method: the integrator of the predictions (any ``method=`` of :func:`ufm.solve`;
+            default ``"dopri5"``): a stiff method belongs here when fits go stiff.
+        jac: None (forward-difference Jacobians: one prediction per fitted parameter), or a
+            callable ``jac(engine, p)`` returning the (n_residuals, k) Jacobian of
+            ``engine.residuals(p)`` with respect to the log parameters (e.g. from forward
+            sensitivities of the solution; ``engine.values(p)``, ``engine.make_model``,
+            ``engine.initial`` and ``engine.times`` give the model it must differentiate).
+        coarse: optimise first at the loose tolerance 1e-5, then polish at ``rtol`` from that
+            optimum. Off by default: on the shipped real runs it made ``compare`` 15–20 %
+            slower (predictions there take few steps, so the tolerance barely changes their
+            cost, and the polish adds iterations).
 
     Attributes (after :meth:`fit`):
         params_: dict fitted parameter -> value. stderr_: dict -> standard error (from the
@@ -151,7 +169,7 @@ class Fit:
 
     def __init__(self, model="coupled", params=None, observables=None, *, time="scale", init="run", coupling=None,
                  fixed=None, x0=None, degree=None, optimizer=None, space="auto", weights=None, rtol=1e-7,
-                 max_nfev=25, max_time=120.0, scan=True, layers=None):
+                 max_nfev=25, max_time=120.0, scan=True, layers=None, method=None, jac=None, coarse=False):
         self.model = model
         self.params = params
         self.observables = observables
@@ -169,12 +187,15 @@ class Fit:
         self.max_time = max_time
         self.scan = scan
         self.layers = layers
+        self.method = method
+        self.jac = jac
+        self.coarse = coarse
 
     def get_params(self) -> dict:
         """The constructor arguments (scikit-learn convention)."""
         return {k: getattr(self, k) for k in ("model", "params", "observables", "time", "init", "coupling", "fixed",
                                                "x0", "degree", "optimizer", "space", "weights", "rtol", "max_nfev",
-                                               "max_time", "scan", "layers")}
+                                               "max_time", "scan", "layers", "method", "jac", "coarse")}
 
     def __repr__(self):
         name = self.model if isinstance(self.model, str) else "UFM template"
@@ -223,22 +244,14 @@ class Fit:
         try:
             if self.scan and eng.names:
                 ref = eng.search(ref, lo, hi, skip=set(self.x0 or ()))
-            x_start = np.zeros(len(eng.names))
-            lo_x, hi_x = np.log(lo / ref), np.log(hi / ref)
-            margin = np.minimum(0.5, 0.25 * (hi_x - lo_x))       # start inside the box: trf stalls on its edge
-            x_start = np.clip(x_start, lo_x + margin, hi_x - margin)
-            fun = lambda x: eng.residuals(ref * np.exp(x))  # noqa: E731
             if eng.names:
-                res = least_squares(fun, x_start, bounds=(lo_x, hi_x), method="trf", diff_step=1e-3, x_scale=1.0,
-                                    ftol=1e-6, xtol=1e-6, gtol=1e-8, max_nfev=int(self.max_nfev))
-                jac, success, message, nfev = res.jac, bool(res.success), str(res.message), int(res.nfev)
-                if res.status == 0:
-                    success, message = False, f"stopped after max_nfev = {self.max_nfev} iterations"
+                jac, success, message, nfev = _optimise(eng, ref, lo, hi, self)
         except _OutOfTime:
             success, message = False, f"stopped by max_time = {self.max_time} s (best parameters so far kept)"
         eng.deadline = None
+        eng.stage_rtol = eng.rtol
         p = eng.best_p if eng.best_p is not None else ref
-        r = eng.residuals(p)
+        r = eng.best_r if eng.best_p is not None else eng.residuals(p)
         if jac.size and not np.array_equal(p, eng.last_jac_p):
             jac = eng.jacobian(p)
         self.params_ = dict(zip(eng.names, map(float, p)))
@@ -259,7 +272,7 @@ class Fit:
         safe = max(rss / n, 1e-300)
         self.aic_ = float(n * math.log(safe) + 2 * k)
         self.bic_ = float(n * math.log(safe) + k * math.log(n))
-        self.model_, self.trajectory_, self.failed_at_ = eng.predict(p, keep=True)
+        self.model_, self.trajectory_, self.failed_at_ = eng.prediction(p)
         self.observed_ = eng.observed
         self.predicted_ = eng.observe_prediction(self.trajectory_)
         self.r2_ = {name: _r2(self.observed_[name], self.predicted_[name]) for name in eng.report_names}
@@ -629,10 +642,20 @@ class _Engine:
         self.gram_scale = max(min(float(np.mean(np.sum(H0 * H0, axis=1))), float(np.mean(np.sum(W0 * W0, axis=1))),
                                   1.0), 1e-30)
         self.rtol = float(spec.rtol)
+        self.stage_rtol = self.rtol          # the tolerance of the current optimisation stage
+        self.method = spec.method if spec.method is not None else _METHOD
+        self.jac = spec.jac
+        if self.jac is not None and not callable(self.jac):
+            raise TypeError(f"jac: expected None (finite differences) or a callable jac(engine, p), got "
+                            f"{type(self.jac).__name__}")
         self.last_error = ""
         self._cache = {}
         self.deadline = None
         self.best_p, self.best_c = None, math.inf
+        self.best_prediction = None
+        self.best_r = None
+        self.best_steps = None
+        self.predictions = 0
         self.last_jac_p = None
         # starting values
         start = []
@@ -823,7 +846,7 @@ class _Engine:
                     t, t0 = self.times(v)
                     c2 = v["init_scale"] ** 2 * self.gram_scale if self.init == "run" else v["init_scale"] ** 2
                     rt = self.rtol if rtol is None else rtol
-                    tr = solve(model, init, t, t0=t0, space=self.space, rtol=rt,
+                    tr = solve(model, init, t, t0=t0, space=self.space, rtol=rt, method=self.method,
                                atol=rt * 1e-3 * min(c2, 1.0), save=("gram_W", "gram_H", "logits"),
                                max_steps=int(max_steps or _MAX_STEPS))
         except IntegrationError as err:
@@ -856,13 +879,20 @@ class _Engine:
         return observe(tr.gram_H, tr.gram_W, self.problem, self.report_names)
 
     def residuals(self, p, max_steps: int | None = None) -> np.ndarray:
-        key = np.asarray(p, dtype=np.float64).tobytes() + bytes(str(max_steps), "ascii")
+        """Weighted residual vector at parameters ``p`` (model units), cached per (p, budget,
+        tolerance). ``max_steps`` given: a scan evaluation (loose tolerance, that budget);
+        otherwise the stage tolerance ``stage_rtol`` and the early-rejection budget
+        (:meth:`step_budget`)."""
+        scan = max_steps is not None
+        rtol = max(self.rtol, _SCAN_RTOL) if scan else self.stage_rtol
+        budget = int(max_steps) if scan else self.step_budget()
+        key = np.asarray(p, dtype=np.float64).tobytes() + bytes(f"{budget} {rtol!r} {scan}", "ascii")
         if key in self._cache:
             return self._cache[key]
         if self.deadline is not None and _time.perf_counter() > self.deadline:
             raise _OutOfTime()
-        _, tr, failed = self.predict(p, max_steps=max_steps,
-                                     rtol=None if max_steps is None else max(self.rtol, _SCAN_RTOL))
+        model, tr, failed = self.predict(p, max_steps=budget, rtol=rtol)
+        self.predictions += 1
         pred = observe(tr.gram_H, tr.gram_W, self.problem, self.obs_names)
         parts = []
         n_ok = len(tr) if failed is None else int(np.sum(np.isfinite(tr.t)))
@@ -880,18 +910,52 @@ class _Engine:
             self._cache.clear()
         self._cache[key] = out
         c = float(out @ out)
-        if max_steps is None and c < self.best_c:
+        if not scan and c < self.best_c:
             self.best_p, self.best_c = np.array(p, dtype=np.float64), c
+            self.best_prediction = (key, model, tr, failed)
+            self.best_r = out
+            info = tr.info
+            self.best_steps = int(info.get("accepted_steps", 0)) + int(info.get("rejected_steps", 0))
         return out
 
+    def step_budget(self) -> int:
+        """Integrator steps allowed to one prediction of the local fit: a fixed multiple of
+        what the best prediction so far needed (at least :data:`_MIN_BUDGET`, at most
+        :data:`_MAX_STEPS`). A trial point whose integration needs far more — a stiff or
+        diverging corner of parameter space — is rejected (its unreached saves penalised)
+        after that budget instead of being integrated to the end."""
+        if self.best_steps is None:
+            return _MAX_STEPS
+        return int(min(_MAX_STEPS, max(_MIN_BUDGET, _BUDGET_FACTOR * self.best_steps)))
+
+    def prediction(self, p):
+        """(model, Trajectory, t of failure) at ``p`` and the fit's tolerance: the best
+        prediction kept by :meth:`residuals` when it is that one, else a fresh one."""
+        kept = self.best_prediction
+        if kept is not None and self.best_p is not None and np.array_equal(self.best_p, p) \
+                and self.stage_rtol == self.rtol:
+            _, model, tr, failed = kept
+            if failed is None:
+                return model, tr, failed
+        return self.predict(p, keep=True)
+
     def jacobian(self, p) -> np.ndarray:
-        """Forward-difference Jacobian of the residuals in log parameters at p."""
+        """Jacobian of the residuals in log parameters at p: the fit's ``jac`` callable when
+        given, else forward differences (one prediction per fitted parameter)."""
+        if self.jac is not None:
+            J = np.asarray(self.jac(self, np.array(p, dtype=np.float64)), dtype=np.float64)
+            r0 = self.residuals(p)
+            if J.shape != (r0.size, len(p)):
+                raise ValueError(f"jac: expected a ({r0.size}, {len(p)}) Jacobian of the residuals in log "
+                                 f"parameters, got shape {J.shape}")
+            self.last_jac_p = np.array(p)
+            return J
         r0 = self.residuals(p)
         J = np.empty((r0.size, len(p)))
         for i in range(len(p)):
             q = np.array(p, dtype=np.float64)
-            q[i] *= math.exp(1e-3)
-            J[:, i] = (self.residuals(q) - r0) / 1e-3
+            q[i] *= math.exp(_DIFF_STEP)
+            J[:, i] = (self.residuals(q) - r0) / _DIFF_STEP
         self.last_jac_p = np.array(p)
         return J
 
@@ -945,6 +1009,166 @@ class _Engine:
         if its is not None:
             best, best_c = scan_ts(best, best_c, (-0.25, 0.25))
         return best
+
+
+# ----------------------------------------------------------------------------------------------
+# the optimisation loop (speed): stages, early rejection, stopping on stagnation
+# ----------------------------------------------------------------------------------------------
+
+_METHOD = "dopri5"       # integrator of the predictions (Fit(method=...) overrides)
+_DIFF_STEP = 1e-3        # forward-difference step in log parameters (as scipy's diff_step)
+_COARSE_RTOL = 1e-5      # tolerance of the first optimisation stage
+_MIN_BUDGET = 4_000      # early rejection: a trial prediction may take max(this, ...
+_BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator steps
+_STALL_ITERATIONS = 4    # stop when the cost fell by less than _STALL_RTOL (relative) over
+_STALL_RTOL = 1e-4       # this many iterations: creeping along a valley or a bound
+_POLISH_STALL_ITERATIONS = 3
+
+
+def _optimise(eng, ref, lo, hi, spec):
+    """Least squares in log parameters around ``ref`` inside [lo, hi], in stages.
+
+    Stage 1 (``spec.coarse``): at the loose tolerance ``_COARSE_RTOL``; stage 2 at the fit's
+    tolerance, warm-started from stage 1's optimum. Each stage stops at scipy's tolerances, at
+    ``max_nfev``, or when the cost has fallen by less than ``_STALL_RTOL`` over
+    ``_STALL_ITERATIONS`` accepted iterations (``_POLISH_STALL_ITERATIONS`` in the polish;
+    scipy >= 1.16). Trial predictions that need far more
+    integrator steps than the best one are rejected early (:meth:`_Engine.step_budget`).
+
+    Returns:
+        (jac at the optimum or an empty array, success, message, evaluations).
+    """
+    from scipy.optimize import least_squares
+    lo_x, hi_x = np.log(lo / ref), np.log(hi / ref)
+    margin = np.minimum(0.5, 0.25 * (hi_x - lo_x))       # start inside the box: trf stalls on its edge
+    x = np.clip(np.zeros(len(eng.names)), lo_x + margin, hi_x - margin)
+    fun = lambda z: eng.residuals(ref * np.exp(z))  # noqa: E731
+    jac = "2-point" if eng.jac is None else (lambda z: eng.jacobian(ref * np.exp(z)))  # noqa: E731
+    stages = [eng.rtol]
+    if spec.coarse and _COARSE_RTOL > eng.rtol and eng.time_map != "optimizer":    # the optimiser has no rtol
+        stages.insert(0, _COARSE_RTOL)
+    nfev, res = 0, None
+    for stage, rtol in enumerate(stages):
+        eng.stage_rtol = rtol
+        # the polish starts at an optimum: two iterations without progress settle it
+        window = _STALL_ITERATIONS if stage == 0 and len(stages) > 1 else _POLISH_STALL_ITERATIONS
+        eng.best_p, eng.best_c, eng.best_prediction, eng.best_r = None, math.inf, None, None
+        costs = []
+
+        def stalled(intermediate_result):
+            cost = float(intermediate_result.cost)
+            if costs and cost >= costs[-1]:
+                return                                   # a rejected step: the radius shrinks, no verdict
+            costs.append(cost)
+            if len(costs) > window:
+                before = costs[-1 - window]
+                if before - costs[-1] <= _STALL_RTOL * before:
+                    raise StopIteration
+
+        kw = {"callback": stalled} if _scipy_has_callback() else {}
+        res = least_squares(fun, x, jac=jac, bounds=(lo_x, hi_x), method="trf", diff_step=_DIFF_STEP, x_scale=1.0,
+                            ftol=1e-6, xtol=1e-6, gtol=1e-8, max_nfev=int(spec.max_nfev), **kw)
+        nfev += int(res.nfev)
+        x = res.x
+    success, message = bool(res.success) or res.status == -2, str(res.message)
+    if res.status == -2:
+        message = (f"stopped: the cost fell by less than {_STALL_RTOL:g} (relative) over the last "
+                   f"{window} iterations")
+    if res.status == 0:
+        success, message = False, f"stopped after max_nfev = {spec.max_nfev} iterations"
+    if eng.best_p is not None and np.array_equal(eng.best_p, ref * np.exp(res.x)):
+        eng.last_jac_p = eng.best_p.copy()
+    return np.asarray(res.jac), success, message, nfev
+
+
+@functools.lru_cache(maxsize=1)
+def _scipy_has_callback() -> bool:
+    """least_squares takes ``callback`` (and stops on StopIteration) from scipy 1.16 on."""
+    import inspect
+    from scipy.optimize import least_squares
+    return "callback" in inspect.signature(least_squares).parameters
+
+
+def fit_all(fits, run, workers=None) -> list:
+    """Fit several :class:`Fit` objects to one run, in parallel worker processes where it pays.
+
+    The fits are independent, and each is a long chain of small integrations (one
+    prediction per residual), so they parallelise across processes (numba's kernels hold the
+    GIL, so threads would not). Workers are forked, so they inherit the compiled kernels.
+
+    Arguments:
+        fits: Fit objects (not yet fitted).
+        run: the :class:`ufm.bridge.Run`.
+        workers: processes to use; None: the environment variable ``UFM_FIT_WORKERS`` if set,
+            else 1 (one after the other in this process). Serial is the default because
+            parallel fitting did not pay on the shipped 16-context runs on a 2-core machine:
+            3 families of ``mlp_factorial_sgd`` took 2.2 s in 2 workers against 1.6 s
+            serially (load average 3: no idle core; each forked worker also loads the
+            kernels it has not run yet from numba's disk cache), and a whole ``compare``
+            1.01x the serial time. It can pay for fits of many seconds on idle cores.
+            Parallel fitting falls back to serial when it cannot be done safely: no ``fork``
+            start method, inside a daemonic worker, a fit argument that cannot be pickled
+            (e.g. a lambda ``jac``), or numba's OpenMP threading layer already started (GNU
+            OpenMP aborts in forked children).
+
+    Returns:
+        The fitted Fit objects, in order (copies when fitted in workers).
+    """
+    import os
+    fits = list(fits)
+    if workers is None:
+        env = os.environ.get("UFM_FIT_WORKERS", "").strip()
+        if env:
+            from .._validation import as_positive_int
+            workers = as_positive_int(int(env) if env.isdigit() else env, "UFM_FIT_WORKERS")
+        else:
+            workers = 1
+    else:
+        from .._validation import as_positive_int
+        workers = as_positive_int(workers, "workers")
+    workers = min(workers, len(fits))
+    if workers <= 1 or not _can_fork(fits):
+        return [f.fit(run) for f in fits]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        # costliest first (more fitted parameters: more predictions), so no worker starts a big one last
+        order = sorted(range(len(fits)), key=lambda i: -_expected_cost(fits[i]))
+        futures = {i: pool.submit(_fit_in_worker, fits[i], run) for i in order}
+        return [futures[i].result() for i in range(len(fits))]
+
+
+def _expected_cost(f) -> int:
+    params = f.params
+    if params is None:
+        return 4
+    return len([params] if isinstance(params, str) else params)
+
+
+def _can_fork(fits) -> bool:
+    import multiprocessing as mp
+    import pickle
+    if "fork" not in mp.get_all_start_methods() or mp.current_process().daemon:
+        return False
+    try:
+        import numba
+        if numba.threading_layer() == "omp":
+            return False
+    except ValueError:
+        pass                                             # no threading layer started yet: safe
+    try:
+        pickle.dumps([f.get_params() for f in fits])
+    except Exception:
+        return False
+    return True
+
+
+def _fit_in_worker(f, run):
+    """Fit in a worker process; the residual cache stays behind (it can hold thousands of
+    residual vectors)."""
+    f.fit(run)
+    f.engine_._cache.clear()
+    return f
 
 
 #: search grids, in decades relative to the current value

@@ -140,7 +140,7 @@ def observe(gram_H, gram_W, problem, names) -> dict:
     out = {}
     CH = None
     for n in names:
-        if n in ("gram_H", "relations") and CH is None:
+        if n in ("gram_H", "relations", "semantic_gap") and CH is None:
             CH = _metrics.cosine(GH, centred=True)
         if n == "gram_H":
             iu = np.triu_indices(problem.N, k=1)
@@ -150,7 +150,12 @@ def observe(gram_H, gram_W, problem, names) -> dict:
             value = _metrics.cosine(GW, centred=True)[:, iu[0], iu[1]]
         elif n == "relations":
             value = np.stack([CH[:, np.asarray(R, dtype=bool)].mean(axis=1) for R in problem.relations[1:]], axis=1)
-        elif n in ("semantic_gap", "etf_distance", "effective_rank", "participation_ratio"):
+        elif n == "semantic_gap":
+            # the centred gap of the "semantic_gap" metric, from the cosines already at hand
+            # (the same arithmetic as ufm.metrics.semantic_gap: one cosine pass fewer per call)
+            pairs = _metrics.gap_pairs(problem.attributes, problem.labels, n=problem.N)
+            value = (CH[:, pairs.share].mean(axis=-1) - CH[:, pairs.share_none].mean(axis=-1))[:, None]
+        elif n in ("etf_distance", "effective_rank", "participation_ratio"):
             value = _metrics.evaluate(n, gram_H=GH, problem=problem)[:, None]
         elif n in ("norm_H", "norm_W", "norms"):
             rms = {"norm_H": _metrics.evaluate("norm_H", gram_H=GH) / np.sqrt(problem.N),
