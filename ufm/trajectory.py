@@ -133,6 +133,32 @@ class Trajectory:
         centred = options.get("centred", _metrics.DEFAULT_GAP_CENTRED)
         return _metrics.transient_summary(self.t, gap, threshold=threshold, centred=centred)
 
+    # -- labelled arrays (ufm/xarray_interop.py; optional extras) ------------------------------
+    def to_xarray(self):
+        """This trajectory as an ``xarray.Dataset`` (dims time, class, context, width; the
+        model's parameters and the conventions as attributes): see
+        :func:`ufm.xarray_interop.trajectory_to_xarray`. Needs ``pip install "ufm[xarray]"``."""
+        from .xarray_interop import trajectory_to_xarray
+        return trajectory_to_xarray(self)
+
+    @classmethod
+    def from_xarray(cls, ds) -> "Trajectory":
+        """The trajectory of a Dataset made by :meth:`to_xarray` (or a netCDF / zarr path):
+        see :func:`ufm.xarray_interop.trajectory_from_xarray`."""
+        from .xarray_interop import trajectory_from_xarray
+        return trajectory_from_xarray(ds)
+
+    def to_netcdf(self, path) -> str:
+        """Write :meth:`to_xarray` as netCDF-4 (``pip install "ufm[netcdf]"``); returns the path.
+        :meth:`save` (``.npz``) stays the lossless default format."""
+        from .xarray_interop import to_netcdf
+        return to_netcdf(self, path)
+
+    def to_zarr(self, path) -> str:
+        """Write :meth:`to_xarray` as a zarr store (``pip install "ufm[zarr]"``); returns the path."""
+        from .xarray_interop import to_zarr
+        return to_zarr(self, path)
+
     # -- I/O ----------------------------------------------------------------------------------
     def save(self, path) -> str:
         """Write to ``path`` (``.npz`` appended if missing), atomically (temp file + rename).
