@@ -6,6 +6,8 @@
   ``benchmarks/results.md``, which lives outside docs/) whose file is missing; the included
   text's relative links are rewritten to the file's folder, and the figures beside it are
   copied into the site, so the include renders as the file does on its own;
+* a front-door function (``FULLY_DOCUMENTED``) with a parameter its ``Arguments:``
+  section does not describe;
 * an ``Arguments:`` entry naming a parameter the signature does not have (drift). The house
   style groups parameters that share a description (``rtol, atol: ...``), which griffe's own
   check cannot read (so mkdocs.yml turns that one off): here each name of a group is checked.
@@ -22,6 +24,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the modules whose public objects the API reference documents
 DOCUMENTED = ("ufm", "ufm.settings", "ufm.metrics", "ufm.theory", "ufm.bridge", "ufm.sweeps", "ufm.plot",
               "ufm.xarray_interop")
+
+#: the stable front door (and the modules the docs own): every parameter must be documented
+FULLY_DOCUMENTED = ("ufm.solve", "ufm.train", "ufm.sweeps.sweep", "ufm.sweeps.grid", "ufm.bridge.load",
+                    "ufm.bridge.fit", "ufm.bridge.compare", "ufm.theory.fixed_point",
+                    "ufm.xarray_interop.trajectory_to_xarray", "ufm.xarray_interop.trajectory_from_xarray",
+                    "ufm.xarray_interop.sweep_to_xarray", "ufm.xarray_interop.sweep_to_dataframe",
+                    "ufm.xarray_interop.to_netcdf", "ufm.xarray_interop.to_zarr")
 
 
 def on_config(config):
@@ -82,7 +91,7 @@ def on_pre_build(config):
     import griffe
     package = griffe.load("ufm", search_paths=[ROOT], try_relative_path=False, resolve_aliases=True,
                           resolve_external=False)
-    missing, drift = [], {}
+    missing, drift, undocumented, checked = [], {}, {}, set()
     for name in DOCUMENTED:
         module = package if name == "ufm" else package[name.split(".", 1)[1]]
         exported = getattr(module, "exports", None)
@@ -113,10 +122,17 @@ def on_pre_build(config):
                 if init is not None and init.is_function and target.docstring:
                     functions.append((f"{name}.{member_name}", _with_docstring(init, target.docstring)))
             drift.update(_unknown_arguments(functions))
+            undocumented.update(_undocumented_arguments([f for f in functions if f[0] in FULLY_DOCUMENTED],
+                                                        checked))
     for path in sorted(set(missing)):
         log.warning(f"no docstring: {path} (every public object of the API reference needs one)")
     for (path, lineno), names in sorted(drift.items()):
         log.warning(f"docstring of {path} (line {lineno}) documents {names}, not in its signature")
+    for path, names in sorted(undocumented.items()):
+        log.warning(f"docstring of {path}: its Arguments section does not describe {names}")
+    not_found = sorted(set(FULLY_DOCUMENTED) - checked)
+    if not_found:
+        log.warning(f"docs/hooks.py: FULLY_DOCUMENTED names no documented function {not_found}")
 
 
 class _with_docstring:
@@ -126,21 +142,38 @@ class _with_docstring:
         self.parameters, self.docstring = function.parameters, docstring
 
 
-def _unknown_arguments(functions) -> dict:
+def _documented_names(function) -> set:
+    """The parameter names an Arguments section describes (grouped names split)."""
     from griffe import DocstringSectionKind, Parser
+    names = set()
+    sections = function.docstring.parse(Parser.google, warn_unknown_params=False, warn_missing_types=False,
+                                        warnings=False)
+    for section in sections:
+        if section.kind is DocstringSectionKind.parameters:
+            for entry in section.value:
+                names.update(n.strip().lstrip("*") for n in entry.name.split(","))
+    return names
+
+
+def _unknown_arguments(functions) -> dict:
     out = {}
     for path, function in functions:
         if not function.docstring:
             continue
         signature = {p.name for p in function.parameters}
-        sections = function.docstring.parse(Parser.google, warn_unknown_params=False, warn_missing_types=False,
-                                            warnings=False)
-        for section in sections:
-            if section.kind is not DocstringSectionKind.parameters:
-                continue
-            for entry in section.value:
-                names = [n.strip().lstrip("*") for n in entry.name.split(",")]
-                unknown = [n for n in names if n and n not in signature]
-                if unknown:
-                    out[(path, function.docstring.lineno or 0)] = unknown
+        unknown = sorted(n for n in _documented_names(function) if n and n not in signature)
+        if unknown:
+            out[(path, function.docstring.lineno or 0)] = unknown
+    return out
+
+
+def _undocumented_arguments(functions, checked: set) -> dict:
+    out = {}
+    for path, function in functions:
+        checked.add(path)
+        wanted = [p.name for p in function.parameters if p.name not in ("self", "cls")]
+        documented = _documented_names(function) if function.docstring else set()
+        absent = [n for n in wanted if n not in documented]
+        if absent:
+            out[path] = absent
     return out

@@ -148,6 +148,7 @@ def test_sweep_over_a_full_product_unstacks_into_labelled_dimensions(product_swe
 def test_sweep_that_is_not_a_full_product_keeps_one_config_dimension(product_sweep):
     partial = ufm.SweepResult(product_sweep.rows[:7], [None] * 7)
     assert dict(partial.to_xarray().sizes) == {"config": 7}
+    assert dict(ufm.SweepResult([], []).to_xarray().sizes) == {"config": 0}
     with pytest.raises(ValueError, match=r"do not form a full product .*7 configurations, 7 distinct combinations, "
                                          r"a full product has 8\)"):
         partial.to_xarray(dims=["lambda", "beta", "seed"])

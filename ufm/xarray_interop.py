@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from ._io import json_default
+from .sweeps.specs import SPEC_KEYS
 
 __all__ = ["trajectory_to_xarray", "trajectory_from_xarray", "sweep_to_xarray", "sweep_to_dataframe",
            "to_netcdf", "to_zarr", "CONVENTIONS", "PARAMETER_COLUMNS"]
@@ -49,11 +50,10 @@ _PROBLEM_DIMS = {"Y": ("class", "context"), "weights": ("context",), "attributes
                  "relations": ("relation", "context", "context_2")}
 _SIMILARITY = "problem_similarity_"
 
-#: Sweep-table columns that describe a configuration (coordinates in :func:`sweep_to_xarray`);
-#: every other column but the bookkeeping ones is a result. Built on first use from
-#: :data:`ufm.sweeps.SPEC_KEYS` plus the columns an explicit (model, init) pair adds.
-PARAMETER_COLUMNS: frozenset = frozenset()
-_BOOKKEEPING = ("index", "hash", "status", "reason", "error", "t_fail")
+#: Sweep-table columns that describe a configuration (coordinates in :func:`sweep_to_xarray`):
+#: the spec keys (:data:`ufm.sweeps.SPEC_KEYS`) and the columns an explicit (model, init) pair
+#: or the run adds; every other column is a result or bookkeeping (a variable).
+PARAMETER_COLUMNS = frozenset(SPEC_KEYS) | {"K", "N", "d", "space", "coupling"}
 
 
 def _require(module: str, extra: str, what: str):
@@ -63,14 +63,6 @@ def _require(module: str, extra: str, what: str):
     except ImportError:
         raise ImportError(f"{what} needs the optional package {module!r}, which is not installed: "
                           f"pip install \"ufm[{extra}]\"") from None
-
-
-def _parameter_columns() -> frozenset:
-    global PARAMETER_COLUMNS
-    if not PARAMETER_COLUMNS:
-        from .sweeps import SPEC_KEYS
-        PARAMETER_COLUMNS = frozenset(SPEC_KEYS) | {"K", "N", "d", "space", "coupling"}
-    return PARAMETER_COLUMNS
 
 
 # -- trajectories ---------------------------------------------------------------------------------
@@ -299,7 +291,7 @@ def sweep_to_xarray(result, dims="auto"):
     table = result.to_array()
     names = list(table.dtype.names)
     n = len(table)
-    parameters = [c for c in names if c in _parameter_columns()]
+    parameters = [c for c in names if c in PARAMETER_COLUMNS]
     varying = [c for c in parameters if n and len(np.unique(table[c])) > 1]
     coords, data = {"config": ("config", np.arange(n))}, {}
     if "lambda_W" in varying and "lambda_H" in varying and np.array_equal(table["lambda_W"], table["lambda_H"]):
@@ -307,7 +299,8 @@ def sweep_to_xarray(result, dims="auto"):
         varying.insert(varying.index("lambda_H"), "lambda")
     for c in names:
         if c in parameters:
-            coords[c] = ("config", table[c]) if c in varying else table[c][0] if n else table[c]
+            # constant parameters are scalar coordinates (an empty sweep has no value to show)
+            coords[c] = ("config", table[c]) if c in varying or not n else table[c][0]
         else:
             data[c] = ("config", table[c])
     attrs = {"ufm_conventions": CONVENTIONS, "ufm_configurations": n}
