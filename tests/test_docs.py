@@ -109,3 +109,5 @@ def test_readme_documentation_command_is_what_ci_runs():
     built = re.search(r"^DOCS_BUILD='(.*)'$", ci, re.M).group(1)
     assert commands == [built] == ['pip install -e ".[docs]" && mkdocs build --strict']
     assert re.search(r'^eval "\$DOCS_BUILD"', ci, re.M), ".ci/run does not run the documentation command"
+    # after the tests: the tutorials then run on kernels the tests compiled
+    assert ci.index('eval "${SETUP_TEST#* && }"') < ci.index('eval "$DOCS_BUILD"')
