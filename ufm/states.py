@@ -51,6 +51,7 @@ class State:
         return GramState(self.W @ self.H, self.W @ self.W.T, self.H.T @ self.H, self.b)
 
     def logits(self) -> np.ndarray:
+        """The logits Z = WH + b1ᵀ, (K, N)."""
         Z = self.W @ self.H
         return Z if self.b is None else Z + self.b[:, None]
 
@@ -81,6 +82,7 @@ class GramState:
             object.__setattr__(self, "b", readonly(as_float_array(self.b, "b", shape=(K,))))
 
     def logits(self) -> np.ndarray:
+        """The logits Z = M + b1ᵀ, (K, N)."""
         return self.M if self.b is None else self.M + self.b[:, None]
 
 

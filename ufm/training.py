@@ -59,8 +59,10 @@ def train(model: UFM, init: State, steps: int, lr: float, optimizer: str = "gd",
         steps: number of steps, >= 0.
         lr: learning rate, > 0.
         optimizer: ``"gd"``, ``"momentum"``, ``"adam"`` or ``"adamw"``.
-        momentum: μ in [0, 1). nesterov: Nesterov momentum.
-        betas: (β₁, β₂) in [0, 1). eps: Adam's ε > 0.
+        momentum: μ in [0, 1).
+        nesterov: Nesterov momentum.
+        betas: (β₁, β₂) in [0, 1).
+        eps: Adam's ε > 0.
         save_steps: (T,) strictly increasing step counts in [0, steps]; default step 0 and ~60
             log-spaced steps up to ``steps``. The final step ``steps`` is always saved (appended
             when missing), so the run always reaches it.

@@ -158,6 +158,32 @@ class Trajectory:
         return [h for h in self.events if h.kind in ("gap_peak", "gap_crossing")
                 and h.options.get("centred") == centred and h.options.get("attribute") == attribute]
 
+    # -- labelled arrays (ufm/xarray_interop.py; optional extras) ------------------------------
+    def to_xarray(self):
+        """This trajectory as an ``xarray.Dataset`` (dims time, class, context, width; the
+        model's parameters and the conventions as attributes): see
+        :func:`ufm.xarray_interop.trajectory_to_xarray`. Needs ``pip install "ufm[xarray]"``."""
+        from .xarray_interop import trajectory_to_xarray
+        return trajectory_to_xarray(self)
+
+    @classmethod
+    def from_xarray(cls, ds) -> "Trajectory":
+        """The trajectory of a Dataset made by :meth:`to_xarray` (or a netCDF / zarr path):
+        see :func:`ufm.xarray_interop.trajectory_from_xarray`."""
+        from .xarray_interop import trajectory_from_xarray
+        return trajectory_from_xarray(ds)
+
+    def to_netcdf(self, path) -> str:
+        """Write :meth:`to_xarray` as netCDF-4 (``pip install "ufm[netcdf]"``); returns the path.
+        :meth:`save` (``.npz``) stays the lossless default format."""
+        from .xarray_interop import to_netcdf
+        return to_netcdf(self, path)
+
+    def to_zarr(self, path) -> str:
+        """Write :meth:`to_xarray` as a zarr store (``pip install "ufm[zarr]"``); returns the path."""
+        from .xarray_interop import to_zarr
+        return to_zarr(self, path)
+
     # -- I/O ----------------------------------------------------------------------------------
     def save(self, path) -> str:
         """Write to ``path`` (``.npz`` appended if missing), atomically (temp file + rename).

@@ -537,6 +537,7 @@ class KernelPrediction(Comparison):
         return out
 
     def report(self) -> str:
+        """The comparison's text table, then what fixing the kernel at Θ(0) costs against Θ(t)."""
         lines = [super().report(), "", "cost of a fixed kernel (rss with Θ(0) / rss with Θ(t)):"]
         for dyn, c in self.fixed_theta_cost().items():
             parts = ", ".join(f"{k}: {c['r2_fixed'][k]:.3f} → {c['r2_t'][k]:.3f}" for k in c["r2_t"])

@@ -264,6 +264,24 @@ class SweepResult:
             out[c] = a
         return out
 
+    def to_dataframe(self):
+        """The table as a ``pandas.DataFrame`` (the dtypes of :meth:`to_array`): see
+        :func:`ufm.xarray_interop.sweep_to_dataframe`. Needs ``pip install "ufm[xarray]"``."""
+        from ..xarray_interop import sweep_to_dataframe
+        return sweep_to_dataframe(self)
+
+    def to_xarray(self, dims="auto"):
+        """The sweep as an ``xarray.Dataset``, parameters as coordinates, unstacked into one
+        dimension per parameter when the configurations form a full product: see
+        :func:`ufm.xarray_interop.sweep_to_xarray` (``dims``). Needs ``"ufm[xarray]"``."""
+        from ..xarray_interop import sweep_to_xarray
+        return sweep_to_xarray(self, dims)
+
+    def to_netcdf(self, path) -> str:
+        """Write :meth:`to_xarray` as netCDF-4 (``pip install "ufm[netcdf]"``); returns the path."""
+        from ..xarray_interop import to_netcdf
+        return to_netcdf(self, path)
+
     def trajectory(self, i) -> Trajectory:
         """The :class:`~ufm.trajectory.Trajectory` of row ``i`` (an index or a hash).
 
