@@ -163,7 +163,7 @@ def test_fit_compare_json_via_the_cli(run, tmp_path):
     assert set(out) >= {"best", "reason", "models", "n_eff"}
     assert out["best"] is None or out["best"] in [m["name"] for m in out["models"]]
     names = [m["name"] for m in out["models"]]
-    assert names == [BASELINE, "standard", "coupled", "linear-features"]
+    assert names == [BASELINE, "standard", "coupled", "linear-features", "deep"]
     for m in out["models"]:
         assert {"name", "family", "params", "r2", "flags", "success", "message", "wall_time", "stderr"} <= set(m)
         assert set(m["r2"]) == {"relations", "semantic_gap", "etf_distance"}
@@ -181,10 +181,27 @@ def test_real_runs_where_no_family_beats_the_frozen_start(name):
     cmp = br.compare(run)
     print(cmp.report())
     assert cmp.best() is None, cmp.reason
-    assert cmp.reason.startswith("no predictive model beats the frozen initial state")
+    # the diverged run: a deep-backbone fit follows its pre-divergence curves well enough to beat
+    # the baseline, so it is the degeneracy guard that withholds "best"
+    expected = "the run is degenerate" if name.endswith("diverged") else "no predictive model beats the frozen"
+    assert cmp.reason.startswith(expected), cmp.reason
     assert {cmp.role(n) for n in cmp.fits if "Θ(t)" in n} == {"oracle"}
     flags = cmp.flags_["standard"]
     assert "at_bound:time_scale" in flags and "frozen" in flags
     d = cmp.as_dict()
     assert d["best"] is None and d["reason"] == cmp.reason
     assert d["models"][0]["name"] == BASELINE and len(d["models"]) == 1 + len(cmp.fits)
+
+
+def test_a_degenerate_verdict_withholds_best_even_when_a_family_beats_the_baseline(monkeypatch):
+    """The guard itself: the same comparison on a run that collapses names a best model, and
+    withholds it, naming the verdict, once the run is judged degenerate."""
+    run = br.load(os.path.join(HERE, "data", "real", "mlp_factorial_adamw_mse.npz"))
+    cmp = br.compare(run, models=["standard"])
+    assert cmp.best() == "standard", cmp.reason
+    real = run.verdict()
+    monkeypatch.setattr(type(run), "verdict", lambda self, thresholds=None: real.__class__(
+        **{**real.__dict__, "late": "degenerate", "late_rule": "a test says so"}))
+    cmp = br.compare(run, models=["standard"])
+    assert cmp.best() is None and cmp.reason.startswith("the run is degenerate (a test says so)")
+    assert "standard would beat the frozen baseline" in cmp.reason

@@ -267,7 +267,15 @@ class Comparison:
                 continue
             ok.append(nm)
         self.why_not_ = why
-        if ok:
+        # a degenerate run (diverged, identical or dead features, a loss blow-up) is outside what
+        # any UFM family describes: a family can still follow some of its curves, but naming it
+        # "best" would read as an explanation of the run
+        verdict = self.run.verdict()
+        if ok and verdict.late == "degenerate":
+            self.best_ = None
+            self.reason_ = (f"the run is degenerate ({verdict.late_rule}); no family is named best, although "
+                            f"{', '.join(ok)} would beat the frozen baseline on AIC*")
+        elif ok:
             self.best_ = min(ok, key=lambda nm: self.aic_eff_[nm])
             f = self.fits[self.best_]
             self.reason_ = (f"smallest AIC* ({self.aic_eff_[self.best_]:.1f}, baseline {base_aic:.1f}; n_eff "
