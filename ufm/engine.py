@@ -565,7 +565,7 @@ _WHY["singular"] = ("the Rosenbrock matrix I/(hγ) − J stayed singular after h
                     "(the Jacobian is not finite there)")
 
 #: explicit steps per kernel call between two stiffness checks
-STIFF_CHECK_STEPS = 5_000
+STIFF_CHECK_STEPS = 500
 #: the step is stability-limited when h·ρ(J) is above this fraction of the stability boundary
 STIFF_FRACTION = 0.5
 #: a stiff explicit run projected to need more steps than this warns that it will be slow
