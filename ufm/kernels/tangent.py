@@ -78,7 +78,7 @@ def tangent_work_size(model):
         return 9 * K * N + 2 * K * d + 2 * d * N + 2 * N + work_size(model)
     if ip[IP_SPACE] == SPACE_GRAM:
         return 9 * K * N + 2 * K * K + 3 * N * N + 2 * N + work_size(model)
-    return 2 * reduced_work_size(model.tab_i) + 2
+    return 2 * reduced_work_size(model.tab_i) + model.tab_i[TI_NB]   # σ, primal and tangent buffers
 
 
 # --------------------------------------------------------------------------------------------
