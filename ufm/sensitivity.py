@@ -30,7 +30,8 @@ from ._validation import as_float_array
 from .kernels import tangent as _kt
 from .models import UFM
 from .rosenbrock import RODAS4
-from .solving import DEFAULT_SAVE, check_run_options, initial_vector, run_failure, stiff_counts
+from .solving import (DEFAULT_SAVE, check_dense_jacobian, check_run_options, initial_vector, run_failure,
+                      stiff_counts)
 from .states import unflatten
 from .trajectory import Trajectory
 
@@ -129,6 +130,7 @@ def sensitivities(model: UFM, init, t, parameters, *, rtol: float = 1e-8, atol: 
     y, _ = initial_vector(model, init, "gram", t0)
     engine.warn_if_rank_deficient(init)
     n = y.size
+    check_dense_jacobian(n, RODAS4.name, "gram")
     packed = engine.pack_model(model, "gram")
     buffers = engine.SaveBuffers(len(ts), n, K, N, None, model.bias, DEFAULT_SAVE)
     S0 = np.zeros((len(names), n))

@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from . import engine
-from ._validation import as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice
+from ._validation import (as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice,
+                          check_memory)
 from .errors import IntegrationError
 from .models import UFM
 from .solvers import get_solver
@@ -137,6 +138,8 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
     packed = engine.pack_model(model, space, d or 0)
     reduction = engine.reduction_of(model) if space == "reduced" else None
     buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names, reduction)
+    if stiff_method is not None:
+        check_dense_jacobian(y.size, stiff_method.name, space)
     ctl = engine.controls(rtol, atol, h_max, max_steps)
     carry = engine.new_carry(t0, h0)
     report, switched_at = None, None
@@ -182,6 +185,17 @@ def resolve_method(method):
     except ValueError as exc:
         extra = ", ".join(repr(k) for k in (*ROSENBROCK_METHODS, "auto"))
         raise ValueError(f"{exc} (or a stiff method: {extra}, or a ufm.rosenbrock.RosenbrockMethod)") from None
+
+
+def check_dense_jacobian(n: int, method_name: str, space: str) -> None:
+    """The Rosenbrock driver holds the Jacobian and its LU (two n×n float64 arrays): refuse
+    before the run when they cannot fit in memory.
+
+    Raises:
+        ValueError: naming ``method`` and ``space``.
+    """
+    check_memory(16.0 * n * n, "method, space",
+                 f"{method_name} in {space} space factors a dense {n}×{n} Jacobian per step, which")
 
 
 def stiff_counts(stats) -> dict:
