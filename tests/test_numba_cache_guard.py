@@ -36,7 +36,7 @@ def test_only_files_with_jit_decorators_count_as_jitted_sources(tmp_path):
     # the real package: the kernel modules with jitted code (not layout.py or groups.py)
     names = sorted(str(p.relative_to(PACKAGE)) for p in jitted_sources(PACKAGE))
     assert names == ["kernels/expfn.py", "kernels/fields.py", "kernels/integrate.py", "kernels/optimizers.py",
-                     "kernels/reduced.py", "kernels/sweep.py"]
+                     "kernels/reduced.py", "kernels/rosenbrock.py", "kernels/sweep.py", "kernels/tangent.py"]
 
 
 def test_caches_newer_than_every_jitted_source_are_kept(tmp_path):

@@ -712,7 +712,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     for j_end in ends:
         while j < j_end:
             attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
-            limit = min(ctl.max_steps, attempted + STIFF_CHECK_STEPS)
+            # fixed-step methods have no stability-limited step to watch: one call
+            limit = min(ctl.max_steps, attempted + STIFF_CHECK_STEPS) if solver.adaptive else ctl.max_steps
             chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
             status, j = _k.integrate(y, carry, ts, j_end, tab, chunk, packed, buffers.group)
             if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive:
