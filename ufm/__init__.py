@@ -25,8 +25,9 @@ __version__ = "0.1.0"
 
 # Heavier subpackages load on first use: `ufm.bridge.load(...)` works after `import ufm`
 # without making `import ufm` pay for scipy.optimize, sympy or matplotlib.
-_LAZY = {"bridge", "theory", "plot", "sweeps"}
-_LAZY_NAMES = {"sweep": "sweeps", "SweepResult": "sweeps"}
+_LAZY = {"bridge", "theory", "plot", "sweeps", "rosenbrock", "sensitivity"}
+_LAZY_NAMES = {"sweep": "sweeps", "SweepResult": "sweeps", "sensitivities": "sensitivity",
+               "Sensitivities": "sensitivity"}
 
 
 def __getattr__(name):
@@ -37,5 +38,6 @@ def __getattr__(name):
         return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'ufm' has no attribute {name!r}")
 
-__all__ = ["Problem", "UFM", "DeepUFM", "DeepState", "State", "GramState", "PiecewiseCoupling", "solve", "train", "sweep",
-           "SweepResult", "Trajectory", "IntegrationError", "metrics", "settings", "solvers", "__version__"]
+__all__ = ["Problem", "UFM", "DeepUFM", "DeepState", "State", "GramState", "PiecewiseCoupling", "solve", "train",
+           "sweep", "SweepResult", "sensitivities", "Sensitivities", "Trajectory", "IntegrationError", "metrics",
+           "settings", "solvers", "__version__"]

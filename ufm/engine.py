@@ -584,3 +584,198 @@ def run_optimizer(y: np.ndarray, step0: int, save_steps: np.ndarray, opt: Optimi
 def optimizer_group(kind: int, lr: float, rate: np.ndarray, decay: np.ndarray, hyper: np.ndarray) -> Optimizer:
     """The :class:`~ufm.kernels.groups.Optimizer` group."""
     return Optimizer(int(kind), float(lr), _c(rate), _c(decay), _c(hyper))
+
+
+# --------------------------------------------------------------------------------------------
+# stiff flows: the Rosenbrock driver, stiffness detection, automatic switching, sensitivities
+# --------------------------------------------------------------------------------------------
+
+from .kernels import rosenbrock as _kr  # noqa: E402
+from .kernels import tangent as _kt  # noqa: E402
+from .kernels.groups import RosenbrockTableau, Sensitivity  # noqa: E402
+
+REASONS[_kr.STATUS_SINGULAR] = "singular"
+_WHY["singular"] = ("the Rosenbrock matrix I/(hγ) − J stayed singular after halving the step 5 times "
+                    "(the Jacobian is not finite there)")
+
+#: explicit steps per kernel call between two stiffness checks
+STIFF_CHECK_STEPS = 500
+#: the step is stability-limited when h·ρ(J) is above this fraction of the stability boundary
+STIFF_FRACTION = 0.5
+#: a stiff explicit run projected to need more steps than this warns that it will be slow
+STIFF_WARN_STEPS = 200_000
+#: power iterations of the spectral-radius estimate
+POWER_ITERATIONS = 40
+
+
+def rosenbrock_tableau(method) -> RosenbrockTableau:
+    """The :class:`~ufm.kernels.groups.RosenbrockTableau` of a :class:`~ufm.rosenbrock.RosenbrockMethod`."""
+    arr = method.arrays
+    return RosenbrockTableau(float(method.gamma), _c(arr["a"]), _c(arr["C"]), _c(arr["m"]), _c(arr["e"]),
+                             _c(arr["D"]), float(method.controller_order))
+
+
+def no_sensitivity(N: int) -> Sensitivity:
+    """The empty :class:`~ufm.kernels.groups.Sensitivity` (a plain stiff run)."""
+    return Sensitivity(np.zeros(0, dtype=np.int64), np.zeros((0, N, N)), np.zeros((0, 0, 0)))
+
+
+def stiff_stats() -> np.ndarray:
+    """Fresh counters of the stiff driver (Jacobians, factorisations, tangents)."""
+    return np.zeros(_kr.STAT_SIZE)
+
+
+def integrate_stiff(packed: Model, z: np.ndarray, ts: np.ndarray, rtab: RosenbrockTableau, ctl: Controls,
+                    carry: np.ndarray, buffers: SaveBuffers, sens: Sensitivity | None = None, stats=None,
+                    progress=None) -> RunResult:
+    """Run one trajectory with the Rosenbrock driver (:func:`ufm.kernels.rosenbrock.integrate_rosenbrock`).
+
+    Arguments as :func:`integrate`, plus ``sens`` (:class:`~ufm.kernels.groups.Sensitivity`,
+    None: none; then ``z`` is the state, else the state followed by its sensitivities) and
+    ``stats`` (counters from :func:`stiff_stats`, added to).
+
+    Returns:
+        :class:`RunResult` (its ``stats`` attribute holds the counters).
+    """
+    sens = no_sensitivity(int(packed.ip[_f.IP_N])) if sens is None else sens
+    stats = stiff_stats() if stats is None else stats
+    T = len(ts)
+    ends = [T] if progress is None else _chunk_ends(T, 50)
+    started = _time.perf_counter()
+    status, j = _k.STATUS_OK, int(carry[_k.CARRY_J])
+    for j_end in ends:
+        if j_end <= j:
+            continue
+        status, j = _kr.integrate_rosenbrock(z, carry, ts, j_end, rtab, ctl, packed, buffers.group, sens, stats)
+        if progress is not None:
+            progress(float(carry[_k.CARRY_T]), float(ts[-1]))
+        if status != _k.STATUS_OK:
+            break
+    run = RunResult(int(status), int(j), carry, buffers, _time.perf_counter() - started)
+    run.stats = stats
+    return run
+
+
+def stability_boundary(solver) -> float:
+    """Where the stability region of an explicit tableau ends on the negative real axis: the
+    largest x with |R(−ξ)| <= 1 for all 0 <= ξ <= x, R(z) = 1 + z bᵀ(I − zA)⁻¹1 (Euler 2,
+    RK4 2.785, DOPRI5 3.307)."""
+    A = solver.arrays["A"]
+    b = solver.arrays["b"]
+    s = len(b)
+
+    def amplification(x):
+        return abs(1.0 - x * b @ np.linalg.solve(np.eye(s) + x * A, np.ones(s)))
+
+    grid = np.linspace(1e-3, 20.0, 4001)
+    bad = next((x for x in grid if amplification(x) > 1.0 + 1e-12), grid[-1])
+    lo, hi = bad - (grid[1] - grid[0]), bad
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if amplification(mid) <= 1.0 + 1e-12 else (lo, mid)
+    return float(lo)
+
+
+def spectral_radius(packed: Model, y: np.ndarray, t: float, seed: int = 0) -> float:
+    """Power-iteration estimate of ρ(J) at state ``y`` (:func:`ufm.kernels.tangent.spectral_radius`)."""
+    p = _f.theta_piece(packed.theta_t, t) if packed.ip[_f.IP_NTHETA] > 0 else 0
+    v = np.random.default_rng(seed).normal(size=y.size)
+    work = np.zeros(_kt.tangent_work_size(packed))
+    return float(_kt.spectral_radius(p, np.ascontiguousarray(y), packed, work, POWER_ITERATIONS, v))
+
+
+@dataclass
+class StiffnessReport:
+    """Why an explicit run was judged stiff: at time ``t`` the step ``h`` sat at ``h·ρ`` of the
+    explicit method's stability ``boundary``; ``projected_steps`` more steps to ``t_end``."""
+
+    t: float
+    h: float
+    rho: float
+    boundary: float
+    projected_steps: float
+    t_end: float
+
+    def message(self, method: str) -> str:
+        return (f"the flow turned stiff at t = {self.t:.6g}: the explicit method {method!r} is held at its "
+                f"stability limit (step h = {self.h:.3g}, spectral radius of the Jacobian ρ ≈ {self.rho:.3g} by "
+                f"power iteration, h·ρ = {self.h * self.rho:.3g} against the stability boundary "
+                f"{self.boundary:.3g}), so reaching t = {self.t_end:.6g} would take about "
+                f"{self.projected_steps:.3g} more steps. Use method='rodas4' (L-stable Rosenbrock with the exact "
+                "Jacobian) or method='auto' (switches to it when this happens)")
+
+
+def check_stiff(packed: Model, y: np.ndarray, carry: np.ndarray, t_end: float, boundary: float):
+    """A :class:`StiffnessReport` when the explicit step in ``carry`` is stability-limited at
+    ``y`` (h·ρ(J) >= STIFF_FRACTION · boundary), else None."""
+    t = float(carry[_k.CARRY_T])
+    h = float(carry[_k.CARRY_H])
+    if not (h > 0 and np.all(np.isfinite(y))):
+        return None
+    rho = spectral_radius(packed, y, t)
+    if not (np.isfinite(rho) and h * rho >= STIFF_FRACTION * boundary):
+        return None
+    return StiffnessReport(t, h, rho, boundary, (t_end - t) / h, t_end)
+
+
+def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl: Controls, carry: np.ndarray,
+                      buffers: SaveBuffers, progress=None, switch_to=None):
+    """An explicit run in chunks of :data:`STIFF_CHECK_STEPS` steps that watches for stiffness.
+
+    After each chunk that did not finish, the step is compared with the stability limit
+    (:func:`check_stiff`). When it is stability-limited:
+
+    * with ``switch_to`` (a :class:`~ufm.rosenbrock.RosenbrockMethod`): the rest of the run goes
+      to the Rosenbrock driver from the same carry (``method="auto"``);
+    * otherwise, when the projected number of steps exceeds what is left of ``max_steps``, the
+      run stops with reason ``"stiff"``; when it exceeds :data:`STIFF_WARN_STEPS`, a
+      UserWarning says so once and the run continues.
+
+    Returns:
+        (RunResult, StiffnessReport or None, switched_at or None). A run stopped as stiff has
+        status STATUS_MAX_STEPS and the report; the caller words the error.
+    """
+    T = len(ts)
+    tab = tableau(solver)
+    boundary = stability_boundary(solver) if solver.adaptive else math.inf
+    ends = [T] if progress is None else _chunk_ends(T, 50)
+    started = _time.perf_counter()
+    status, j = _k.STATUS_OK, int(carry[_k.CARRY_J])
+    report = None
+    warned = False
+    for j_end in ends:
+        while j < j_end:
+            attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
+            # fixed-step methods have no stability-limited step to watch: one call
+            limit = min(ctl.max_steps, attempted + STIFF_CHECK_STEPS) if solver.adaptive else ctl.max_steps
+            chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
+            status, j = _k.integrate(y, carry, ts, j_end, tab, chunk, packed, buffers.group)
+            if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive:
+                report = check_stiff(packed, y, carry, float(ts[-1]), boundary)   # explains the failure
+            if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps or not solver.adaptive:
+                break
+            found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
+            if found is None:
+                continue
+            if switch_to is not None:
+                switched_at = float(carry[_k.CARRY_T])
+                carry[_k.CARRY_FACOLD] = 1e-4
+                run = integrate_stiff(packed, y, ts, rosenbrock_tableau(switch_to), ctl, carry, buffers,
+                                      progress=progress)
+                run.wall_time_s = _time.perf_counter() - started
+                return run, found, switched_at
+            left = ctl.max_steps - (carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
+            if found.projected_steps > left:
+                report = found
+                status = _k.STATUS_MAX_STEPS
+                break
+            if found.projected_steps > STIFF_WARN_STEPS and not warned:
+                warnings.warn(found.message(solver.name).replace("would take", "will take")
+                              + " (faster)", UserWarning, stacklevel=4)
+                warned = True
+        if progress is not None:
+            progress(float(carry[_k.CARRY_T]), float(ts[-1]))
+        if status != _k.STATUS_OK:
+            break
+    run = RunResult(int(status), int(j), carry, buffers, _time.perf_counter() - started)
+    return run, report, None

@@ -9,7 +9,8 @@ class IntegrationError(RuntimeError):
     Attributes:
         t: the ODE time the integrator had reached (for discrete training ``lr · step``, the
             time axis of its trajectory).
-        reason: ``"max_steps"``, ``"step_underflow"`` or ``"nonfinite"``.
+        reason: ``"max_steps"``, ``"step_underflow"``, ``"nonfinite"``, ``"stiff"`` (an explicit method
+            held at its stability limit) or ``"singular"`` (a Rosenbrock matrix).
         trajectory: the :class:`~ufm.trajectory.Trajectory` of every save time passed before
             the failure (possibly empty), so nothing computed is lost.
         step: for discrete training, the optimiser step at which it failed; else None.

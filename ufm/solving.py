@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from . import engine
-from ._validation import as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice
+from ._validation import (as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice,
+                          check_memory)
 from .errors import IntegrationError
 from .models import UFM
 from .solvers import get_solver
@@ -80,10 +81,19 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         t: (T,) strictly increasing save times >= ``t0`` (log-spaced in typical use; a save
             at ``t0`` records the initial state).
         method: ``"dopri5"`` (adaptive Dormand–Prince 5(4), PI control, 4th-order dense
-            output), ``"auto"`` (Tsitouras 5(4) for rtol >= 1e-7, DOP853 below: the fastest by
-            measurement, :func:`ufm.solvers.auto_solver`), ``"tsit5"``, ``"vern7"``,
-            ``"dop853"`` (adaptive, with dense output), ``"rk4"`` or ``"euler"`` (fixed steps ``dt``, shortened to land on save
-            times), or a :class:`~ufm.solvers.Solver`.
+            output), ``"tsit5"``, ``"vern7"``, ``"dop853"`` (adaptive, with dense output),
+            ``"rk4"`` or ``"euler"`` (fixed steps ``dt``, shortened to land on save times), or a
+            :class:`~ufm.solvers.Solver`; ``"rodas4"`` (L-stable Rosenbrock 4(3) with the exact
+            Jacobian, dense LU, for stiff flows; :mod:`ufm.rosenbrock`) or a
+            :class:`~ufm.rosenbrock.RosenbrockMethod`; ``"auto"``: the fastest explicit pair for
+            the tolerance by measurement (Tsitouras 5(4) for rtol >= 1e-7, DOP853 below:
+            :func:`ufm.solvers.auto_solver`) until its step is held at its stability limit
+            (h·ρ(J) near the stability boundary, ρ by power iteration on the Jacobian), then
+            RODAS4 for the rest (``info["switched_to_stiff_at"]``). An explicit adaptive run
+            that turns stiff and could not finish within ``max_steps`` stops at once with
+            reason ``"stiff"``; one that would take more than 200,000 further steps warns.
+            With ``events=`` or ``equilibrium=`` the run goes save by save with an explicit
+            method (``"auto"`` then picks by tolerance only, without the stiff switch).
         rtol, atol: tolerances of the adaptive methods; the error of a step is the RMS over
             components of err_i / (atol + rtol·max(|y_i|, |y_new,i|)) and must be <= 1.
         space: ``"parameters"`` integrates (W, H, b), cost O(KdN) per evaluation;
@@ -124,7 +134,8 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
     Raises:
         TypeError / ValueError: a bad argument (named in the message).
         IntegrationError: the run diverged (non-finite or |y| > 1e60), the step size
-            underflowed, or ``max_steps`` ran out; ``err.t`` says where, ``err.trajectory``
+            underflowed, ``max_steps`` ran out, or (reason ``"stiff"``) an explicit method is
+            stability-limited and would need more than ``max_steps``; ``err.t`` says where, ``err.trajectory``
             holds every save before that.
     """
     from .deep import DeepUFM, solve_deep
@@ -134,7 +145,12 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
     if not isinstance(model, UFM):
         raise TypeError(f"model: expected a ufm.UFM or ufm.DeepUFM, got {type(model).__name__}")
     space = check_choice(space, "space", ("parameters", "gram", "reduced"))
-    solver = get_solver(method, rtol)
+    solver, stiff_method = resolve_method(method, rtol)
+    if (watched or equilibrium is not None) and stiff_method is not None:
+        if solver is stiff_method:
+            raise ValueError(f"method: events and equilibrium are located with an explicit method; got "
+                             f"{stiff_method.name!r} (use 'auto', 'dopri5', 'tsit5', 'dop853', ...)")
+        stiff_method = None          # "auto" with events: the explicit pick, no stiff switch
     rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)
     if progress is not None and not callable(progress):
         raise TypeError("progress: expected a callable progress(t_reached, t_end) or None")
@@ -148,17 +164,34 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         engine.warn_if_rank_deficient(init)
     packed = engine.pack_model(model, space, d or 0)
     reduction = engine.reduction_of(model) if space == "reduced" else None
-    tab, ctl = engine.tableau(solver), engine.controls(rtol, atol, h_max, max_steps)
-    watcher = None
+    ctl = engine.controls(rtol, atol, h_max, max_steps)
+    carry = engine.new_carry(t0, h0)
+    watcher, report, switched_at = None, None, None
     if watched or equilibrium is not None:
+        tab = engine.tableau(solver)
         watcher = Watcher(watched, equilibrium, packed, tab, ctl, y.size, model.K, model.N, d, model.bias, reduction)
         buffers = watcher.buffers(len(ts), names)
-        run = watcher.run(y, ts, engine.new_carry(t0, h0), buffers, progress)
+        run = watcher.run(y, ts, carry, buffers, progress)
     else:
         buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names, reduction)
-        run = engine.integrate(packed, y, ts, tab, ctl, engine.new_carry(t0, h0), buffers, progress)
-    info = {"method": solver.name, "space": space, "rtol": rtol, "atol": atol, "t0": t0, "d": d, "dt": dt,
-            **run.counts(), "wall_time_s": run.wall_time_s, "model": model.describe()}
+        if stiff_method is not None:
+            check_dense_jacobian(y.size, stiff_method.name, space)
+        if stiff_method is not None and solver is stiff_method:
+            run = engine.integrate_stiff(packed, y, ts, engine.rosenbrock_tableau(stiff_method), ctl, carry, buffers,
+                                         progress=progress)
+        else:
+            run, report, switched_at = engine.integrate_watched(packed, y, ts, solver, ctl, carry, buffers, progress,
+                                                                switch_to=stiff_method)
+    info = {"method": method if isinstance(method, str) else solver.name, "space": space, "rtol": rtol,
+            "atol": atol, "t0": t0, "d": d, "dt": dt, **run.counts(), "wall_time_s": run.wall_time_s,
+            "model": model.describe()}
+    if isinstance(method, str) and method == "auto":
+        info["explicit_method"] = solver.name
+    if getattr(run, "stats", None) is not None:
+        info.update(stiff_counts(run.stats))
+    if switched_at is not None:
+        info["switched_to_stiff_at"] = switched_at
+        info["stiff_method"] = stiff_method.name
     fields = buffers.fields(run.reached)
     if watcher is not None:
         info.update(watcher.info)
@@ -166,10 +199,63 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         fields = {k: v for k, v in fields.items() if k in ("loss", "data_loss") or k in names}
     traj = Trajectory(t=ts[:run.reached].copy(), **fields, problem=model.problem, model=model, info=info)
     if not run.ok:
-        reason, message = engine.failure(run.status, run.t_reached, run.reached, max_steps, t_end=float(ts[-1]),
-                                         accepted=run.counts()["accepted_steps"])
-        raise IntegrationError(message, t=run.t_reached, reason=reason, trajectory=traj)
+        raise run_failure(run, report, solver.name, max_steps, ts, traj)
     return traj
+
+
+def resolve_method(method, rtol: float | None = None):
+    """(solver, stiff method or None) of ``method=``: an explicit :class:`~ufm.solvers.Solver`
+    name or object (no stiff method), a Rosenbrock name or :class:`~ufm.rosenbrock.RosenbrockMethod`
+    (it is both), or ``"auto"`` (the explicit pair :func:`ufm.solvers.auto_solver` picks for
+    ``rtol``, switching to RODAS4 when the flow turns stiff).
+
+    Raises:
+        ValueError: an unknown name (the message lists every method).
+    """
+    from .rosenbrock import RODAS4, ROSENBROCK_METHODS, RosenbrockMethod
+
+    if isinstance(method, RosenbrockMethod):
+        return method, method
+    if isinstance(method, str) and method in ROSENBROCK_METHODS:
+        return ROSENBROCK_METHODS[method], ROSENBROCK_METHODS[method]
+    if isinstance(method, str) and method == "auto":
+        return get_solver("auto", rtol), RODAS4
+    try:
+        return get_solver(method), None
+    except ValueError as exc:
+        extra = ", ".join(repr(k) for k in (*ROSENBROCK_METHODS, "auto"))
+        raise ValueError(f"{exc} (or a stiff method: {extra}, or a ufm.rosenbrock.RosenbrockMethod)") from None
+
+
+def check_dense_jacobian(n: int, method_name: str, space: str) -> None:
+    """The Rosenbrock driver holds the Jacobian and its LU (two n×n float64 arrays): refuse
+    before the run when they cannot fit in memory.
+
+    Raises:
+        ValueError: naming ``method`` and ``space``.
+    """
+    check_memory(16.0 * n * n, "method, space",
+                 f"{method_name} in {space} space factors a dense {n}×{n} Jacobian per step, which")
+
+
+def stiff_counts(stats) -> dict:
+    """The stiff driver's counters for a Trajectory's ``info``."""
+    from .kernels import rosenbrock as _kr
+
+    return {"jacobians": int(stats[_kr.STAT_JACOBIANS]), "lu_factorizations": int(stats[_kr.STAT_FACTORIZATIONS]),
+            "jvps": int(stats[_kr.STAT_JVPS])}
+
+
+def run_failure(run, report, method_name: str, max_steps: int, ts, traj) -> IntegrationError:
+    """The IntegrationError of a failed run; a stiff explicit run (``report``) gets reason
+    ``"stiff"`` and a message saying so."""
+    if report is not None:
+        message = (f"integration stopped at t = {run.t_reached:.6g}: {report.message(method_name)}. The "
+                   f"{run.reached} save time(s) before it are in err.trajectory.")
+        return IntegrationError(message, t=run.t_reached, reason="stiff", trajectory=traj)
+    reason, message = engine.failure(run.status, run.t_reached, run.reached, max_steps, t_end=float(ts[-1]),
+                                     accepted=run.counts()["accepted_steps"])
+    return IntegrationError(message, t=run.t_reached, reason=reason, trajectory=traj)
 
 
 #: larger step budgets are the same as this one (it never runs out; the kernels use int64)

@@ -161,3 +161,38 @@ class OutputBuffers(NamedTuple):
     gram_H_off: np.ndarray
     logits: np.ndarray
     logits_off: np.ndarray
+
+
+# --- stiff solver and forward sensitivities (ufm/kernels/rosenbrock.py) ---------------------
+
+class RosenbrockTableau(NamedTuple):
+    """A Rosenbrock–Wanner method as the stiff driver reads it (:mod:`ufm.rosenbrock`).
+
+    Fields:
+        gamma: float, the diagonal of Γ. a, C: float64 (s, s) strictly lower-triangular
+        transformed coefficients. m: float64 (s,) weights. e: float64 (s,) error weights
+        m − m̂. D: float64 (2, s) dense-output coefficients. order: float, the controller's
+        order.
+    """
+
+    gamma: float
+    a: np.ndarray
+    C: np.ndarray
+    m: np.ndarray
+    e: np.ndarray
+    D: np.ndarray
+    order: float
+
+
+class Sensitivity(NamedTuple):
+    """Forward sensitivities integrated with the state (Gram space).
+
+    Fields:
+        codes: int64 (p,) PARAM_* codes of :mod:`ufm.kernels.tangent` (p = 0: none).
+        directions: float64 (p, N, N) the direction D of a PARAM_COUPLING parameter (zeros
+            otherwise). S: float64 (T or 0, p, n) the sensitivities dy/dθ at the save times.
+    """
+
+    codes: np.ndarray
+    directions: np.ndarray
+    S: np.ndarray

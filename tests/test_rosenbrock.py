@@ -1,0 +1,197 @@
+"""The Rosenbrock method (ufm/rosenbrock.py, ufm/kernels/rosenbrock.py), stiffness detection and
+``method="auto"`` (ufm/engine.py).
+
+Closed forms (tests/README.md): the Saxe logistic mode (MSE, aligned balanced init) for the
+convergence order, and the linear bias relaxation (MSE, W = H = 0), made stiff by a large η_b,
+for L-stable behaviour and the stiffness verdict.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import ufm
+from ufm.rosenbrock import ORDER_TOL, RODAS4, RosenbrockMethod, rosenbrock_order_defects
+from systems import aligned_mse_init, bias_relaxation, bias_relaxation_init, logistic_u, soft_label_problem
+
+
+def test_rodas4_satisfies_its_order_conditions_and_no_more():
+    ar = RODAS4.arrays
+    main = rosenbrock_order_defects(ar["alpha"], ar["Gamma"], ar["b"], 5)
+    embedded = rosenbrock_order_defects(ar["alpha"], ar["Gamma"], ar["b_embedded"], 4)
+    # measured: main orders 1-4 within 1.8e-15, order 5 off by 4.3e-3; embedded 1-3 within
+    # 2e-15, order 4 off by 0.10 -- the stated orders are exactly the orders
+    assert max(main[:4]) < ORDER_TOL and main[4] > 1e-3
+    assert max(embedded[:3]) < ORDER_TOL and embedded[3] > 1e-2
+    # stiffly accurate: the new state is the last stage value plus the last increment
+    assert np.allclose(ar["a"][5, :5], ar["m"][:5]) and ar["m"][5] == 1.0
+
+
+def test_a_mistyped_coefficient_fails_on_construction():
+    a = np.array(RODAS4.a)
+    a[3, 1] += 1e-6
+    with pytest.raises(ValueError, match="order condition of order 2 fails for m"):
+        RosenbrockMethod(name="typo", gamma=RODAS4.gamma, a=tuple(map(tuple, a)), C=RODAS4.C, m=RODAS4.m,
+                         m_embedded=RODAS4.m_embedded, order=4, error_order=3, dense=RODAS4.dense, dense_order=3)
+
+
+def test_l_stability_of_the_stability_function():
+    ar = RODAS4.arrays
+    s = RODAS4.stages
+
+    def R(z):
+        return 1.0 + z * ar["b"] @ np.linalg.solve(np.eye(s) - z * (ar["alpha"] + ar["Gamma"]), np.ones(s))
+
+    # R(z) ~ 8.8/z at the far left (measured |R(−1e8)| = 8.8e-8): R(−∞) = 0
+    assert abs(R(-1e10)) < 1e-8
+    # measured max 0.9990 over the sampled left half-plane
+    assert max(abs(R(complex(-x, y))) for x in np.logspace(-3, 4, 40) for y in (0.0, 0.5 * x, 3 * x)) <= 1.0
+
+
+class Saxe:
+    K, n, lam, u0, t_end = 3, 3, 0.03, 0.05, 30.0
+
+    def __init__(self):
+        self.problem, self.W, self.H = aligned_mse_init(self.K, self.n, 5, self.u0)
+        self.model = ufm.UFM(self.problem, loss="mse", lambda_W=self.lam, lambda_H=self.lam)
+
+    def errors(self, steps, space="parameters"):
+        """(error at t_end, error at a save inside a step) with the step held at t_end/steps
+        (tolerances so loose that every step is accepted: the step is h_max)."""
+        h = self.t_end / steps
+        t = np.array([3.5 * h, self.t_end])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # Gram space from a width-5 state
+            tr = ufm.solve(self.model, ufm.State(self.W, self.H), t, method="rodas4", rtol=1e3, atol=1e3, h_max=h,
+                           save="logits", space=space)
+        Y = self.problem.Y
+        u = np.einsum("tkn,kn->t", tr.logits, Y) / np.sum(Y * Y)
+        err = np.abs(u - logistic_u(t, self.u0, self.K, self.n, self.lam))
+        return err[1], err[0], tr.info["rejected_steps"]
+
+
+@pytest.mark.parametrize("space", ["parameters", "gram"])
+def test_convergence_order_is_four(space):
+    sx = Saxe()
+    steps = np.array([30, 60, 120, 240])
+    results = [sx.errors(s, space) for s in steps]
+    assert all(r[2] == 0 for r in results)
+    end = [r[0] for r in results]
+    dense = [r[1] for r in results]
+    slope = -np.polyfit(np.log(steps), np.log(end), 1)[0]
+    # measured 4.09 (parameters) and 4.03 (Gram): the stated order 4
+    assert 3.8 < slope < 4.4
+    # the continuous extension (order 3, local error h^4): measured slopes 4.61 and 4.28
+    assert -np.polyfit(np.log(steps), np.log(dense), 1)[0] > 3.5
+
+
+def test_global_error_tracks_rtol():
+    sx = Saxe()
+    t = np.linspace(1.0, sx.t_end, 12)
+    exact = logistic_u(t, sx.u0, sx.K, sx.n, sx.lam)
+    Y = sx.problem.Y
+    for rtol in (1e-5, 1e-8):
+        tr = ufm.solve(sx.model, ufm.State(sx.W, sx.H), t, method="rodas4", rtol=rtol, atol=rtol * 1e-2, save="logits")
+        u = np.einsum("tkn,kn->t", tr.logits, Y) / np.sum(Y * Y)
+        err = np.abs(u - exact).max() / np.abs(exact).max()
+        # measured 3.9e-6 at rtol 1e-5 and 4.3e-9 at 1e-8
+        assert err < 10 * rtol
+
+
+def _stiff_bias_model(lr_b=1e5):
+    p = soft_label_problem(3, 5)
+    return ufm.UFM(p, loss="mse", bias=True, lambda_b=0.3, lambda_W=0.1, lambda_H=0.2, lr_W=1.7, lr_H=0.6, lr_b=lr_b)
+
+
+B0 = np.array([2.0, 0.05, 1.0])
+T_STIFF = np.geomspace(1e-6, 100, 30)
+
+
+def test_stiff_linear_decay_takes_few_steps_and_is_accurate():
+    """Rate η_b(Σπ + λ_b) = 1.3e5 over t up to 100: an explicit method would need ~4e6 steps."""
+    m = _stiff_bias_model()
+    tr = ufm.solve(m, bias_relaxation_init(m, 4, B0), T_STIFF, method="rodas4", save="b")
+    # measured: 125 accepted, 3 rejected, error 9.7e-9
+    assert tr.info["accepted_steps"] + tr.info["rejected_steps"] < 300
+    assert np.abs(tr.b - bias_relaxation(m, B0, T_STIFF)).max() < 1e-7
+    assert tr.info["jacobians"] == tr.info["accepted_steps"]     # one per step, kept on rejection
+
+
+def test_explicit_run_that_turns_stiff_stops_with_a_clear_message():
+    m = _stiff_bias_model()
+    with pytest.raises(ufm.IntegrationError) as info:
+        ufm.solve(m, bias_relaxation_init(m, 4, B0), T_STIFF, method="dopri5", save="b", max_steps=100_000)
+    err = info.value
+    assert err.reason == "stiff"
+    msg = str(err)
+    assert "turned stiff" in msg and "stability boundary 3.31" in msg and "method='auto'" in msg
+    # stopped at the first check (500 steps), not at max_steps
+    assert err.trajectory.info["accepted_steps"] + err.trajectory.info["rejected_steps"] <= 600
+
+
+def test_auto_switches_and_matches_the_closed_form():
+    m = _stiff_bias_model()
+    tr = ufm.solve(m, bias_relaxation_init(m, 4, B0), T_STIFF, method="auto", save="b")
+    assert tr.info["method"] == "auto" and tr.info["stiff_method"] == "rodas4"
+    assert 0 < tr.info["switched_to_stiff_at"] < T_STIFF[-1]
+    # measured error 5.5e-9 with 507 accepted steps
+    assert np.abs(tr.b - bias_relaxation(m, B0, T_STIFF)).max() < 1e-7
+    assert tr.info["accepted_steps"] < 1000
+
+
+def test_auto_does_not_switch_on_a_non_stiff_run():
+    sx = Saxe()
+    t = np.linspace(1.0, sx.t_end, 5)
+    a = ufm.solve(sx.model, ufm.State(sx.W, sx.H), t, method="auto")
+    b = ufm.solve(sx.model, ufm.State(sx.W, sx.H), t, method="dopri5")
+    assert "switched_to_stiff_at" not in a.info
+    assert np.array_equal(a.gram_H, b.gram_H)
+
+
+def test_mse_large_init_finishes_with_auto_and_stops_quickly_with_dopri5():
+    p = ufm.settings.balanced(3, 1)
+    m = ufm.UFM(p, loss="mse", lambda_W=1e-3, lambda_H=1e-3)
+    init = m.init(4, scale=1e3, seed=0)
+    t = np.geomspace(0.1, 100, 10)
+    with pytest.raises(ufm.IntegrationError) as info:
+        ufm.solve(m, init, t, method="dopri5")
+    assert info.value.reason == "stiff"
+    tr = ufm.solve(m, init, t, method="auto")
+    ref = ufm.solve(m, init, t, method="rodas4", rtol=1e-11, atol=1e-13)
+    # measured: auto 513 attempted steps, loss within 1.1e-9 relative of the tight run
+    assert tr.info["accepted_steps"] + tr.info["rejected_steps"] < 2000
+    assert np.allclose(tr.loss, ref.loss, rtol=1e-8, atol=0)
+
+
+def test_chunked_calls_continue_the_run_and_max_steps_counts_over_calls():
+    """A run in ~50 kernel calls (progress) continues from the carry: it reaches the same
+    solution (each call's last step lands on its last save, as in the explicit driver, so the
+    step sequences differ) and the step budget spans all calls."""
+    m = _stiff_bias_model(lr_b=1e3)
+    init = bias_relaxation_init(m, 4, B0)
+    exact = bias_relaxation(m, B0, T_STIFF)
+    one = ufm.solve(m, init, T_STIFF, method="rodas4", save="b")
+    calls = []
+    chunked = ufm.solve(m, init, T_STIFF, method="rodas4", save="b", progress=lambda t, te: calls.append(t))
+    assert len(calls) == len(T_STIFF) and calls == sorted(calls) and calls[-1] == T_STIFF[-1]
+    # measured: 7.5e-9 (one call) and 2.3e-9 (chunked) from the closed form
+    assert np.abs(one.b - exact).max() < 1e-7 and np.abs(chunked.b - exact).max() < 1e-7
+    budget = one.info["accepted_steps"] // 2
+    for progress in (None, lambda t, te: None):
+        with pytest.raises(ufm.IntegrationError) as info:
+            ufm.solve(m, init, T_STIFF, method="rodas4", save="b", max_steps=budget, progress=progress)
+        got = info.value.trajectory.info
+        assert info.value.reason == "max_steps"
+        assert got["accepted_steps"] + got["rejected_steps"] == budget
+        saved = len(info.value.trajectory.t)
+        assert 0 < saved < len(T_STIFF)
+        assert np.abs(info.value.trajectory.b - exact[:saved]).max() < 1e-7
+
+
+def test_unknown_method_lists_the_stiff_methods():
+    m = _stiff_bias_model()
+    with pytest.raises(ValueError, match="method: .*'rodas4', 'auto'"):
+        ufm.solve(m, bias_relaxation_init(m, 4, B0), T_STIFF, method="rodas9")

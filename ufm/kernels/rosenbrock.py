@@ -1,0 +1,366 @@
+"""Numba driver: Rosenbrock–Wanner integration (stiff flows), optionally with forward
+sensitivities, to save times.
+
+The contract is the explicit driver's (:mod:`ufm.kernels.integrate`): the same carry layout and
+status codes, resumable calls with increasing ``j_end``, ``Controls.max_steps`` over the whole
+run, never raises, every save before a failure written, steps never cross a coupling breakpoint,
+the same scaled RMS error norm and PI step-size controller. Saves use the method's continuous
+extension (:class:`~ufm.kernels.groups.RosenbrockTableau`).
+
+Each step evaluates the exact Jacobian J at the step's start (:func:`ufm.kernels.tangent.jacobian`,
+one tangent per column), factors I/(hγ) − J once (dense LU with partial pivoting) and solves
+one system per stage (form of :mod:`ufm.rosenbrock`). A rejected step keeps J and refactors.
+
+Sensitivities (``sens.codes`` non-empty, Gram space): the state is z = [y, S_1 … S_p] with
+S_k = ∂y/∂θ_k and dS_k/dt = J(y) S_k + ∂f/∂θ_k (y). The augmented Jacobian is block lower
+triangular, [[J, 0], [H_k, J]] with H_k u = f''(y)[S_k, u] + ∂_y(∂f/∂θ_k)·u, so each stage
+solves with the one LU: u_y = W⁻¹ r_y, then u_k = W⁻¹ (r_k + H_k u_y). The error norm runs over
+all of z (error control on the sensitivities too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .fields import IP_N, IP_NTHETA, record, state_size, theta_piece, vector_field, work_size
+from .integrate import (BETA, CARRY_ACCEPTED, CARRY_FACOLD, CARRY_H, CARRY_J, CARRY_REJECTED, CARRY_RHS, CARRY_T,
+                        DIVERGED, FAC_MAX, FAC_MIN, SAFETY, STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW)
+from .tangent import (gram_param_field, gram_param_jvp, gram_second, jacobian, jvp_prepared, prepare,
+                      tangent_work_size)
+
+STATUS_SINGULAR = 4          # I/(hγ) − J stayed singular after repeated step halving
+
+# counters of the stiff driver (``stats``, float64)
+STAT_JACOBIANS = 0
+STAT_FACTORIZATIONS = 1
+STAT_JVPS = 2
+STAT_SIZE = 3
+
+
+@njit(cache=True)
+def lu_factor(A, piv):
+    """In-place LU factorisation with partial pivoting of the row-major (n, n) ``A``: on return
+    A holds L (unit diagonal, below) and U; ``piv[k]`` the row swapped with k. Returns 0, or 1 when
+    a pivot is exactly zero (singular)."""
+    n = A.shape[0]
+    for k in range(n):
+        r = k
+        big = abs(A[k, k])
+        for i in range(k + 1, n):
+            v = abs(A[i, k])
+            if v > big:
+                big = v
+                r = i
+        if big == 0.0 or not np.isfinite(big):
+            return 1
+        piv[k] = r
+        if r != k:
+            for j in range(n):
+                tmp = A[k, j]
+                A[k, j] = A[r, j]
+                A[r, j] = tmp
+        inv = 1.0 / A[k, k]
+        # the update runs over row slices: numba then vectorises it (measured 2.6x faster at
+        # n = 300 than indexing A[i, j] in the inner loop)
+        rowk = A[k, k + 1:]
+        for i in range(k + 1, n):
+            l = A[i, k] * inv
+            A[i, k] = l
+            if l != 0.0:
+                rowi = A[i, k + 1:]
+                for j in range(rowk.shape[0]):
+                    rowi[j] -= l * rowk[j]
+    return 0
+
+
+@njit(cache=True)
+def lu_solve(A, piv, x):
+    """Solve (LU) x = b in place (``x`` holds b on entry), factors from :func:`lu_factor`."""
+    n = A.shape[0]
+    for k in range(n):
+        r = piv[k]
+        if r != k:
+            tmp = x[k]
+            x[k] = x[r]
+            x[r] = tmp
+    for i in range(n):
+        row = A[i, :i]
+        s = x[i]
+        for j in range(row.shape[0]):
+            s -= row[j] * x[j]
+        x[i] = s
+    for i in range(n - 1, -1, -1):
+        row = A[i, i + 1:]
+        xs = x[i + 1:]
+        s = x[i]
+        for j in range(row.shape[0]):
+            s -= row[j] * xs[j]
+        x[i] = s / A[i, i]
+
+
+@njit(cache=True)
+def augmented_field(p, z, dz, model, sens, work_f, work_t, coef_buf, stats):
+    """dz/dt of the state with its sensitivities (module docstring); plain f when p = 0."""
+    n = state_size(model)
+    y = z[:n]
+    vector_field(p, y, dz[:n], model, work_f)
+    np_ = sens.codes.shape[0]
+    if np_ == 0:
+        return
+    prepare(y, model, work_t)
+    tmp = np.empty(n)
+    for k in range(np_):
+        Sk = z[n * (k + 1):n * (k + 2)]
+        out = dz[n * (k + 1):n * (k + 2)]
+        jvp_prepared(p, y, Sk, out, model, work_t)
+        gram_param_field(p, y, sens.codes[k], sens.directions[k], tmp, model, work_t, coef_buf)
+        for i in range(n):
+            out[i] += tmp[i]
+    stats[STAT_JVPS] += np_
+
+
+@njit(cache=True)
+def _error_norm(z, znew, errv, rtol, atol):
+    acc = 0.0
+    for i in range(z.shape[0]):
+        sc = atol + rtol * max(abs(z[i]), abs(znew[i]))
+        r = errv[i] / sc
+        acc += r * r
+    return np.sqrt(acc / z.shape[0])
+
+
+@njit(cache=True)
+def _rms_scaled(v, z, rtol, atol):
+    acc = 0.0
+    for i in range(v.shape[0]):
+        r = v[i] / (atol + rtol * abs(z[i]))
+        acc += r * r
+    return np.sqrt(acc / v.shape[0])
+
+
+@njit(cache=True)
+def _record_all(j, t, z, model, out, sens, work_f):
+    n = state_size(model)
+    record(j, t, z[:n], model, out, work_f)
+    if sens.S.shape[0] > 0:
+        for k in range(sens.codes.shape[0]):
+            for i in range(n):
+                sens.S[j, k, i] = z[n * (k + 1) + i]
+
+
+@njit(cache=True)
+def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, stats):
+    """Advance ``z`` (in place) from ``carry[CARRY_T]`` through ``t_save[carry[CARRY_J]:j_end]``.
+
+    Arguments:
+        z: (n (1 + p),) the state followed by its p sensitivities.
+        carry: (CARRY_SIZE,) as for :func:`ufm.kernels.integrate.integrate`.
+        t_save, j_end: save times and the end of this call's slice.
+        rtab: :class:`~ufm.kernels.groups.RosenbrockTableau`. ctl: :class:`~ufm.kernels.groups.Controls`.
+        model: :class:`~ufm.kernels.groups.Model`. out: :class:`~ufm.kernels.groups.Outputs`.
+        sens: :class:`~ufm.kernels.groups.Sensitivity`. stats: (STAT_SIZE,) counters, added to.
+
+    Returns:
+        (status, j) as the explicit driver (plus STATUS_SINGULAR).
+    """
+    a = rtab.a
+    Cc = rtab.C
+    mw = rtab.m
+    ew = rtab.e
+    D = rtab.D
+    gamma = rtab.gamma
+    rtol = ctl.rtol
+    atol = ctl.atol
+    nz = z.shape[0]
+    n = state_size(model)
+    np_ = sens.codes.shape[0]
+    s = mw.shape[0]
+    U = np.empty((s, nz))
+    F = np.empty(nz)
+    zst = np.empty(nz)
+    znew = np.empty(nz)
+    errv = np.empty(nz)
+    rhs = np.empty(nz)
+    tmp = np.empty(n)
+    tmp2 = np.empty(n)
+    JT = np.empty((n, n))
+    Wm = np.empty((n, n))
+    piv = np.zeros(n, dtype=np.int64)
+    work_f = np.empty(work_size(model))
+    work_t = np.empty(tangent_work_size(model))
+    work_j = np.empty(tangent_work_size(model))
+    coef_buf = np.empty(model.coef.shape[0])
+    coupled = model.ip[IP_NTHETA] > 0
+    theta_t = model.theta_t
+    n_pieces = theta_t.shape[0] if coupled else 1
+    expo1 = 1.0 / rtab.order - 0.75 * BETA
+
+    t = carry[CARRY_T]
+    h = carry[CARRY_H]
+    facold = carry[CARRY_FACOLD]
+    j = int(carry[CARRY_J])
+    t_end = t_save[j_end - 1]
+    while j < j_end and t_save[j] <= t:
+        _record_all(j, t_save[j], z, model, out, sens, work_f)
+        j += 1
+    if j >= j_end:
+        carry[CARRY_J] = j
+        return STATUS_OK, j
+
+    p = theta_piece(theta_t, t) if coupled else 0
+    augmented_field(p, z, F, model, sens, work_f, work_t, coef_buf, stats)
+    carry[CARRY_RHS] += 1
+    if h <= 0.0:
+        # Hairer's starting-step heuristic with one explicit Euler probe
+        d0 = _rms_scaled(z, z, rtol, atol)
+        d1 = _rms_scaled(F, z, rtol, atol)
+        h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+        for i in range(nz):
+            zst[i] = z[i] + h0 * F[i]
+        augmented_field(p, zst, rhs, model, sens, work_f, work_t, coef_buf, stats)
+        carry[CARRY_RHS] += 1
+        for i in range(nz):
+            errv[i] = rhs[i] - F[i]
+        d2 = _rms_scaled(errv, z, rtol, atol) / h0
+        dm = max(d1, d2)
+        h1 = max(1e-6, h0 * 1e-3) if dm <= 1e-15 else (0.01 / dm) ** (1.0 / (rtab.order + 1.0))
+        h = min(100.0 * h0, h1)
+    status = STATUS_OK
+    attempted = int(carry[CARRY_ACCEPTED] + carry[CARRY_REJECTED])
+    rejected_last = False
+    jac_valid = False
+    singular_run = 0
+    while j < j_end:
+        if attempted >= ctl.max_steps:
+            status = STATUS_MAX_STEPS
+            break
+        stop = t_end
+        if p + 1 < n_pieces and theta_t[p + 1] < stop:
+            stop = theta_t[p + 1]
+        h_try = min(h, ctl.h_max)
+        clipped = False
+        if t + h_try >= stop or (stop - (t + h_try)) <= 1e-12 * abs(stop):
+            if abs(stop - (t + h_try)) > 1e-12 * abs(stop):
+                h_try = stop - t
+            clipped = True
+        if h_try <= 1e-14 * max(1.0, abs(t), abs(t_end)):
+            status = STATUS_STEP_UNDERFLOW
+            break
+
+        y = z[:n]
+        if not jac_valid:
+            jacobian(p, y, JT, model, work_j)       # leaves work_j prepared at y (for H_k)
+            stats[STAT_JACOBIANS] += 1
+            stats[STAT_JVPS] += n
+            jac_valid = True
+        inv_hg = 1.0 / (h_try * gamma)
+        for r in range(n):
+            for c in range(n):
+                Wm[r, c] = -JT[c, r]
+            Wm[r, r] += inv_hg
+        stats[STAT_FACTORIZATIONS] += 1
+        if lu_factor(Wm, piv) != 0:
+            singular_run += 1
+            if singular_run >= 5:
+                status = STATUS_SINGULAR
+                break
+            h = 0.5 * h_try
+            carry[CARRY_REJECTED] += 1
+            attempted += 1
+            rejected_last = True
+            continue
+        singular_run = 0
+
+        finite = True
+        for i in range(s):
+            if i == 0:
+                for q in range(nz):
+                    rhs[q] = F[q]
+            else:
+                for q in range(nz):
+                    zst[q] = z[q]
+                for l in range(i):
+                    c = a[i, l]
+                    if c != 0.0:
+                        for q in range(nz):
+                            zst[q] += c * U[l, q]
+                augmented_field(p, zst, rhs, model, sens, work_f, work_t, coef_buf, stats)
+                carry[CARRY_RHS] += 1
+                for l in range(i):
+                    c = Cc[i, l] / h_try
+                    if c != 0.0:
+                        for q in range(nz):
+                            rhs[q] += c * U[l, q]
+            ui = U[i]
+            for q in range(nz):
+                ui[q] = rhs[q]
+            lu_solve(Wm, piv, ui[:n])
+            for k in range(np_):
+                # u_k = W⁻¹ (r_k + H_k u_y), H_k at the step's start (work_j prepared at y)
+                Sk = z[n * (k + 1):n * (k + 2)]
+                gram_second(p, y, Sk, ui[:n], tmp, model, work_j)
+                gram_param_jvp(p, y, ui[:n], sens.codes[k], sens.directions[k], tmp2, model, work_j, coef_buf)
+                uk = ui[n * (k + 1):n * (k + 2)]
+                for q in range(n):
+                    uk[q] += tmp[q] + tmp2[q]
+                lu_solve(Wm, piv, uk)
+            stats[STAT_JVPS] += 2 * np_
+        for q in range(nz):
+            acc = 0.0
+            err = 0.0
+            for i in range(s):
+                acc += mw[i] * U[i, q]
+                err += ew[i] * U[i, q]
+            znew[q] = z[q] + acc
+            errv[q] = err
+            if not (abs(znew[q]) <= DIVERGED):
+                finite = False
+        attempted += 1
+        err = _error_norm(z, znew, errv, rtol, atol) if finite else np.inf
+        if not (err <= 1.0):
+            carry[CARRY_REJECTED] += 1
+            if err < np.inf:
+                h = h_try / min(1.0 / FAC_MIN, (err ** expo1) / SAFETY)
+            else:
+                h = h_try * FAC_MIN
+            rejected_last = True
+            continue
+        fac11 = err ** expo1 if err > 0 else 0.0
+        fac = fac11 / facold ** BETA
+        fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac / SAFETY))
+        h_next = h_try / fac
+        if rejected_last:
+            h_next = min(h_next, h_try)
+        if clipped and h_next < h:
+            h_next = h
+        facold = max(err, 1e-4)
+        rejected_last = False
+        carry[CARRY_ACCEPTED] += 1
+
+        t_new = stop if clipped else t + h_try
+        while j < j_end and t_save[j] <= t_new:
+            th = (t_save[j] - t) / h_try
+            for q in range(nz):
+                k1 = 0.0
+                k2 = 0.0
+                for i in range(s):
+                    k1 += D[0, i] * U[i, q]
+                    k2 += D[1, i] * U[i, q]
+                zst[q] = (1.0 - th) * z[q] + th * (znew[q] + (1.0 - th) * (k1 + th * k2))
+            _record_all(j, t_save[j], zst, model, out, sens, work_f)
+            j += 1
+        z[:] = znew
+        t = t_new
+        h = h_next
+        p = theta_piece(theta_t, t) if coupled else 0
+        jac_valid = False
+        if j < j_end:
+            augmented_field(p, z, F, model, sens, work_f, work_t, coef_buf, stats)
+            carry[CARRY_RHS] += 1
+
+    carry[CARRY_T] = t
+    carry[CARRY_H] = h
+    carry[CARRY_FACOLD] = facold
+    carry[CARRY_J] = j
+    return status, j
