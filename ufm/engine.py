@@ -659,10 +659,10 @@ def integrate_stiff(packed: Model, z: np.ndarray, ts: np.ndarray, rtab: Rosenbro
 def stability_boundary(solver) -> float:
     """Where the stability region of an explicit tableau ends on the negative real axis: the
     largest x with |R(−ξ)| <= 1 for all 0 <= ξ <= x, R(z) = 1 + z bᵀ(I − zA)⁻¹1 (Euler 2,
-    RK4 2.785, DOPRI5 3.307)."""
-    A = solver.arrays["A"]
+    RK4 2.785, DOPRI5 3.307, Tsit5 3.507, Vern7 4.640, DOP853 6.394)."""
     b = solver.arrays["b"]
     s = len(b)
+    A = solver.arrays["A"][:s, :s]      # the step's stages (dense-only stages do not enter R)
 
     def amplification(x):
         return abs(1.0 - x * b @ np.linalg.solve(np.eye(s) + x * A, np.ones(s)))
