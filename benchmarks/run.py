@@ -27,49 +27,6 @@ section, which measures exactly that).
 
 Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
 context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10, the same
-RMS error norm), the same save times (40 log-spaced in [1e-2, 1e4]) and checks that the
-answers agree; peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` + ``vmap`` for diffrax). Times are medians of repeated runs (compilation excluded,
-except in the start-up section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-3 (the setting of docs/model.md), Θ = I unless β is given.
-"""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
 """
 
 from __future__ import annotations
@@ -127,65 +84,9 @@ SECTIONS = ("single", "long", "stiff", "sweep", "fit", "reduced", "gd", "gram", 
 # ---------------------------------------------------------------------------------------------
 
 class Timed(tuple):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""(median wall seconds, all wall times, last result), with ``.cpu``: the median CPU
+    """(median wall seconds, all wall times, last result), with ``.cpu``: the median CPU
     seconds of this process and its finished children (all threads), which other jobs on a
-    shared machine do not inflate."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    shared machine do not inflate."""
     cpu: float
 
 
@@ -196,63 +97,7 @@ def _cpu() -> float:
 
 
 def timed(fn, repeat: int, warmup: int = 1) -> Timed:
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""Time ``fn()``: ``warmup`` untimed calls, then ``repeat`` timed ones."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """Time ``fn()``: ``warmup`` untimed calls, then ``repeat`` timed ones."""
     out = None
     for _ in range(warmup):
         out = fn()
@@ -268,64 +113,8 @@ context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β i
 
 
 def timed_many(fns: dict, repeat: int, warmup: int = 1) -> dict:
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""Time several functions round-robin (so that outside load hits them alike): name ->
-    :class:`Timed`."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """Time several functions round-robin (so that outside load hits them alike): name ->
+    :class:`Timed`."""
     outs = {k: None for k in fns}
     for _ in range(warmup):
         for k, f in fns.items():
@@ -347,63 +136,7 @@ context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β i
 
 
 def rel(a, b) -> float:
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""Largest over saves of ‖a_t − b_t‖_F / ‖b_t‖_F."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """Largest over saves of ‖a_t − b_t‖_F / ‖b_t‖_F."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     num = np.sqrt(((a - b) ** 2).reshape(len(a), -1).sum(axis=1))
     den = np.sqrt((b ** 2).reshape(len(b), -1).sum(axis=1))
@@ -424,63 +157,7 @@ def rhs_of(model, d):
 
 
 def ivp(model, x0, method, t=T_SAVE):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""scipy solve_ivp run; returns (G_H at the saves (T, N, N), nfev)."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """scipy solve_ivp run; returns (G_H at the saves (T, N, N), nfev)."""
     from scipy.integrate import solve_ivp
     d = x0.d
     f = rhs_of(model, d)
@@ -493,63 +170,7 @@ context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β i
 
 
 def _ivp_task(task):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""A process-pool task: one RK45 solve from arrays (module level, so it pickles)."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """A process-pool task: one RK45 solve from arrays (module level, so it pickles)."""
     from scipy.integrate import solve_ivp
     Y, pi, lam, d, theta, y0, t = task
     f = peers.numpy_rhs(Y, pi, lam, lam, d, theta)
@@ -576,64 +197,8 @@ def _ufm_label(method: str) -> str:
 
 
 def solver_entries(case, cfg, *, scipy=(), numbalsoda=(), diffrax=(), cap_s=None, mxstep=None):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""The runs to time on ``case``: label -> () -> peers.Outcome, and label -> why skipped.
-    Every adaptive ufm method, then the peers asked for (compiled here, before any timing)."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """The runs to time on ``case``: label -> () -> peers.Outcome, and label -> why skipped.
+    Every adaptive ufm method, then the peers asked for (compiled here, before any timing)."""
     entries, skipped = {}, {}
     for name, why in cfg["ufm_methods"].items():
         if why:
@@ -667,65 +232,9 @@ context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β i
 
 
 def compare_solvers(case, entries, skipped, *, repeat, warmup, ref=None, cfg=None, note=""):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""Time ``entries`` round-robin on ``case`` and score each against the reference ``ref``
+    """Time ``entries`` round-robin on ``case`` and score each against the reference ``ref``
     (a peers.Outcome or None). Returns the case's result dict: rows (one per solver, skipped ones
-    included with their reason) and the label of ufm's default method."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    included with their reason) and the label of ufm's default method."""
     T = timed_many(entries, repeat, warmup=warmup)
     default = _ufm_label(cfg["default_method"])
     base = T[default] if default in T and T[default][2].ok else None
@@ -754,64 +263,8 @@ context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β i
 
 
 def check_peer_rhs(case) -> dict:
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""The peers' right-hand sides against ufm's own numpy reference field, at a state with O(1)
-    logits (scale 1): the largest |difference| / max |field|. Raises if above 1e-12."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """The peers' right-hand sides against ufm's own numpy reference field, at a state with O(1)
+    logits (scale 1): the largest |difference| / max |field|. Raises if above 1e-12."""
     from dataclasses import replace
 
     from ufm.states import flatten
@@ -832,64 +285,8 @@ context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β i
 
 
 def bench_single(cfg, res):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""CE-UFM at the three sizes: every ufm method against scipy, numbalsoda and diffrax, timed
-    round-robin, each scored against scipy DOP853 at rtol 1e-13."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """CE-UFM at the three sizes: every ufm method against scipy, numbalsoda and diffrax, timed
+    round-robin, each scored against scipy DOP853 at rtol 1e-13."""
     quick = cfg["quick"]
     out = {}
     for name, (K, d) in SIZES.items():
@@ -930,65 +327,9 @@ def print_case(title, r):
 
 
 def bench_long(cfg, res):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""The long horizon t ∈ [0.1, 1e6] at K = N = 10, d = 16, where the flow turns stiff near
+    """The long horizon t ∈ [0.1, 1e6] at K = N = 10, d = 16, where the flow turns stiff near
     its fixed point: evaluations and accuracy against the tight reference, vs numbalsoda's lsoda
-    (Adams/BDF switching) and scipy's LSODA and BDF."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    (Adams/BDF switching) and scipy's LSODA and BDF."""
     case = peers.Case(K=10, d=16, t=tuple(T_LONG), lam=LAM, scale=SCALE, rtol=RTOL, atol=ATOL)
     entries, skipped = solver_entries(case, cfg, scipy=("DOP853", "LSODA", "BDF"), numbalsoda=("lsoda", "dop853"))
     started = time.perf_counter()
@@ -1000,65 +341,9 @@ context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β i
 
 
 def bench_stiff(cfg, res):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""MSE from an init of scale 1e3 (K = N = 10, d = 16): very stiff. Every solver gets a wall-clock
+    """MSE from an init of scale 1e3 (K = N = 10, d = 16): very stiff. Every solver gets a wall-clock
     cap (ufm and scipy are stopped by the benchmark; numbalsoda, which cannot be interrupted, by a
-    step budget sized to the cap) and is reported "stopped" when it would grind."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    step budget sized to the cap) and is reported "stopped" when it would grind."""
     cap = cfg["stiff_cap_s"]
     case = peers.Case(K=10, d=16, t=tuple(T_SAVE), loss="mse", lam=LAM, scale=MSE_SCALE, rtol=RTOL, atol=ATOL)
     import ufm
@@ -1091,64 +376,8 @@ FIT_RUN = ROOT / "tests" / "data" / "transformer_factorial_adamw.npz"
 
 
 def bench_fit(cfg, res):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""``ufm fit RUN --compare`` through the Python API (``ufm.bridge.compare``) on the shipped
-    16-context run (the 4x4 factorial AdamW transformer of tests/data)."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """``ufm fit RUN --compare`` through the Python API (``ufm.bridge.compare``) on the shipped
+    16-context run (the 4x4 factorial AdamW transformer of tests/data)."""
     import ufm.bridge as br
     if not FIT_RUN.exists():
         res["fit"] = {"skipped": f"skipped: {FIT_RUN} not found"}
@@ -1350,65 +579,9 @@ def bench_gram(cfg, res):
 
 
 def bench_reduced(cfg, res):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""The symmetry-reduced ODE (space="reduced") against the full Gram-space ODE it reduces,
+    """The symmetry-reduced ODE (space="reduced") against the full Gram-space ODE it reduces,
     same driver, tolerances and save times, from the same isotropic start (issue 9's setting:
-    factorial (3, 3) coupled, t ∈ [1e-2, 1e5], 80 saves), and the reduced solve at N = 100."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    factorial (3, 3) coupled, t ∈ [1e-2, 1e5], 80 saves), and the reduced solve at N = 100."""
     import ufm
     t = np.geomspace(1e-2, 1e5, 80)
     rows = []
@@ -1548,35 +721,7 @@ def bench_roofline(cfg, res):
           f"{100 * large['rhs_gflops'] / peak:.0f}% of peak"), flush=True)
 
 
-STARTUP = r"""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+STARTUP = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
@@ -1592,34 +737,6 @@ if "sweep" in sys.argv:
           np.geomspace(1e-2, 1e4, 40), progress=False)
     out["first_sweep_s"] = time.perf_counter() - t2
 print(json.dumps(out))
-"""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
 """
 
 
@@ -1699,126 +816,14 @@ STIFF_SECONDS = 10.0        # "within seconds": the stiff target's bound on ufm'
 
 
 def row_of(r, label):
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""The row of solver ``label`` in a case's result (None when absent)."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """The row of solver ``label`` in a case's result (None when absent)."""
     if not r:
         return None
     return next((row for row in r.get("rows", []) if row["solver"] == label), None)
 
 
 def stiff_choice(r) -> str:
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""The ufm method judged on the long and stiff cases: ``auto`` when ufm has it, else the default."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """The ufm method judged on the long and stiff cases: ``auto`` when ufm has it, else the default."""
     auto = row_of(r, _ufm_label("auto"))
     return _ufm_label("auto") if auto and auto.get("ok") is not None else r["default"]
 
@@ -1836,63 +841,7 @@ def targets(res) -> list:
     single = res.get("single", {})
 
     def ratio_target(name, r, peer_labels, goal, *, faster=True):
-        """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""ufm's default method against the best of ``peer_labels`` that ran (a ratio >= goal)."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+        """ufm's default method against the best of ``peer_labels`` that ran (a ratio >= goal)."""
         if not r:
             return
         ours = row_of(r, r["default"])
@@ -2151,64 +1100,8 @@ def markdown(res) -> str:
 
 
 def solver_config(no_diffrax: bool = False) -> dict:
-    """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""What this checkout and environment offer: ufm's adaptive methods (name -> None or why
-    skipped), its default method, and why diffrax is skipped (None when it runs)."""ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
-
-Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
-``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
-(the tables for the README), and prints the tables.
-
-Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
-against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
-accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
-1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
-(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
-``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
-(one evaluation vs its matrix products) and ``startup``. The peers live in
-``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
-needs gfortran) and a ufm method this checkout does not have are reported as skipped.
-
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
-save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
-solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
-known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
-interleaved repeated runs in one process (compilation excluded, except in the start-up
-section, which measures exactly that).
-
-Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
-"""
+    """What this checkout and environment offer: ufm's adaptive methods (name -> None or why
+    skipped), its default method, and why diffrax is skipped (None when it runs)."""
     why = "skipped: --no-diffrax" if no_diffrax else peers.unavailable("diffrax")
     return {"ufm_methods": peers.ufm_methods(), "default_method": peers.default_method(),
             "diffrax": why is None, "diffrax_skip": why}
