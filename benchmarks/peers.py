@@ -135,6 +135,8 @@ def ufm_methods() -> dict:
             out[name] = None
         except (ValueError, TypeError, NotImplementedError) as exc:
             out[name] = f"skipped: not available in this ufm ({exc})"
+        except Exception as exc:  # noqa: BLE001 - a method that exists but fails: report it, benchmark the rest
+            out[name] = f"skipped: ufm.solve(method={name!r}) failed on a tiny problem ({type(exc).__name__}: {exc})"
     return out
 
 
@@ -178,7 +180,8 @@ _CFUNCS: dict = {}
 def numba_cfunc_rhs(case: Case):
     """The right-hand side a numba user writes for numbalsoda without ufm: a ``cfunc`` of the
     ``lsoda_sig`` signature (t, u*, du*, p*) with the products as ``@`` on views of the state
-    and the column softmax as loops; ``p[0]`` counts the evaluations. Cached per case shape."""
+    (numba calls BLAS for them) and the column softmax and the updates as row-major loops;
+    ``p[0]`` counts the evaluations. Cached per case shape."""
     key = (case.K, case.d, case.loss, case.lam)
     if key in _CFUNCS:
         return _CFUNCS[key]
@@ -207,17 +210,20 @@ def numba_cfunc_rhs(case: Case):
                 for i in range(N):
                     G[k, i] = (Z[k, i] - Y[k, i]) * pi[i]
         else:
-            for i in range(N):
-                top = Z[0, i]
-                for k in range(1, K):
-                    top = max(top, Z[k, i])
-                total = 0.0
-                for k in range(K):
-                    e = np.exp(Z[k, i] - top)
+            # column softmax in row-major passes (Z is C-ordered: the inner loop runs along a row)
+            top = Z[0].copy()
+            for k in range(1, K):
+                for i in range(N):
+                    top[i] = max(top[i], Z[k, i])
+            total = np.zeros(N)
+            for k in range(K):
+                for i in range(N):
+                    e = np.exp(Z[k, i] - top[i])
                     G[k, i] = e
-                    total += e
-                for k in range(K):
-                    G[k, i] = (G[k, i] / total - Y[k, i]) * pi[i]
+                    total[i] += e
+            for k in range(K):
+                for i in range(N):
+                    G[k, i] = (G[k, i] / total[i] - Y[k, i]) * pi[i]
         dW = G @ H.T
         dH = W.T @ G
         for k in range(K):
