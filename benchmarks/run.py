@@ -6,14 +6,27 @@ Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository
 ``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
 (the tables for the README), and prints the tables.
 
-Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10, the same
-RMS error norm), the same save times (40 log-spaced in [1e-2, 1e4]) and checks that the
-answers agree; peers get their best vectorised form (numpy matrix products for scipy,
-``jit`` + ``vmap`` for diffrax). Times are medians of repeated runs (compilation excluded,
-except in the start-up section, which measures exactly that).
+Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
+against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
+side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
+accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
+1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
+(``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
+``reduced`` (the symmetry-reduced ODE vs the Gram ODE), ``gd``, ``gram``, ``roofline``
+(one evaluation vs its matrix products) and ``startup``. The peers live in
+``benchmarks/peers.py``; one that is not installed (``pip install "ufm[bench]"``; numbalsoda
+needs gfortran) and a ufm method this checkout does not have are reported as skipped.
+
+Every comparison uses the same problem, the same tolerances (rtol 1e-8, atol 1e-10), the same
+save times (40 log-spaced in [0.1, 1e4] from t = 0 unless a section says otherwise); each
+solver's saved state is scored against scipy DOP853 at rtol 1e-13, so that speed is compared at
+known accuracy. Peers get their best vectorised form (numpy matrix products for scipy,
+``jit`` (+ ``vmap``) for diffrax, a compiled cfunc for numbalsoda). Times are medians of
+interleaved repeated runs in one process (compilation excluded, except in the start-up
+section, which measures exactly that).
 
 Problem: cross-entropy with weight decay λ_W = λ_H = 1e-3, one-hot labels (K = N, every
-context its own class), init scale 1e-3 (the setting of docs/model.md), Θ = I unless β is given.
+context its own class), init scale 1e-2 (issue 11's setting), Θ = I unless β is given.
 """
 
 from __future__ import annotations
@@ -53,12 +66,17 @@ if str(ROOT) not in sys.path:  # benchmark this checkout, whatever is installed
 
 import numpy as np  # noqa: E402
 
+from benchmarks import peers  # noqa: E402
+
 LAM = 1e-3
-SCALE = 1e-3
+SCALE = 1e-2
 RTOL, ATOL = 1e-8, 1e-10
-T_SAVE = np.geomspace(1e-2, 1e4, 40)
+T_SAVE = np.geomspace(0.1, 1e4, 40)
+T_LONG = np.geomspace(0.1, 1e6, 40)      # the long horizon
+REDUCED_SCALE = 1e-3                    # the reduced-ODE section keeps its own (issue 9) setting
+MSE_SCALE = 1e3                         # the stiff case: MSE from a large init
 SIZES = {"small": (10, 16), "medium": (64, 64), "large": (512, 256)}   # K = N, d
-SECTIONS = ("single", "sweep", "gd", "gram", "reduced", "roofline", "startup")
+SECTIONS = ("single", "long", "stiff", "sweep", "fit", "reduced", "gd", "gram", "roofline", "startup")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,35 +150,9 @@ def model_for(K, lam=LAM, beta=0.0, levels=None):
     return ufm.UFM(p, lambda_W=lam, lambda_H=lam, coupling=coupling)
 
 
-def numpy_rhs(Y, pi, lam_w, lam_h, d, theta=None):
-    """scipy's right-hand side: vectorised numpy on the flat [vec(W), vec(H)] state."""
-    K, N = Y.shape
-    nW = K * d
-
-    def f(t, y):
-        W = y[:nW].reshape(K, d)
-        H = y[nW:].reshape(d, N)
-        Z = W @ H
-        Z -= Z.max(axis=0)
-        E = np.exp(Z)
-        E /= E.sum(axis=0)
-        G = (E - Y) * pi
-        dW = G @ H.T
-        dW += lam_w * W
-        T = W.T @ G
-        T += lam_h * H
-        if theta is not None:
-            T = T @ theta
-        out = np.empty_like(y)
-        out[:nW] = -dW.ravel()
-        out[nW:] = -T.ravel()
-        return out
-    return f
-
-
 def rhs_of(model, d):
     theta = None if model.coupling is None else np.asarray(model.coupling)
-    return numpy_rhs(np.asarray(model.problem.Y), np.asarray(model.problem.weights), model.lambda_W,
+    return peers.numpy_rhs(np.asarray(model.problem.Y), np.asarray(model.problem.weights), model.lambda_W,
                      model.lambda_H, d, theta)
 
 
@@ -181,7 +173,7 @@ def _ivp_task(task):
     """A process-pool task: one RK45 solve from arrays (module level, so it pickles)."""
     from scipy.integrate import solve_ivp
     Y, pi, lam, d, theta, y0, t = task
-    f = numpy_rhs(Y, pi, lam, lam, d, theta)
+    f = peers.numpy_rhs(Y, pi, lam, lam, d, theta)
     sol = solve_ivp(f, (0.0, float(t[-1])), y0, method="RK45", t_eval=t, rtol=RTOL, atol=ATOL)
     K, N = Y.shape
     H = sol.y[K * d:].T.reshape(len(t), d, N)
@@ -197,101 +189,210 @@ def have(module: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# diffrax (optional peer)
-# ---------------------------------------------------------------------------------------------
-
-def diffrax_solver(K, N, d, coupled: bool):
-    """A jitted diffrax Dopri5 solve of one trajectory, (W0, H0, args) -> (G_H (T, N, N), steps),
-    and the same under vmap over a leading batch axis."""
-    import jax
-    jax.config.update("jax_enable_x64", True)
-    import diffrax
-    import jax.numpy as jnp
-
-    def vf(t, y, args):
-        W, H = y
-        Y, pi, lam, theta = args
-        Z = W @ H
-        P = jax.nn.softmax(Z, axis=0)
-        G = (P - Y) * pi
-        dW = -(G @ H.T + lam * W)
-        T = W.T @ G + lam * H
-        dH = -(T @ theta) if coupled else -T
-        return (dW, dH)
-
-    term = diffrax.ODETerm(vf)
-    solver = diffrax.Dopri5()
-    ctrl = diffrax.PIDController(rtol=RTOL, atol=ATOL)
-    saveat = diffrax.SaveAt(ts=jnp.asarray(T_SAVE))
-
-    def one(W0, H0, args):
-        sol = diffrax.diffeqsolve(term, solver, t0=0.0, t1=float(T_SAVE[-1]), dt0=None, y0=(W0, H0), args=args,
-                                  saveat=saveat, stepsize_controller=ctrl, max_steps=200_000)
-        H = sol.ys[1]
-        return jnp.einsum("tdi,tdj->tij", H, H), sol.stats["num_steps"]
-
-    return jax.jit(one), jax.jit(jax.vmap(one))
-
-
-# ---------------------------------------------------------------------------------------------
 # sections
 # ---------------------------------------------------------------------------------------------
 
-def bench_single(cfg, res):
-    import ufm
-    rows = []
-    sizes = dict(SIZES)
-    for name, (K, d) in sizes.items():
-        model = model_for(K)
-        x0 = model.init(d, scale=SCALE, seed=0)
-        rep = cfg["repeat_large"] if name == "large" else cfg["repeat"]
-        # the numpy right-hand side is the flow: check it against ufm's own reference once
-        from ufm.reference import flatten
-        f = rhs_of(model, d)
-        np.testing.assert_allclose(f(0.0, flatten(x0)), flatten(model.vector_field(x0)), rtol=1e-10, atol=1e-20)
-        fns = {"ufm": lambda: ufm.solve(model, x0, T_SAVE, rtol=RTOL, atol=ATOL, save=("gram_H",))}
-        if not (name == "large" and cfg["quick"]):
-            for method in ("RK45", "DOP853"):
-                fns[method] = (lambda method=method: ivp(model, x0, method))
-        if cfg["diffrax"] and name != "large":
-            import jax.numpy as jnp
-            one, _ = diffrax_solver(K, K, d, coupled=False)
-            args = (jnp.asarray(model.problem.Y), jnp.asarray(model.problem.weights), LAM, jnp.eye(K))
-            W0, H0 = jnp.asarray(x0.W), jnp.asarray(x0.H)
+def _ufm_label(method: str) -> str:
+    return f"ufm {method}"
 
-            def run_diffrax():
-                G, steps = one(W0, H0, args)
-                G.block_until_ready()
-                return np.asarray(G), int(steps)
-            fns["diffrax"] = run_diffrax
-        T = timed_many(fns, rep, warmup=0 if name == "large" else 1)
-        tr = T["ufm"][2]
-        t_u, c_u = T["ufm"][0], T["ufm"].cpu
-        row = {"size": name, "K": K, "N": K, "d": d, "ufm_s": t_u, "ufm_cpu_s": c_u,
-               "ufm_rhs": tr.info["rhs_evaluations"], "ufm_steps": tr.info["accepted_steps"],
-               "ufm_us_per_rhs": 1e6 * t_u / tr.info["rhs_evaluations"]}
-        for method in ("RK45", "DOP853"):
-            if method in T:
-                G, nfev = T[method][2]
-                t_s = T[method][0]
-                row[f"{method}_s"] = t_s
-                row[f"{method}_cpu_s"] = T[method].cpu
-                row[f"{method}_rhs"] = int(nfev)
-                row[f"{method}_us_per_rhs"] = 1e6 * t_s / nfev
-                row[f"{method}_speedup"] = t_s / t_u
-                row[f"{method}_speedup_cpu"] = T[method].cpu / c_u
-                row[f"{method}_agree"] = rel(tr.gram_H, G)
-        if "diffrax" in T:
-            G, steps = T["diffrax"][2]
-            t_d = T["diffrax"][0]
-            row.update(diffrax_s=t_d, diffrax_cpu_s=T["diffrax"].cpu, diffrax_steps=steps,
-                       diffrax_speedup=t_d / t_u, diffrax_speedup_cpu=T["diffrax"].cpu / c_u,
-                       diffrax_agree=rel(tr.gram_H, G))
+
+def solver_entries(case, cfg, *, scipy=(), numbalsoda=(), diffrax=(), cap_s=None, mxstep=None):
+    """The runs to time on ``case``: label -> () -> peers.Outcome, and label -> why skipped.
+    Every adaptive ufm method, then the peers asked for (compiled here, before any timing)."""
+    entries, skipped = {}, {}
+    for name, why in cfg["ufm_methods"].items():
+        if why:
+            skipped[_ufm_label(name)] = why
+        else:
+            entries[_ufm_label(name)] = lambda name=name: peers.run_ufm(case, name, cap_s=cap_s)
+    for method in scipy:
+        why = peers.unavailable("scipy")
+        if why:
+            skipped[f"scipy {method}"] = why
+        else:
+            entries[f"scipy {method}"] = lambda method=method: peers.run_scipy(case, method, cap_s=cap_s)
+    for method in numbalsoda:
+        why = peers.unavailable("numbalsoda")
+        if why:
+            skipped[f"numbalsoda {method}"] = why
+            continue
+        peers.numba_cfunc_rhs(case)                       # compile the cfunc outside the timing
+        kw = {} if mxstep is None else {"mxstep": mxstep}
+        entries[f"numbalsoda {method}"] = lambda method=method: peers.run_numbalsoda(case, method, **kw)
+    for solver in diffrax:
+        why = cfg["diffrax_skip"]
+        if why:
+            skipped[f"diffrax {solver}"] = why
+            continue
+        try:
+            entries[f"diffrax {solver}"] = peers.diffrax_runner(case, solver)   # compiles
+        except Exception as exc:  # noqa: BLE001 - report the peer as skipped, keep benchmarking
+            skipped[f"diffrax {solver}"] = f"skipped: diffrax {solver} failed ({type(exc).__name__}: {exc})"
+    return entries, skipped
+
+
+def compare_solvers(case, entries, skipped, *, repeat, warmup, ref=None, cfg=None, note=""):
+    """Time ``entries`` round-robin on ``case`` and score each against the reference ``ref``
+    (a peers.Outcome or None). Returns the case's result dict: rows (one per solver, skipped ones
+    included with their reason) and the label of ufm's default method."""
+    T = timed_many(entries, repeat, warmup=warmup)
+    default = _ufm_label(cfg["default_method"])
+    base = T[default] if default in T and T[default][2].ok else None
+    rows = []
+    for label, r in T.items():
+        out = r[2]
+        wall = r[0]
+        row = {"solver": label, "ok": out.ok, "wall_s": wall, "cpu_s": r.cpu, "walls": r[1], "rhs": out.nfev,
+               "message": out.message, **{k: v for k, v in out.extra.items() if k in ("steps", "njev", "nlu")}}
+        if out.nfev:
+            row["us_per_rhs"] = 1e6 * wall / out.nfev
+        if ref is not None and out.ok:
+            row["error"] = peers.relative_error(out.y, ref.y)
+        if base is not None and out.ok:
+            row["x_vs_ufm"] = wall / base[0]       # > 1: ufm (default method) is that many times faster
+            row["x_vs_ufm_cpu"] = r.cpu / base.cpu  # the same in CPU time, which outside load inflates less
         rows.append(row)
-        print(f"  single {name}: ufm {t_u * 1e3:.2f} ms" + "".join(
-            f", {m} {row[m + '_s'] * 1e3:.1f} ms (x{row[m + '_speedup']:.1f}, agree {row[m + '_agree']:.1e})"
-            for m in ("RK45", "DOP853", "diffrax") if m + "_s" in row), flush=True)
-    res["single"] = rows
+    for label, why in skipped.items():
+        rows.append({"solver": label, "ok": None, "message": why})
+    return {"case": {"K": case.K, "N": case.K, "d": case.d, "loss": case.loss, "lambda": case.lam,
+                     "init_scale": case.scale, "t_last": float(case.t[-1]), "saves": len(case.t),
+                     "rtol": case.rtol, "atol": case.atol},
+            "default": default, "rows": rows, "repeat": repeat, "note": note,
+            "reference": None if ref is None else {"method": "scipy DOP853", "rtol": peers.REFERENCE_RTOL,
+                                                   "atol": peers.REFERENCE_ATOL, "rhs": ref.nfev}}
+
+
+def check_peer_rhs(case) -> dict:
+    """The peers' right-hand sides against ufm's own numpy reference field, at a state with O(1)
+    logits (scale 1): the largest |difference| / max |field|. Raises if above 1e-12."""
+    from dataclasses import replace
+
+    from ufm.states import flatten
+    probe = replace(case, scale=1.0, seed=1)
+    model, x0 = probe.model(), probe.init()
+    want = flatten(model.vector_field(x0))
+    scale = float(np.max(np.abs(want)))
+    Y, pi = probe.arrays()
+    got = {"numpy (scipy)": peers.numpy_rhs(Y, pi, probe.lam, probe.lam, probe.d, loss=probe.loss)(0.0, probe.y0())}
+    if peers.unavailable("numbalsoda") is None:
+        got["numba cfunc (numbalsoda)"] = peers.call_cfunc(peers.numba_cfunc_rhs(probe), probe.y0())
+    out = {k: float(np.max(np.abs(v - want)) / scale) for k, v in got.items()}
+    for k, v in out.items():
+        if not v <= 1e-12:
+            raise RuntimeError(f"the {k} right-hand side differs from ufm's field by {v:.1e} (relative) at "
+                               f"K = {case.K}, d = {case.d}, loss {case.loss}: the comparison would be invalid")
+    return out
+
+
+def bench_single(cfg, res):
+    """CE-UFM at the three sizes: every ufm method against scipy, numbalsoda and diffrax, timed
+    round-robin, each scored against scipy DOP853 at rtol 1e-13."""
+    quick = cfg["quick"]
+    out = {}
+    for name, (K, d) in SIZES.items():
+        case = peers.Case(K=K, d=d, t=tuple(T_SAVE), lam=LAM, scale=SCALE, rtol=RTOL, atol=ATOL)
+        large = name == "large"
+        if large and quick:
+            out[name] = {"skipped": "skipped in --quick (one ufm and one scipy DOP853 solve take 10-30 s here); "
+                                    "run without --quick"}
+            print(f"  single {name}: {out[name]['skipped']}", flush=True)
+            continue
+        checks = check_peer_rhs(case) if not large else check_peer_rhs(peers.Case(K=64, d=32, t=case.t))
+        if large:
+            # numbalsoda's dop853 costs ~0.4 s per evaluation at this size (n = 262,144) in its own driver:
+            # measured with a trivial du = -u cfunc, against 10 ms for this right-hand side called alone
+            entries, skipped = solver_entries(case, cfg, scipy=("DOP853",), numbalsoda=("dop853",))
+        else:
+            entries, skipped = solver_entries(case, cfg, scipy=("DOP853", "RK45"), numbalsoda=("dop853", "lsoda"),
+                                              diffrax=cfg["diffrax_solvers"])
+        started = time.perf_counter()
+        ref = peers.reference(case)
+        note = f"reference: {ref.nfev} evaluations, {time.perf_counter() - started:.1f} s"
+        r = compare_solvers(case, entries, skipped, repeat=cfg["repeat_large"] if large else cfg["repeat"],
+                            warmup=0 if large or (quick and name != "small") else 1, ref=ref, cfg=cfg, note=note)
+        r["rhs_check"] = checks
+        out[name] = r
+        print_case(f"single {name} K=N={K} d={d}", r)
+    res["single"] = out
+
+
+def print_case(title, r):
+    print(f"  {title}:", flush=True)
+    for row in r["rows"]:
+        if row["ok"] is None:
+            print(f"    {row['solver']:<22} {row['message']}", flush=True)
+            continue
+        err = row.get("error")
+        print(f"    {row['solver']:<22} {fmt_s(row['wall_s']):>10}  x{row.get('x_vs_ufm', float('nan')):6.2f}  "
+              f"rhs {row['rhs'] if row['rhs'] is not None else '-':>8}  "
+              f"err {err if err is None else f'{err:.1e}'}  {row['message']}", flush=True)
+
+
+def bench_long(cfg, res):
+    """The long horizon t ∈ [0.1, 1e6] at K = N = 10, d = 16, where the flow turns stiff near
+    its fixed point: evaluations and accuracy against the tight reference, vs numbalsoda's lsoda
+    (Adams/BDF switching) and scipy's LSODA and BDF."""
+    case = peers.Case(K=10, d=16, t=tuple(T_LONG), lam=LAM, scale=SCALE, rtol=RTOL, atol=ATOL)
+    entries, skipped = solver_entries(case, cfg, scipy=("DOP853", "LSODA", "BDF"), numbalsoda=("lsoda", "dop853"))
+    started = time.perf_counter()
+    ref = peers.reference(case)
+    note = f"reference: {ref.nfev} evaluations, {time.perf_counter() - started:.1f} s"
+    r = compare_solvers(case, entries, skipped, repeat=cfg["repeat_long"], warmup=0, ref=ref, cfg=cfg, note=note)
+    print_case("long horizon K=N=10 d=16 t<=1e6", r)
+    res["long"] = r
+
+
+def bench_stiff(cfg, res):
+    """MSE from an init of scale 1e3 (K = N = 10, d = 16): very stiff. Every solver gets a wall-clock
+    cap (ufm and scipy are stopped by the benchmark; numbalsoda, which cannot be interrupted, by a
+    step budget sized to the cap) and is reported "stopped" when it would grind."""
+    cap = cfg["stiff_cap_s"]
+    case = peers.Case(K=10, d=16, t=tuple(T_SAVE), loss="mse", lam=LAM, scale=MSE_SCALE, rtol=RTOL, atol=ATOL)
+    import ufm
+    m = case.model()
+    ufm.solve(m, m.init(4, scale=0.1, seed=0), np.array([1.0]))        # load the MSE kernel before timing
+    # numbalsoda's dop853 takes ~12 evaluations of ~3 µs per step at this size: this budget stops it near the cap
+    entries, skipped = solver_entries(case, cfg, scipy=("RK45", "LSODA", "BDF"), numbalsoda=("lsoda", "dop853"),
+                                      cap_s=cap, mxstep=int(3e4 * cap))
+    ref = None
+    started = time.perf_counter()
+    tight = peers.Outcome(None, None, False, "not run in --quick") if cfg["quick"] else \
+        peers.run_scipy(case, "LSODA", rtol=1e-12, atol=1e-14, cap_s=10 * cap)
+    if tight.ok:
+        ref = tight
+        note = f"reference: scipy LSODA rtol 1e-12, atol 1e-14 ({tight.nfev} evaluations, " \
+               f"{time.perf_counter() - started:.1f} s; explicit DOP853 would grind here)"
+    elif cfg["quick"]:
+        note = "no reference in --quick (scipy LSODA at rtol 1e-12 takes ~10 s here)"
+    else:
+        note = f"no reference: scipy LSODA at rtol 1e-12 did not finish ({tight.message})"
+    r = compare_solvers(case, entries, skipped, repeat=1, warmup=0, ref=ref, cfg=cfg, note=note)
+    r["cap_s"] = cap
+    if ref is not None:
+        r["reference"] = {"method": "scipy LSODA", "rtol": 1e-12, "atol": 1e-14, "rhs": ref.nfev}
+    print_case(f"stiff MSE init {MSE_SCALE:g} (cap {cap:g} s)", r)
+    res["stiff"] = r
+
+
+FIT_RUN = ROOT / "tests" / "data" / "transformer_factorial_adamw.npz"
+
+
+def bench_fit(cfg, res):
+    """``ufm fit RUN --compare`` through the Python API (``ufm.bridge.compare``) on the shipped
+    16-context run (the 4x4 factorial AdamW transformer of tests/data)."""
+    import ufm.bridge as br
+    if not FIT_RUN.exists():
+        res["fit"] = {"skipped": f"skipped: {FIT_RUN} not found"}
+        return
+    run = br.load(str(FIT_RUN))
+    T = timed(lambda: br.compare(run), cfg["repeat_fit"], warmup=0)
+    cmp_ = T[2]
+    table = cmp_.table()
+    res["fit"] = {"run": str(FIT_RUN.relative_to(ROOT)), "wall_s": T[0], "walls": T[1], "cpu_s": T.cpu,
+                  "models": [row["model"] for row in table], "best_aic": cmp_.best("aic"),
+                  "note": "first call in the process includes loading the fitting kernels from numba's cache"}
+    print(f"  fit --compare {res['fit']['run']}: {T[0]:.1f} s (runs {', '.join(f'{w:.1f}' for w in T[1])}), "
+          f"{len(table)} models, best AIC {cmp_.best('aic')}", flush=True)
 
 
 def sweep_specs(n_seeds):
@@ -309,7 +410,7 @@ def bench_sweep(cfg, res):
     specs = sweep_specs(n_seeds)
     sub = specs[::4]                                   # 64 configurations spanning every (λ, β)
     n = len(specs)
-    out = {"n": n, "K": 20, "N": 20, "d": 32, "threads": numba.get_num_threads(),
+    out = {"n": n, "n_sub": len(sub), "K": 20, "N": 20, "d": 32, "threads": numba.get_num_threads(),
            "axes": "lambda in {1e-2, 3e-3, 1e-3, 3e-4} x beta in {0, 0.5, 1, 2} x seed"}
     sweep(sub[:8], T_SAVE, save=("gram_H",), summary=False, progress=False)   # load the kernel
     T_all = timed(lambda: sweep(specs, T_SAVE, rtol=RTOL, atol=ATOL, save=("gram_H",), summary=False,
@@ -318,16 +419,18 @@ def bench_sweep(cfg, res):
                                progress=False), cfg["repeat_sweep"], warmup=0)
     (t_all, _, r_all), (t_64, _, r_64) = T_all, T_64
     c_all, c_64 = T_all.cpu, T_64.cpu
-    t_sum, _, _ = timed(lambda: sweep(specs, T_SAVE, rtol=RTOL, atol=ATOL, save=("gram_H",), progress=False), 1,
-                        warmup=0)
-    t_one, _, _ = timed(lambda: sweep(specs, T_SAVE, rtol=RTOL, atol=ATOL, save=("gram_H",), summary=False,
-                                      progress=False, threads=1), 1, warmup=0)
+    t_sum = t_one = None
+    if cfg["sweep_extras"]:
+        t_sum, _, _ = timed(lambda: sweep(specs, T_SAVE, rtol=RTOL, atol=ATOL, save=("gram_H",), progress=False), 1,
+                            warmup=0)
+        t_one, _, _ = timed(lambda: sweep(specs, T_SAVE, rtol=RTOL, atol=ATOL, save=("gram_H",), summary=False,
+                                          progress=False, threads=1), 1, warmup=0)
     rhs = sum(r["rhs_evaluations"] for r in r_all)
     out.update(ufm_s=t_all, ufm_64_s=t_64, ufm_cpu_s=c_all, ufm_64_cpu_s=c_64, ufm_summary_s=t_sum,
                ufm_1thread_s=t_one, ufm_rhs=rhs,
                ufm_us_per_rhs_per_core=1e6 * t_all * out["threads"] / rhs)
-    print(f"  sweep: ufm {n} configs {t_all:.3f} s (64: {t_64:.3f} s; 1 thread {t_one:.3f} s; "
-          f"with summaries {t_sum:.3f} s)", flush=True)
+    print(f"  sweep: ufm {n} configs {t_all:.3f} s ({len(sub)}: {t_64:.3f} s; 1 thread {fmt_s(t_one)}; "
+          f"with summaries {fmt_s(t_sum)})", flush=True)
 
     # scipy loop, each configuration timed, so the 64-subset's loop time is measured, not scaled
     built = [build(s) for s in specs]
@@ -351,7 +454,7 @@ def bench_sweep(cfg, res):
                scipy_us_per_rhs=1e6 * loop / nfev, speedup_loop=loop / t_all, speedup_loop_64=loop_64 / t_64,
                # on {threads} idle cores: the loop uses one, the sweep all of them (CPU time / threads)
                speedup_loop_64_idle=loop_64_cpu / (c_64 / threads), speedup_loop_idle=loop_cpu / (c_all / threads))
-    print(f"  sweep: scipy RK45 loop {loop:.2f} s (64: {loop_64:.2f} s), x{loop / t_all:.1f}; agree {worst:.1e}",
+    print(f"  sweep: scipy RK45 loop {loop:.2f} s ({len(sub)}: {loop_64:.2f} s), x{loop / t_all:.1f}; agree {worst:.1e}",
           flush=True)
 
     tasks = []
@@ -360,6 +463,9 @@ def bench_sweep(cfg, res):
         tasks.append((np.asarray(model.problem.Y), np.asarray(model.problem.weights), model.lambda_W, x0.d, theta,
                       np.concatenate([x0.W.ravel(), x0.H.ravel()]), T_SAVE))
     workers = os.cpu_count() or 1
+    if not cfg["sweep_extras"]:              # --quick: no process pool, no diffrax vmap
+        res["sweep"] = out
+        return
 
     def pool_run():
         # spawn (JAX's and numba's threads make fork unsafe here); pool start-up included
@@ -378,7 +484,7 @@ def bench_sweep(cfg, res):
         import jax.numpy as jnp
         for label, group, t_ref, idx in (("64", sub, t_64, list(range(0, n, 4))),):
             models = [built[i] for i in idx]
-            _, batched = diffrax_solver(20, 20, 32, coupled=True)
+            _, batched = peers.diffrax_solver(T_SAVE, "Dopri5", coupled=True, rtol=RTOL, atol=ATOL)
             W0 = jnp.asarray(np.stack([x.W for _, x in models]))
             H0 = jnp.asarray(np.stack([x.H for _, x in models]))
             Y = jnp.asarray(np.stack([m.problem.Y for m, _ in models]))
@@ -387,9 +493,9 @@ def bench_sweep(cfg, res):
             th = jnp.asarray(np.stack([m.theta() for m, _ in models]))
 
             def run():
-                G, steps = batched(W0, H0, (Y, pi, lam, th))
-                G.block_until_ready()
-                return np.asarray(G), np.asarray(steps)
+                _, H, steps = batched(W0, H0, (Y, pi, lam, th))
+                H = np.asarray(H.block_until_ready())
+                return np.einsum("btdi,btdj->btij", H, H), np.asarray(steps)
             Td = timed(run, 1)
             t_d, _, (G, steps) = Td
             out[f"diffrax_vmap_{label}_cpu_s"] = Td.cpu
@@ -484,7 +590,7 @@ def bench_reduced(cfg, res):
     for levels in ((3, 3), (10, 10)):
         p = ufm.settings.factorial(levels)
         model = ufm.UFM(p, lambda_W=LAM, lambda_H=LAM, coupling=p.kernel("attribute", 1.0))
-        x0 = model.isotropic(SCALE)
+        x0 = model.isotropic(REDUCED_SCALE)
         reps = cfg["repeat"]
         t_r, _, tr = timed(lambda: ufm.solve(model, x0, t, rtol=RTOL, atol=ATOL, space="reduced", save=("gram_H",)),
                            reps)
@@ -510,26 +616,26 @@ def _rhs_kernels():
 
     from ufm.kernels.fields import LOSS_CE, logit_gradient, vector_field
 
-    @njit
+    @njit(cache=True)
     def softmax_loop(n, Z, Y, pi, G):
         colmax = np.empty(Z.shape[1])
         colsum = np.empty(Z.shape[1])
         for _ in range(n):
             logit_gradient(Z, Y, pi, LOSS_CE, G, colmax, colsum)
 
-    @njit
+    @njit(cache=True)
     def rhs_loop(n, y, dy, packed, work):
         for _ in range(n):
             vector_field(0, y, dy, packed, work)
 
-    @njit
+    @njit(cache=True)
     def dots_loop(n, W, H, G, Z, dW, T):
         for _ in range(n):
             np.dot(W, H, Z)
             np.dot(G, H.T, dW)
             np.dot(W.T, G, T)
 
-    @njit
+    @njit(cache=True)
     def hand_loop(n, W, H, G, Z, dW, T):
         K, d = W.shape
         N = H.shape[1]
@@ -564,7 +670,7 @@ def bench_roofline(cfg, res):
     from ufm.reference import flatten
     rhs_loop, dots_loop, hand_loop, softmax_loop = _rhs_kernels()
     rows = []
-    for K, d in ((10, 16), (20, 32), (64, 64), (512, 256)):
+    for K, d in ((10, 16), (20, 32), (64, 64)) + (() if cfg["quick"] else ((512, 256),)):
         N = K
         model = model_for(K)
         x0 = model.init(d, scale=0.3, seed=0)
@@ -595,25 +701,26 @@ def bench_roofline(cfg, res):
               flush=True)
     # the machine's dgemm rate, numpy in this process
     rates = {}
-    for label, (m, k, n_) in {"512x256x512": (512, 256, 512), "1024^3": (1024, 1024, 1024),
-                              "2048^3": (2048, 2048, 2048)}.items():
+    shapes = {"512x256x512": (512, 256, 512), "1024^3": (1024, 1024, 1024), "2048^3": (2048, 2048, 2048)}
+    for label, (m, k, n_) in (list(shapes.items())[:1] if cfg["quick"] else shapes.items()):
         A = np.random.default_rng(1).normal(size=(m, k))
         B = np.random.default_rng(2).normal(size=(k, n_))
         t = timed(lambda: A @ B, 5)[0]
         rates[label] = 2.0 * m * k * n_ / t / 1e9
     peak = max(rates.values())
-    large = rows[-1]
+    large = next((r for r in rows if r["K"] == 512), None)
     # and the whole solve at the large size, from the single-trajectory section when it ran
     solve_rate = None
-    if "single" in res:
-        big = [r for r in res["single"] if r["size"] == "large"][0]
-        solve_rate = 3 * 2.0 * 512 * 256 * 512 * big["ufm_rhs"] / big["ufm_s"] / 1e9
+    big = row_of(res.get("single", {}).get("large"), res.get("single", {}).get("large", {}).get("default"))
+    if big and big.get("rhs"):
+        solve_rate = 3 * 2.0 * 512 * 256 * 512 * big["rhs"] / big["wall_s"] / 1e9
     res["roofline"] = {"rows": rows, "dgemm_gflops": rates, "dgemm_peak_gflops": peak,
-                       "large_rhs_fraction": large["rhs_gflops"] / peak,
+                       "large_rhs_fraction": None if large is None else large["rhs_gflops"] / peak,
                        "large_solve_gflops": solve_rate,
                        "large_solve_fraction": None if solve_rate is None else solve_rate / peak}
-    print(f"  dgemm {', '.join(f'{k} {v:.1f}' for k, v in rates.items())} GFLOP/s; large RHS at "
-          f"{large['rhs_gflops']:.1f} GFLOP/s = {100 * large['rhs_gflops'] / peak:.0f}% of peak", flush=True)
+    print(f"  dgemm {', '.join(f'{k} {v:.1f}' for k, v in rates.items())} GFLOP/s" + (
+          "" if large is None else f"; large RHS at {large['rhs_gflops']:.1f} GFLOP/s = "
+          f"{100 * large['rhs_gflops'] / peak:.0f}% of peak"), flush=True)
 
 
 STARTUP = r"""
@@ -656,17 +763,18 @@ def bench_startup(cfg, res):
         with tempfile.TemporaryDirectory() as tmp:
             colds.append(_fresh(cache_dir=tmp, sweep=not cfg["quick"]))
     med = lambda rows, k: statistics.median(r[k] for r in rows) if all(k in r for r in rows) else None  # noqa: E731
-    out = {"warm": {k: med(warm, k) for k in warm[0]}, "cold": {k: med(colds, k) for k in colds[0]},
+    out = {"warm": {k: med(warm, k) for k in warm[0]}, "cold": {k: med(colds, k) for k in colds[0]} if colds else None,
            "warm_runs": warm, "cold_runs": colds}
     for kind in ("warm", "cold"):
         o = out[kind]
-        o["import_plus_first_solve_s"] = o["import_s"] + o["first_solve_s"]
+        if o is not None:
+            o["import_plus_first_solve_s"] = o["import_s"] + o["first_solve_s"]
     res["startup"] = out
     w, c = out["warm"], out["cold"]
     print(f"  start-up warm: import {w['import_s']:.2f} s + first solve {w['first_solve_s']:.2f} s "
-          f"(process {w['process_wall_s']:.2f} s); cold: import {c['import_s']:.2f} s + first solve "
-          f"{c['first_solve_s']:.1f} s" + (f" + first sweep {c['first_sweep_s']:.1f} s" if c.get("first_sweep_s") else ""),
-          flush=True)
+          f"(process {w['process_wall_s']:.2f} s); " + ("cold: not measured (--quick)" if c is None else
+          f"cold: import {c['import_s']:.2f} s + first solve {c['first_solve_s']:.1f} s"
+          + (f" + first sweep {c['first_sweep_s']:.1f} s" if c.get("first_sweep_s") else "")), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -705,22 +813,98 @@ def machine() -> dict:
     return info
 
 
+DIFFRAX_SOLVERS = ("Dopri5", "Tsit5", "Dopri8")
+STIFF_SECONDS = 10.0        # "within seconds": the stiff target's bound on ufm's wall time
+
+
+def row_of(r, label):
+    """The row of solver ``label`` in a case's result (None when absent)."""
+    if not r:
+        return None
+    return next((row for row in r.get("rows", []) if row["solver"] == label), None)
+
+
+def stiff_choice(r) -> str:
+    """The ufm method judged on the long and stiff cases: ``auto`` when ufm has it, else the default."""
+    auto = row_of(r, _ufm_label("auto"))
+    return _ufm_label("auto") if auto and auto.get("ok") is not None else r["default"]
+
+
+def fmt_e(x):
+    return "–" if x is None else f"{x:.0e}"
+
+
 def targets(res) -> list:
     out = []
 
     def add(name, measured, goal, ok, note=""):
         out.append({"target": name, "measured": measured, "goal": goal, "met": bool(ok) if ok is not None else None,
                     "note": note})
-    single = {r["size"]: r for r in res.get("single", [])}
-    if "small" in single:
-        s = single["small"]
-        for peer, goal in (("RK45", 10), ("DOP853", 10), ("diffrax", 2)):
-            if f"{peer}_speedup" in s:
-                add(f"single small trajectory vs {'solve_ivp ' if peer != 'diffrax' else ''}{peer}",
-                    f"x{s[peer + '_speedup']:.1f} wall, x{s[peer + '_speedup_cpu']:.1f} CPU", f">= x{goal}",
-                    s[peer + "_speedup"] >= goal)
+    single = res.get("single", {})
+
+    def ratio_target(name, r, peer_labels, goal, *, faster=True):
+        """ufm's default method against the best of ``peer_labels`` that ran (a ratio >= goal)."""
+        if not r:
+            return
+        ours = row_of(r, r["default"])
+        theirs = [row_of(r, lbl) for lbl in peer_labels]
+        theirs = [t for t in theirs if t and t.get("ok") and "x_vs_ufm" in t]
+        if not ours or not ours.get("ok"):
+            add(name, "ufm did not finish", f">= x{goal}", False, (ours or {}).get("message", ""))
+        elif not theirs:
+            why = "; ".join(row_of(r, lbl)["message"] for lbl in peer_labels if row_of(r, lbl)) or "not run"
+            add(name, "peer not measured", f">= x{goal}", None, why)
+        else:
+            best = min(theirs, key=lambda t: t["wall_s"])
+            add(name, f"x{best['x_vs_ufm']:.2f} ({r['default']} {fmt_s(ours['wall_s'])}, {best['solver']} "
+                f"{fmt_s(best['wall_s'])}; errors {fmt_e(ours.get('error'))} / {fmt_e(best.get('error'))})",
+                f">= x{goal}", best["x_vs_ufm"] >= goal)
+    ratio_target("K=N=10, d=16: vs numbalsoda dop853", single.get("small"), ["numbalsoda dop853"], 2)
+    ratio_target("K=N=10, d=16: vs scipy DOP853", single.get("small"), ["scipy DOP853"], 10)
+    diffrax_labels = [f"diffrax {s_}" for s_ in DIFFRAX_SOLVERS]
+    ratio_target("K=N=10, d=16: vs diffrax (its fastest solver)", single.get("small"), diffrax_labels, 2)
+    ratio_target("K=N=64, d=64: vs scipy DOP853", single.get("medium"), ["scipy DOP853"], 2)
+    ratio_target("K=N=64, d=64: vs numbalsoda (faster of dop853, lsoda)", single.get("medium"),
+                 ["numbalsoda dop853", "numbalsoda lsoda"], 2)
+    ratio_target("K=N=512, d=256: time <= 0.8x scipy DOP853's (ratio >= 1.25)", single.get("large") if
+                 "skipped" not in single.get("large", {}) else None,
+                 ["scipy DOP853"], 1.25)
+    lg = res.get("long")
+    if lg:
+        pick = stiff_choice(lg)
+        ours = row_of(lg, pick)
+        today = row_of(lg, _ufm_label("dopri5"))
+        if ours and ours.get("ok"):
+            same_accuracy = today is None or not today.get("ok") or ours["error"] <= 3 * today["error"]
+            add("t in [0.1, 1e6], K=N=10: <= 5,200 evaluations at the same accuracy",
+                f"{ours['rhs']} evaluations ({pick}; error {fmt_e(ours.get('error'))}"
+                + (f", dopri5 {today['rhs']} at {fmt_e(today.get('error'))}" if today and today.get("ok") else "") + ")",
+                "<= 5200", ours["rhs"] <= 5200 and same_accuracy,
+                "" if same_accuracy else "error above 3x dopri5's")
+        else:
+            add("t in [0.1, 1e6], K=N=10: <= 5,200 evaluations at the same accuracy", "ufm did not finish",
+                "<= 5200", False, (ours or {}).get("message", ""))
+        peer = row_of(lg, "numbalsoda lsoda")
+        if ours and ours.get("ok") and peer and peer.get("ok"):
+            x = peer["wall_s"] / ours["wall_s"]
+            add("t in [0.1, 1e6], K=N=10: vs numbalsoda lsoda", f"x{x:.2f} ({pick} {fmt_s(ours['wall_s'])}, "
+                f"lsoda {fmt_s(peer['wall_s'])}; errors {fmt_e(ours.get('error'))} / {fmt_e(peer.get('error'))})",
+                ">= x3", x >= 3)
+        else:
+            add("t in [0.1, 1e6], K=N=10: vs numbalsoda lsoda", "not measured", ">= x3", None,
+                (peer or {}).get("message", "numbalsoda not run"))
+    st = res.get("stiff")
+    if st:
+        pick = stiff_choice(st)
+        ours = row_of(st, pick) or {}
+        msg = ours.get("message", "")
+        clear_stop = (not ours.get("ok")) and "stiff" in msg.lower() and "benchmark" not in msg
+        quick_enough = ours.get("wall_s", math.inf) <= STIFF_SECONDS
+        add(f"MSE from init scale {MSE_SCALE:g}: finishes, or stops saying it is stiff, within seconds",
+            f"{pick}: " + ("finished" if ours.get("ok") else "stopped: " + msg[:120]) + f" after {fmt_s(ours.get('wall_s'))}",
+            f"<= {STIFF_SECONDS:g} s", (bool(ours.get("ok")) or clear_stop) and quick_enough)
     sw = res.get("sweep")
-    if sw and sw["n"] != 64:
+    if sw and sw["n"] >= 256:
         add("64-config sweep vs solve_ivp loop",
             f"x{sw['speedup_loop_64']:.1f} wall, x{sw['speedup_loop_64_idle']:.1f} on idle cores", ">= x10",
             sw["speedup_loop_64"] >= 10)
@@ -733,8 +917,13 @@ def targets(res) -> list:
         for r in rf["rows"][:2]:
             add(f"RHS time / its matmuls alone, K=N={r['K']} d={r['d']}", f"{r['rhs_over_matmuls']:.2f}", "<= 2",
                 r["rhs_over_matmuls"] <= 2)
-        add("large RHS (K=N=512, d=256) / dgemm rate", f"{100 * rf['large_rhs_fraction']:.0f}%", ">= 50%",
-            rf["large_rhs_fraction"] >= 0.5)
+        for r in rf["rows"]:
+            if r["K"] in (10, 64):
+                add(f"issue 11: one evaluation / its matmuls, K=N={r['K']} d={r['d']}", f"{r['rhs_over_matmuls']:.2f}",
+                    "<= 1.5", r["rhs_over_matmuls"] <= 1.5)
+        if rf["large_rhs_fraction"] is not None:
+            add("large RHS (K=N=512, d=256) / dgemm rate", f"{100 * rf['large_rhs_fraction']:.0f}%", ">= 50%",
+                rf["large_rhs_fraction"] >= 0.5)
     gr = res.get("gram")
     if gr:
         big = [r for r in gr["rows"] if r["d"] >= gr["K"] + gr["N"]]
@@ -775,41 +964,75 @@ def markdown(res) -> str:
          + (f", torch {m['torch']}" if "torch" in m else "") + "), "
          f"load average at start {', '.join(f'{x:.1f}' for x in m.get('loadavg_start', []))}, at end "
          f"{', '.join(f'{x:.1f}' for x in m.get('loadavg_end', []))} (other jobs shared the machine). "
-         f"CE + weight decay λ = {LAM:g}, init scale {SCALE:g}, t ∈ [0, 1e4], 40 log-spaced saves, "
-         f"rtol {RTOL:g}, atol {ATOL:g}; medians; “agree” = largest relative difference of the saved G_H.", ""]
-    if "single" in res:
-        L += ["**Single trajectory** (`ufm.solve` vs `solve_ivp` with a vectorised numpy RHS, and diffrax Dopri5 under `jit`; "
-              "× = how many times faster ufm is, in wall time (in CPU time); runs interleaved)", "",
-              "| size | ufm | µs/RHS | RK45 | ×  | DOP853 | × | diffrax | × | agree (RK45 / DOP853 / diffrax) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in res["single"]:
-            g = lambda k: r.get(k)  # noqa: E731
-            sp = lambda k: (f"{g(k):.1f} ({g(k + '_cpu'):.1f})" if g(k) is not None else "–")  # noqa: E731
-            ag = " / ".join(f"{g(k):.0e}" if g(k) is not None else "–" for k in ("RK45_agree", "DOP853_agree", "diffrax_agree"))
-            L.append(f"| {r['size']} K=N={r['K']}, d={r['d']} | {fmt_s(r['ufm_s'])} | {r['ufm_us_per_rhs']:.1f} | "
-                     f"{fmt_s(g('RK45_s'))} | {sp('RK45_speedup')} | {fmt_s(g('DOP853_s'))} | {sp('DOP853_speedup')} | "
-                     f"{fmt_s(g('diffrax_s'))} | {sp('diffrax_speedup')} | {ag} |")
+         f"Unless a section says otherwise: CE + weight decay λ_W = λ_H = {LAM:g}, init scale {SCALE:g}, "
+         f"from t = 0 with 40 log-spaced saves in [0.1, 1e4], rtol {RTOL:g}, atol {ATOL:g}; medians; "
+         f"“agree” = largest relative difference of the saved G_H. Sections took "
+         + ", ".join(f"{k} {v:.0f} s" for k, v in res.get("section_wall_s", {}).items())
+         + f" ({'--quick' if res['config']['quick'] else 'full run'}, {res.get('total_wall_s', 0):.0f} s in all).", ""]
+    def case_table(title, r):
+        c = r["case"]
+        ref = r.get("reference")
+        L.extend([f"{title} — {c['loss'].upper()}, K=N={c['K']}, d={c['d']}, λ = {c['lambda']:g}, init scale "
+                  f"{c['init_scale']:g}, {c['saves']} log-spaced saves to t = {c['t_last']:g}, rtol {c['rtol']:g}, "
+                  f"atol {c['atol']:g}; median of {r['repeat']} interleaved runs. × = the solver's time / "
+                  f"{r['default']}'s (> 1: ufm faster). Error: largest relative distance of the saved state "
+                  f"[W, H] to " + (f"{ref['method']} at rtol {ref['rtol']:g}" if ref else "– (no reference)")
+                  + (f". {r['note']}." if r.get("note") else "."), "",
+                  "| solver | time | × | × CPU | RHS evals | µs / eval | error | note |",
+                  "|---|---|---|---|---|---|---|---|"])
+        for row in r["rows"]:
+            if row["ok"] is None:
+                L.append(f"| {row['solver']} | – | – | – | – | – | – | {row['message']} |")
+                continue
+            x, xc = row.get("x_vs_ufm"), row.get("x_vs_ufm_cpu")
+            evals = row["rhs"] if row["rhs"] is not None else (f"{row['steps']} steps" if "steps" in row else "–")
+            us = f"{row['us_per_rhs']:.1f}" if "us_per_rhs" in row else "–"
+            status = "" if row["ok"] else "**stopped**: "
+            L.append(f"| {row['solver']} | {fmt_s(row['wall_s'])} | {'–' if x is None else f'{x:.2f}'} | {'–' if xc is None else f'{xc:.2f}'} | {evals} | {us} | "
+                     f"{fmt_e(row.get('error'))} | {status}{row['message']} |".replace("\n", " "))
+        if r.get("rhs_check"):
+            L.append("")
+            L.append("Right-hand sides checked against ufm's field (largest relative difference): "
+                     + ", ".join(f"{k} {v:.0e}" for k, v in r["rhs_check"].items()) + ".")
         L.append("")
+    for name, r in res.get("single", {}).items():
+        if "skipped" in r:
+            L.extend([f"**Single trajectory, {name}**: {r['skipped']}.", ""])
+        else:
+            case_table(f"**Single trajectory, {name}**", r)
+    if "long" in res:
+        case_table("**Long horizon**", res["long"])
+    if "stiff" in res:
+        case_table(f"**Stiff: MSE from a large init** (wall-clock cap {res['stiff']['cap_s']:g} s)", res["stiff"])
+    if "fit" in res:
+        f = res["fit"]
+        if "skipped" in f:
+            L += ["**Bridge fit**: " + f["skipped"], ""]
+        else:
+            L += [f"**Bridge fit** (`ufm fit {f['run']} --compare` through `ufm.bridge.compare`): "
+                  f"{f['wall_s']:.1f} s wall (median of {len(f['walls'])}: "
+                  f"{', '.join(f'{w:.1f} s' for w in f['walls'])}), {f['cpu_s']:.1f} s CPU, {len(f['models'])} models "
+                  f"({', '.join(f['models'])}); best by AIC: {f['best_aic']}. {f['note']}.", ""]
     if "sweep" in res:
         s = res["sweep"]
         L += [f"**Sweep** ({s['n']} configurations, K=N=20, d=32, {s['axes']}; ufm on {s['threads']} threads, "
-              "64 = every 4th configuration)", "",
+              f"{s['n_sub']} = every 4th configuration)", "",
               "| run | wall time | CPU time | ufm is × faster (wall) | × on idle cores (from CPU time) | agree |",
               "|---|---|---|---|---|---|",
               f"| `ufm.sweep`, {s['n']} configs | {fmt_s(s['ufm_s'])} | {fmt_s(s['ufm_cpu_s'])} | | | |",
-              f"| `ufm.sweep`, {s['n']} configs, 1 thread | {fmt_s(s['ufm_1thread_s'])} | | | | |",
-              f"| `ufm.sweep`, {s['n']} configs, default summary metrics | {fmt_s(s['ufm_summary_s'])} | | | | |",
-              f"| `ufm.sweep`, 64 configs | {fmt_s(s['ufm_64_s'])} | {fmt_s(s['ufm_64_cpu_s'])} | | | |" if s["n"] != 64 else None,
+              f"| `ufm.sweep`, {s['n']} configs, 1 thread | {fmt_s(s['ufm_1thread_s'])} | | | | |" if s.get("ufm_1thread_s") else None,
+              f"| `ufm.sweep`, {s['n']} configs, default summary metrics | {fmt_s(s['ufm_summary_s'])} | | | | |" if s.get("ufm_summary_s") else None,
+              f"| `ufm.sweep`, {s['n_sub']} configs | {fmt_s(s['ufm_64_s'])} | {fmt_s(s['ufm_64_cpu_s'])} | | | |" if s["n"] != 64 else None,
               f"| solve_ivp RK45 loop, {s['n']} configs | {fmt_s(s['scipy_loop_s'])} | {fmt_s(s['scipy_loop_cpu_s'])} | "
               f"{s['speedup_loop']:.1f} | {s['speedup_loop_idle']:.1f} | {s['scipy_agree']:.0e} |",
-              f"| solve_ivp RK45 loop, 64 configs | {fmt_s(s['scipy_loop_64_s'])} | {fmt_s(s['scipy_loop_64_cpu_s'])} | "
+              f"| solve_ivp RK45 loop, {s['n_sub']} configs | {fmt_s(s['scipy_loop_64_s'])} | {fmt_s(s['scipy_loop_64_cpu_s'])} | "
               f"{s['speedup_loop_64']:.1f} | {s['speedup_loop_64_idle']:.1f} | |" if s["n"] != 64 else None,
               f"| solve_ivp RK45 on a pool of {s['pool_workers']} processes, {s['n']} configs | {fmt_s(s['scipy_pool_s'])} | "
-              f"| {s['speedup_pool']:.1f} | | {s['pool_agree']:.0e} |"]
+              f"| {s['speedup_pool']:.1f} | | {s['pool_agree']:.0e} |" if "scipy_pool_s" in s else None]
         L = [x for x in L if x is not None]
         for label in ("64", "all"):
             if f"diffrax_vmap_{label}_s" in s:
-                nn = 64 if label == "64" else s["n"]
+                nn = s["n_sub"] if label == "64" else s["n"]
                 L.append(f"| diffrax Dopri5 `vmap`, {nn} configs | {fmt_s(s[f'diffrax_vmap_{label}_s'])} | "
                          f"{fmt_s(s[f'diffrax_vmap_{label}_cpu_s'])} | {s[f'speedup_diffrax_{label}']:.1f} | "
                          f"{s[f'speedup_diffrax_{label}_idle']:.1f} | {s[f'diffrax_vmap_{label}_agree']:.0e} |")
@@ -857,7 +1080,8 @@ def markdown(res) -> str:
                      f"{r['softmax_us']:.2f} µs | "
                      f"{r['rhs_over_matmuls']:.2f} | {r['rhs_gflops']:.1f} |")
         L += ["", f"numpy dgemm: " + ", ".join(f"{k}: {v:.1f} GFLOP/s" for k, v in rf["dgemm_gflops"].items())
-              + f". Large RHS: {100 * rf['large_rhs_fraction']:.0f}% of the best dgemm rate"
+              + (f". Large RHS: {100 * rf['large_rhs_fraction']:.0f}% of the best dgemm rate"
+                 if rf["large_rhs_fraction"] is not None else ". Large size not measured in --quick")
               + (f"; whole `ufm.solve` at the large size: {rf['large_solve_gflops']:.1f} GFLOP/s "
                  f"({100 * rf['large_solve_fraction']:.0f}%)" if rf.get("large_solve_gflops") else "") + ".", ""]
     if "startup" in res:
@@ -865,12 +1089,24 @@ def markdown(res) -> str:
         L += ["**Start-up** (fresh process: `import ufm` + first small solve; cold = empty `NUMBA_CACHE_DIR`)", "",
               "| cache | import | first solve | first 4-config sweep | whole process |", "|---|---|---|---|---|",
               f"| warm | {fmt_s(w['import_s'])} | {fmt_s(w['first_solve_s'])} | {fmt_s(w.get('first_sweep_s'))} | {fmt_s(w['process_wall_s'])} |",
-              f"| cold | {fmt_s(c['import_s'])} | {fmt_s(c['first_solve_s'])} | {fmt_s(c.get('first_sweep_s'))} | {fmt_s(c['process_wall_s'])} |",
-              ""]
-    L += ["**Targets**", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+              f"| cold | {fmt_s(c['import_s'])} | {fmt_s(c['first_solve_s'])} | {fmt_s(c.get('first_sweep_s'))} | {fmt_s(c['process_wall_s'])} |"
+              if c else "| cold | not measured in --quick | | | |", ""]
+    for name, why in res.get("failed_sections", {}).items():
+        L += [f"**Section {name} failed** in this run: {why}", ""]
+    L += ["**Targets** (issue 11's first; ratios from this run)", "", "| target | measured | goal | met | note |",
+          "|---|---|---|---|---|"]
     for t in res["targets"]:
-        L.append(f"| {t['target']} | {t['measured']} | {t['goal']} | {'yes' if t['met'] else 'no'} |")
+        met = "not measured" if t["met"] is None else ("yes" if t["met"] else "no")
+        L.append(f"| {t['target']} | {t['measured']} | {t['goal']} | {met} | {t.get('note', '')} |")
     return "\n".join(L) + "\n"
+
+
+def solver_config(no_diffrax: bool = False) -> dict:
+    """What this checkout and environment offer: ufm's adaptive methods (name -> None or why
+    skipped), its default method, and why diffrax is skipped (None when it runs)."""
+    why = "skipped: --no-diffrax" if no_diffrax else peers.unavailable("diffrax")
+    return {"ufm_methods": peers.ufm_methods(), "default_method": peers.default_method(),
+            "diffrax": why is None, "diffrax_skip": why}
 
 
 def main(argv=None) -> int:
@@ -885,25 +1121,36 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     quick = args.quick
     cfg = {"quick": quick, "repeat": 3 if quick else 7, "repeat_large": 1 if quick else 2,
-           "repeat_sweep": 1 if quick else 3, "sweep_seeds": 4 if quick else 16, "gd_steps": 10_000 if quick else 100_000,
+           "repeat_sweep": 1 if quick else 3, "sweep_seeds": 1 if quick else 16, "sweep_extras": not quick, "gd_steps": 10_000 if quick else 100_000,
            "gram_widths": [16, 64, 256, 1024] if quick else [16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
-           "repeat_startup": 2 if quick else 3, "repeat_cold": 1,
-           "diffrax": have("diffrax") and not args.no_diffrax}
+           "repeat_startup": 2 if quick else 3, "repeat_cold": 0 if quick else 1,
+           "repeat_long": 1 if quick else 3, "repeat_fit": 1 if quick else 2, "stiff_cap_s": 3.0 if quick else 10.0,
+           "diffrax_solvers": DIFFRAX_SOLVERS[:2] if quick else DIFFRAX_SOLVERS}
+    cfg.update(solver_config(no_diffrax=args.no_diffrax))
     res = {"machine": machine(), "config": {k: v for k, v in cfg.items()},
            "problem": {"loss": "ce", "lambda_W": LAM, "lambda_H": LAM, "init_scale": SCALE, "t": [0.0, float(T_SAVE[-1])],
                        "saves": len(T_SAVE), "rtol": RTOL, "atol": ATOL}}
     print(f"ufm benchmarks on {res['machine']['cpu']} ({res['machine']['cores']} cores)"
           + (", quick" if quick else "") + (", diffrax included" if cfg["diffrax"] else ", no diffrax"), flush=True)
+    print("ufm methods: " + ", ".join(f"{k} ({v or 'ok'})" for k, v in cfg["ufm_methods"].items()), flush=True)
     import ufm
     m = model_for(10)
     ufm.solve(m, m.init(16, seed=0), T_SAVE)  # load the compiled kernels before timing
+    run_started = time.perf_counter()
     for name in SECTIONS:
         if args.only and name not in args.only:
             continue
         print(f"[{name}]", flush=True)
         started = time.perf_counter()
-        globals()[f"bench_{name}"](cfg, res)
+        try:
+            globals()[f"bench_{name}"](cfg, res)
+        except Exception as exc:  # noqa: BLE001 - e.g. a kernel interface changed: report it, run the rest
+            import traceback
+            traceback.print_exc()
+            res.setdefault("failed_sections", {})[name] = f"{type(exc).__name__}: {exc}"
+            res.pop(name, None)
         res.setdefault("section_wall_s", {})[name] = time.perf_counter() - started
+    res["total_wall_s"] = time.perf_counter() - run_started
     try:
         res["machine"]["loadavg_end"] = os.getloadavg()
     except OSError:
