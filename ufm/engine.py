@@ -656,7 +656,20 @@ def integrate_stiff(packed: Model, z: np.ndarray, ts: np.ndarray, rtab: Rosenbro
     return run
 
 
+_BOUNDARIES: dict = {}
+
+
 def stability_boundary(solver) -> float:
+    """:func:`real_stability_boundary` of ``solver``, computed once per tableau (it costs ~10 ms,
+    more than a whole small solve)."""
+    b = solver.arrays["b"]
+    key = (solver.arrays["A"][:len(b), :len(b)].tobytes(), b.tobytes())
+    if key not in _BOUNDARIES:
+        _BOUNDARIES[key] = real_stability_boundary(solver)
+    return _BOUNDARIES[key]
+
+
+def real_stability_boundary(solver) -> float:
     """Where the stability region of an explicit tableau ends on the negative real axis: the
     largest x with |R(−ξ)| <= 1 for all 0 <= ξ <= x, R(z) = 1 + z bᵀ(I − zA)⁻¹1 (Euler 2,
     RK4 2.785, DOPRI5 3.307, Tsit5 3.507, Vern7 4.640, DOP853 6.394)."""

@@ -86,7 +86,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
             :class:`~ufm.solvers.Solver`; ``"rodas4"`` (L-stable Rosenbrock 4(3) with the exact
             Jacobian, dense LU, for stiff flows; :mod:`ufm.rosenbrock`) or a
             :class:`~ufm.rosenbrock.RosenbrockMethod`; ``"auto"``: the fastest explicit pair for
-            the tolerance by measurement (Tsitouras 5(4) for rtol >= 1e-7, DOP853 below:
+            the tolerance by measurement (Tsitouras 5(4) for rtol >= 1e-7, Verner 7(6) below:
             :func:`ufm.solvers.auto_solver`) until its step is held at its stability limit
             (h·ρ(J) near the stability boundary, ρ by power iteration on the Jacobian), then
             RODAS4 for the rest (``info["switched_to_stiff_at"]``). An explicit adaptive run
@@ -146,11 +146,6 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         raise TypeError(f"model: expected a ufm.UFM or ufm.DeepUFM, got {type(model).__name__}")
     space = check_choice(space, "space", ("parameters", "gram", "reduced"))
     solver, stiff_method = resolve_method(method, rtol)
-    if (watched or equilibrium is not None) and stiff_method is not None:
-        if solver is stiff_method:
-            raise ValueError(f"method: events and equilibrium are located with an explicit method; got "
-                             f"{stiff_method.name!r} (use 'auto', 'dopri5', 'tsit5', 'dop853', ...)")
-        stiff_method = None          # "auto" with events: the explicit pick, no stiff switch
     rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)
     if progress is not None and not callable(progress):
         raise TypeError("progress: expected a callable progress(t_reached, t_end) or None")
@@ -158,6 +153,11 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
     from .events import Watcher, check_equilibrium, check_events
     watched = check_events(events, model.problem)
     equilibrium = check_equilibrium(equilibrium)
+    if (watched or equilibrium is not None) and stiff_method is not None:
+        if solver is stiff_method:
+            raise ValueError(f"method: events and equilibrium are located with an explicit method; got "
+                             f"{stiff_method.name!r} (use 'auto', 'dopri5', 'tsit5', 'dop853', ...)")
+        stiff_method = None          # "auto" with events: the explicit pick, no stiff switch
 
     y, d = initial_vector(model, init, space, t0)
     if space == "gram":
