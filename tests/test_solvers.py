@@ -236,11 +236,11 @@ def test_dense_only_stages_run_only_for_saves_inside_a_step(solver):
 
 
 def test_auto_picks_by_tolerance():
-    """method="auto": Tsitouras 5(4) at loose tolerances, DOP853 from rtol < 1e-7 (the measured
-    table in ufm.solvers.auto_solver); a bad rtol is left to the caller's validation."""
+    """method="auto": Tsitouras 5(4) at loose tolerances, Verner 7(6) from rtol < 1e-7 (the
+    measured table in ufm.solvers.auto_solver); a bad rtol is left to the caller's validation."""
     assert get_solver("auto", 1e-6) is TSIT5 and get_solver("auto", 1e-4) is TSIT5
-    assert get_solver("auto", 1e-8) is DOP853 and get_solver("auto", 1e-12) is DOP853
-    assert get_solver("auto") is DOP853          # solve's default rtol, 1e-8
+    assert get_solver("auto", 1e-8) is VERN7 and get_solver("auto", 1e-12) is VERN7
+    assert get_solver("auto") is VERN7          # solve's default rtol, 1e-8
     with pytest.raises(TypeError, match="rtol"):
         ufm.solve(ufm.UFM(ufm.Problem(np.eye(2))), ufm.UFM(ufm.Problem(np.eye(2))).init(2, seed=0), [1.0],
                   method="auto", rtol="tight")
