@@ -146,7 +146,7 @@ def rel(a, b) -> float:
 def model_for(K, lam=LAM, beta=0.0, levels=None):
     import ufm
     p = ufm.settings.factorial(levels) if levels else ufm.settings.balanced(K)
-    coupling = p.kernel("attribute", beta) if beta > 0 else None
+    coupling = p.coupling("attribute", beta) if beta > 0 else None
     return ufm.UFM(p, lambda_W=lam, lambda_H=lam, coupling=coupling)
 
 
@@ -589,7 +589,7 @@ def bench_reduced(cfg, res):
     rows = []
     for levels in ((3, 3), (10, 10)):
         p = ufm.settings.factorial(levels)
-        model = ufm.UFM(p, lambda_W=LAM, lambda_H=LAM, coupling=p.kernel("attribute", 1.0))
+        model = ufm.UFM(p, lambda_W=LAM, lambda_H=LAM, coupling=p.coupling("attribute", 1.0))
         x0 = model.isotropic(REDUCED_SCALE)
         reps = cfg["repeat"]
         t_r, _, tr = timed(lambda: ufm.solve(model, x0, t, rtol=RTOL, atol=ATOL, space="reduced", save=("gram_H",)),

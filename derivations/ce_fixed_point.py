@@ -73,7 +73,7 @@ def run() -> int:
     rep.section("coupled UFM (Θ = I + β²AᵀA, λ_E = 0): the same fixed point")
     p = ufm.settings.factorial((3, 3))
     for beta in (0.5, 2.0):
-        model = ufm.UFM(p, lambda_W=1e-2, lambda_H=2e-2, coupling=p.kernel("attribute", beta))
+        model = ufm.UFM(p, lambda_W=1e-2, lambda_H=2e-2, coupling=p.coupling("attribute", beta))
         fp = fixed_point(model)
         rep.line(fp.notes)
         rep.verification(fp.verify())

@@ -19,7 +19,7 @@ def run() -> int:
     for beta in (0.0, 0.5, 1.0, 2.0):
         row = []
         for lam in (1e-2, 1e-3, 1e-4):
-            model = ufm.UFM(p, lambda_W=lam, lambda_H=lam, coupling=p.kernel("attribute", beta) if beta else None)
+            model = ufm.UFM(p, lambda_W=lam, lambda_H=lam, coupling=p.coupling("attribute", beta) if beta else None)
             c = collapse(model)
             row.append(c.values["gap_rate"] / lam)
             table[(beta, lam)] = c
@@ -33,7 +33,7 @@ def run() -> int:
     rep.section("collapse time (gap < 0.02) vs λ, β = 1, s = 1e-3")
     times = []
     for lam in (1e-2, 1e-3):
-        model = ufm.UFM(p, lambda_W=lam, lambda_H=lam, coupling=p.kernel("attribute", 1.0))
+        model = ufm.UFM(p, lambda_W=lam, lambda_H=lam, coupling=p.coupling("attribute", 1.0))
         c = table[(1.0, lam)]
         v = c.verify()
         times.append(v.details["measured collapse time (gap < 0.02)"])

@@ -21,7 +21,7 @@ def run() -> int:
                     rho_i * sp.sqrt(S.eta_W * S.eta_H * theta_i) / S.N)
     rep.check_zero("r_i solves det(𝒜_i − r I) = 0", sp.simplify((blk["A"] - blk["rate"] * sp.eye(2)).det()))
     for prob in (ufm.settings.factorial((3, 3)), ufm.settings.factorial((2, 3)), ufm.settings.hierarchy(2, 3)):
-        model = ufm.UFM(prob, lambda_W=1e-3, lambda_H=1e-3, coupling=prob.kernel("attribute", 0.5))
+        model = ufm.UFM(prob, lambda_W=1e-3, lambda_H=1e-3, coupling=prob.coupling("attribute", 0.5))
         rep.section(f"{prob.name}, β = 0.5, λ = 1e-3")
         eg = early_growth(model)
         sub0 = {S.lambda_W: 0, S.lambda_H: 0, S.lambda_E: 0}
@@ -36,7 +36,7 @@ def run() -> int:
             rep.verification(pk.verify())
     rep.section("strong coupling: the gap saturates at its ceiling (plateau), the argmax is ill-defined")
     p = ufm.settings.factorial((3, 3))
-    model = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.kernel("attribute", 2.0))
+    model = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.coupling("attribute", 2.0))
     for s in (1e-3, 1e-2):
         v = semantic_peak(model, s).verify()
         rep.line(f"β = 2, s = {s:g}: predicted {v.details['predicted t_peak']}, measured argmax {v.details['measured t_peak']}"

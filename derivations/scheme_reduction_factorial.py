@@ -16,10 +16,10 @@ def run() -> int:
     cases = []
     for levels, beta in (((3, 3), 1.0), ((2, 2, 2), 0.7)):
         p = ufm.settings.factorial(levels)
-        cases.append(ufm.UFM(p, lambda_W=1e-3, lambda_H=2e-3, coupling=p.kernel("attribute", beta)))
+        cases.append(ufm.UFM(p, lambda_W=1e-3, lambda_H=2e-3, coupling=p.coupling("attribute", beta)))
     p = ufm.settings.factorial((2, 3), samples_per_context=2, label_permutation="random", seed=1)
     cases.append(ufm.UFM(p, loss="mse", lambda_W=0.03, lambda_H=0.02, lambda_E=0.01, bias=True,
-                         coupling=p.kernel("attribute", 0.6), lr_W=1.3, lr_H=0.8))
+                         coupling=p.coupling("attribute", 0.6), lr_W=1.3, lr_H=0.8))
     for model in cases:
         rep.section(f"{model.problem.name}, {model.loss_name}, {model.kind}" + (", bias" if model.bias else ""))
         if model is cases[0]:

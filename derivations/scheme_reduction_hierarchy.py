@@ -16,7 +16,7 @@ def run() -> int:
 
     rep = Report("scheme_reduction_hierarchy: relation-coefficient ODE on the leaves of a tree")
     p = ufm.settings.hierarchy(2, 3)
-    model = ufm.UFM(p, lambda_W=1e-2, lambda_H=2e-2, coupling=p.kernel("attribute", 0.7))
+    model = ufm.UFM(p, lambda_W=1e-2, lambda_H=2e-2, coupling=p.coupling("attribute", 0.7))
     show_scheme(rep, model)
     pointwise(rep, model)
     r = reduce(model)
@@ -24,7 +24,7 @@ def run() -> int:
     for prob in (ufm.settings.hierarchy(3, 2), ufm.settings.hierarchy(2, 2, samples_per_context=3),
                  ufm.settings.balanced(5, 3)):
         m = ufm.UFM(prob, lambda_W=1e-3, lambda_H=1e-3,
-                    coupling=prob.kernel("attribute", 0.5) if prob.attributes is not None else None)
+                    coupling=prob.coupling("attribute", 0.5) if prob.attributes is not None else None)
         rep.section(prob.name)
         pointwise(rep, m)
         rep.verification(reduce(m).verify())

@@ -12,7 +12,7 @@ import ufm
 def variant_models(problem=None):
     """Every combination of loss × coupling × bias × linear-features decay, as (id, model)."""
     p = problem or ufm.settings.factorial((2, 3))
-    theta = p.kernel("attribute", 0.8)
+    theta = p.coupling("attribute", 0.8)
     out = []
     for loss, coupled, bias, lam_e in itertools.product(("ce", "mse"), (False, True), (False, True), (0.0, 0.07)):
         m = ufm.UFM(p, loss=loss, lambda_W=0.03, lambda_H=0.02, lambda_E=lam_e, bias=bias,

@@ -255,7 +255,7 @@ def _breakpoint_case():
     three-piece coupling; the reference is scipy DOP853 at rtol 1e-13 restarted at each
     breakpoint (so it never steps across a jump of the right-hand side)."""
     p = ufm.settings.factorial((2, 2), samples_per_context=2)
-    kernels = np.stack([p.kernel("attribute", 0.3), p.kernel("attribute", 1.5), 0.6 * np.eye(p.N)])
+    kernels = np.stack([p.coupling("attribute", 0.3), p.coupling("attribute", 1.5), 0.6 * np.eye(p.N)])
     model = ufm.UFM(p, lambda_W=0.01, lambda_H=0.02, bias=True, lambda_b=0.03,
                     coupling=ufm.PiecewiseCoupling(BREAKS, kernels), lr_W=1.4, lr_H=0.7, lr_b=0.9)
     d = 5

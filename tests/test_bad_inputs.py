@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_RUN = os.path.join(ROOT, "tests", "data", "transformer_factorial_adamw.npz")
 
 PROBLEM = ufm.settings.factorial((3, 3))
-MODEL = ufm.UFM(PROBLEM, lambda_W=1e-3, lambda_H=1e-3, coupling=PROBLEM.kernel("attribute", 1.0))
+MODEL = ufm.UFM(PROBLEM, lambda_W=1e-3, lambda_H=1e-3, coupling=PROBLEM.coupling("attribute", 1.0))
 X0 = MODEL.init(8, seed=0)
 MSE = ufm.UFM(ufm.settings.balanced(3), loss="mse", lambda_W=1e-3, lambda_H=1e-3)
 BIG = ufm.UFM(ufm.settings.balanced(256))                # N = 256: one saved gram_H is 512 KiB

@@ -19,7 +19,7 @@ def coupled_run(levels=(3, 3), noise=0.01, seed=1, T=50, last=20000):
     λ_W = λ_H = λ, t = s·step; H and W realised exactly from the Grams (width K + N) and
     perturbed by 1% Gaussian noise per entry."""
     p = ufm.settings.factorial(levels)
-    m = ufm.UFM(p, lambda_W=TRUE["lambda"], lambda_H=TRUE["lambda"], coupling=p.kernel("attribute", TRUE["beta"]))
+    m = ufm.UFM(p, lambda_W=TRUE["lambda"], lambda_H=TRUE["lambda"], coupling=p.coupling("attribute", TRUE["beta"]))
     s2 = TRUE["init_scale"] ** 2
     g0 = GramState(np.zeros((p.K, p.N)), s2 * np.eye(p.K), s2 * np.eye(p.N))
     steps = np.unique(np.concatenate([[0], np.geomspace(1, last, T).round().astype(int)]))
@@ -52,7 +52,7 @@ def test_fit_runs_the_discrete_optimizer():
     """time='optimizer': a run made by ufm.train (GD, lr 0.4) from a random width-12 init is
     fitted with ufm.train itself from the run's first checkpoint; lr and λ come back."""
     p = ufm.settings.factorial((2, 3))
-    m = ufm.UFM(p, lambda_W=5e-3, lambda_H=5e-3, coupling=p.kernel("attribute", 0.8))
+    m = ufm.UFM(p, lambda_W=5e-3, lambda_H=5e-3, coupling=p.coupling("attribute", 0.8))
     x0 = m.init(12, scale=0.1, seed=4)
     steps = np.unique(np.concatenate([[0], np.geomspace(1, 3000, 40).round().astype(int)]))
     tr = ufm.train(m, x0, 3000, 0.4, "gd", save_steps=steps, save=("W", "H", "gram_W", "gram_H", "logits"))
@@ -85,7 +85,7 @@ def test_kernel_prediction_of_a_run_with_its_true_kernel():
     scale only, decay from the logged weight decay per step) recovers the time scale, and the
     time-dependent version with identical pieces gives the same fit."""
     run = coupled_run(levels=(2, 3), T=30, noise=0.01)
-    theta = run.problem().kernel("attribute", TRUE["beta"])
+    theta = run.problem().coupling("attribute", TRUE["beta"])
     fields = run.fields()
     fields.update(kernel=np.stack([theta, theta]), kernel_steps=np.array([0, 100]), lr=TRUE["time_scale"],
                   weight_decay=TRUE["lambda"])

@@ -260,7 +260,7 @@ def test_observables_agree_with_core_metrics():
 
 def test_from_trajectory_reproduces_grams_of_a_gram_space_solve():
     p = ufm.settings.factorial((2, 3))
-    m = ufm.UFM(p, lambda_W=1e-2, lambda_H=1e-2, coupling=p.kernel("attribute", 1.0))
+    m = ufm.UFM(p, lambda_W=1e-2, lambda_H=1e-2, coupling=p.coupling("attribute", 1.0))
     tr = ufm.solve(m, m.init(12, scale=0.1, seed=1), np.array([0.0, 1.0, 10.0]), space="gram")
     run = br.Run.from_trajectory(tr, steps=[0, 10, 100])
     g = run.grams()

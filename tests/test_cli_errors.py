@@ -53,7 +53,7 @@ def test_run_config_with_a_string_for_a_number(tmp_path, capsys):
 
 @pytest.mark.parametrize("body, words", [
     ('[[settings]]\nsetting = "factorial"\nlevels = [1000, 1000]\n', ("settings[0]", "1,000,000 contexts")),
-    ('[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\nkernel = "nope"\n', ("settings[0]", "nope")),
+    ('[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\nsimilarity = "nope"\n', ("settings[0]", "nope")),
     ('snapshots = "x"\n[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\n', ("snapshots", "list")),
     ('[[settings]]\nsetting = "factorial"\nlevels = [2, 2]\n[phase]\nwidths = [0]\n', ("phase.widths[0]",)),
 ])

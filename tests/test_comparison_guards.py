@@ -33,7 +33,7 @@ def run():
     """A coupled-UFM run (2×3 factorial) from an isotropic start, logging its own Θ twice (an
     identity kernel at step 0, the true kernel from step 50), with 1 % noise."""
     p = ufm.settings.factorial((2, 3))
-    theta = p.kernel("attribute", TRUE["beta"])
+    theta = p.coupling("attribute", TRUE["beta"])
     m = ufm.UFM(p, lambda_W=TRUE["lambda"], lambda_H=TRUE["lambda"], coupling=theta)
     s2 = TRUE["init_scale"] ** 2
     steps = np.unique(np.concatenate([[0], np.geomspace(1, 20000, 30).round().astype(int)]))

@@ -127,7 +127,7 @@ def test_equilibrium_fills_the_remaining_saves_with_the_fixed_point():
 # --- gap, ETF and the transient summary ---------------------------------------------------
 
 FACT = ufm.settings.factorial((2, 3))
-COUPLED = ufm.UFM(FACT, lambda_W=1e-2, lambda_H=1e-2, coupling=FACT.kernel("attribute", 1.0))
+COUPLED = ufm.UFM(FACT, lambda_W=1e-2, lambda_H=1e-2, coupling=FACT.coupling("attribute", 1.0))
 T_GAP = np.geomspace(0.1, 3e3, 30)
 
 

@@ -39,7 +39,7 @@ FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None
 SECONDS = 5.0          # per call; the slowest accepted call measured 0.3 s
 
 PROBLEM = ufm.settings.factorial((2, 2))
-MODEL = ufm.UFM(PROBLEM, lambda_W=1e-2, lambda_H=1e-2, coupling=PROBLEM.kernel("attribute", 1.0))
+MODEL = ufm.UFM(PROBLEM, lambda_W=1e-2, lambda_H=1e-2, coupling=PROBLEM.coupling("attribute", 1.0))
 X0 = MODEL.init(4, seed=0)
 T_SAVE = [0.5, 1.0]
 

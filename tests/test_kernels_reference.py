@@ -34,7 +34,7 @@ T_AFTER_BREAK = 1.5          # the piecewise couplings switch at t = 1
 
 def _problems():
     samples = ufm.settings.factorial((2, 3), samples_per_context=2)          # K = 6, N = 12
-    out = {"samples-K6-N12": (samples, samples.kernel("attribute", 0.8), samples.kernel("attribute", 0.3))}
+    out = {"samples-K6-N12": (samples, samples.coupling("attribute", 0.8), samples.coupling("attribute", 0.3))}
     for K, N, seed in ((3, 7, 1), (5, 3, 2)):
         p = soft_label_problem(K, N, seed=seed)
         out[f"soft-K{K}-N{N}"] = (p, pd_kernel(N, seed), pd_kernel(N, seed + 10, rank=1))

@@ -28,7 +28,7 @@ def _same_problem(p, q):
 def test_run_config_and_sweep_spec_build_the_same_problem(tmp_path, spec):
     lines = ["[[settings]]", 'name = "x"'] + [f"{k} = {_toml(v)}" for k, v in spec.items()]
     if spec["setting"] in ("sequences", "balanced"):     # no attribute similarity by default
-        lines.append('kernel = "shared_token"' if spec["setting"] == "sequences" else 'kernel = "identity"')
+        lines.append('similarity = "shared_token"' if spec["setting"] == "sequences" else 'similarity = "identity"')
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text("\n".join(lines) + "\n")
     cfg = job.load_config(cfg_file)

@@ -217,31 +217,34 @@ def test_attribute_similarity_counts_shared_attributes():
     assert np.array_equal(p.similarities["attribute"], S)
     beta = 0.6
     # exact: S has small integers and β² is added once per entry
-    np.testing.assert_array_equal(p.kernel("attribute", beta), np.eye(4) + beta ** 2 * S)
-    assert np.array_equal(p.kernel("identity", 3.0), np.eye(4))
-    assert np.array_equal(p.kernel("attribute", 0.0), np.eye(4))
+    np.testing.assert_array_equal(p.coupling("attribute", beta), np.eye(4) + beta ** 2 * S)
+    assert np.array_equal(p.coupling("identity", 3.0), np.eye(4))
+    assert np.array_equal(p.coupling("attribute", 0.0), np.eye(4))
 
 
-def test_kernel_with_custom_similarity_and_errors():
+def test_coupling_with_custom_similarity_and_errors():
     p = full_problem()
     S = p.similarities["custom"]
-    assert np.array_equal(p.kernel("custom", 2.0), np.eye(4) + 4.0 * S)
-    with pytest.raises(ValueError, match=r"^kind\b") as info:
-        p.kernel("ntk")
+    assert np.array_equal(p.coupling("custom", 2.0), np.eye(4) + 4.0 * S)
+    with pytest.raises(ValueError, match=r"^similarity\b") as info:
+        p.coupling("ntk")
     msg = str(info.value)
     for available in ("'identity'", "'attribute'", "'custom'"):
         assert available in msg
-    with pytest.raises(ValueError, match=r"^kind\b.*'identity'") as info:
-        ufm.Problem(np.eye(3)).kernel("attribute")
+    with pytest.raises(ValueError, match=r"^similarity\b.*'identity'") as info:
+        ufm.Problem(np.eye(3)).coupling("attribute")
     assert "'attribute'" not in str(info.value).split(";")[1]
-    with pytest.raises(ValueError, match=r"^strength\b"):
-        p.kernel("attribute", -0.5)
-    with pytest.raises(TypeError, match=r"^strength\b"):
-        p.kernel("attribute", "big")
+    with pytest.raises(ValueError, match=r"^beta\b"):
+        p.coupling("attribute", -0.5)
+    with pytest.raises(TypeError, match=r"^beta\b"):
+        p.coupling("attribute", "big")
+    # the old name still works, says so, and gives the same Θ
+    with pytest.warns(DeprecationWarning, match="Problem.coupling"):
+        assert np.array_equal(p.kernel("custom", 2.0), p.coupling("custom", 2.0))
     # the kernel is a fresh array: changing it does not change the problem
-    K = p.kernel("attribute", 1.0)
+    K = p.coupling("attribute", 1.0)
     K[0, 0] = 99.0
-    assert p.kernel("attribute", 1.0)[0, 0] == 1.0 + 2.0
+    assert p.coupling("attribute", 1.0)[0, 0] == 1.0 + 2.0
 
 
 # ------------------------------------------------------------------------------------------
@@ -383,7 +386,7 @@ def test_ufm_loss_versus_targets():
 
 
 def test_ufm_coupling_is_symmetrised_copy_and_kind(problem):
-    theta = problem.kernel("attribute", 0.5)
+    theta = problem.coupling("attribute", 0.5)
     noisy = theta.copy()
     noisy[0, 1] += 1e-14  # rounding-level asymmetry is accepted and removed
     m = ufm.UFM(problem, coupling=noisy)
@@ -398,7 +401,7 @@ def test_ufm_coupling_is_symmetrised_copy_and_kind(problem):
 
 
 def test_ufm_is_immutable_and_replace_validates(problem):
-    m = ufm.UFM(problem, loss="ce", lambda_W=1e-3, coupling=problem.kernel("attribute", 1.0), lr_H=2.0)
+    m = ufm.UFM(problem, loss="ce", lambda_W=1e-3, coupling=problem.coupling("attribute", 1.0), lr_H=2.0)
     for name in ("lambda_W", "loss_name", "coupling", "problem", "bias", "new_field"):
         with pytest.raises(AttributeError):
             setattr(m, name, 0.0)
@@ -409,7 +412,7 @@ def test_ufm_is_immutable_and_replace_validates(problem):
     assert m2.lambda_W == 2e-3 and m.lambda_W == 1e-3
     assert m2.lr_H == 2.0 and np.array_equal(m2.coupling, m.coupling) and m2.problem is m.problem
     assert m2 != m and m.replace() == m
-    assert m2 == ufm.UFM(problem, loss="ce", lambda_W=2e-3, coupling=problem.kernel("attribute", 1.0), lr_H=2.0)
+    assert m2 == ufm.UFM(problem, loss="ce", lambda_W=2e-3, coupling=problem.coupling("attribute", 1.0), lr_H=2.0)
     with pytest.raises(ValueError, match=r"^lambda_W\b"):
         m.replace(lambda_W=-1.0)
     with pytest.raises(ValueError, match=r"^lambda_b\b"):
@@ -525,7 +528,7 @@ def test_problems_models_and_trajectories_pickle():
     """Process pools and Dask ship these objects: they must survive pickling unchanged."""
     import pickle
     p = ufm.settings.sequences((2, 2))
-    m = ufm.UFM(p, lambda_W=0.01, coupling=p.kernel("shared_token", 0.5), bias=True)
+    m = ufm.UFM(p, lambda_W=0.01, coupling=p.coupling("shared_token", 0.5), bias=True)
     assert pickle.loads(pickle.dumps(p)) == p
     assert pickle.loads(pickle.dumps(m)) == m
     tr = ufm.solve(m, m.init(4, seed=0), [0.5, 1.0])

@@ -24,7 +24,7 @@ def _in_span_coupling(problem, strength=0.8):
     """A coupling in the scheme's algebra: the attribute kernel, or (balanced, no attributes)
     I + c·(blocks of the samples of a class)."""
     if problem.attributes is not None:
-        return problem.kernel("attribute", strength)
+        return problem.coupling("attribute", strength)
     n = problem.N // problem.K
     return np.eye(problem.N) + strength ** 2 * np.kron(np.eye(problem.K), np.ones((n, n)))
 
@@ -120,7 +120,7 @@ def test_field_is_right_at_large_logits():
     """The softmax subtracts the maximum: logits of ±300 (label logit −300, loss ≈ 600) neither
     overflow nor lose the loss."""
     p = ufm.settings.factorial((2, 3))
-    model = ufm.UFM(p, bias=True, lambda_W=0.01, lambda_H=0.01, coupling=p.kernel("attribute", 0.5))
+    model = ufm.UFM(p, bias=True, lambda_W=0.01, lambda_H=0.01, coupling=p.coupling("attribute", 0.5))
     r = Reduction.from_model(model)
     field, objective = _kernel(model, r)
     y = _random_states(r, 1, seed=5)[0]
@@ -139,7 +139,7 @@ def test_a_diverged_state_gives_nan_not_a_crash(bad):
     """A non-finite logit coefficient makes the field and the loss NaN (what the driver's
     non-finite check catches) instead of indexing exp_nonpositive's table with garbage."""
     p = ufm.settings.factorial((2, 3))
-    model = ufm.UFM(p, lambda_W=0.01, lambda_H=0.01, coupling=p.kernel("attribute", 0.5))
+    model = ufm.UFM(p, lambda_W=0.01, lambda_H=0.01, coupling=p.coupling("attribute", 0.5))
     r = Reduction.from_model(model)
     field, objective = _kernel(model, r)
     y = _random_states(r, 1)[0]
@@ -243,7 +243,7 @@ def test_structure_constants_reproduce_the_products():
 def test_coupling_coefficients_and_pseudo_inverse():
     """θ rebuilds Θ; the Θ⁺ coefficients rebuild pinv(Θ); Θ = I (given or None) is not 'coupled'."""
     p = ufm.settings.factorial((3, 2))
-    Theta = p.kernel("attribute", 0.9)
+    Theta = p.coupling("attribute", 0.9)
     r = Reduction.from_model(ufm.UFM(p, coupling=Theta))
     R = np.asarray(p.relations)
     np.testing.assert_allclose(np.tensordot(r.theta, R, 1), Theta, rtol=0, atol=2e-15)         # measured 4.4e-16
@@ -258,7 +258,7 @@ def test_pack_layout():
     """The packed lists hold exactly the nonzero structure constants, addressed in the work
     buffer as documented in ufm.kernels.reduced, and the vectors sit at their offsets."""
     p = ufm.settings.factorial((2, 3))
-    r = Reduction.from_model(ufm.UFM(p, coupling=p.kernel("attribute", 0.7)))
+    r = Reduction.from_model(ufm.UFM(p, coupling=p.coupling("attribute", 0.7)))
     ti, tf = r.pack()
     assert ti.dtype == np.int64 and tf.dtype == np.float64
     nB, nC, nR = r.sizes
@@ -366,7 +366,7 @@ def test_a_coupling_outside_the_span_is_refused():
     A = np.random.default_rng(0).normal(size=(p.N, p.N))
     with pytest.raises(ValueError, match=r"coupling: Θ is not in the span of problem.relations \(relative residual"):
         Reduction.from_model(ufm.UFM(p, coupling=A @ A.T))
-    pc = PiecewiseCoupling([0.0, 1.0], np.stack([np.eye(p.N), p.kernel("attribute", 1.0)]))
+    pc = PiecewiseCoupling([0.0, 1.0], np.stack([np.eye(p.N), p.coupling("attribute", 1.0)]))
     with pytest.raises(ValueError, match="coupling: space='reduced' needs a constant coupling"):
         Reduction.from_model(ufm.UFM(p, coupling=pc))
 
@@ -424,7 +424,7 @@ p = ufm.settings.factorial((2, 3))
 out = {}
 for loss in ("ce", "mse"):
     m = ufm.UFM(p, loss=loss, lambda_W=0.02, lambda_H=0.01, lambda_E=0.05, bias=True, lambda_b=0.03,
-                coupling=p.kernel("attribute", 0.7), lr_W=1.2, lr_H=0.8)
+                coupling=p.coupling("attribute", 0.7), lr_W=1.2, lr_H=0.8)
     r = Reduction.from_model(m)
     ti, tf = r.pack()
     ip, coef = ufm.engine.pack_model(m, "gram")[:2]

@@ -172,7 +172,7 @@ def test_attribute_kernel_counts_shared_attributes(setting):
     beta = 0.7
     # I + β²AᵀA: the diagonal is 1 + β²F, off-diagonal β²·(shared attributes); AᵀA holds
     # small integers, so the only rounding is the one product β²·count and one addition
-    np.testing.assert_allclose(p.kernel("attribute", beta), np.eye(N) + beta ** 2 * shared, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(p.coupling("attribute", beta), np.eye(N) + beta ** 2 * shared, rtol=1e-15, atol=0)
     assert np.array_equal(p.similarities["attribute"], shared)
     assert np.all(np.diag(shared) == A.shape[1])
 
@@ -312,7 +312,7 @@ def test_bad_inputs_are_named(call, exc, name):
 def test_settings_feed_a_model():
     # the problems are usable as they come: the attribute kernel is accepted as Θ
     for p in (factorial((2, 3)), hierarchy(2, 2), balanced(3, 2)):
-        theta = p.kernel("attribute", 1.0) if p.attributes is not None else p.kernel("identity")
+        theta = p.coupling("attribute", 1.0) if p.attributes is not None else p.coupling("identity")
         model = ufm.UFM(p, coupling=theta)
         assert model.kind == "coupled"
         # I + β²AᵀA with a rank-deficient incidence A (or Θ = I): the smallest eigenvalue is 1

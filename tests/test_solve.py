@@ -46,7 +46,7 @@ def test_matches_scipy_dop853(ident, model, space):
 def test_gram_space_equals_parameter_space_to_1e4(coupled):
     """The width-free Gram ODE reproduces parameter space over t ∈ [0, 1e4] (< 1e-8 relative)."""
     p = ufm.settings.factorial((3, 3))
-    m = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.kernel("attribute", 1.0) if coupled else None)
+    m = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.coupling("attribute", 1.0) if coupled else None)
     x0 = m.init(32, scale=1e-3, seed=3)
     t = np.concatenate([[0.0], np.geomspace(1e-2, 1e4, 40)])
     kw = dict(rtol=1e-12, atol=1e-16)
@@ -139,7 +139,7 @@ def test_gram_space_warns_when_rank_deficient():
     dynamics wants more rank (MSE with K = N = 6, d = 5 wants G_H ≈ 1.03·I): rounding errors
     along the missing direction grow until Gram space leaves parameter space. solve warns."""
     p = ufm.settings.factorial((2, 3))
-    m = ufm.UFM(p, loss="mse", lambda_W=0.03, lambda_H=0.02, coupling=p.kernel("attribute", 0.8))
+    m = ufm.UFM(p, loss="mse", lambda_W=0.03, lambda_H=0.02, coupling=p.coupling("attribute", 0.8))
     x0 = m.init(5, scale=0.8, seed=11)
     t = np.geomspace(1e-2, 80, 14)
     a = ufm.solve(m, x0, t)
@@ -251,7 +251,7 @@ def test_deterministic_for_a_seed():
 
 def test_trajectory_save_load_round_trip(tmp_path):
     p = ufm.settings.factorial((2, 3))
-    theta = ufm.PiecewiseCoupling([0.0, 2.0], np.stack([p.kernel("attribute", 0.5), p.kernel("attribute", 1.0)]))
+    theta = ufm.PiecewiseCoupling([0.0, 2.0], np.stack([p.coupling("attribute", 0.5), p.coupling("attribute", 1.0)]))
     m = ufm.UFM(p, lambda_W=0.01, lambda_H=0.02, coupling=theta, bias=True, lambda_b=0.1, lr_H=0.5)
     tr = ufm.solve(m, m.init(5, seed=1), np.geomspace(0.1, 10, 7), save="all")
     path = tr.save(tmp_path / "traj")
@@ -272,7 +272,7 @@ def test_trajectory_save_load_round_trip(tmp_path):
 def test_piecewise_coupling_switches_at_breakpoint():
     """Θ(t) piecewise: the run equals two runs chained at the breakpoint."""
     p = ufm.settings.factorial((2, 2))
-    k1, k2 = p.kernel("attribute", 0.3), p.kernel("attribute", 1.5)
+    k1, k2 = p.coupling("attribute", 0.3), p.coupling("attribute", 1.5)
     m = ufm.UFM(p, lambda_W=0.01, lambda_H=0.01, coupling=ufm.PiecewiseCoupling([0.0, 3.0], np.stack([k1, k2])))
     x0 = m.init(6, scale=0.3, seed=2)
     whole = ufm.solve(m, x0, [3.0, 8.0], rtol=1e-11, atol=1e-13, save="all")
@@ -299,7 +299,7 @@ import json, sys, numba, numpy as np, ufm
 from ufm.theory.reduce import reduce
 # K = 4 < N = 8 (two samples per context), distinct rates, a coupling that switches at t = 1
 p = ufm.settings.factorial((2, 2), samples_per_context=2)
-theta = ufm.PiecewiseCoupling([0.0, 1.0], np.stack([p.kernel("attribute", 0.7), p.kernel("attribute", 0.2)]))
+theta = ufm.PiecewiseCoupling([0.0, 1.0], np.stack([p.coupling("attribute", 0.7), p.coupling("attribute", 0.2)]))
 out = {"disable_jit": int(numba.config.DISABLE_JIT)}
 for loss in ("ce", "mse"):
     m = ufm.UFM(p, loss=loss, lambda_W=0.02, lambda_H=0.01, lambda_E=0.01, bias=True, lambda_b=0.03,
@@ -324,7 +324,7 @@ red = []
 for q, loss, bias in ((ufm.settings.factorial((2, 2), samples_per_context=2), "ce", True),
                       (ufm.settings.hierarchy(2, 2), "mse", False)):
     mq = ufm.UFM(q, loss=loss, bias=bias, lambda_W=0.03, lambda_H=0.02, lambda_E=0.01,
-                 lambda_b=0.05 if bias else 0.0, coupling=q.kernel("attribute", 0.8), lr_W=1.3, lr_H=0.7, lr_b=0.9)
+                 lambda_b=0.05 if bias else 0.0, coupling=q.coupling("attribute", 0.8), lr_W=1.3, lr_H=0.7, lr_b=0.9)
     r = reduce(mq)
     red.append(r.rhs(rng.normal(size=r.size)).tolist())
     red.append(ufm.solve(mq, mq.isotropic(0.3), [0.5, 2.0], space="reduced", save="gram_H").gram_H.tolist())

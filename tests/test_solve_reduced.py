@@ -22,10 +22,10 @@ def _families():
     h = ufm.settings.hierarchy(2, 3)
     b = ufm.settings.balanced(4, 2)
     return [
-        ("factorial 2x3 CE coupled", ufm.UFM(f, lambda_W=3e-3, lambda_H=2e-3, coupling=f.kernel("attribute", 0.8),
+        ("factorial 2x3 CE coupled", ufm.UFM(f, lambda_W=3e-3, lambda_H=2e-3, coupling=f.coupling("attribute", 0.8),
                                              lr_W=1.3, lr_H=0.7)),
         ("hierarchy 2^3 MSE bias", ufm.UFM(h, loss="mse", lambda_W=1e-2, lambda_H=1e-2, bias=True,
-                                           coupling=h.kernel("attribute", 0.5), lr_b=0.5)),
+                                           coupling=h.coupling("attribute", 0.5), lr_b=0.5)),
         ("balanced 4x2 CE lambda_E", ufm.UFM(b, lambda_W=1e-3, lambda_H=0.0, lambda_E=2e-3)),
     ]
 
@@ -53,7 +53,7 @@ def test_reduced_equals_gram_space_from_a_symmetric_start(name, model):
 
 def test_reduced_state_is_small_whatever_N():
     p = ufm.settings.factorial((10, 10))                       # N = 100 contexts
-    model = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.kernel("attribute", 1.0))
+    model = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.coupling("attribute", 1.0))
     tr = ufm.solve(model, model.isotropic(1e-3), np.geomspace(1e-2, 1e2, 10), space="reduced", save="gram_H")
     assert ufm.engine.reduction_of(model).size == 12           # 4 relations on each of M, G_W, G_H
     assert tr.gram_H.shape == (10, 100, 100)
@@ -82,7 +82,7 @@ def test_problems_without_a_reduction_say_why():
     m = ufm.UFM(f, lambda_W=1e-3, lambda_H=1e-3, coupling=theta)
     with pytest.raises(ValueError, match="coupling"):
         ufm.solve(m, m.isotropic(0.1), T_SAVE, space="reduced")
-    pc = ufm.PiecewiseCoupling([0.0, 1.0], np.stack([np.eye(f.N), f.kernel("attribute", 1.0)]))
+    pc = ufm.PiecewiseCoupling([0.0, 1.0], np.stack([np.eye(f.N), f.coupling("attribute", 1.0)]))
     m = ufm.UFM(f, lambda_W=1e-3, lambda_H=1e-3, coupling=pc)
     with pytest.raises(ValueError, match="coupling"):
         ufm.solve(m, m.isotropic(0.1), T_SAVE, space="reduced")

@@ -43,7 +43,7 @@ def mixed_configs():
                     "lambda_b": 0.1, "lambda": 0.05, "seed": 2, "scale": 0.5})
     configs.append({**BASE, "space": "gram", "lambda": 1e-2, "seed": 3})
     p = ufm.settings.factorial((3, 3))
-    pc = PiecewiseCoupling([0.0, 1.0], np.stack([p.kernel("attribute", 1.0), np.eye(9)]))
+    pc = PiecewiseCoupling([0.0, 1.0], np.stack([p.coupling("attribute", 1.0), np.eye(9)]))
     m = ufm.UFM(p, lambda_W=2e-2, lambda_H=1e-2, coupling=pc, bias=True, lr_W=1.3)
     configs.append((m, m.init(9, scale=0.4, seed=7)))
     q = ufm.settings.balanced(3, 2)

@@ -153,7 +153,7 @@ def test_reduced_jvp_matches_finite_differences_and_the_gram_tangent(loss, bias,
     tangent along the expanded direction (the reduction is exact in the span)."""
     p = ufm.settings.factorial((2, 3))
     m = ufm.UFM(p, loss=loss, lambda_W=0.03, lambda_H=0.02, bias=bias, lambda_b=0.05 if bias else 0.0,
-                coupling=p.kernel("attribute", 0.6) if coupled else None, lr_W=1.3, lr_H=0.7, lr_b=0.45)
+                coupling=p.coupling("attribute", 0.6) if coupled else None, lr_W=1.3, lr_H=0.7, lr_b=0.45)
     red = ufm.engine.reduction_of(m)
     packed = ufm.engine.pack_model(m, "reduced")
     rng = np.random.default_rng(5)

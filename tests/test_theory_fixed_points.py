@@ -78,7 +78,7 @@ def test_imbalanced_mse_fixed_point_and_minority_collapse(lam):
 def test_coupled_ufm_has_the_standard_fixed_point(loss):
     """λ_E = 0: Θ bends the path, not the end point."""
     p = ufm.settings.factorial((3, 3))
-    coupled = ufm.UFM(p, loss=loss, lambda_W=1e-2, lambda_H=2e-2, coupling=p.kernel("attribute", 1.5))
+    coupled = ufm.UFM(p, loss=loss, lambda_W=1e-2, lambda_H=2e-2, coupling=p.coupling("attribute", 1.5))
     fp = _check(coupled)
     std = fixed_point(coupled.replace(coupling=None))
     np.testing.assert_allclose(fp.values["G_H"], std.values["G_H"], rtol=1e-14)

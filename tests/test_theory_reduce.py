@@ -17,7 +17,7 @@ def _balanced_coupling(p, c=0.5):
 
 
 def _coupled(problem, **kw):
-    theta = problem.kernel("attribute", 0.8) if problem.attributes is not None else _balanced_coupling(problem)
+    theta = problem.coupling("attribute", 0.8) if problem.attributes is not None else _balanced_coupling(problem)
     return ufm.UFM(problem, coupling=theta, **kw)
 
 
@@ -68,7 +68,7 @@ def test_reduced_ode_equals_gram_space_ode(problem):
 def test_symbolic_field_matches_numeric_rhs():
     """The sympy field (model symbols, sizes symbolic) evaluated at a point equals the numba rhs."""
     p = ufm.settings.factorial((2, 3))
-    m = ufm.UFM(p, lambda_W=0.05, lambda_H=0.02, coupling=p.kernel("attribute", 0.6), lr_W=1.2)
+    m = ufm.UFM(p, lambda_W=0.05, lambda_H=0.02, coupling=p.coupling("attribute", 0.6), lr_W=1.2)
     sm = symbolic(m)
     assert ufm.theory.symbols.beta in set().union(*(f.free_symbols for f in sm.field.values()))
     y = np.random.default_rng(3).normal(size=len(sm.state))
@@ -81,7 +81,7 @@ def test_symbolic_field_matches_numeric_rhs():
 def test_width_study_error_decreases_like_inverse_sqrt_width():
     """Parameter space from model.init(d, s) approaches the reduced ODE from s²I as d grows."""
     p = ufm.settings.factorial((3, 3))
-    r = reduce(ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.kernel("attribute", 0.8)))
+    r = reduce(ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.coupling("attribute", 0.8)))
     ws = r.width_study(widths=(16, 64, 256, 1024), scale=0.1, t=np.geomspace(0.1, 100, 15), seeds=(0, 1))
     print("width study: d =", ws["widths"], "error =", np.round(ws["errors"], 4), "slope =", round(ws["slope"], 3))
     assert np.all(np.diff(ws["errors"]) < 0)
@@ -93,7 +93,7 @@ def test_width_study_error_decreases_like_inverse_sqrt_width():
 def test_linearisation_rates_equal_measured_decay(problem, loss):
     """Eigenvalues of the (symbolically derived) reduced Jacobian at the fixed point equal the
     decay rates of eigen-perturbations integrated with ufm.solve in Gram space (within 1 %)."""
-    theta = problem.kernel("attribute", 0.9) if problem.attributes is not None else None
+    theta = problem.coupling("attribute", 0.9) if problem.attributes is not None else None
     m = ufm.UFM(problem, loss=loss, lambda_W=1e-2, lambda_H=2e-2, coupling=theta)
     r = reduce(m)
     fp = fixed_point(m)
@@ -126,7 +126,7 @@ def test_reduced_trajectory_metrics_and_spectra_match_gram_space():
     """to_trajectory() gives a ufm.Trajectory whose metrics equal those of the Gram-space run;
     spectra() (eigenmatrix) equal numpy's eigenvalues of the expanded G_H."""
     p = ufm.settings.factorial((3, 3))
-    m = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.kernel("attribute", 0.5))
+    m = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.coupling("attribute", 0.5))
     r = reduce(m)
     t = np.geomspace(1.0, 300.0, 12)
     rt = r.solve(t, scale=1e-2)
@@ -146,7 +146,7 @@ def test_depth_four_hierarchies_reduce_like_every_other_scheme():
     """One numeric field serves every scheme: a depth-4 tree (no special code path) reduces and
     integrates like the others."""
     p = ufm.settings.hierarchy(2, 4)
-    m = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.kernel("attribute", 0.5))
+    m = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.coupling("attribute", 0.5))
     r = reduce(m)
     y = np.random.default_rng(5).normal(size=r.size)
     yf, spread = r.state_of(m.vector_field(r.gram_state(y)))

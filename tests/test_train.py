@@ -40,7 +40,7 @@ def coupled_model(loss: str, bias: bool, shape: str = "square", **kw) -> ufm.UFM
     on, distinct non-unit block rates η_W ≠ η_H ≠ η_b (so a rate that is dropped, applied
     twice or used for the wrong block shows up)."""
     problem = _problem(shape)
-    theta = problem.kernel("attribute", 0.7) if problem.attributes is not None else pd_kernel(problem.N, 4)
+    theta = problem.coupling("attribute", 0.7) if problem.attributes is not None else pd_kernel(problem.N, 4)
     params = dict(loss=loss, lambda_W=2e-2, lambda_H=3e-2, lambda_E=1e-2, bias=bias,
                   lambda_b=5e-2 if bias else 0.0, coupling=theta,
                   lr_W=1.7, lr_H=0.6, lr_b=1.3 if bias else 1.0)
@@ -142,7 +142,7 @@ def test_gd_matches_numpy_reference(shape, loss, bias):
 def test_gd_piecewise_coupling_uses_piece_at_time_lr_times_step():
     # Θ switches at t = 1.0; with lr = 0.25 steps 0-3 use piece 0 and steps >= 4 piece 1.
     problem = ufm.settings.factorial((2, 2))
-    kernels = np.stack([problem.kernel("attribute", 1.0), np.eye(problem.N) * 2.0])
+    kernels = np.stack([problem.coupling("attribute", 1.0), np.eye(problem.N) * 2.0])
     model = ufm.UFM(problem, loss="ce", coupling=PiecewiseCoupling([0.0, 1.0], kernels), lr_H=0.8)
     x0 = model.init(5, scale=1.0, seed=0)
     lr, steps = 0.25, 12

@@ -17,7 +17,7 @@ T = np.geomspace(1e-2, 1e5, 71)
 @pytest.fixture(scope="module")
 def runs():
     p = ufm.settings.factorial((3, 3))
-    coupled = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.kernel("attribute", 1.0))
+    coupled = ufm.UFM(p, lambda_W=1e-3, lambda_H=1e-3, coupling=p.coupling("attribute", 1.0))
     standard = coupled.replace(coupling=None)
     out = []
     for seed in SEEDS:

@@ -147,7 +147,7 @@ def test_synthetic_coupled_ufm_amplifies_then_collapses():
     """The coupled UFM from an isotropic start (gap 0): the attribute coupling creates the
     transient (amplified), the decay through Θ removes it and the features reach the ETF."""
     p = ufm.settings.factorial((3, 3))
-    run = _solved(ufm.UFM(p, lambda_W=2e-3, lambda_H=2e-3, coupling=p.kernel("attribute", 1.5)), _isotropic(p, 3e-2))
+    run = _solved(ufm.UFM(p, lambda_W=2e-3, lambda_H=2e-3, coupling=p.coupling("attribute", 1.5)), _isotropic(p, 3e-2))
     v = run.verdict()
     assert (v.early, v.late) == ("amplified", "collapse"), (v.early_rule, v.late_rule)
     assert v.evidence["gap_initial"] == pytest.approx(0.0, abs=1e-12) and v.evidence["etf_final"] < 1e-3
@@ -157,7 +157,7 @@ def test_synthetic_linear_features_ufm_keeps_the_code():
     """The linear-features UFM (decay not through Θ) keeps the attribute code: persistent, at
     the gap of the pure code (0.75 for 3×3)."""
     p = ufm.settings.factorial((3, 3))
-    m = ufm.UFM(p, lambda_W=2e-3, lambda_H=0.0, lambda_E=2e-3, coupling=p.kernel("attribute", 1.5))
+    m = ufm.UFM(p, lambda_W=2e-3, lambda_H=0.0, lambda_E=2e-3, coupling=p.coupling("attribute", 1.5))
     v = _solved(m, _isotropic(p, 3e-2)).verdict()
     assert (v.early, v.late) == ("amplified", "persistent"), (v.early_rule, v.late_rule)
     assert v.evidence["gap_final"] == pytest.approx(v.evidence["attribute_code_gap"], abs=0.02)   # measured 1e-4

@@ -19,7 +19,7 @@ T_SAVE = np.geomspace(1e-2, 1e3, 12)
 @pytest.fixture(scope="module")
 def coupled_trajectory():
     problem = ufm.settings.factorial((3, 3))
-    model = ufm.UFM(problem, lambda_W=1e-3, lambda_H=2e-3, coupling=problem.kernel("attribute", 1.0))
+    model = ufm.UFM(problem, lambda_W=1e-3, lambda_H=2e-3, coupling=problem.coupling("attribute", 1.0))
     return ufm.solve(model, model.init(6, seed=1), T_SAVE, save="all")
 
 
@@ -27,7 +27,7 @@ def coupled_trajectory():
 def training_trajectory():
     # discrete training: steps beside t, a bias, a piecewise coupling Θ(t)
     problem = ufm.settings.hierarchy(2, 2)
-    theta = problem.kernel("attribute", 0.5)
+    theta = problem.coupling("attribute", 0.5)
     coupling = ufm.PiecewiseCoupling([0.0, 5.0], [np.eye(problem.N), theta])
     model = ufm.UFM(problem, lambda_W=1e-3, lambda_H=1e-3, bias=True, coupling=coupling)
     return ufm.train(model, model.init(5, seed=2), 40, 0.5, optimizer="gd", save="all")

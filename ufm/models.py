@@ -1,7 +1,7 @@
 """The UFM model family (docs/model.md) as frozen, validated parameter records.
 
 A :class:`UFM` says *how* features and classifier move for a :class:`~ufm.problems.Problem`:
-loss, regularisation, per-block rates, bias, and the coupling kernel Θ. States are
+loss, regularisation, per-block rates, bias, and the coupling Θ. States are
 :class:`State` (parameter space: W, H, b) and :class:`GramState` (Gram space: M = WH, G_W,
 G_H, b). The numpy methods here (:meth:`UFM.loss`, :meth:`UFM.gradient`, :meth:`UFM.vector_field`)
 are the slow references the numba kernels are tested against.

@@ -1,4 +1,4 @@
-"""Training problems: targets, context weights, latent attributes, coupling kernels.
+"""Training problems: targets, context weights, latent attributes, couplings Θ.
 
 A :class:`Problem` is the data side of a UFM: what the features must fit, not how they move.
 Conventions (docs/model.md): ``Y`` is K×N with one column per context; ``weights`` (π) has one
@@ -33,7 +33,7 @@ class Problem:
         attributes: latent attributes, integer array of shape (N, F); column f takes values
             ``0 … q_f − 1``. Optional.
         similarities: mapping name -> (N, N) symmetric PSD similarity S used by
-            :meth:`kernel` to build ``I + β² S``. ``"attribute"`` (AᵀA) is added automatically
+            :meth:`coupling` to build ``I + β² S``. ``"attribute"`` (AᵀA) is added automatically
             when ``attributes`` are given.
         relations: optional association scheme: a sequence of (N, N) 0/1 matrices that
             partition the N×N index pairs, the first being the identity. Settings with a
@@ -195,7 +195,7 @@ class Problem:
 
     @property
     def similarities(self):
-        """Read-only mapping name -> (N, N) similarity used by :meth:`kernel`."""
+        """Read-only mapping name -> (N, N) similarity used by :meth:`coupling`."""
         return self._similarities
 
     @property
@@ -219,25 +219,39 @@ class Problem:
             raise ValueError("incidence: this problem has no attributes")
         return _incidence(self._attributes)
 
-    def kernel(self, kind: str = "attribute", strength: float = 1.0) -> np.ndarray:
-        """Coupling kernel ``Θ = I + strength² · S_kind`` (N×N, symmetric PSD).
+    def coupling(self, similarity: str = "attribute", beta: float = 1.0) -> np.ndarray:
+        """The coupling ``Θ = I + β² · S_similarity`` (N×N, symmetric PSD) for ``UFM(coupling=)``.
+
+        Θ is always "the coupling" in ufm's API; "kernel" is kept for the numba code and for a
+        run's logged NTK (:attr:`ufm.bridge.Run.kernel`), which can be used as a coupling.
 
         Arguments:
-            kind: ``"identity"`` (Θ = I, the standard UFM) or a key of :attr:`similarities`
-                (``"attribute"``: S = AᵀA, the number of attributes two contexts share).
-            strength: β >= 0.
+            similarity: ``"identity"`` (Θ = I, the standard UFM) or a key of
+                :attr:`similarities` (``"attribute"``: S = AᵀA, the number of attributes two
+                contexts share).
+            beta: coupling strength β >= 0.
+
+        Returns:
+            (N, N) float array Θ.
 
         Raises:
-            ValueError: unknown kind (the message lists the available ones) or negative strength.
+            ValueError: unknown similarity (the message lists the available ones) or negative β.
         """
-        beta = as_nonnegative(strength, "strength")
+        beta = as_nonnegative(beta, "beta")
         eye = np.eye(self.N)
-        if kind == "identity":
+        if similarity == "identity":
             return eye
-        if kind not in self._similarities:
+        if not isinstance(similarity, str) or similarity not in self._similarities:
             avail = ", ".join(repr(k) for k in ("identity", *self._similarities))
-            raise ValueError(f"kind: unknown kernel {kind!r}; this problem has {avail}")
-        return eye + beta ** 2 * np.array(self._similarities[kind])
+            raise ValueError(f"similarity: unknown similarity {similarity!r}; this problem has {avail}")
+        return eye + beta ** 2 * np.array(self._similarities[similarity])
+
+    def kernel(self, kind: str = "attribute", strength: float = 1.0) -> np.ndarray:
+        """Deprecated name of :meth:`coupling` (Θ is the coupling everywhere in the API)."""
+        import warnings
+        warnings.warn("Problem.kernel(kind, strength) is now Problem.coupling(similarity, beta)", DeprecationWarning,
+                      stacklevel=2)
+        return self.coupling(kind, strength)
 
     def to_dict(self) -> dict:
         """Arrays and names needed to rebuild the problem (used by Trajectory.save)."""

@@ -183,7 +183,7 @@ class Reduction:
             if resid > _SPAN_RTOL:
                 raise ValueError(f"coupling: Θ is not in the span of problem.relations (relative residual "
                                  f"{resid:.2e} > {_SPAN_RTOL:.0e}); space='reduced' needs Θ = Σ_a θ_a R_a, "
-                                 "such as problem.kernel('attribute', β), or coupling=None")
+                                 "such as problem.coupling('attribute', β), or coupling=None")
             # the same pseudo-inverse the Gram-space objective uses (UFM._pack)
             theta_pinv, resid = _project_matrix(np.linalg.pinv(Theta, hermitian=True), R_index, R_count)
             if resid > 1e-8:

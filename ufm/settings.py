@@ -1,7 +1,7 @@
 """Synthetic settings: contexts with latent attributes and (by default) one-hot labels.
 
 Each function returns a :class:`~ufm.problems.Problem` carrying Y, the attributes, the
-attribute kernel (``problem.kernel("attribute", β)`` = I + β²AᵀA) and, where the setting has
+attribute kernel (``problem.coupling("attribute", β)`` = I + β²AᵀA) and, where the setting has
 one, the relation matrices of its association scheme (``problem.relations``).
 """
 
@@ -290,7 +290,7 @@ def sequences(classes=(2, 2), tokens_per_class: int = 2, *, labels: str = "uniqu
             label is uniform over them (sparse soft labels, the NTP-UFM of Zhao et al.);
             contexts with the same classes share their support.
 
-    Similarities for :meth:`Problem.kernel`: ``"attribute"`` (number of positions whose
+    Similarities for :meth:`Problem.coupling`: ``"attribute"`` (number of positions whose
     latent class agrees) and ``"shared_token"`` (number of positions whose token agrees).
 
     Arguments:

@@ -784,7 +784,7 @@ class _Engine:
         if kind == "identity":
             cp = None
         elif kind == "attribute":
-            cp = prob.kernel("attribute", v["beta"])
+            cp = prob.coupling("attribute", v["beta"])
         elif kind == "measured":
             cp = self.run.coupling("fixed")
         elif kind == "measured-t":

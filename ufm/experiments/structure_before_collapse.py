@@ -77,7 +77,7 @@ def load_config(path=None, **overrides) -> Config:
     Top-level keys: out, seed, d, init_scale, lambda, beta, t_min, t_max, saves, threshold,
     snapshots; ``[[settings]]`` tables (``name``, ``setting`` = factorial | hierarchy |
     sequences | balanced with that setting's keys — the problem-spec schema of
-    :mod:`ufm.problem_specs`, shared with sweep specs — and ``kernel`` = a similarity of the
+    :mod:`ufm.problem_specs`, shared with sweep specs — and ``similarity`` = a similarity of the
     problem); optional
     ``[scaling]`` (setting, lambdas, t_max) and ``[phase]`` (setting, lambdas, betas, widths,
     t_max).
@@ -130,22 +130,24 @@ def load_config(path=None, **overrides) -> Config:
 def _check_setting(s, i) -> dict:
     if not isinstance(s, dict):
         raise ValueError(f"settings[{i}]: expected a table, got {type(s).__name__}")
+    if "kernel" in s:
+        raise ValueError(f"settings[{i}].kernel: the key is called 'similarity' (similarity = {s['kernel']!r})")
     try:
-        out = normalise_problem(s, other_keys=("name", "kernel"))
+        out = normalise_problem(s, other_keys=("name", "similarity"))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"settings[{i}]: {exc}") from None
-    for key in ("name", "kernel"):
+    for key in ("name", "similarity"):
         if key in s:
             out[key] = s[key]
     out.setdefault("name", f"{out['setting']} {i}")
-    out.setdefault("kernel", "attribute")
+    out.setdefault("similarity", "attribute")
     if not isinstance(out["name"], str):
         raise ValueError(f"settings[{i}].name: expected a string, got {out['name']!r}")
     try:                        # build it now: a bad argument is reported before any work starts
         problem = build_problem(out)
-        if not isinstance(out["kernel"], str):
-            raise TypeError(f"kernel: expected a string, got {out['kernel']!r}")
-        problem.kernel(out["kernel"])
+        if not isinstance(out["similarity"], str):
+            raise TypeError(f"similarity: expected a string, got {out['similarity']!r}")
+        problem.coupling(out["similarity"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"settings[{i}] ({out['name']!r}): {exc}") from None
     return out
@@ -196,13 +198,13 @@ def _check_config(cfg: Config) -> None:
 # -- building blocks ---------------------------------------------------------------------------
 def build_problem(spec: dict):
     """The :class:`~ufm.problems.Problem` of a ``[[settings]]`` table (a problem spec)."""
-    return _build_problem(spec, other_keys=("name", "kernel"))
+    return _build_problem(spec, other_keys=("name", "similarity"))
 
 
 def models_for(problem, spec: dict, lam: float, beta: float):
     """(standard, coupled) CE models with weight decay λ_W = λ_H = lam and Θ = I + β² S."""
     from ..models import UFM
-    coupled = UFM(problem, loss="ce", lambda_W=lam, lambda_H=lam, coupling=problem.kernel(spec["kernel"], beta))
+    coupled = UFM(problem, loss="ce", lambda_W=lam, lambda_H=lam, coupling=problem.coupling(spec["similarity"], beta))
     return coupled.replace(coupling=None), coupled
 
 

@@ -44,8 +44,8 @@ SPEC_KEYS = {
     "lambda_E": "linear-features decay (default 0)",
     "bias": "logits carry a bias (default False)",
     "lambda_b": "decay of the bias (default 0)",
-    "beta": "coupling strength β: Θ = I + β²·S_kernel; 0 is the standard UFM (default 0)",
-    "kernel": "similarity used by the coupling (default 'attribute')",
+    "beta": "coupling strength β: Θ = I + β²·S; 0 is the standard UFM (default 0)",
+    "similarity": "similarity S of the coupling Θ = I + β²·S (default 'attribute')",
     "lr_W": "rate η_W (default 1)",
     "lr_H": "rate η_H (default 1)",
     "lr_b": "rate η_b (default 1)",
@@ -58,7 +58,7 @@ _MODEL_KEYS = tuple(k for k in SPEC_KEYS if k not in PROBLEM_KEYS)
 _FLOAT_KEYS = ("lambda_W", "lambda_H", "lambda_E", "lambda_b", "beta", "lr_W", "lr_H", "lr_b", "scale")
 _INT_KEYS = ("branching", "depth", "K", "n", "samples_per_context", "label_seed", "d", "seed")
 _MODEL_DEFAULTS = {"loss": "ce", "lambda_W": 0.0, "lambda_H": 0.0, "lambda_E": 0.0, "bias": False,
-                   "lambda_b": 0.0, "beta": 0.0, "kernel": "attribute", "lr_W": 1.0, "lr_H": 1.0,
+                   "lambda_b": 0.0, "beta": 0.0, "similarity": "attribute", "lr_W": 1.0, "lr_H": 1.0,
                    "lr_b": 1.0, "scale": 1e-3, "seed": 0}
 
 
@@ -100,6 +100,8 @@ def normalise_spec(spec: dict, *, space: str | None = None) -> dict:
     """
     if not isinstance(spec, dict):
         raise TypeError(f"config: expected a spec dict or a (model, init) pair, got {type(spec).__name__}")
+    if "kernel" in spec:
+        raise ValueError(f"kernel: the key is called 'similarity' (similarity = {spec['kernel']!r})")
     unknown = sorted(set(spec) - set(SPEC_KEYS))
     if unknown:
         raise ValueError(f"config: unknown key(s) {unknown}; a spec takes {sorted(SPEC_KEYS)}")
@@ -117,7 +119,7 @@ def normalise_spec(spec: dict, *, space: str | None = None) -> dict:
     for key in _FLOAT_KEYS:
         if key in spec:
             out[key] = _as_float(spec[key], key)
-    for key in ("loss", "kernel"):
+    for key in ("loss", "similarity"):
         if key in spec:
             if not isinstance(spec[key], str):
                 raise TypeError(f"{key}: expected a string, got {spec[key]!r}")
@@ -142,7 +144,7 @@ def build(spec: dict, *, space: str | None = "parameters"):
     """The (model, init) pair a spec describes.
 
     The problem is built by :mod:`ufm.settings` (and cached per process, so thousands of
-    specs on one setting build it once); the coupling is ``problem.kernel(kernel, beta)``
+    specs on one setting build it once); the coupling is ``problem.coupling(similarity, beta)``
     when ``beta > 0`` and absent (the standard UFM) when ``beta == 0``; the initial state is
     ``model.init(d, scale=scale, seed=seed)``.
 
@@ -160,7 +162,7 @@ def build(spec: dict, *, space: str | None = "parameters"):
     """
     s = normalise_spec(spec, space=space)
     problem = build_problem(s, other_keys=_MODEL_KEYS)
-    coupling = problem.kernel(s["kernel"], s["beta"]) if s["beta"] > 0 else None
+    coupling = problem.coupling(s["similarity"], s["beta"]) if s["beta"] > 0 else None
     model = UFM(problem, loss=s["loss"], lambda_W=s["lambda_W"], lambda_H=s["lambda_H"],
                 lambda_E=s["lambda_E"], bias=s["bias"], lambda_b=s["lambda_b"], coupling=coupling,
                 lr_W=s["lr_W"], lr_H=s["lr_H"], lr_b=s["lr_b"])

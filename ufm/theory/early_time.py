@@ -107,7 +107,7 @@ def early_growth(model) -> Result:
 
     Arguments:
         model: CE UFM on a factorial or hierarchy problem with one sample per context and a
-            coupling in the scheme's algebra (e.g. ``problem.kernel("attribute", β)``).
+            coupling in the scheme's algebra (e.g. ``problem.coupling("attribute", β)``).
 
     Returns:
         Result: expressions ``rate[<mode>]`` (sympy in β, sizes, η, λ); values ``modes`` (list

@@ -624,7 +624,7 @@ def reduce(model) -> ReducedModel:
         model: a :class:`ufm.UFM` whose problem is balanced, factorial or hierarchy (one-hot
             labels, equal weights, possibly samples per context and a label permutation) and
             whose coupling is None or a constant Θ in the span of the relations (e.g.
-            ``problem.kernel("attribute", β)``). λ_E, bias and both losses are supported.
+            ``problem.coupling("attribute", β)``). λ_E, bias and both losses are supported.
 
     Returns:
         :class:`ReducedModel`: symbolic equations (``.equations()``), numeric right-hand
