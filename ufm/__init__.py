@@ -17,7 +17,7 @@ from .errors import IntegrationError  # noqa: E402
 from .models import UFM, GramState, PiecewiseCoupling, State  # noqa: E402
 from .deep import DeepState, DeepUFM  # noqa: E402
 from .problems import Problem  # noqa: E402
-from .solving import solve  # noqa: E402
+from .integration import solve  # noqa: E402
 from .training import train  # noqa: E402
 from .trajectory import Trajectory  # noqa: E402
 

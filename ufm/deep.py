@@ -357,7 +357,7 @@ def solve_deep(model: DeepUFM, init, t, *, method="dopri5", rtol: float = 1e-8, 
     from . import engine
     from .errors import IntegrationError
     from .solvers import get_solver
-    from .solving import check_run_options
+    from .integration import check_run_options
     from .trajectory import Trajectory
     space = check_choice(space, "space", ("parameters", "balanced"))
     solver = get_solver(method)

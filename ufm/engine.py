@@ -21,7 +21,7 @@ Rules for implementers:
 1. Every array handed to a kernel is C-contiguous, writeable and of a fixed dtype and
    dimension (:mod:`ufm.kernels.groups`, rule 1), so each kernel compiles once and the sweep
    kernel reuses the single-trajectory compilation.
-2. Validation of user input happens before this module (``ufm.solving``, ``ufm.training``,
+2. Validation of user input happens before this module (``ufm.integration``, ``ufm.training``,
    ``ufm.sweeps``); this module assumes checked arguments.
 """
 

@@ -30,7 +30,7 @@ from ._validation import as_float_array
 from .kernels import tangent as _kt
 from .models import UFM
 from .rosenbrock import RODAS4
-from .solving import (DEFAULT_SAVE, check_dense_jacobian, check_run_options, initial_vector, run_failure,
+from .integration import (DEFAULT_SAVE, check_dense_jacobian, check_run_options, initial_vector, run_failure,
                       stiff_counts)
 from .states import unflatten
 from .trajectory import Trajectory

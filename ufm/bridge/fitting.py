@@ -831,7 +831,7 @@ class _Engine:
     def predict(self, p, keep=False, max_steps=None, rtol=None):
         """(model, Trajectory at the run's steps, t of failure or None)."""
         from ..errors import IntegrationError
-        from ..solving import solve
+        from ..integration import solve
         from ..trajectory import Trajectory
         v = self.values(p)
         model = self.make_model(v)

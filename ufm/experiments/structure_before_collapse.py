@@ -209,7 +209,7 @@ def models_for(problem, spec: dict, lam: float, beta: float):
 
 
 def _solve(model, x0, t):
-    from ..solving import solve
+    from ..integration import solve
     return solve(model, x0, t, save=("gram_W", "gram_H", "logits"))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .._validation import as_positive_int, as_real, check_choice
 from ..solvers import SOLVERS, get_solver
-from ..solving import DEFAULT_SAVE, check_run_options, parse_save
+from ..integration import DEFAULT_SAVE, check_run_options, parse_save
 from ..trajectory import Trajectory
 from . import engine
 from .specs import digest, explicit_payload, normalise_spec

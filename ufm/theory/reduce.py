@@ -429,7 +429,7 @@ class ReducedModel:
             ufm.IntegrationError: the integration failed (with the partial trajectory).
         """
         from ..models import GramState
-        from ..solving import solve
+        from ..integration import solve
         if init is None:
             y0 = self.isotropic(scale)
         elif isinstance(init, GramState):

@@ -4,6 +4,9 @@ The domain-level front door: it validates the arguments, then hands the run to
 :mod:`ufm.engine` (packing, outputs, the kernel call, failures) and wraps the outcome in a
 :class:`~ufm.trajectory.Trajectory`, or an :class:`~ufm.errors.IntegrationError` carrying the
 partial trajectory.
+
+Not to be confused with :mod:`ufm.solvers`, which holds the integration *methods* (Butcher
+tableaux as validated data); this module is the *call* that runs one.
 """
 
 from __future__ import annotations
