@@ -231,8 +231,10 @@ def test_observed_gap_is_the_semantic_gap_metric():
 
 
 def test_fit_all_in_workers_matches_the_serial_fits(small_run):
-    """Families fitted in forked workers come back (as copies) with the serial results."""
-    from ufm.bridge.fitting import fit_all
+    """Families fitted in forked workers come back (as copies) with the serial results; where
+    forking is unsafe (numba's OpenMP layer already started in this test worker, which depends
+    on which tests ran before here) fit_all falls back to serial fits of the same objects."""
+    from ufm.bridge.fitting import _can_fork, fit_all
     kw = dict(observables=["relations", "semantic_gap"], init="isotropic")
 
     def specs():
@@ -240,8 +242,9 @@ def test_fit_all_in_workers_matches_the_serial_fits(small_run):
                                                  fixed={"beta": TRUE["beta"]}, **kw)]
     serial = fit_all(specs(), small_run, workers=1)
     first = specs()
+    forked = _can_fork(first)
     parallel = fit_all(first, small_run, workers=2)
-    assert all(p is not f for p, f in zip(parallel, first))
+    assert all((p is not f) == forked for p, f in zip(parallel, first))
     for a, b in zip(serial, parallel):
         assert a.params_ == b.params_ and a.rss_ == b.rss_ and a.r2_ == b.r2_
     with pytest.raises(ValueError, match="workers"):

@@ -41,3 +41,34 @@ def test_width_curves_mark_the_etf_width(ax):
     assert list(peak.get_xdata()) == [2, 4, 8] and list(etf.get_ydata()) == [1.0, 0.2, 0.0]
     assert list(marker.get_xdata()) == [8, 8]                          # d = K − 1
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "4", "8"]
+
+
+def test_run_panels_draw_each_quantity_present_and_hide_the_rest():
+    steps = np.array([0, 1, 10, 100])
+    m = {"semantic_gap": np.array([0.1, 0.3, 0.2, 0.0]), "etf_distance": np.array([1.0, 0.8, 0.3, 0.1]),
+         "norm_H": np.ones(4), "loss": np.array([2.0, 1.0, 0.5, 0.1])}
+    axes = plot.run_panels(steps, m, title="run")
+    try:
+        shown = [ax.get_title() for ax in axes if ax.get_visible()]
+        assert shown == ["semantic gap (centred)", "ETF distance", "rms norms", "loss"]
+        np.testing.assert_array_equal(axes[1].get_lines()[0].get_ydata(), m["etf_distance"])
+        assert axes[0].get_xscale() == "symlog" and axes[3].get_yscale() == "log"
+        assert sum(ax.get_visible() for ax in axes) == 4 and axes[0].figure._suptitle.get_text() == "run"
+    finally:
+        plt.close(axes[0].figure)
+
+
+def test_fit_panels_draw_observed_and_predicted_columns_and_refuse_too_few_axes(ax):
+    steps = np.arange(5)
+    obs = {"gap": np.linspace(0, 1, 5)[:, None], "rel": np.ones((5, 2))}
+    pred = {"gap": np.linspace(0, 0.9, 5)[:, None], "rel": np.zeros((5, 2))}
+    axes = plot.fit_panels(steps, obs, pred, {"gap": 0.9, "rel": -1.0}, columns={"rel": ["a", "b"]})
+    try:
+        dots, line = axes[0].get_lines()
+        np.testing.assert_array_equal(line.get_ydata(), pred["gap"][:, 0])
+        assert axes[0].get_title() == "gap  (R² 0.900)" and len(axes[1].get_lines()) == 4
+        assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["a", "b"]
+    finally:
+        plt.close(axes[0].figure)
+    with pytest.raises(ValueError, match="axes: expected at least 2"):
+        plot.fit_panels(steps, obs, pred, {"gap": 0.9, "rel": -1.0}, np.array([ax]))

@@ -12,7 +12,8 @@ import numpy as np
 from . import metrics as _metrics
 
 __all__ = ["gram_heatmap", "gram_grid", "metric_curves", "spectrum_curves", "phase_diagram",
-           "observed_vs_predicted", "attribute_order", "comparison_panel", "collapse_scaling", "width_curves"]
+           "observed_vs_predicted", "attribute_order", "comparison_panel", "collapse_scaling", "width_curves",
+           "run_panels", "fit_panels"]
 
 
 def _plt():
@@ -377,3 +378,118 @@ def width_curves(widths, peak_gap, final_etf_distance, ax=None, *, K: int | None
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     return ax
+
+
+def _step_axis(ax, x):
+    """A symlog step axis that keeps step 0 and starts linear below the first positive step."""
+    ax.set_xscale("symlog", linthresh=max(1.0, float(x[x > 0].min()) if np.any(x > 0) else 1.0))
+    ax.set_xlim(float(x.min()), float(x.max()))
+    ax.set_xlabel("step")
+
+
+def run_panels(steps, metrics: dict, axes=None, *, kernel_summary: dict | None = None, title: str = ""):
+    """A real run's geometry over its checkpoints, one panel per quantity (what ``Run.plot`` draws).
+
+    Panels, in order, for the quantities present: the centred semantic gap, the ETF distance,
+    the entropy effective rank of G_H, the rms norms of features and classifier (log), the
+    loss (log), and the logged kernel's trace ratio with its alignments (when
+    ``kernel_summary`` is given).
+
+    Arguments:
+        steps: (T,) checkpoint steps.
+        metrics: name -> (T,) values (``Run.metrics()``: ``semantic_gap``, ``etf_distance``,
+            ``effective_rank``, ``norm_H``, ``norm_W``, ``loss``; missing ones are skipped).
+        axes: at least as many Axes as panels (a new 2×3 figure when None); extras are hidden.
+        kernel_summary: ``Run.kernel_summary()`` (steps, trace_ratio, alignment_initial,
+            alignment_attributes) or None.
+        title: the figure's title.
+
+    Returns:
+        The array of Axes.
+    """
+    plt = _plt()
+    if axes is None:
+        fig = plt.figure(figsize=(11, 6.5))
+        axes = fig.subplots(2, 3)
+    axes = np.ravel(axes)
+    x = np.asarray(steps, dtype=float)
+    panels = [("semantic_gap", "semantic gap (centred)"), ("etf_distance", "ETF distance"),
+              ("effective_rank", "entropy effective rank of G_H"), ("norms", "rms norms"), ("loss", "loss")]
+    panels = [p for p in panels if p[0] in metrics or (p[0] == "norms" and "norm_H" in metrics)]
+    if kernel_summary is not None:
+        panels.append(("kernel", "kernel"))
+    if len(axes) < len(panels):
+        raise ValueError(f"axes: expected at least {len(panels)} Axes, got {len(axes)}")
+    for ax, (key, name) in zip(axes, panels):
+        if key == "norms":
+            ax.plot(x, metrics["norm_H"], label="features")
+            if "norm_W" in metrics:
+                ax.plot(x, metrics["norm_W"], label="classifier")
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        elif key == "kernel":
+            ks = kernel_summary
+            ax.plot(ks["steps"], ks["trace_ratio"], "o-", label="trace / trace₀")
+            ax2 = ax.twinx()
+            ax2.plot(ks["steps"], ks["alignment_initial"], "s--", color="C1", label="CKA with Θ₀")
+            ax2.plot(ks["steps"], ks["alignment_attributes"], "^--", color="C2", label="CKA with AᵀA")
+            ax2.set_ylim(0, 1.05)
+            ax.legend(fontsize=7, loc="upper left")
+            ax2.legend(fontsize=7, loc="lower right")
+        else:
+            ax.plot(x, metrics[key], "-")
+            if key == "loss":
+                ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        _step_axis(ax, x)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig = axes[0].figure
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return axes
+
+
+def fit_panels(steps, observed: dict, predicted: dict, r2: dict, axes=None, *, columns: dict | None = None,
+               title: str = "", max_columns: int = 8):
+    """Observed (markers) against predicted (lines) observables of one fit (what ``Fit.plot`` draws).
+
+    Arguments:
+        steps: (T,) checkpoint steps.
+        observed, predicted: name -> (T, C) arrays (C columns per observable).
+        r2: name -> R², shown in each panel's title; the panels follow its order.
+        axes: at least ``len(r2)`` Axes (a new grid, 3 per row, when None); extras are hidden.
+        columns: name -> list of C column labels (a legend when C > 1).
+        title: the figure's title. max_columns: columns drawn per observable.
+
+    Returns:
+        The array of Axes.
+    """
+    plt = _plt()
+    names = list(r2)
+    if axes is None:
+        rows, cols = -(-len(names) // 3), min(len(names), 3)
+        fig = plt.figure(figsize=(4.0 * cols, 3.3 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False)
+    axes = np.ravel(axes)
+    if len(axes) < len(names):
+        raise ValueError(f"axes: expected at least {len(names)} Axes, got {len(axes)}")
+    x = np.asarray(steps, dtype=float)
+    for ax, name in zip(axes, names):
+        obs, pred = np.asarray(observed[name]), np.asarray(predicted[name])
+        labels = (columns or {}).get(name) or [str(c) for c in range(obs.shape[1])]
+        for c in range(min(obs.shape[1], max_columns)):
+            ax.plot(x, obs[:, c], "o", ms=3, color=f"C{c}", alpha=0.7)
+            ax.plot(x, pred[:, c], "-", color=f"C{c}", label=labels[c] if obs.shape[1] > 1 else None)
+        ax.set_title(f"{name}  (R² {r2[name]:.3f})", fontsize=10)
+        _step_axis(ax, x)
+        if obs.shape[1] > 1:
+            ax.legend(fontsize=7)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig = axes[0].figure
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return axes

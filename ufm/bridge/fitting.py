@@ -354,7 +354,8 @@ class Fit:
         return "\n".join(lines)
 
     def plot(self, fig=None, observables=None):
-        """Observed (markers) against predicted (lines) observables over log steps.
+        """Observed (markers) against predicted (lines) observables over log steps (drawn by
+        :func:`ufm.plot.fit_panels`).
 
         Arguments:
             fig: optional matplotlib Figure (a new one otherwise).
@@ -365,31 +366,20 @@ class Fit:
             The matplotlib Figure.
         """
         self._check_fitted()
+        from .. import plot
         names = list(observables or self.r2_)
-        if fig is None:
-            import matplotlib.pyplot as plt
-            fig = plt.figure(figsize=(4.0 * min(len(names), 3), 3.3 * math.ceil(len(names) / 3)))
-        x = self.run_.steps.astype(float)
-        axes = np.atleast_1d(fig.subplots(math.ceil(len(names) / 3), min(len(names), 3), squeeze=False)).ravel()
+        unknown = [n for n in names if n not in self.r2_]
+        if unknown:
+            raise ValueError(f"observables: {unknown} were not fitted; expected names from {list(self.r2_)}")
+        axes = None
+        if fig is not None:
+            axes = fig.subplots(math.ceil(len(names) / 3), min(len(names), 3), squeeze=False)
         prob = self.run_.problem()
-        for ax, name in zip(axes, names):
-            obs, pred = self.observed_[name], self.predicted_[name]
-            cols = column_names(name, prob)
-            for c in range(min(obs.shape[1], 8)):
-                ax.plot(x, obs[:, c], "o", ms=3, color=f"C{c}", alpha=0.7)
-                ax.plot(x, pred[:, c], "-", color=f"C{c}", label=cols[c] if obs.shape[1] > 1 else None)
-            ax.set_title(f"{name}  (R² {self.r2_[name]:.3f})", fontsize=10)
-            ax.set_xscale("symlog", linthresh=max(1.0, float(x[x > 0].min()) if np.any(x > 0) else 1.0))
-            ax.set_xlim(float(x.min()), float(x.max()))
-            ax.set_xlabel("step")
-            if obs.shape[1] > 1:
-                ax.legend(fontsize=7)
-        for ax in axes[len(names):]:
-            ax.set_visible(False)
-        fig.suptitle(f"{self.family_} UFM ({self.engine_.coupling_desc}) vs {self.run_.source}: dots observed, "
-                     "lines predicted", fontsize=10)
-        fig.tight_layout()
-        return fig
+        axes = plot.fit_panels(self.run_.steps, self.observed_, self.predicted_, {n: self.r2_[n] for n in names}, axes,
+                               columns={n: column_names(n, prob) for n in names},
+                               title=f"{self.family_} UFM ({self.engine_.coupling_desc}) vs {self.run_.source}: dots "
+                                     "observed, lines predicted")
+        return axes[0].figure
 
 
 def fit(run, model="coupled", params=None, observables=None, *, time="scale", **kwargs) -> Fit:

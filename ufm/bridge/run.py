@@ -595,7 +595,7 @@ class Run:
 
     def plot(self, fig=None):
         """Figure of the run's geometry over log steps: semantic gap, ETF distance, effective
-        rank, norms and loss (matplotlib, imported here).
+        rank, norms and loss (drawn by :func:`ufm.plot.run_panels`).
 
         Arguments:
             fig: optional matplotlib Figure to draw into (a new one otherwise).
@@ -603,47 +603,11 @@ class Run:
         Returns:
             The matplotlib Figure.
         """
-        if fig is None:
-            import matplotlib.pyplot as plt
-            fig = plt.figure(figsize=(11, 6.5))
-        m = self.metrics()
-        x = self.steps.astype(float)
-        panels = [("semantic_gap", "semantic gap (centred)"), ("etf_distance", "ETF distance"),
-                  ("effective_rank", "entropy effective rank of G_H"), ("norms", "rms norms"), ("loss", "loss")]
-        panels = [p for p in panels if p[0] in m or p[0] == "norms"]
-        ks = self.kernel_summary()
-        if ks is not None:
-            panels.append(("kernel", "kernel"))
-        axes = fig.subplots(2, 3).ravel()
-        for ax, (key, title) in zip(axes, panels):
-            if key == "norms":
-                ax.plot(x, m["norm_H"], label="features")
-                if "norm_W" in m:
-                    ax.plot(x, m["norm_W"], label="classifier")
-                ax.set_yscale("log")
-                ax.legend(fontsize=8)
-            elif key == "kernel":
-                ax.plot(ks["steps"], ks["trace_ratio"], "o-", label="trace / trace₀")
-                ax2 = ax.twinx()
-                ax2.plot(ks["steps"], ks["alignment_initial"], "s--", color="C1", label="CKA with Θ₀")
-                ax2.plot(ks["steps"], ks["alignment_attributes"], "^--", color="C2", label="CKA with AᵀA")
-                ax2.set_ylim(0, 1.05)
-                ax.legend(fontsize=7, loc="upper left")
-                ax2.legend(fontsize=7, loc="lower right")
-            else:
-                ax.plot(x, m[key], "-")
-                if key == "loss":
-                    ax.set_yscale("log")
-            ax.set_title(title, fontsize=10)
-            ax.set_xscale("symlog", linthresh=max(1.0, float(x[x > 0].min()) if np.any(x > 0) else 1.0))
-            ax.set_xlim(float(x.min()), float(x.max()))
-            ax.set_xlabel("step")
-        for ax in axes[len(panels):]:
-            ax.set_visible(False)
-        fig.suptitle(os.path.basename(str(self.source)) + (f" — {self.meta.get('task')}" if "task" in self.meta else ""),
-                     fontsize=11)
-        fig.tight_layout()
-        return fig
+        from .. import plot
+        axes = None if fig is None else fig.subplots(2, 3)
+        title = os.path.basename(str(self.source)) + (f" — {self.meta.get('task')}" if "task" in self.meta else "")
+        axes = plot.run_panels(self.steps, self.metrics(), axes, kernel_summary=self.kernel_summary(), title=title)
+        return axes[0].figure
 
     def save(self, path, **kwargs) -> str:
         """Write the run with :func:`ufm.bridge.export` (same keyword options)."""
