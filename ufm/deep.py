@@ -85,6 +85,7 @@ class DeepState:
         return F
 
     def logits(self) -> np.ndarray:
+        """Z = W·W_L⋯W_1·H₀ (+ b): (K, N) logits of this state."""
         Z = self.W @ self.features()
         return Z if self.b is None else Z + self.b[:, None]
 
@@ -195,11 +196,17 @@ class DeepUFM:
         raise AttributeError(f"DeepUFM is immutable; use model.replace({name}=...)")
 
     def params(self) -> dict:
+        """The constructor arguments (decays, rates, layers, loss, bias) as a plain dict."""
         out = {f: getattr(self, f) for f in _FIELDS if f != "loss"}
         out["loss"] = self.loss_name
         return out
 
     def replace(self, **changes) -> "DeepUFM":
+        """A copy with some constructor arguments changed.
+
+        Raises:
+            ValueError: an argument the model does not have (named).
+        """
         unknown = set(changes) - set(_FIELDS)
         if unknown:
             raise TypeError(f"replace: unknown field(s) {sorted(unknown)}; fields are {list(_FIELDS)}")
@@ -229,6 +236,8 @@ class DeepUFM:
         return (self.lambda_W == self.lambda_L == self.lambda_H) and (self.lr_W == self.lr_L == self.lr_H)
 
     def describe(self) -> dict:
+        """:meth:`params` plus the family, K, N and the (absent) coupling: what a trajectory's
+        ``info["model"]`` records."""
         out = self.params()
         out.update(kind="deep", K=self.K, N=self.N, coupling=None)
         return out
