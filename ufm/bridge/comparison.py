@@ -23,28 +23,17 @@ import os
 
 import numpy as np
 
-from .fitting import Fit, fit_all
+from .fitting import Fit, _r2, family_defaults, fit_all, kernel_models
 from .run import _check_run
 
 __all__ = ["compare", "Comparison", "Baseline", "KernelPrediction", "kernel_prediction", "default_models",
            "kernel_models", "is_oracle", "KEY_OBSERVABLES", "BASELINE"]
 
 
-def kernel_models() -> dict:
-    """The four zero-parameter kernel predictions (only ``time_scale`` fitted), by name."""
-    return {
-        "coupled · NTK Θ(0)": dict(model="coupled", coupling="measured", params=["time_scale"]),
-        "coupled · NTK Θ(t)": dict(model="coupled", coupling="measured-t", params=["time_scale"]),
-        "linear-features · NTK Θ(0)": dict(model="linear-features", coupling="measured", params=["time_scale"]),
-        "linear-features · NTK Θ(t)": dict(model="linear-features", coupling="measured-t", params=["time_scale"]),
-    }
-
-
 def default_models(run, time: str | None = None) -> dict:
     """The families compared by default: :func:`ufm.bridge.fitting.family_defaults` (standard,
     coupled, linear-features, deep, and the kernel rows when the run logged a kernel; for
     Adam/AdamW runs without an explicit ``time``, the power time map and a fitted decay)."""
-    from .fitting import family_defaults
     return family_defaults(run, time)
 
 
@@ -105,7 +94,6 @@ class Baseline:
         self.n_, self.k_ = self.residuals_.size, 0
         safe = max(self.rss_ / self.n_, 1e-300)
         self.aic_ = self.bic_ = float(self.n_ * math.log(safe))
-        from .fitting import _r2
         self.r2_ = {nm: _r2(self.observed_[nm], self.predicted_[nm]) for nm in engine.report_names}
         self.stderr_, self.values_, self.bounds_, self.at_bounds_ = {}, {}, {}, []
         self.success_, self.message_, self.nfev_, self.wall_time_ = True, "no parameters", 0, 0.0

@@ -1282,7 +1282,6 @@ def family_defaults(run, time: str | None = None) -> dict:
     Returns:
         dict name -> dict of Fit arguments (``model``, ``coupling``, ``params``, ``time``).
     """
-    from .comparison import kernel_models
     out = {"standard": dict(model="standard")}
     if run.attributes is not None:
         out["coupled"] = dict(model="coupled")
@@ -1314,3 +1313,13 @@ def _family_lines(fit) -> list:
                         if fit.family_ == "deep" else ""))
     lines.extend(f"  note: {n}" for n in fit.notes_)
     return lines
+
+
+def kernel_models() -> dict:
+    """The four zero-parameter kernel predictions (only ``time_scale`` fitted), by name."""
+    return {
+        "coupled · NTK Θ(0)": dict(model="coupled", coupling="measured", params=["time_scale"]),
+        "coupled · NTK Θ(t)": dict(model="coupled", coupling="measured-t", params=["time_scale"]),
+        "linear-features · NTK Θ(0)": dict(model="linear-features", coupling="measured", params=["time_scale"]),
+        "linear-features · NTK Θ(t)": dict(model="linear-features", coupling="measured-t", params=["time_scale"]),
+    }

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import re
 
 import numpy as np
 
@@ -438,3 +439,8 @@ def _validate_kernel(arr, steps, N, source) -> dict:
                        f"{lo:.3g}", source, "kernel", p)
         K[p] = Ks
     return {"kernel": K, "kernel_steps": ks}
+
+
+#: the file name of one checkpoint in a per-checkpoint run directory: ``ckpt_<step>.npz`` or
+#: ``ckpt_<step>.safetensors`` (read by the loaders, listed by the checkpoint writer)
+CHECKPOINT_FILE = re.compile(r"^ckpt_(-?\d+)\.(npz|safetensors)$")

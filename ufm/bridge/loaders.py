@@ -34,13 +34,13 @@ import numpy as np
 
 from .._io import load_npy
 from .errors import FormatError
-from .format import ARRAY_KEYS, EXPORT_RECIPE, parse_meta
-from .run import Run
+from .format import ARRAY_KEYS, CHECKPOINT_FILE, EXPORT_RECIPE, parse_meta
+from .run import Run, attribute_override_message
 from .safetensors import check_mmap, read_safetensors
 
 __all__ = ["load", "detect"]
 
-_CKPT = re.compile(r"^ckpt_(-?\d+)\.(npz|safetensors)$")
+_CKPT = CHECKPOINT_FILE          # the name the checkpoint loader uses
 _NTP = re.compile(r"^W_list_(.*)\.npy$")
 _TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
@@ -173,15 +173,6 @@ def load(path, *, tag: str | None = None, mmap="auto", allow_pickle: bool = Fals
     if kind == "checkpoints" and os.path.basename(src) == "meta.json":
         src = os.path.dirname(src)
     return Run(**fields, meta=stored_meta, source=src, _dtypes=dtypes)
-
-
-def attribute_override_message(stored, given, source) -> str:
-    """The message printed when attributes chosen at analysis time replace stored ones."""
-    stored, given = np.asarray(stored), np.asarray(given)
-    sf = 1 if stored.ndim == 1 else stored.shape[1]
-    gf = 1 if given.ndim == 1 else (given.shape[1] if given.ndim > 1 else 1)
-    return (f"attributes: using the {gf} attribute column(s) given at analysis time instead of the {sf} stored in "
-            f"{source!r}; the semantic gap, relations and verdicts follow the given grouping")
 
 
 def _check_load_options(path, tag, mmap, allow_pickle, h_layout, meta) -> None:

@@ -292,7 +292,6 @@ class Run:
         meta["attributes_overridden"] = stored is not None
         run = Run(**kw, meta=meta, source=self.source)
         if stored is not None and not quiet:
-            from .loaders import attribute_override_message
             warnings.warn(attribute_override_message(stored, run.attributes, self.source), UserWarning, stacklevel=2)
         return run
 
@@ -609,12 +608,14 @@ class Run:
         axes = plot.run_panels(self.steps, self.metrics(), axes, kernel_summary=self.kernel_summary(), title=title)
         return axes[0].figure
 
-    def save(self, path, **kwargs) -> str:
-        """Write the run with :func:`ufm.bridge.export` (same keyword options)."""
-        from .writers import export
-        fields = self.fields()
-        fields.update(kwargs)
-        return export(path, **fields)
+
+def attribute_override_message(stored, given, source) -> str:
+    """The message printed when attributes chosen at analysis time replace stored ones."""
+    stored, given = np.asarray(stored), np.asarray(given)
+    sf = 1 if stored.ndim == 1 else stored.shape[1]
+    gf = 1 if given.ndim == 1 else (given.shape[1] if given.ndim > 1 else 1)
+    return (f"attributes: using the {gf} attribute column(s) given at analysis time instead of the {sf} stored in "
+            f"{source!r}; the semantic gap, relations and verdicts follow the given grouping")
 
 
 def _spread(n: int, most: int) -> list[int]:

@@ -20,7 +20,8 @@ import numpy as np
 
 from .._io import atomic_write, json_default
 from .errors import FormatError
-from .format import FORMAT, GRAM_KEYS, VERSION, to_numpy, validate
+from .format import CHECKPOINT_FILE, FORMAT, GRAM_KEYS, VERSION, to_numpy, validate
+from .loaders import load
 from .safetensors import write_safetensors
 
 __all__ = ["export", "CheckpointWriter"]
@@ -205,9 +206,8 @@ def _write_hdf5(path, arrays, meta):
 
 def _checkpoints_in(directory) -> list[int]:
     """Sorted steps of the ckpt_<step> files already in ``directory`` (none if it does not exist)."""
-    from .loaders import _CKPT
     names = os.listdir(directory) if os.path.isdir(directory) else []
-    return sorted(int(m.group(1)) for m in map(_CKPT.match, names) if m)
+    return sorted(int(m.group(1)) for m in map(CHECKPOINT_FILE.match, names) if m)
 
 
 class CheckpointWriter:
@@ -266,7 +266,6 @@ class CheckpointWriter:
             raise ValueError(f"resume: {self.directory!r} already holds {len(ckpts)} checkpoint(s) (steps {ckpts[0]} … "
                              f"{ckpts[-1]}); pass resume=True to add checkpoints after them")
         if ckpts:
-            from .loaders import load
             prev = load(self.directory)
             for k, v in static.items():
                 old = getattr(prev, k)
