@@ -72,3 +72,33 @@ def test_fit_panels_draw_observed_and_predicted_columns_and_refuse_too_few_axes(
         plt.close(axes[0].figure)
     with pytest.raises(ValueError, match="axes: expected at least 2"):
         plot.fit_panels(steps, obs, pred, {"gap": 0.9, "rel": -1.0}, np.array([ax]))
+
+
+def test_the_house_style_is_colour_blind_safe_and_scoped():
+    before = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    with plot.style():
+        fig, ax = plt.subplots()
+        (line,) = ax.plot([0, 1], [0, 1])
+        assert line.get_color() == plot.OKABE_ITO[0]
+        assert matplotlib.rcParams["pdf.fonttype"] == 42 and matplotlib.rcParams["svg.fonttype"] == "none"
+        plt.close(fig)
+    assert matplotlib.rcParams["axes.prop_cycle"].by_key()["color"] == before      # restored
+
+
+@pytest.mark.parametrize("fmt, magic", [("pdf", b"%PDF"), ("svg", b"<?xml"), ("png", b"\x89PNG")])
+def test_ufm_fit_writes_its_figure_in_the_asked_format(tmp_path, fmt, magic):
+    import os
+    from ufm.cli import main as cli_main
+    run = os.path.join(os.path.dirname(__file__), "data", "real", "mlp_hierarchy_sgd.npz")
+    assert cli_main(["fit", run, "--model", "standard", "--format", fmt, "--out-dir", str(tmp_path),
+                     "--max-time", "5"]) == 0
+    written = [p for p in tmp_path.iterdir() if p.suffix == "." + fmt]
+    assert len(written) == 1 and written[0].read_bytes().startswith(magic)
+    if fmt == "svg":                                    # text stays text in vector output
+        assert b"<text" in written[0].read_bytes() or b"font-family" in written[0].read_bytes()
+
+
+def test_the_run_job_refuses_an_unknown_figure_format_before_any_work():
+    from ufm.experiments import structure_before_collapse as job
+    with pytest.raises(ValueError, match="figure_format: expected one of"):
+        job.run(job.load_config(), out="/nonexistent/never-created", figure_format="jpg")

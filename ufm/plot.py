@@ -11,9 +11,42 @@ import numpy as np
 
 from . import metrics as _metrics
 
-__all__ = ["gram_heatmap", "gram_grid", "metric_curves", "spectrum_curves", "phase_diagram",
+__all__ = ["style", "FIGURE_FORMATS", "OKABE_ITO", "gram_heatmap", "gram_grid", "metric_curves", "spectrum_curves", "phase_diagram",
            "observed_vs_predicted", "attribute_order", "comparison_panel", "collapse_scaling", "width_curves",
            "run_panels", "fit_panels"]
+
+
+#: Okabe & Ito's colour-blind-safe palette (black moved last: it is kept for references)
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+#: the vector and raster formats every command that writes figures accepts (``--format``)
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def style():
+    """The house style of every figure ufm writes, as a matplotlib ``rc_context``.
+
+    Colour-blind-safe colours (:data:`OKABE_ITO`) as the property cycle, so the ``C0`` … ``C7``
+    colours the drawing functions use are that palette; light grids; legends without a frame
+    and placed where they cover the least data; titles and labels at readable sizes; fonts
+    embedded as text in PDF/SVG (``pdf.fonttype = 42``, ``svg.fonttype = "none"``) so vector
+    figures stay editable; tight bounding boxes on save.
+
+    Use as ``with ufm.plot.style(): ...`` around drawing and saving; ``ufm run``, ``ufm
+    inspect`` and ``ufm fit`` do.
+
+    Returns:
+        A context manager (``matplotlib.rc_context``).
+    """
+    import matplotlib
+    from cycler import cycler
+    return matplotlib.rc_context({
+        "axes.prop_cycle": cycler(color=list(OKABE_ITO)),
+        "axes.grid": True, "grid.alpha": 0.3, "axes.titlesize": 10, "axes.labelsize": 9,
+        "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8, "legend.frameon": False,
+        "legend.loc": "best", "figure.titlesize": 11, "savefig.bbox": "tight", "savefig.dpi": 130,
+        "pdf.fonttype": 42, "svg.fonttype": "none", "image.cmap": "viridis",
+    })
 
 
 def _plt():

@@ -47,6 +47,8 @@ def add_arguments(parser) -> None:
                         help="print one JSON object on stdout instead of the text report (--compare/--kernel: "
                              "{best, reason, models: [{name, family, params, r2, flags, ...}]}); the files are "
                              "written as usual")
+    parser.add_argument("--format", default="png", choices=("png", "pdf", "svg"),
+                        help="figure file format (default png; pdf and svg are vector)")
     parser.add_argument("--out-dir", default=".", help="directory for the outputs (default: current)")
     parser.add_argument("--max-time", type=float, default=120.0, help="seconds per fit before keeping the best so far")
 
@@ -117,9 +119,11 @@ def main(args) -> int:
         fh.write(report + "\n")
     with open(stem + suffix + ".json", "w", encoding="utf-8") as fh:
         fh.write(text + "\n")
-    fig = result.plot()
-    fig.savefig(stem + suffix + ".png", dpi=110)
-    print(f"\nwrote {stem + suffix}.txt, .json, .png", file=sys.stderr if args.json else sys.stdout)
+    from .. import plot
+    with plot.style():
+        fig = result.plot()
+        fig.savefig(stem + suffix + "." + args.format)
+    print(f"\nwrote {stem + suffix}.txt, .json, .{args.format}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

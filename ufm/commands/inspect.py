@@ -54,10 +54,11 @@ def main(args) -> int:
     if path is not None:
         import matplotlib
         matplotlib.use("Agg")
-        fig = run.plot()
+        from .. import plot
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        with plot.style():                  # the format follows the file name's extension
+            run.plot().savefig(path)
         if not args.json:
             print(f"\nfigure     {path}")
     return 0

@@ -9,7 +9,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--print-config", action="store_true", help="print the default configuration and exit")
     parser.add_argument("--out", help="output folder (default: the configuration's 'out', ufm-output in the "
                         "current directory for the shipped one)")
-    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--format", default="png", choices=("png", "pdf", "svg"),
+                        help="figure file format (default png; pdf and svg are vector, fonts kept as text)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -37,7 +39,7 @@ def main(args) -> int:
         announce_first_compile("ufm run")
     progress = None if args.quiet else Progress(sys.stderr)
     try:
-        summary = job.run(cfg, progress=progress, figures=not args.no_figures)
+        summary = job.run(cfg, progress=progress, figures=not args.no_figures, figure_format=args.format)
     finally:
         if progress is not None:
             progress.close()

@@ -394,7 +394,8 @@ def work_units(cfg: Config, figures: bool = True) -> int:
     return n
 
 
-def run(cfg: Config | None = None, out: str | None = None, progress=None, figures: bool = True) -> dict:
+def run(cfg: Config | None = None, out: str | None = None, progress=None, figures: bool = True,
+        figure_format: str = "png") -> dict:
     """Run the whole job: settings, scaling, width and phase studies, figures, summary.
 
     Arguments:
@@ -403,11 +404,18 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
         progress: callable taking a message, or None for silence; a display with
             ``set_total``, ``stage`` and ``advance`` methods also gets the units of work (see
             :class:`_Reporter`).
-        figures: write the PNG figures (the JSON, markdown and trajectories are always written).
+        figures: write the figures (the JSON, markdown and trajectories are always written).
+        figure_format: ``"png"``, ``"pdf"`` or ``"svg"`` (:data:`ufm.plot.FIGURE_FORMATS`).
 
     Returns:
         The summary dict that is also written to ``out/summary.json``.
+
+    Raises:
+        ValueError: an unknown ``figure_format`` (before any work starts).
     """
+    from .._validation import check_choice
+    from ..plot import FIGURE_FORMATS
+    check_choice(figure_format, "figure_format", FIGURE_FORMATS)
     cfg = cfg or load_config()
     out = out or cfg.out
     os.makedirs(os.path.join(out, "trajectories"), exist_ok=True)
@@ -437,7 +445,7 @@ def run(cfg: Config | None = None, out: str | None = None, progress=None, figure
     summary["figures"] = []
     if figures:
         say(f"writing figures to {out}")
-        summary["figures"] = _figures(cfg, results, summary, out, say)
+        summary["figures"] = _figures(cfg, results, summary, out, say, figure_format)
     text = json.dumps(summary, indent=2, default=json_default)
     atomic_write_text(os.path.join(out, "summary.json"), text)
     md = results_markdown(summary)
@@ -502,7 +510,13 @@ def transient_markers(res: dict, threshold: float) -> dict:
             for label in ("standard", "coupled") if res["summary"][label]["transient"]}
 
 
-def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None) -> list:
+def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None, fmt: str = "png") -> list:
+    from .. import plot
+    with plot.style():
+        return _draw_figures(cfg, results, summary, out, progress, fmt)
+
+
+def _draw_figures(cfg: Config, results: dict, summary: dict, out: str, progress, fmt: str) -> list:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -514,7 +528,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
     def save(fig, name):
         rep.stage(f"writing {name}")
         path = os.path.join(out, name)
-        fig.savefig(path, dpi=130)
+        fig.savefig(path)                 # dpi and bounding box from plot.style()
         plt.close(fig)
         written.append(path)
         rep.advance()
@@ -524,7 +538,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
         trs = {"standard (Θ = I)": res["standard"], f"coupled (β = {cfg.beta:g})": res["coupled"]}
         axes = plot.gram_grid(trs, cfg.snapshots)
         axes[0, 0].figure.suptitle(f"{name}: feature cosines, contexts ordered by attributes", fontsize=10)
-        save(axes[0, 0].figure, f"grams_{slug}.png")
+        save(axes[0, 0].figure, f"grams_{slug}.{fmt}")
 
         fig, ax = plt.subplots(2, 2, figsize=(10, 6.5), constrained_layout=True)
         labels = {"standard": res["standard"], "coupled": res["coupled"]}
@@ -540,7 +554,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
         plot.metric_curves(t, {k: tr.metric("effective_rank") for k, tr in labels.items()}, ax=ax[1, 1],
                            ylabel="effective rank of G_H", title="effective rank")
         fig.suptitle(f"{name}: λ = {cfg.lam:g}, d = {cfg.d}, init {cfg.init_scale:g}", fontsize=11)
-        save(fig, f"metrics_{slug}.png")
+        save(fig, f"metrics_{slug}.{fmt}")
 
         p = res["problem"]
         if p.relations is not None:
@@ -549,7 +563,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
             vals = np.array([metrics.spectrum_in_basis(g, basis) for g in res["coupled"].gram_H])
             ax = plot.spectrum_curves(t, vals[:, :min(8, vals.shape[1])],
                                       title=f"{name}, coupled: G_H in the final eigenbasis")
-            save(ax.figure, f"spectrum_{slug}.png")
+            save(ax.figure, f"spectrum_{slug}.{fmt}")
 
     if "scaling" in summary:
         sc = summary["scaling"]
@@ -558,7 +572,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
                                    intercept=sc["intercept"],
                                    title=f"{sc['setting']}: collapse time vs weight decay")
         fig = ax.figure
-        save(fig, "scaling.png")
+        save(fig, f"scaling.{fmt}")
 
     if "phase" in summary:
         ph, wd = summary["phase"], summary["width"]
@@ -570,7 +584,7 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
                            title="collapse time (– : none)")
         plot.width_curves([r["d"] for r in wd["rows"]], [r["peak_gap"] for r in wd["rows"]],
                           [r["final_etf_distance"] for r in wd["rows"]], ax=ax[2], K=wd["K"])
-        save(fig, "phase.png")
+        save(fig, f"phase.{fmt}")
 
     # the README's figure: one setting's Gram snapshots and every setting's gap curve
     first = cfg.settings[0]["name"]
@@ -595,5 +609,5 @@ def _figures(cfg: Config, results: dict, summary: dict, out: str, progress=None)
     plot.metric_curves(t, {f"{n} coupled": r["coupled"].metric("etf_distance") for n, r in results.items()},
                        ax=b[1], ylabel="ETF distance of G_H", title="distance to the simplex ETF",
                        styles={f"{n} coupled": {"color": f"C{k}"} for k, n in enumerate(results)})
-    save(fig, "overview.png")
+    save(fig, f"overview.{fmt}")
     return written
