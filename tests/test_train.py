@@ -380,7 +380,7 @@ def test_default_save_steps_end_at_steps():
 def test_training_trajectory_save_load_round_trip(tmp_path):
     model = coupled_model("ce", True)
     x0 = model.init(5, seed=4)
-    traj = ufm.train(model, x0, 60, lr=0.2, optimizer="adamw", save_steps=[0, 5, 60], save="all")
+    traj = ufm.train(model, x0, 60, lr=0.02, optimizer="adamw", save_steps=[0, 5, 60], save="all")
     path = traj.save(tmp_path / "run")
     assert path.endswith(".npz")
     back = ufm.Trajectory.load(path)
