@@ -155,7 +155,8 @@ MUTATIONS = [
     # -- validation ------------------------------------------------------------------------------
     # -- the engine's packing, the reduced space, the metrics layer --------------------------------
     M("pack-model-swaps-rates", "ufm.engine.pack_model swaps η_W and η_H",
-      [("ufm/engine.py", "= model.lr_W, model.lr_H, model.lr_b", "= model.lr_H, model.lr_W, model.lr_b")],
+      [("ufm/engine.py", "coef[_lay.C_LR_B] = model.lr_W, model.lr_H, model.lr_b",
+        "coef[_lay.C_LR_B] = model.lr_H, model.lr_W, model.lr_b")],
       ("test_kernels_reference.py", "test_models.py")),
     M("reduced-dw-drops-factor-2", "the reduced field's dG_W drops the factor 2 of S + Sᵀ = 2S",
       [("ufm/kernels/reduced.py", "dy[ow + c] = -2.0 * lr_w *", "dy[ow + c] = -lr_w *")],

@@ -205,7 +205,7 @@ class DeepUFM:
         """A copy with some constructor arguments changed.
 
         Raises:
-            ValueError: an argument the model does not have (named).
+            TypeError: an argument the model does not have (named).
         """
         unknown = set(changes) - set(_FIELDS)
         if unknown:

@@ -108,15 +108,8 @@ def pack_model(model, space: str, d: int = 0) -> Model:
     Raises:
         ValueError: ``space="reduced"`` for a model without an exact reduction.
     """
-    ip = np.zeros(_f.IP_SIZE, dtype=np.int64)
-    ip[_f.IP_SPACE] = _SPACES[space]
-    ip[_f.IP_LOSS] = _LOSSES[model.loss_name]
-    ip[_f.IP_BIAS] = int(model.bias)
-    ip[_f.IP_K], ip[_f.IP_D], ip[_f.IP_N] = model.K, d if space == "parameters" else 0, model.N
-    coef = np.zeros(_f.C_SIZE)
-    coef[_f.C_LR_W], coef[_f.C_LR_H], coef[_f.C_LR_B] = model.lr_W, model.lr_H, model.lr_b
-    coef[_f.C_LAM_W], coef[_f.C_LAM_H] = model.lambda_W, model.lambda_H
-    coef[_f.C_LAM_B], coef[_f.C_LAM_E] = model.lambda_b, model.lambda_E
+    ip, coef = _header(model, _SPACES[space], d if space == "parameters" else 0)
+    coef[_f.C_LAM_E] = model.lambda_E
     N = model.N
     coupling = model.coupling
     if space == "reduced":
@@ -144,6 +137,20 @@ def pack_model(model, space: str, d: int = 0) -> Model:
                  np.zeros(0, dtype=np.int64), np.zeros(0))
 
 
+def _header(model, space_id: int, d: int):
+    """(ip, coef) with what every packed model holds: space, loss, bias, sizes, the rates and
+    decays of W, H and b (the layout of :mod:`ufm.kernels.layout`)."""
+    ip = np.zeros(_lay.IP_SIZE, dtype=np.int64)
+    ip[_lay.IP_SPACE] = space_id
+    ip[_lay.IP_LOSS] = _LOSSES[model.loss_name]
+    ip[_lay.IP_BIAS] = int(model.bias)
+    ip[_lay.IP_K], ip[_lay.IP_D], ip[_lay.IP_N] = model.K, d, model.N
+    coef = np.zeros(_lay.C_SIZE)
+    coef[_lay.C_LR_W], coef[_lay.C_LR_H], coef[_lay.C_LR_B] = model.lr_W, model.lr_H, model.lr_b
+    coef[_lay.C_LAM_W], coef[_lay.C_LAM_H], coef[_lay.C_LAM_B] = model.lambda_W, model.lambda_H, model.lambda_b
+    return ip, coef
+
+
 def pack_deep_model(model, space: str, d: int = 0) -> Model:
     """The packed :class:`~ufm.kernels.groups.Model` of a :class:`~ufm.deep.DeepUFM`
     (kernels in :mod:`ufm.kernels.deep`).
@@ -152,16 +159,10 @@ def pack_deep_model(model, space: str, d: int = 0) -> Model:
         model: a DeepUFM. space: ``"parameters"`` (the factors, width ``d``) or ``"balanced"``
             (the logits on the balanced manifold; the caller has checked that it is exact).
     """
-    ip = np.zeros(_lay.IP_SIZE, dtype=np.int64)
-    ip[_lay.IP_SPACE] = _lay.SPACE_DEEP_PARAMETERS if space == "parameters" else _lay.SPACE_DEEP_BALANCED
-    ip[_lay.IP_LOSS] = _LOSSES[model.loss_name]
-    ip[_lay.IP_BIAS] = int(model.bias)
-    ip[_lay.IP_K], ip[_lay.IP_D], ip[_lay.IP_N] = model.K, d if space == "parameters" else 0, model.N
+    space_id = _lay.SPACE_DEEP_PARAMETERS if space == "parameters" else _lay.SPACE_DEEP_BALANCED
+    ip, coef = _header(model, space_id, d if space == "parameters" else 0)
     ip[_lay.IP_LAYERS] = model.layers
-    coef = np.zeros(_lay.C_SIZE)
-    coef[_lay.C_LR_W], coef[_lay.C_LR_H], coef[_lay.C_LR_B], coef[_lay.C_LR_L] = model.lr_W, model.lr_H, model.lr_b, model.lr_L
-    coef[_lay.C_LAM_W], coef[_lay.C_LAM_H], coef[_lay.C_LAM_B] = model.lambda_W, model.lambda_H, model.lambda_b
-    coef[_lay.C_LAM_L] = model.lambda_L
+    coef[_lay.C_LR_L], coef[_lay.C_LAM_L] = model.lr_L, model.lambda_L
     return Model(ip, coef, _c(model.problem.Y), _c(model.problem.weights), np.zeros((1, 1, 1)), np.zeros(1),
                  np.zeros((1, 1, 1)), np.zeros(0, dtype=np.int64), np.zeros(0))
 

@@ -55,6 +55,51 @@ DIVERGED = 1e60     # |y| above this is reported as divergence (the quartic loss
 
 
 @njit(cache=True)
+def clip_step(t, h, h_max, stop):
+    """(h_try, clipped): the proposed step ``min(h, h_max)``, shortened to land on ``stop`` when
+    it would pass it. A step that lands on ``stop`` to rounding keeps its size (so fixed steps
+    stay exactly h: GD ≡ Euler bit for bit) but counts as clipped. Shared by every driver."""
+    h_try = min(h, h_max)
+    clipped = False
+    if t + h_try >= stop or (stop - (t + h_try)) <= 1e-12 * abs(stop):
+        if abs(stop - (t + h_try)) > 1e-12 * abs(stop):
+            h_try = stop - t
+        clipped = True
+    return h_try, clipped
+
+
+@njit(cache=True)
+def stalled(h_try, t, t_end):
+    """A step this small relative to the horizon can never finish: the run has stalled."""
+    return h_try <= 1e-14 * max(1.0, abs(t), abs(t_end))
+
+
+@njit(cache=True)
+def rejected_step(h_try, err, expo1):
+    """The next trial step after a rejection with error norm ``err`` (a non-finite trial state
+    or error shrinks by the maximum factor)."""
+    if err < np.inf:
+        return h_try / min(1.0 / FAC_MIN, (err ** expo1) / SAFETY)
+    return h_try * FAC_MIN
+
+
+@njit(cache=True)
+def accepted_step(h, h_try, err, facold, expo1, rejected_last, clipped):
+    """(h_next, facold) after an accepted step: Hairer's PI controller (exponents ``expo1`` and
+    BETA, factors bounded by FAC_MIN/FAC_MAX, SAFETY), no growth right after a rejection, and a
+    step shortened to hit a stop says nothing about a smaller step being needed."""
+    fac11 = err ** expo1 if err > 0 else 0.0
+    fac = fac11 / facold ** BETA
+    fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac / SAFETY))
+    h_next = h_try / fac
+    if rejected_last:
+        h_next = min(h_next, h_try)
+    if clipped and h_next < h:
+        h_next = h
+    return h_next, max(err, 1e-4)
+
+
+@njit(cache=True)
 def _error_norm(y, ynew, errv, rtol, atol):
     n = y.shape[0]
     acc = 0.0
@@ -237,16 +282,8 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             stop = t_save[j]
         if p + 1 < n_pieces and theta_t[p + 1] < stop:
             stop = theta_t[p + 1]
-        h_try = min(h, h_max)
-        clipped = False
-        if t + h_try >= stop or (stop - (t + h_try)) <= 1e-12 * abs(stop):
-            # shorten only a step that would really pass the stop; one that lands on it to
-            # rounding keeps its size (so fixed steps stay exactly h: GD ≡ Euler bit for bit)
-            if abs(stop - (t + h_try)) > 1e-12 * abs(stop):
-                h_try = stop - t
-            clipped = True
-        # a step this small relative to the horizon can never finish: the run has stalled
-        if h_try <= 1e-14 * max(1.0, abs(t), abs(t_end)):
+        h_try, clipped = clip_step(t, h, h_max, stop)
+        if stalled(h_try, t, t_end):
             status = STATUS_STEP_UNDERFLOW
             break
 
@@ -282,22 +319,10 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             if not (err <= 1.0):
                 # reject: shrink (a non-finite trial state or error shrinks by the maximum)
                 carry[CARRY_REJECTED] += 1
-                if err < np.inf:
-                    h = h_try / min(1.0 / FAC_MIN, (err ** expo1) / SAFETY)
-                else:
-                    h = h_try * FAC_MIN
+                h = rejected_step(h_try, err, expo1)
                 rejected_last = True
                 continue
-            fac11 = err ** expo1 if err > 0 else 0.0
-            fac = fac11 / facold ** BETA
-            fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac / SAFETY))
-            h_next = h_try / fac
-            if rejected_last:
-                h_next = min(h_next, h_try)
-            if clipped and h_next < h:
-                # a step shortened to hit a stop says nothing about a smaller step being needed
-                h_next = h
-            facold = max(err, 1e-4)
+            h_next, facold = accepted_step(h, h_try, err, facold, expo1, rejected_last, clipped)
         elif not finite:
             status = STATUS_NONFINITE
             break

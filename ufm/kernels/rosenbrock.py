@@ -25,7 +25,9 @@ from numba import njit
 
 from .fields import IP_N, IP_NTHETA, record, state_size, theta_piece, vector_field, work_size
 from .integrate import (BETA, CARRY_ACCEPTED, CARRY_FACOLD, CARRY_H, CARRY_J, CARRY_REJECTED, CARRY_RHS, CARRY_T,
-                        DIVERGED, FAC_MAX, FAC_MIN, SAFETY, STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW)
+                        DIVERGED, STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, accepted_step, clip_step,
+                        rejected_step, stalled)
+from .integrate import _error_norm, _rms_scaled   # the tolerance-scaled norms every driver uses
 from .tangent import (gram_param_field, gram_param_jvp, gram_second, jacobian, jvp_prepared, prepare,
                       tangent_work_size)
 
@@ -118,25 +120,6 @@ def augmented_field(p, z, dz, model, sens, work_f, work_t, coef_buf, stats):
         for i in range(n):
             out[i] += tmp[i]
     stats[STAT_JVPS] += np_
-
-
-@njit(cache=True)
-def _error_norm(z, znew, errv, rtol, atol):
-    acc = 0.0
-    for i in range(z.shape[0]):
-        sc = atol + rtol * max(abs(z[i]), abs(znew[i]))
-        r = errv[i] / sc
-        acc += r * r
-    return np.sqrt(acc / z.shape[0])
-
-
-@njit(cache=True)
-def _rms_scaled(v, z, rtol, atol):
-    acc = 0.0
-    for i in range(v.shape[0]):
-        r = v[i] / (atol + rtol * abs(z[i]))
-        acc += r * r
-    return np.sqrt(acc / v.shape[0])
 
 
 @njit(cache=True)
@@ -238,13 +221,8 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         stop = t_end
         if p + 1 < n_pieces and theta_t[p + 1] < stop:
             stop = theta_t[p + 1]
-        h_try = min(h, ctl.h_max)
-        clipped = False
-        if t + h_try >= stop or (stop - (t + h_try)) <= 1e-12 * abs(stop):
-            if abs(stop - (t + h_try)) > 1e-12 * abs(stop):
-                h_try = stop - t
-            clipped = True
-        if h_try <= 1e-14 * max(1.0, abs(t), abs(t_end)):
+        h_try, clipped = clip_step(t, h, ctl.h_max, stop)
+        if stalled(h_try, t, t_end):
             status = STATUS_STEP_UNDERFLOW
             break
 
@@ -320,21 +298,10 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         err = _error_norm(z, znew, errv, rtol, atol) if finite else np.inf
         if not (err <= 1.0):
             carry[CARRY_REJECTED] += 1
-            if err < np.inf:
-                h = h_try / min(1.0 / FAC_MIN, (err ** expo1) / SAFETY)
-            else:
-                h = h_try * FAC_MIN
+            h = rejected_step(h_try, err, expo1)
             rejected_last = True
             continue
-        fac11 = err ** expo1 if err > 0 else 0.0
-        fac = fac11 / facold ** BETA
-        fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac / SAFETY))
-        h_next = h_try / fac
-        if rejected_last:
-            h_next = min(h_next, h_try)
-        if clipped and h_next < h:
-            h_next = h
-        facold = max(err, 1e-4)
+        h_next, facold = accepted_step(h, h_try, err, facold, expo1, rejected_last, clipped)
         rejected_last = False
         carry[CARRY_ACCEPTED] += 1
 
