@@ -141,39 +141,10 @@ def _weighted_sum(k, w, m, acc):
 
 @njit(cache=True)
 def _combine(y, k, w, m, h, acc, out):
-    """out = y + h · Σ_{l < m} w_l k_l (the sum formed first, in l order, as in the tableau).
-
-    Fused: the first nonzero term starts the sum and the last one writes ``out``, so a stage
-    with r terms makes r passes over the state instead of r + 2 (the same operations in the
-    same order as :func:`_weighted_sum` then y + h·acc: bit-identical, up to the sign of a
-    zero sum)."""
-    n = y.shape[0]
-    first = -1
-    last = -1
-    for l in range(m):
-        if w[l] != 0.0:
-            if first < 0:
-                first = l
-            last = l
-    if first < 0:
-        for q in range(n):
-            out[q] = y[q] + h * 0.0
-        return
-    c = w[first]
-    if first == last:
-        for q in range(n):
-            out[q] = y[q] + h * (c * k[first, q])
-        return
-    for q in range(n):
-        acc[q] = c * k[first, q]
-    for l in range(first + 1, last):
-        c = w[l]
-        if c != 0.0:
-            for q in range(n):
-                acc[q] += c * k[l, q]
-    c = w[last]
-    for q in range(n):
-        out[q] = y[q] + h * (acc[q] + c * k[last, q])
+    """out = y + h · Σ_{l < m} w_l k_l (the sum formed first, as in the tableau)."""
+    _weighted_sum(k, w, m, acc)
+    for q in range(y.shape[0]):
+        out[q] = y[q] + h * acc[q]
 
 
 @njit(cache=True)
