@@ -94,10 +94,10 @@ MUTATIONS = [
       ("test_metrics.py", "test_metrics_layer.py", "test_sweep.py", "test_bridge_io.py")),
     # -- the step-size controller and the integrator ---------------------------------------------
     M("pi-controller-exponent", "step controller exponent 1/(q+2) instead of 1/(q+1)",
-      [(INTEGRATE, "expo1 = 1.0 / order - 0.75 * BETA", "expo1 = 1.0 / (order + 1.0) - 0.75 * BETA")], ACCURACY),
+      [(INTEGRATE, "expo1 = 1.0 / order - 0.75 * beta", "expo1 = 1.0 / (order + 1.0) - 0.75 * beta")], ACCURACY),
     M("controller-safety-inverted", "safety factor multiplies instead of divides (steps 1/0.81 too long)",
-      [(INTEGRATE, "fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac / SAFETY))",
-        "fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac * SAFETY))")], ACCURACY),
+      [(INTEGRATE, "fac = max(1.0 / fac_max, min(1.0 / fac_min, fac / SAFETY))",
+        "fac = max(1.0 / fac_max, min(1.0 / fac_min, fac * SAFETY))")], ACCURACY),
     M("dense-output-drops-top-power", "dense output loop stops one power of θ early (off by one)",
       [(INTEGRATE, "for q in range(P.shape[1]):", "for q in range(P.shape[1] - 1):")], ACCURACY),
     M("dense-coefficient-shifted", "two DOPRI5 dense-output coefficients shifted by ±1/1000 (their row "

@@ -42,6 +42,32 @@ def test_tableaux_validate_on_construction():
                error_order=4, dense=tuple(map(tuple, dense)), dense_order=4)
 
 
+@pytest.mark.parametrize("solver", list(SOLVERS.values()), ids=list(SOLVERS))
+def test_shipped_tableaux_satisfy_their_order_conditions(solver):
+    """The shipped tableaux skip the exact order-condition checks at import (they cost ~0.2 s
+    of ``import ufm``); here they run, on the tableau as shipped and on a fresh copy (which, as
+    every user's Solver, is checked on construction)."""
+    solver.check_conditions()
+    assert solver.conditions_checked
+    copy = dataclasses.replace(solver)
+    assert copy.conditions_checked and np.array_equal(copy.arrays["A"], solver.arrays["A"])
+
+
+def test_import_does_not_check_the_shipped_tableaux():
+    import subprocess
+    import sys
+    code = "import ufm.solvers as s; print(sorted(v.conditions_checked for v in s.SOLVERS.values()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str([False] * len(SOLVERS))
+
+
+def test_controller_constants_are_checked():
+    with pytest.raises(ValueError, match="beta"):
+        dataclasses.replace(DOPRI5, name="x", beta=0.5)
+    with pytest.raises(ValueError, match="fac_min"):
+        dataclasses.replace(DOPRI5, name="x", fac_min=1.5)
+
+
 def test_get_solver_errors():
     with pytest.raises(ValueError, match="method"):
         get_solver("rk45")

@@ -171,7 +171,8 @@ def tableau(solver) -> Tableau:
     """The :class:`~ufm.kernels.groups.Tableau` of a :class:`~ufm.solvers.Solver`."""
     arr = solver.arrays
     return Tableau(_c(arr["A"]), _c(arr["b"]), _c(arr["c"]), _c(arr["e"]), _c(arr["e3"]), _c(arr["P"]),
-                   float(solver.controller_order), int(solver.adaptive), int(solver.fsal), int(solver.stages))
+                   float(solver.controller_order), int(solver.adaptive), int(solver.fsal), int(solver.stages),
+                   float(solver.beta), float(solver.fac_min), float(solver.fac_max))
 
 
 def controls(rtol: float, atol: float, h_max: float = math.inf, max_steps: int = 10_000_000) -> Controls:

@@ -65,6 +65,8 @@ class Tableau(NamedTuple):
         order: float, the power of h in the error estimate (the controller's exponent base).
         adaptive: int, 1 for error-controlled steps. fsal: int, 1 when the last stage is
             f at the new state. stages: int, s, the stages of one step.
+        beta: float, the PI controller's memory exponent (0: a plain I controller).
+        fac_min, fac_max: float, the bounds of the step ratio h_new / h.
     """
 
     A: np.ndarray
@@ -77,6 +79,9 @@ class Tableau(NamedTuple):
     adaptive: int
     fsal: int
     stages: int
+    beta: float
+    fac_min: float
+    fac_max: float
 
 
 class Controls(NamedTuple):

@@ -46,7 +46,8 @@ CARRY_RHS = 5
 CARRY_J = 6          # the next save index to write
 CARRY_SIZE = 7
 
-# PI controller constants (Hairer's DOPRI5 defaults).
+# PI controller constants (Hairer's DOPRI5 defaults; a tableau may carry its own BETA,
+# FAC_MIN, FAC_MAX: DOP853 uses Hairer's 0, 0.333, 6).
 SAFETY = 0.9
 FAC_MIN = 0.2       # the step shrinks at most by 5 per step
 FAC_MAX = 10.0      # and grows at most by 10
@@ -76,21 +77,37 @@ def stalled(h_try, t, t_end):
 
 @njit(cache=True)
 def rejected_step(h_try, err, expo1):
-    """The next trial step after a rejection with error norm ``err`` (a non-finite trial state
-    or error shrinks by the maximum factor)."""
+    """The next trial step after a rejection, with the default factor bound FAC_MIN
+    (:func:`rejected_step_bounded`)."""
+    return rejected_step_bounded(h_try, err, expo1, FAC_MIN)
+
+
+@njit(cache=True)
+def rejected_step_bounded(h_try, err, expo1, fac_min):
+    """The next trial step after a rejection with error norm ``err``: shrunk by
+    SAFETY·err^(−expo1), at most by ``fac_min`` (a non-finite trial state or error shrinks by
+    that maximum)."""
     if err < np.inf:
-        return h_try / min(1.0 / FAC_MIN, (err ** expo1) / SAFETY)
-    return h_try * FAC_MIN
+        return h_try / min(1.0 / fac_min, (err ** expo1) / SAFETY)
+    return h_try * fac_min
 
 
 @njit(cache=True)
 def accepted_step(h, h_try, err, facold, expo1, rejected_last, clipped):
+    """(h_next, facold) after an accepted step with Hairer's DOPRI5 constants BETA, FAC_MIN,
+    FAC_MAX (:func:`accepted_step_pi`)."""
+    return accepted_step_pi(h, h_try, err, facold, expo1, BETA, FAC_MIN, FAC_MAX, rejected_last, clipped)
+
+
+@njit(cache=True)
+def accepted_step_pi(h, h_try, err, facold, expo1, beta, fac_min, fac_max, rejected_last, clipped):
     """(h_next, facold) after an accepted step: Hairer's PI controller (exponents ``expo1`` and
-    BETA, factors bounded by FAC_MIN/FAC_MAX, SAFETY), no growth right after a rejection, and a
-    step shortened to hit a stop says nothing about a smaller step being needed."""
+    ``beta``; beta = 0 is the plain I controller of his DOP853), the step ratio bounded to
+    [fac_min, fac_max], SAFETY; no growth right after a rejection, and a step shortened to hit
+    a stop says nothing about a smaller step being needed."""
     fac11 = err ** expo1 if err > 0 else 0.0
-    fac = fac11 / facold ** BETA
-    fac = max(1.0 / FAC_MAX, min(1.0 / FAC_MIN, fac / SAFETY))
+    fac = fac11 / facold ** beta
+    fac = max(1.0 / fac_max, min(1.0 / fac_min, fac / SAFETY))
     h_next = h_try / fac
     if rejected_last:
         h_next = min(h_next, h_try)
@@ -248,7 +265,10 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
     coupled = ip[IP_NTHETA] > 0
     theta_t = model.theta_t
     n_pieces = theta_t.shape[0] if coupled else 1
-    expo1 = 1.0 / order - 0.75 * BETA
+    beta = tab.beta
+    fac_min = tab.fac_min
+    fac_max = tab.fac_max
+    expo1 = 1.0 / order - 0.75 * beta
 
     t = carry[CARRY_T]
     h = carry[CARRY_H]
@@ -319,10 +339,11 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             if not (err <= 1.0):
                 # reject: shrink (a non-finite trial state or error shrinks by the maximum)
                 carry[CARRY_REJECTED] += 1
-                h = rejected_step(h_try, err, expo1)
+                h = rejected_step_bounded(h_try, err, expo1, fac_min)
                 rejected_last = True
                 continue
-            h_next, facold = accepted_step(h, h_try, err, facold, expo1, rejected_last, clipped)
+            h_next, facold = accepted_step_pi(h, h_try, err, facold, expo1, beta, fac_min, fac_max,
+                                              rejected_last, clipped)
         elif not finite:
             status = STATUS_NONFINITE
             break

@@ -62,7 +62,8 @@ def _options(t, method, rtol, atol, space, save, t0, dt, max_steps, h_max, summa
     # a registered method is its name; any other solver is everything the kernel receives
     method_key = solver.name if SOLVERS.get(solver.name) is solver else {
         "name": solver.name, "tableau": {k: v for k, v in solver.arrays.items()},
-        "controller_order": solver.controller_order, "adaptive": solver.adaptive, "fsal": solver.fsal}
+        "controller_order": solver.controller_order, "adaptive": solver.adaptive, "fsal": solver.fsal,
+        "controller": [solver.beta, solver.fac_min, solver.fac_max]}
     run_key = {"t": ts, "method": method_key, "rtol": rtol, "atol": atol, "t0": t0,
                "dt": None if dt is None else float(dt), "max_steps": max_steps,
                "h_max": "inf" if h_max == math.inf else h_max, "save": save_key}
