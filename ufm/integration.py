@@ -194,6 +194,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         info.update(stiff_counts(run.stats))
     if switched_at is not None:
         info["switched_to_stiff_at"] = switched_at
+        info["method_switches"] = run.switches
         info["stiff_method"] = stiff_method.name
     fields = buffers.fields(run.reached)
     if watcher is not None:
