@@ -812,7 +812,7 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
             limit = min(ctl.max_steps, attempted + STIFF_CHECK_STEPS) if solver.adaptive else ctl.max_steps
             chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
             status, j = _k.integrate(y, carry, ts, j_end, tab, chunk, packed, buffers.group)
-            if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive:
+            if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive and switch_to is None:
                 report = check_stiff(packed, y, carry, float(ts[-1]), boundary)   # explains the failure
             if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps or not solver.adaptive:
                 break
