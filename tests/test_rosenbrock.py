@@ -30,6 +30,24 @@ def test_rodas4_satisfies_its_order_conditions_and_no_more():
     assert np.allclose(ar["a"][5, :5], ar["m"][:5]) and ar["m"][5] == 1.0
 
 
+def test_lu_solves_w_from_its_transpose_layout_and_flags_singular_matrices():
+    """kernels.rosenbrock.lu_factor takes W as its row-major transpose (W column-major, LAPACK's
+    layout); a zero leading entry forces a row interchange."""
+    from ufm.kernels import rosenbrock as kr
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(7, 7))
+    W[0, 0] = 0.0
+    M = np.ascontiguousarray(W.T)
+    piv = np.zeros(7, dtype=np.int32)
+    assert kr.lu_factor(M, piv) == 0
+    b = rng.normal(size=7)
+    x = b.copy()
+    kr.lu_solve(M, piv, x)
+    assert np.abs(W @ x - b).max() < 1e-12 * np.abs(b).max() * np.linalg.cond(W)
+    for bad in (np.ones((3, 3)), np.diag([1.0, np.nan, 1.0])):
+        assert kr.lu_factor(np.ascontiguousarray(bad.T), np.zeros(3, dtype=np.int32)) == 1
+
+
 def test_a_mistyped_coefficient_fails_on_construction():
     a = np.array(RODAS4.a)
     a[3, 1] += 1e-6
