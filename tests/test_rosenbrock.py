@@ -30,6 +30,24 @@ def test_rodas4_satisfies_its_order_conditions_and_no_more():
     assert np.allclose(ar["a"][5, :5], ar["m"][:5]) and ar["m"][5] == 1.0
 
 
+def test_lu_solves_w_from_its_transpose_layout_and_flags_singular_matrices():
+    """kernels.rosenbrock.lu_factor takes W as its row-major transpose (W column-major, LAPACK's
+    layout); a zero leading entry forces a row interchange."""
+    from ufm.kernels import rosenbrock as kr
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(7, 7))
+    W[0, 0] = 0.0
+    M = np.ascontiguousarray(W.T)
+    piv = np.zeros(7, dtype=np.int32)
+    assert kr.lu_factor(M, piv) == 0
+    b = rng.normal(size=7)
+    x = b.copy()
+    kr.lu_solve(M, piv, x)
+    assert np.abs(W @ x - b).max() < 1e-12 * np.abs(b).max() * np.linalg.cond(W)
+    for bad in (np.ones((3, 3)), np.diag([1.0, np.nan, 1.0])):
+        assert kr.lu_factor(np.ascontiguousarray(bad.T), np.zeros(3, dtype=np.int32)) == 1
+
+
 def test_a_mistyped_coefficient_fails_on_construction():
     a = np.array(RODAS4.a)
     a[3, 1] += 1e-6
@@ -164,6 +182,26 @@ def test_mse_large_init_finishes_with_auto_and_stops_quickly_with_dopri5():
     # measured: auto 513 attempted steps, loss within 1.1e-9 relative of the tight run
     assert tr.info["accepted_steps"] + tr.info["rejected_steps"] < 2000
     assert np.allclose(tr.loss, ref.loss, rtol=1e-8, atol=0)
+
+
+def test_auto_hands_a_fast_transient_back_to_the_explicit_method():
+    """MSE from scale 1e3 to t = 1e4: stiff early, then the weights' collapse near t ~ 5e3 is a
+    transient where the Rosenbrock step no longer pays (engine.implicit_pays); auto goes back to
+    the explicit method there and stays (no ping-pong), at RODAS4's accuracy."""
+    p = ufm.settings.balanced(3, 1)
+    m = ufm.UFM(p, loss="mse", lambda_W=1e-3, lambda_H=1e-3)
+    init = m.init(4, scale=1e3, seed=0)
+    t = np.geomspace(0.1, 1e4, 10)
+    auto = ufm.solve(m, init, t, method="auto")
+    rodas = ufm.solve(m, init, t, method="rodas4")
+    ref = ufm.solve(m, init, t, method="rodas4", rtol=1e-11, atol=1e-13)
+    # measured: auto 875 Jacobians and 2 switches (to RODAS4 and back), RODAS4 alone 2,596;
+    # gram_H within 9.8e-10 (auto) and 7.6e-10 (rodas4) of the tight run
+    assert auto.info["method_switches"] == 2
+    assert auto.info["jacobians"] < 0.5 * rodas.info["jacobians"]
+    scale = np.abs(ref.gram_H).max()
+    assert np.abs(auto.gram_H - ref.gram_H).max() < 1e-8 * scale
+    assert np.abs(rodas.gram_H - ref.gram_H).max() < 1e-8 * scale
 
 
 def test_chunked_calls_continue_the_run_and_max_steps_counts_over_calls():

@@ -604,6 +604,9 @@ _WHY["singular"] = ("the Rosenbrock matrix I/(hγ) − J stayed singular after h
 STIFF_CHECK_STEPS = 500
 #: the step is stability-limited when h·ρ(J) is above this fraction of the stability boundary
 STIFF_FRACTION = 0.5
+#: Rosenbrock steps per kernel call of ``method="auto"`` between two checks whether the explicit
+#: method should take over again (a check is one spectral-radius estimate: 40 tangents)
+STIFF_BACK_CHECK_STEPS = 25
 #: a stiff explicit run projected to need more steps than this warns that it will be slow
 STIFF_WARN_STEPS = 200_000
 #: power iterations of the spectral-radius estimate
@@ -733,6 +736,25 @@ def check_stiff(packed: Model, y: np.ndarray, carry: np.ndarray, t_end: float, b
     return StiffnessReport(t, h, rho, boundary, (t_end - t) / h, t_end)
 
 
+def implicit_pays(h: float, rho: float, boundary: float, explicit_stages: int, n: int, stiff_stages: int) -> bool:
+    """Whether a Rosenbrock step h beats the explicit method at spectral radius ``rho``: held at
+    its stability limit h_e = boundary/ρ, the explicit method covers h in h·ρ/boundary steps of
+    ``explicit_stages`` evaluations; the Rosenbrock step costs n tangents (its Jacobian, each
+    about one evaluation) plus ``stiff_stages`` evaluations, its LU not even counted."""
+    return bool(h * rho / boundary * explicit_stages >= n + stiff_stages)
+
+
+def explicit_again(packed: Model, y: np.ndarray, carry: np.ndarray, boundary: float, explicit_stages: int,
+                   stiff_stages: int) -> bool:
+    """True when the Rosenbrock step in ``carry`` no longer pays at ``y`` (:func:`implicit_pays`
+    with ρ by power iteration)."""
+    h = float(carry[_k.CARRY_H])
+    if not (h > 0 and np.all(np.isfinite(y))):
+        return False
+    rho = spectral_radius(packed, y, float(carry[_k.CARRY_T]))
+    return bool(np.isfinite(rho)) and not implicit_pays(h, rho, boundary, explicit_stages, y.size, stiff_stages)
+
+
 def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl: Controls, carry: np.ndarray,
                       buffers: SaveBuffers, progress=None, switch_to=None):
     """An explicit run in chunks of :data:`STIFF_CHECK_STEPS` steps that watches for stiffness.
@@ -740,15 +762,21 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     After each chunk that did not finish, the step is compared with the stability limit
     (:func:`check_stiff`). When it is stability-limited:
 
-    * with ``switch_to`` (a :class:`~ufm.rosenbrock.RosenbrockMethod`): the rest of the run goes
-      to the Rosenbrock driver from the same carry (``method="auto"``);
+    * with ``switch_to`` (a :class:`~ufm.rosenbrock.RosenbrockMethod`): the run goes on with the
+      Rosenbrock driver from the same carry (``method="auto"``), in chunks of
+      :data:`STIFF_BACK_CHECK_STEPS` steps; after each, :func:`explicit_again` decides whether
+      the explicit method takes over again (a fast transient after a stiff stretch). After such
+      a switch back at (t_b, h_b), a stability-limited explicit step switches to the Rosenbrock
+      method again only when a step of h_b·t/t_b (steps of these decaying flows grow about like
+      t) would pay (:func:`implicit_pays`): no ping-pong in a transient where both are slow;
     * otherwise, when the projected number of steps exceeds what is left of ``max_steps``, the
       run stops with reason ``"stiff"``; when it exceeds :data:`STIFF_WARN_STEPS`, a
       UserWarning says so once and the run continues.
 
     Returns:
         (RunResult, StiffnessReport or None, switched_at or None). A run stopped as stiff has
-        status STATUS_MAX_STEPS and the report; the caller words the error.
+        status STATUS_MAX_STEPS and the report; the caller words the error. A run that switched
+        has ``stats`` (the stiff counters) and ``switches`` (how many times it changed method).
     """
     T = len(ts)
     tab = tableau(solver)
@@ -758,14 +786,34 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     status, j = _k.STATUS_OK, int(carry[_k.CARRY_J])
     report = None
     warned = False
+    stiff = False
+    switched_at = None
+    switches = 0
+    stats = stiff_stats() if switch_to is not None else None
+    rtab = rosenbrock_tableau(switch_to) if switch_to is not None else None
+    sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
+    back = None                  # (t, h) of the last switch back to the explicit method
     for j_end in ends:
         while j < j_end:
             attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
+            if stiff:
+                limit = min(ctl.max_steps, attempted + STIFF_BACK_CHECK_STEPS)
+                chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
+                status, j = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens,
+                                                     stats)
+                if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps:
+                    break
+                if explicit_again(packed, y, carry, boundary, solver.stages, switch_to.stages):
+                    back = (float(carry[_k.CARRY_T]), float(carry[_k.CARRY_H]))
+                    stiff = False
+                    switches += 1
+                    carry[_k.CARRY_FACOLD] = 1e-4
+                continue
             # fixed-step methods have no stability-limited step to watch: one call
             limit = min(ctl.max_steps, attempted + STIFF_CHECK_STEPS) if solver.adaptive else ctl.max_steps
             chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
             status, j = _k.integrate(y, carry, ts, j_end, tab, chunk, packed, buffers.group)
-            if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive:
+            if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive and switch_to is None:
                 report = check_stiff(packed, y, carry, float(ts[-1]), boundary)   # explains the failure
             if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps or not solver.adaptive:
                 break
@@ -773,12 +821,15 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
             if found is None:
                 continue
             if switch_to is not None:
-                switched_at = float(carry[_k.CARRY_T])
+                if back is not None and not implicit_pays(back[1] * max(1.0, found.t / back[0]), found.rho, boundary,
+                                                          solver.stages, y.size, switch_to.stages):
+                    continue
+                if switched_at is None:
+                    switched_at = float(carry[_k.CARRY_T])
+                stiff = True
+                switches += 1
                 carry[_k.CARRY_FACOLD] = 1e-4
-                run = integrate_stiff(packed, y, ts, rosenbrock_tableau(switch_to), ctl, carry, buffers,
-                                      progress=progress)
-                run.wall_time_s = _time.perf_counter() - started
-                return run, found, switched_at
+                continue
             left = ctl.max_steps - (carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
             if found.projected_steps > left:
                 report = found
@@ -793,4 +844,7 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
         if status != _k.STATUS_OK:
             break
     run = RunResult(int(status), int(j), carry, buffers, _time.perf_counter() - started)
-    return run, report, None
+    if switched_at is not None:
+        run.stats = stats
+        run.switches = switches
+    return run, report, switched_at

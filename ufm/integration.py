@@ -92,7 +92,9 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
             the tolerance by measurement (Tsitouras 5(4) for rtol >= 1e-7, Verner 7(6) below:
             :func:`ufm.solvers.auto_solver`) until its step is held at its stability limit
             (h·ρ(J) near the stability boundary, ρ by power iteration on the Jacobian), then
-            RODAS4 for the rest (``info["switched_to_stiff_at"]``). An explicit adaptive run
+            RODAS4 (``info["switched_to_stiff_at"]``), handing back to the explicit method
+            where the implicit step stops paying (``info["method_switches"]``; docs/stiff.md
+            §2). An explicit adaptive run
             that turns stiff and could not finish within ``max_steps`` stops at once with
             reason ``"stiff"``; one that would take more than 200,000 further steps warns.
             With ``events=`` or ``equilibrium=`` the run goes save by save with an explicit
@@ -194,6 +196,7 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         info.update(stiff_counts(run.stats))
     if switched_at is not None:
         info["switched_to_stiff_at"] = switched_at
+        info["method_switches"] = run.switches
         info["stiff_method"] = stiff_method.name
     fields = buffers.fields(run.reached)
     if watcher is not None:

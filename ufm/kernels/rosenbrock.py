@@ -8,7 +8,7 @@ the same scaled RMS error norm and PI step-size controller. Saves use the method
 extension (:class:`~ufm.kernels.groups.RosenbrockTableau`).
 
 Each step evaluates the exact Jacobian J at the step's start (:func:`ufm.kernels.tangent.jacobian`,
-one tangent per column), factors I/(hγ) − J once (dense LU with partial pivoting) and solves
+one tangent per column), factors I/(hγ) − J once (LAPACK's dense LU with partial pivoting) and solves
 one system per stage (form of :mod:`ufm.rosenbrock`). A rejected step keeps J and refactors.
 
 Sensitivities (``sens.codes`` non-empty, Gram space): the state is z = [y, S_1 … S_p] with
@@ -21,7 +21,7 @@ all of z (error control on the sensitivities too).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import config, njit, types
 
 from .fields import IP_N, IP_NTHETA, record, state_size, theta_piece, vector_field, work_size
 from .integrate import (BETA, CARRY_ACCEPTED, CARRY_FACOLD, CARRY_H, CARRY_J, CARRY_REJECTED, CARRY_RHS, CARRY_T,
@@ -40,65 +40,67 @@ STAT_JVPS = 2
 STAT_SIZE = 3
 
 
+if config.DISABLE_JIT:
+    def _dgetrf(M, ipiv):
+        """Interpreted runs (NUMBA_DISABLE_JIT=1): the same LAPACK routine through scipy."""
+        from scipy.linalg import lapack
+        lu, piv, info = lapack.dgetrf(M.T)
+        M[:, :] = lu.T
+        ipiv[:] = piv + 1
+        return info
+else:
+    # LAPACK's dgetrf through numba's own binding (the one np.linalg.inv uses): a symbol name,
+    # resolved when the kernel runs (scipy.linalg.cython_lapack is imported then, not with ufm),
+    # so kernels that call it stay cacheable.
+    _numba_xxgetrf = types.ExternalFunction("numba_xxgetrf", types.intc(
+        types.char, types.intp, types.intp, types.CPointer(types.float64), types.intp, types.CPointer(types.int32)))
+
+    @njit(cache=True)
+    def _dgetrf(M, ipiv):
+        n = M.shape[0]
+        return _numba_xxgetrf(100, n, n, M.ctypes, n, ipiv.ctypes)     # 100 = ord("d")
+
+
 @njit(cache=True)
-def lu_factor(A, piv):
-    """In-place LU factorisation with partial pivoting of the row-major (n, n) ``A``: on return
-    A holds L (unit diagonal, below) and U; ``piv[k]`` the row swapped with k. Returns 0, or 1 when
-    a pivot is exactly zero (singular)."""
-    n = A.shape[0]
-    for k in range(n):
-        r = k
-        big = abs(A[k, k])
-        for i in range(k + 1, n):
-            v = abs(A[i, k])
-            if v > big:
-                big = v
-                r = i
-        if big == 0.0 or not np.isfinite(big):
+def lu_factor(M, ipiv):
+    """LU factorisation with partial pivoting (LAPACK dgetrf) of the (n, n) matrix W whose
+    **transpose** is the row-major ``M`` (M is W in column-major order: I/(hγ) − Jᵀ needs no
+    transposed copy). On return M holds L (unit diagonal) and U of P W = L U, column-major;
+    ``ipiv`` (int32, 1-based, LAPACK's) the row interchanges. Returns 0, or 1 when U has a zero or
+    non-finite diagonal entry (singular, or a non-finite matrix)."""
+    if _dgetrf(M, ipiv) != 0:
+        return 1
+    for k in range(M.shape[0]):
+        if not (abs(M[k, k]) > 0.0 and np.isfinite(M[k, k])):
             return 1
-        piv[k] = r
-        if r != k:
-            for j in range(n):
-                tmp = A[k, j]
-                A[k, j] = A[r, j]
-                A[r, j] = tmp
-        inv = 1.0 / A[k, k]
-        # the update runs over row slices: numba then vectorises it (measured 2.6x faster at
-        # n = 300 than indexing A[i, j] in the inner loop)
-        rowk = A[k, k + 1:]
-        for i in range(k + 1, n):
-            l = A[i, k] * inv
-            A[i, k] = l
-            if l != 0.0:
-                rowi = A[i, k + 1:]
-                for j in range(rowk.shape[0]):
-                    rowi[j] -= l * rowk[j]
     return 0
 
 
 @njit(cache=True)
-def lu_solve(A, piv, x):
-    """Solve (LU) x = b in place (``x`` holds b on entry), factors from :func:`lu_factor`."""
-    n = A.shape[0]
+def lu_solve(M, ipiv, x):
+    """Solve W x = b in place (``x`` holds b on entry) with the factors from :func:`lu_factor`.
+    Both sweeps run along rows of M (columns of L and U): contiguous."""
+    n = M.shape[0]
     for k in range(n):
-        r = piv[k]
+        r = ipiv[k] - 1
         if r != k:
             tmp = x[k]
             x[k] = x[r]
             x[r] = tmp
-    for i in range(n):
-        row = A[i, :i]
-        s = x[i]
-        for j in range(row.shape[0]):
-            s -= row[j] * x[j]
-        x[i] = s
-    for i in range(n - 1, -1, -1):
-        row = A[i, i + 1:]
-        xs = x[i + 1:]
-        s = x[i]
-        for j in range(row.shape[0]):
-            s -= row[j] * xs[j]
-        x[i] = s / A[i, i]
+    for k in range(n):              # L y = P b, L[i, k] = M[k, i]
+        xk = x[k]
+        if xk != 0.0:
+            col = M[k, k + 1:]
+            xs = x[k + 1:]
+            for i in range(col.shape[0]):
+                xs[i] -= col[i] * xk
+    for k in range(n - 1, -1, -1):  # U x = y, U[i, k] = M[k, i]
+        xk = x[k] / M[k, k]
+        x[k] = xk
+        if xk != 0.0:
+            col = M[k, :k]
+            for i in range(k):
+                x[i] -= col[i] * xk
 
 
 @njit(cache=True)
@@ -169,7 +171,7 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
     tmp2 = np.empty(n)
     JT = np.empty((n, n))
     Wm = np.empty((n, n))
-    piv = np.zeros(n, dtype=np.int64)
+    piv = np.zeros(n, dtype=np.int32)
     work_f = np.empty(work_size(model))
     work_t = np.empty(tangent_work_size(model))
     work_j = np.empty(tangent_work_size(model))
@@ -233,9 +235,9 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
             stats[STAT_JVPS] += n
             jac_valid = True
         inv_hg = 1.0 / (h_try * gamma)
-        for r in range(n):
+        for r in range(n):               # Wm = (I/(hγ) − J)ᵀ: lu_factor's layout
             for c in range(n):
-                Wm[r, c] = -JT[c, r]
+                Wm[r, c] = -JT[r, c]
             Wm[r, r] += inv_hg
         stats[STAT_FACTORIZATIONS] += 1
         if lu_factor(Wm, piv) != 0:
