@@ -375,11 +375,16 @@ def bench_stiff(cfg, res):
 
 
 FIT_RUN = ROOT / "tests" / "data" / "transformer_factorial_adamw.npz"
+#: every shipped run ``fit`` times (--quick: FIT_RUNS_QUICK); the issue-10 target is on the 16-context ones
+FIT_RUNS = [FIT_RUN] + sorted((ROOT / "tests" / "data" / "real").glob("*.npz"))
+FIT_RUNS_QUICK = [FIT_RUN, ROOT / "tests" / "data" / "real" / "mlp_factorial_sgd.npz"]
+FIT_SECONDS = 10.0           # issue 10, item 5: compare on a 16-context, ~60-checkpoint run
 
 
 def bench_fit(cfg, res):
     """``ufm fit RUN --compare`` through the Python API (``ufm.bridge.compare``) on the shipped
-    16-context run (the 4x4 factorial AdamW transformer of tests/data)."""
+    runs: the 4x4 factorial AdamW transformer of tests/data (repeated) and, once each, every
+    run of tests/data/real (--quick: one of them)."""
     import ufm.bridge as br
     if not FIT_RUN.exists():
         res["fit"] = {"skipped": f"skipped: {FIT_RUN} not found"}
@@ -393,6 +398,19 @@ def bench_fit(cfg, res):
                   "note": "first call in the process includes loading the fitting kernels from numba's cache"}
     print(f"  fit --compare {res['fit']['run']}: {T[0]:.1f} s (runs {', '.join(f'{w:.1f}' for w in T[1])}), "
           f"{len(table)} models, best AIC {cmp_.best('aic')}", flush=True)
+    runs = []
+    for path in (FIT_RUNS_QUICK if cfg["quick"] else FIT_RUNS)[1:]:
+        if not path.exists():
+            continue
+        r = br.load(str(path))
+        Tr = timed(lambda: br.compare(r), 1, warmup=0)
+        runs.append({"run": str(path.relative_to(ROOT)), "N": int(r.N), "T": int(r.T), "wall_s": Tr[0],
+                     "cpu_s": Tr.cpu, "best": Tr[2].best_,
+                     "slowest_fit": max(((nm, f.wall_time_) for nm, f in Tr[2].fits.items()), key=lambda x: x[1])})
+        print(f"  fit --compare {runs[-1]['run']}: {Tr[0]:.1f} s (best {Tr[2].best_}; slowest fit "
+              f"{runs[-1]['slowest_fit'][0]} {runs[-1]['slowest_fit'][1]:.1f} s)", flush=True)
+    res["fit"]["runs"] = [{"run": res["fit"]["run"], "N": int(run.N), "T": int(run.T), "wall_s": T[0],
+                           "cpu_s": T.cpu, "best": cmp_.best_}] + runs
 
 
 def sweep_specs(n_seeds):
@@ -938,6 +956,13 @@ def targets(res) -> list:
         big = next(r for r in rd["rows"] if r["N"] == 100)
         add("reduced solve, factorial 10x10 (N = 100)", f"{big['reduced_nosave_s'] * 1e3:.1f} ms "
             f"({big['reduced_s'] * 1e3:.1f} ms saving G_H)", "< 5 ms", big["reduced_nosave_s"] < 5e-3)
+    ft = res.get("fit")
+    if ft and ft.get("runs"):
+        sixteen = [r for r in ft["runs"] if r["N"] == 16]
+        worst = max(sixteen, key=lambda r: r["wall_s"])
+        add(f"issue 10: ufm fit RUN --compare, every shipped 16-context run measured ({len(sixteen)})",
+            f"max {worst['wall_s']:.1f} s ({worst['run']})", f"<= {FIT_SECONDS:g} s", worst["wall_s"] <= FIT_SECONDS,
+            "--quick measures 2 runs" if len(ft["runs"]) < len(FIT_RUNS) else "")
     st = res.get("startup")
     if st:
         w = st["warm"]["import_plus_first_solve_s"]
@@ -1013,6 +1038,11 @@ def markdown(res) -> str:
                   f"{f['wall_s']:.1f} s wall (median of {len(f['walls'])}: "
                   f"{', '.join(f'{w:.1f} s' for w in f['walls'])}), {f['cpu_s']:.1f} s CPU, {len(f['models'])} models "
                   f"({', '.join(f['models'])}); best by AIC: {f['best_aic']}. {f['note']}.", ""]
+            if f.get("runs"):
+                L += ["| run | N | checkpoints | compare wall | CPU | best |", "|---|---|---|---|---|---|"]
+                L += [f"| {r['run']} | {r['N']} | {r['T']} | {r['wall_s']:.1f} s | {r['cpu_s']:.1f} s | {r['best']} |"
+                      for r in f["runs"]]
+                L.append("")
     if "sweep" in res:
         s = res["sweep"]
         L += [f"**Sweep** ({s['n']} configurations, K=N=20, d=32, {s['axes']}; ufm on {s['threads']} threads, "

@@ -326,3 +326,13 @@ def test_piecewise_coupling_accuracy_and_rejections_over_tolerances(solver):
 #: tsit5 0.32–0.85 (slope +0.061); vern7 0.007–0.031 (slope +0.093); dop853 0.11–7.1
 #: (slope −0.065; 7.1 at rtol 1e-9, its long steps again). Rejections at most 4 (all methods).
 BREAKPOINT_BANDS = {"vern7": (0.002, 0.1), "dop853": (0.03, 25.0)}
+
+
+def test_accepted_states_flush_only_components_below_tiny():
+    """accept_state copies the trial state exactly, except magnitudes below TINY, which become 0
+    (a decaying component otherwise sinks into slow subnormal floats)."""
+    ynew = np.array([1.0, -1e-149, _k.TINY, 1e-151, -5e-324, 0.0, 1e-300, -3.5])
+    y = np.full(ynew.size, np.nan)
+    _k.accept_state(y, ynew)
+    keep = np.abs(ynew) >= _k.TINY
+    assert np.array_equal(y[keep], ynew[keep]) and np.all(y[~keep] == 0.0) and (~keep).sum() == 4

@@ -249,3 +249,24 @@ def test_fit_all_in_workers_matches_the_serial_fits(small_run):
         assert a.params_ == b.params_ and a.rss_ == b.rss_ and a.r2_ == b.r2_
     with pytest.raises(ValueError, match="workers"):
         fit_all(specs(), small_run, workers=0)
+
+
+def test_decayed_components_do_not_become_subnormal():
+    """On the dead-features run the linear-features Θ(t) prediction decays some Gram entries
+    for ~1e6 time units: they reach 0 (flushed below ufm.kernels.integrate.TINY) instead of
+    subnormal floats (5e-324 before the flush, and a prediction 10x slower), and the rest of
+    the trajectory stays finite and large."""
+    import warnings
+    from pathlib import Path
+    from ufm.bridge import fitting
+    run = br.load(Path(__file__).parent / "data" / "real" / "mlp_factorial_adamw_dead.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)          # the logged kernel is not AdamW's
+        f = br.Fit("linear-features", ["time_scale", "time_power", "decay_factor"], coupling="measured-t",
+                   time="power")
+        eng = fitting._Engine(f, run)
+    _, tr, failed = eng.predict(np.array([0.922764, 1.823411, 5.158733]))
+    g = np.abs(np.concatenate([tr.gram_H.ravel(), tr.gram_W.ravel(), tr.logits.ravel()]))
+    assert failed is None and np.all(np.isfinite(g))
+    assert not np.any((g > 0) & (g < np.finfo(float).tiny))
+    assert np.any(g == 0) and g.max() > 100

@@ -25,8 +25,8 @@ from numba import config, njit, types
 
 from .fields import IP_N, IP_NTHETA, record, state_size, theta_piece, vector_field, work_size
 from .integrate import (BETA, CARRY_ACCEPTED, CARRY_FACOLD, CARRY_H, CARRY_J, CARRY_REJECTED, CARRY_RHS, CARRY_T,
-                        DIVERGED, STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, accepted_step, clip_step,
-                        rejected_step, stalled)
+                        DIVERGED, STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, accept_state, accepted_step,
+                        clip_step, rejected_step, stalled)
 from .integrate import _error_norm, _rms_scaled   # the tolerance-scaled norms every driver uses
 from .tangent import (gram_param_field, gram_param_jvp, gram_second, jacobian, jvp_prepared, prepare,
                       tangent_work_size)
@@ -319,7 +319,7 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
                 zst[q] = (1.0 - th) * z[q] + th * (znew[q] + (1.0 - th) * (k1 + th * k2))
             _record_all(j, t_save[j], zst, model, out, sens, work_f)
             j += 1
-        z[:] = znew
+        accept_state(z, znew)
         t = t_new
         h = h_next
         p = theta_piece(theta_t, t) if coupled else 0
