@@ -110,17 +110,7 @@ def theta_piece(theta_t, t):
     return p
 
 
-#: numba's fastmath flags for the field kernels: only ``contract``, which lets LLVM fuse a
-#: multiply and an add into one FMA (rounded once instead of twice, so each fused a·b + c is
-#: within 1 ulp of the unfused one, and fast_exp stays within 1 ulp of numpy's exp:
-#: tests/test_expfn.py runs it under these flags). No reassociation (it would undo fast_exp's
-#: shifter rounding and reorder sums), no finite-math assumptions (NaN must pass through).
-#: Measured (/tmp/rhs-work/soft.py, one process, K = N = 64): the softmax + G pass 18.5 ->
-#: 6.9 µs, the Horner polynomial of fast_exp being multiply-add chains.
-FIELD_FASTMATH = {"contract"}                   # a set: numba takes bool, dict or set
-
-
-@njit(cache=True, fastmath=FIELD_FASTMATH)
+@njit(cache=True)
 def logit_gradient(Z, Y, pi, loss, G, colmax, colsum, want_loss=True):
     """Write G = ∂ℓ/∂Z into ``G`` (K×N) and return the data loss ℓ (0.0 when ``want_loss``
     is false: the vector field needs only G).
@@ -173,7 +163,7 @@ def logit_gradient(Z, Y, pi, loss, G, colmax, colsum, want_loss=True):
     return total
 
 
-@njit(cache=True, fastmath=FIELD_FASTMATH)
+@njit(cache=True)
 def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
     # The weight-decay terms run as flat loops over the 1-D state slices (one long vectorised
     # loop instead of K or d short ones), and without coupling the product WᵀG is written
