@@ -2,7 +2,9 @@
 """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
 
 Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
+(``--quick`` for a short run, ``--only SECTION ...`` for some sections, ``--sizes large`` for
+some sizes of ``single`` -- large runs in ``--quick`` only when named --, ``--solvers LABEL ...``
+for some rows, e.g. ``--solvers "ufm dop853" "scipy DOP853"``). Writes
 ``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
 (the tables for the README), and prints the tables.
 
