@@ -2,7 +2,9 @@
 """ufm benchmarks: speed against the tools users would otherwise use, on the same problems.
 
 Run ``python benchmarks/run.py`` or ``python -m benchmarks`` from the repository root
-(``--quick`` for a short run, ``--only SECTION ...`` for some sections). Writes
+(``--quick`` for a short run, ``--only SECTION ...`` for some sections, ``--sizes large`` for
+some sizes of ``single`` -- large runs in ``--quick`` only when named --, ``--solvers LABEL ...``
+for some rows, e.g. ``--solvers "ufm dop853" "scipy DOP853"``). Writes
 ``benchmarks/results.json`` (every measurement, the machine) and ``benchmarks/results.md``
 (the tables for the README), and prints the tables.
 
@@ -200,7 +202,14 @@ def solver_entries(case, cfg, *, scipy=(), numbalsoda=(), diffrax=(), cap_s=None
     """The runs to time on ``case``: label -> () -> peers.Outcome, and label -> why skipped.
     Every adaptive ufm method, then the peers asked for (compiled here, before any timing)."""
     entries, skipped = {}, {}
+    wanted = cfg.get("solvers")
+    if wanted:                                           # --solvers: only these labels
+        scipy = tuple(m for m in scipy if f"scipy {m}" in wanted)
+        numbalsoda = tuple(m for m in numbalsoda if f"numbalsoda {m}" in wanted)
+        diffrax = tuple(m for m in diffrax if f"diffrax {m}" in wanted)
     for name, why in cfg["ufm_methods"].items():
+        if wanted and _ufm_label(name) not in wanted:
+            continue
         if why:
             skipped[_ufm_label(name)] = why
         else:
@@ -290,9 +299,11 @@ def bench_single(cfg, res):
     quick = cfg["quick"]
     out = {}
     for name, (K, d) in SIZES.items():
+        if cfg.get("sizes") and name not in cfg["sizes"]:
+            continue
         case = peers.Case(K=K, d=d, t=tuple(T_SAVE), lam=LAM, scale=SCALE, rtol=RTOL, atol=ATOL)
         large = name == "large"
-        if large and quick:
+        if large and quick and not cfg.get("sizes"):
             out[name] = {"skipped": "skipped in --quick (one ufm and one scipy DOP853 solve take 10-30 s here); "
                                     "run without --quick"}
             print(f"  single {name}: {out[name]['skipped']}", flush=True)
@@ -1143,6 +1154,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller runs (a few minutes)")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    ap.add_argument("--sizes", nargs="+", choices=tuple(SIZES),
+                    help="the sizes of the single section to run (default all; large runs only without --quick "
+                         "unless named here)")
+    ap.add_argument("--solvers", nargs="+", metavar="LABEL",
+                    help='only these solvers, by their row label (e.g. "ufm auto" "scipy DOP853")')
     ap.add_argument("--no-diffrax", action="store_true", help="skip diffrax even when it is importable")
     ap.add_argument("--out", default=str(HERE), help="directory for results.json and results.md")
     ap.add_argument("--blas-threads", default=os.environ["OPENBLAS_NUM_THREADS"],
@@ -1157,6 +1173,8 @@ def main(argv=None) -> int:
            "repeat_long": 1 if quick else 3, "repeat_fit": 1 if quick else 2, "stiff_cap_s": 3.0 if quick else 10.0,
            "diffrax_solvers": DIFFRAX_SOLVERS[:2] if quick else DIFFRAX_SOLVERS}
     cfg.update(solver_config(no_diffrax=args.no_diffrax))
+    cfg["sizes"] = args.sizes
+    cfg["solvers"] = args.solvers
     res = {"machine": machine(), "config": {k: v for k, v in cfg.items()},
            "problem": {"loss": "ce", "lambda_W": LAM, "lambda_H": LAM, "init_scale": SCALE, "t": [0.0, float(T_SAVE[-1])],
                        "saves": len(T_SAVE), "rtol": RTOL, "atol": ATOL}}

@@ -104,3 +104,14 @@ def test_targets_and_tables_come_from_the_rows(compared):
     assert by_name["K=N=10, d=16: vs diffrax (its fastest solver)"]["met"] is None   # diffrax was skipped
     md = bench.markdown(res)
     assert "| scipy DOP853 |" in md and "skipped: --no-diffrax" in md and "**Targets**" in md
+
+
+def test_solvers_option_keeps_only_the_named_rows(cfg):
+    """--solvers "ufm dopri5" "scipy DOP853": the entries are those two, nothing compiled or
+    noted for the others (the K = N = 512 run names the solvers it can afford)."""
+    only = dict(cfg, solvers=["ufm dopri5", "scipy DOP853"])
+    entries, skipped = bench.solver_entries(TINY, only, scipy=("DOP853", "RK45"), numbalsoda=("dop853", "lsoda"),
+                                            diffrax=cfg["diffrax_solvers"])
+    assert set(entries) | set(skipped) == {"ufm dopri5", "scipy DOP853"}
+    everything, _ = bench.solver_entries(TINY, cfg, scipy=("DOP853",))
+    assert {"ufm dopri5", "ufm vern7", "scipy DOP853"} <= set(everything)

@@ -179,6 +179,8 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         run = watcher.run(y, ts, carry, buffers, progress)
     else:
         buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names, reduction)
+        if stiff_method is not None and solver is not stiff_method and not dense_jacobian_fits(y.size):
+            stiff_method = None      # "auto" where the stiff switch could not hold its Jacobian: explicit only
         if stiff_method is not None:
             check_dense_jacobian(y.size, stiff_method.name, space)
         if stiff_method is not None and solver is stiff_method:
@@ -231,6 +233,14 @@ def resolve_method(method, rtol: float | None = None):
     except ValueError as exc:
         extra = ", ".join(repr(k) for k in (*ROSENBROCK_METHODS, "auto"))
         raise ValueError(f"{exc} (or a stiff method: {extra}, or a ufm.rosenbrock.RosenbrockMethod)") from None
+
+
+def dense_jacobian_fits(n: int) -> bool:
+    """Whether the Rosenbrock driver's Jacobian and LU (two n×n float64 arrays) fit in the
+    memory available (:func:`~ufm._validation.available_memory`; True when unknown)."""
+    from ._validation import available_memory
+    limit = available_memory()
+    return limit is None or 16.0 * n * n <= limit
 
 
 def check_dense_jacobian(n: int, method_name: str, space: str) -> None:

@@ -2,8 +2,10 @@
 
 Cody–Waite reduction x = k·ln2 + r, |r| <= ln2/2, with k rounded by the 1.5·2^52 shifter (no
 floor, no int conversion of the float: k's bits are read from the shifted sum), a degree-13
-Taylor polynomial for e^r (truncation < 1e-17 relative), and 2^k built from its exponent bits
-as 2^⌊k/2⌋ · 2^(k−⌊k/2⌋), so one formula covers overflow (inf above 709.78), gradual
+Taylor polynomial for e^r (truncation < 1e-17 relative) evaluated by Horner steps that are
+explicit fused multiply-adds (:func:`_fma`: LLVM's ``llvm.fma``, vectorised to ``vfmadd``; under
+``NUMBA_DISABLE_JIT`` an exactly rounded Python twin, so both modes give the same bits), and
+2^k built from its exponent bits as 2^⌊k/2⌋ · 2^(k−⌊k/2⌋), so one formula covers overflow (inf above 709.78), gradual
 underflow (subnormals, rounded once) and 0 below −745.13 without a branch or a table. NaN
 passes through. Tested against numpy's exp over the whole double range (tests/test_expfn.py).
 
@@ -15,9 +17,13 @@ call.
 
 from __future__ import annotations
 
+import math
 import struct
+from fractions import Fraction
 
+from llvmlite import ir
 from numba import config, njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _LN2_HI = 6.93147180369123816490e-01
@@ -28,6 +34,13 @@ _X_MIN = -746.0                        # e^x < smallest subnormal / 2 below −7
 _X_MAX = 710.0                         # e^x > largest double above 709.78
 
 if config.DISABLE_JIT:
+    def _fma(a, b, c):
+        """a·b + c rounded once, as the jitted llvm.fma (exact in fractions, then one rounding);
+        non-finite operands (NaN passing through) fall back to a·b + c."""
+        if math.isfinite(a) and math.isfinite(b) and math.isfinite(c):
+            return float(Fraction(a) * Fraction(b) + Fraction(c))
+        return a * b + c
+
     def _float_bits(x):
         """The IEEE-754 bits of a float64 as an int64."""
         return struct.unpack("<q", struct.pack("<d", x))[0]
@@ -36,6 +49,20 @@ if config.DISABLE_JIT:
         """The float64 with IEEE-754 bits ``i``."""
         return struct.unpack("<d", struct.pack("<q", i))[0]
 else:
+    @intrinsic
+    def _fma(typingctx, a, b, c):
+        """a·b + c rounded once: LLVM's fma intrinsic, which the loop vectoriser turns into
+        vfmadd on FMA hardware (an explicit call, unlike numba's fastmath "contract" flag, so the
+        interpreted twin above can round exactly alike)."""
+        sig = types.float64(types.float64, types.float64, types.float64)
+
+        def codegen(context, builder, signature, args):
+            dbl = args[0].type
+            fnty = ir.FunctionType(dbl, [dbl, dbl, dbl])
+            return builder.call(cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f64"), args)
+
+        return sig, codegen
+
     @intrinsic
     def _float_bits(typingctx, x):
         """The IEEE-754 bits of a float64 as an int64 (an LLVM bitcast: vectorisable)."""
@@ -65,20 +92,24 @@ def fast_exp(x):
     kf = shifted - _SHIFTER
     k = _float_bits(shifted) - _float_bits(_SHIFTER)
     r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+    # Horner steps as fused multiply-adds: half the floating-point operations of the polynomial,
+    # which bounds the softmax's speed. Measured at K = N = 64 (logit_gradient without the loss,
+    # 4,096 exps, the old and this version run alternately, two runs each): 9.5-10.1 -> 7.6-7.7 us;
+    # rerun: the "softmax + G" column of `python -m benchmarks --quick --only roofline`.
     p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = _fma(p, r, 1.0 / 479001600.0)
+    p = _fma(p, r, 1.0 / 39916800.0)
+    p = _fma(p, r, 1.0 / 3628800.0)
+    p = _fma(p, r, 1.0 / 362880.0)
+    p = _fma(p, r, 1.0 / 40320.0)
+    p = _fma(p, r, 1.0 / 5040.0)
+    p = _fma(p, r, 1.0 / 720.0)
+    p = _fma(p, r, 1.0 / 120.0)
+    p = _fma(p, r, 1.0 / 24.0)
+    p = _fma(p, r, 1.0 / 6.0)
+    p = _fma(p, r, 0.5)
+    p = _fma(p, r, 1.0)
+    p = _fma(p, r, 1.0)
     k1 = k >> 1
     k2 = k - k1
     res = (p * _bits_float((k1 + 1023) << 52)) * _bits_float((k2 + 1023) << 52)

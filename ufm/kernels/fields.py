@@ -165,6 +165,9 @@ def logit_gradient(Z, Y, pi, loss, G, colmax, colsum, want_loss=True):
 
 @njit(cache=True)
 def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
+    # The weight-decay terms run as flat loops over the 1-D state slices (one long vectorised
+    # loop instead of K or d short ones), and without coupling the product WᵀG is written
+    # straight into dH (no copy through the scratch T).
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
@@ -174,13 +177,13 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
     H = y[nW:nW + nH].reshape(d, N)
     Z = work[:K * N].reshape(K, N)
     G = work[K * N:2 * K * N].reshape(K, N)
-    T = work[2 * K * N:2 * K * N + d * N].reshape(d, N)
     np.dot(W, H, Z)
     if ip[IP_BIAS]:
         b = y[nW + nH:]
         for k in range(K):
+            bk = b[k]
             for i in range(N):
-                Z[k, i] += b[k]
+                Z[k, i] += bk
     nwork = work.shape[0]
     logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
 
@@ -189,29 +192,26 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
     lam_w = coef[C_LAM_W]
     lam_h = coef[C_LAM_H]
     lam_e = coef[C_LAM_E]
-    dW = dy[:nW].reshape(K, d)
-    np.dot(G, H.T, dW)
-    for k in range(K):
-        for j in range(d):
-            dW[k, j] = -lr_w * (dW[k, j] + lam_w * W[k, j])
+    np.dot(G, H.T, dy[:nW].reshape(K, d))
+    for q in range(nW):
+        dy[q] = -lr_w * (dy[q] + lam_w * y[q])
 
-    np.dot(W.T, G, T)
-    for j in range(d):
-        for i in range(N):
-            T[j, i] += lam_h * H[j, i]
-    dH = dy[nW:nW + nH].reshape(d, N)
     if ip[IP_NTHETA] > 0:
-        np.dot(T, theta[p], dH)
+        T = work[2 * K * N:2 * K * N + nH].reshape(d, N)
+        np.dot(W.T, G, T)
+        Tf = work[2 * K * N:2 * K * N + nH]
+        for q in range(nH):
+            Tf[q] += lam_h * y[nW + q]
+        np.dot(T, theta[p], dy[nW:nW + nH].reshape(d, N))
+        for q in range(nW, nW + nH):
+            dy[q] = -lr_h * (dy[q] + lam_e * y[q])
     else:
-        dH[:, :] = T
-    for j in range(d):
-        for i in range(N):
-            dH[j, i] = -lr_h * (dH[j, i] + lam_e * H[j, i])
+        np.dot(W.T, G, dy[nW:nW + nH].reshape(d, N))
+        for q in range(nW, nW + nH):
+            dy[q] = -lr_h * ((dy[q] + lam_h * y[q]) + lam_e * y[q])
 
     if ip[IP_BIAS]:
-        b = y[nW + nH:]
-        db = dy[nW + nH:]
-        _bias_field(G, b, db, coef)
+        _bias_field(G, y[nW + nH:], dy[nW + nH:], coef)
 
 
 @njit(cache=True)
