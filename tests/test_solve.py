@@ -369,15 +369,17 @@ def test_continuing_from_a_saved_state_in_gram_space():
 
 
 def test_auto_runs_explicit_only_where_the_stiff_switch_cannot_hold_its_jacobian(monkeypatch):
-    """method="auto" on a state whose dense Jacobian (n = 320: 1.6 MB) exceeds the memory
-    available runs its explicit pick alone (the K = N = 512, d = 256 benchmark case would need
-    1 TiB), while asking for rodas4 itself still refuses, naming the argument."""
+    """method="auto" on a state whose dense Jacobian (n = 1280: 26 MB, above the size below
+    which check_memory does not look) exceeds the memory available runs its explicit pick alone
+    (the K = N = 512, d = 256 benchmark case would need 1 TiB), while asking for rodas4 itself
+    still refuses, naming the argument."""
     import ufm._validation as validation
     m = ufm.UFM(ufm.settings.balanced(10), lambda_W=1e-3, lambda_H=1e-3)
-    x0 = m.init(16, scale=1e-2, seed=0)
+    x0 = m.init(64, scale=1e-2, seed=0)
     t = np.geomspace(0.1, 10.0, 4)
     free = ufm.solve(m, x0, t, method="auto")
-    monkeypatch.setattr(validation, "available_memory", lambda: 1_000_000)
+    assert 16.0 * (20 * 64) ** 2 > validation.ALWAYS_FITS
+    monkeypatch.setattr(validation, "available_memory", lambda: 20_000_000)
     tight = ufm.solve(m, x0, t, method="auto")
     assert tight.info["explicit_method"] == free.info["explicit_method"]
     assert np.array_equal(tight.gram_H, ufm.solve(m, x0, t, method=tight.info["explicit_method"]).gram_H)
