@@ -973,9 +973,13 @@ def targets(res) -> list:
     if ft and ft.get("runs"):
         sixteen = [r for r in ft["runs"] if r["N"] == 16]
         worst = max(sixteen, key=lambda r: r["wall_s"])
+        every = len(ft["runs"]) >= len(FIT_RUNS)
+        fast = worst["wall_s"] <= FIT_SECONDS
+        # "every run" cannot be met on a sample: --quick can only fail it
         add(f"issue 10: ufm fit RUN --compare, every shipped 16-context run measured ({len(sixteen)})",
-            f"max {worst['wall_s']:.1f} s ({worst['run']})", f"<= {FIT_SECONDS:g} s", worst["wall_s"] <= FIT_SECONDS,
-            "--quick measures 2 runs" if len(ft["runs"]) < len(FIT_RUNS) else "")
+            f"max {worst['wall_s']:.1f} s ({worst['run']})", f"<= {FIT_SECONDS:g} s",
+            fast if every or not fast else None,
+            "" if every else f"--quick measures {len(ft['runs'])} of the runs: not judged unless one is too slow")
     st = res.get("startup")
     if st:
         w = st["warm"]["import_plus_first_solve_s"]
