@@ -205,3 +205,24 @@ def test_a_degenerate_verdict_withholds_best_even_when_a_family_beats_the_baseli
     cmp = br.compare(run, models=["standard"])
     assert cmp.best() is None and cmp.reason.startswith("the run is degenerate (a test says so)")
     assert "standard would beat the frozen baseline" in cmp.reason
+
+
+def test_a_vocabulary_larger_than_the_contexts_is_fitted_in_its_own_shapes():
+    """A held-out run with K = 32 classes for N = 16 contexts (16 classes are never a label):
+    the fits start from the run's own state — the predicted logits at step 0 are W₀H₀ᵀ of the
+    file — carry all K classes, and the comparison still reports the baseline first and a
+    best model or the reason there is none."""
+    run = br.load(os.path.join(HERE, "data", "real", "transformer_factorial_sgd_vocab32.npz"))
+    assert (run.K, run.N) == (32, 16)
+    # the time scale alone is fitted (a full coupled fit of this run takes ~40 s)
+    cmp = br.compare(run, {"standard": {"model": "standard", "params": ["time_scale"]},
+                           "coupled": {"model": "coupled", "params": ["time_scale"]}})
+    for name, f in cmp.fits.items():
+        tr = f.predict()
+        assert tr.gram_W.shape == (run.T, 32, 32) and tr.logits.shape == (run.T, 32, 16), name
+        W0, H0 = np.asarray(run.W[0], dtype=np.float64), np.asarray(run.H[0], dtype=np.float64)
+        np.testing.assert_allclose(tr.logits[0], W0 @ H0.T, rtol=1e-12, atol=1e-12 * np.abs(W0 @ H0.T).max())
+        assert np.all(np.isfinite(list(f.params_.values()))), name
+    d = cmp.as_dict()
+    assert d["models"][0]["name"] == BASELINE and len(d["models"]) == 3
+    assert (d["best"] is None) == (not d["reason"].startswith("smallest AIC*")), d["reason"]
