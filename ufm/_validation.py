@@ -185,6 +185,15 @@ def _bytes(n: float) -> str:
 ALWAYS_FITS = 16 * 2 ** 20
 
 
+def fits_in_memory(nbytes: float) -> bool:
+    """Whether an allocation of ``nbytes`` fits in the memory available (True when that is
+    unknown, and without looking for sizes up to :data:`ALWAYS_FITS`)."""
+    if nbytes <= ALWAYS_FITS:
+        return True     # reading /proc/meminfo costs ~20 µs, a tenth of a small solve's Python side
+    limit = available_memory()
+    return limit is None or nbytes <= limit
+
+
 def check_memory(nbytes: float, name: str, what: str) -> None:
     """Refuse, before allocating, arrays larger than the memory available on this machine.
 
@@ -199,10 +208,8 @@ def check_memory(nbytes: float, name: str, what: str) -> None:
     Raises:
         ValueError: ``nbytes`` exceeds the available memory (:func:`available_memory`).
     """
-    if nbytes <= ALWAYS_FITS:
-        return      # reading /proc/meminfo costs ~20 µs, a tenth of a small solve's Python side
-    limit = available_memory()
-    if limit is not None and nbytes > limit:
+    if not fits_in_memory(nbytes):
+        limit = available_memory()
         raise ValueError(f"{name}: {what} needs {_bytes(nbytes)}, more than the {_bytes(limit)} of memory available "
                          "on this machine")
 

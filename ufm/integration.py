@@ -235,12 +235,16 @@ def resolve_method(method, rtol: float | None = None):
         raise ValueError(f"{exc} (or a stiff method: {extra}, or a ufm.rosenbrock.RosenbrockMethod)") from None
 
 
+def _dense_jacobian_bytes(n: int) -> float:
+    """The Rosenbrock driver's Jacobian and its LU: two n×n float64 arrays."""
+    return 16.0 * n * n
+
+
 def dense_jacobian_fits(n: int) -> bool:
-    """Whether the Rosenbrock driver's Jacobian and LU (two n×n float64 arrays) fit in the
-    memory available (:func:`~ufm._validation.available_memory`; True when unknown)."""
-    from ._validation import available_memory
-    limit = available_memory()
-    return limit is None or 16.0 * n * n <= limit
+    """Whether the Rosenbrock driver's Jacobian and LU fit in the memory available
+    (:func:`~ufm._validation.fits_in_memory`)."""
+    from ._validation import fits_in_memory
+    return fits_in_memory(_dense_jacobian_bytes(n))
 
 
 def check_dense_jacobian(n: int, method_name: str, space: str) -> None:
@@ -250,7 +254,7 @@ def check_dense_jacobian(n: int, method_name: str, space: str) -> None:
     Raises:
         ValueError: naming ``method`` and ``space``.
     """
-    check_memory(16.0 * n * n, "method, space",
+    check_memory(_dense_jacobian_bytes(n), "method, space",
                  f"{method_name} in {space} space factors a dense {n}×{n} Jacobian per step, which")
 
 

@@ -29,8 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import math
 from fractions import Fraction
-import functools
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -287,14 +286,14 @@ class Solver:
         """Stages evaluated only for the dense output (beyond the stage at the new state)."""
         return max(len(self.c) - self.stages - 1, 0)
 
-    @functools.cached_property
+    @cached_property
     def fsal(self) -> bool:
         """First-same-as-last: the last stage of a step is evaluated at the new state."""
         s = self.stages
         return (self.c[s - 1] == 1 and all(Fraction(self.A[s - 1][j]) == Fraction(self.b[j]) for j in range(s))
                 and self.b[-1] == 0)
 
-    @functools.cached_property
+    @cached_property
     def controller_order(self) -> int:
         """Exponent base of the step controller: the power of h in the error estimate.
 
