@@ -7,9 +7,10 @@ run, never raises, every save before a failure written, steps never cross a coup
 the same scaled RMS error norm and PI step-size controller. Saves use the method's continuous
 extension (:class:`~ufm.kernels.groups.RosenbrockTableau`).
 
-Each step evaluates the exact Jacobian J at the step's start (:func:`ufm.kernels.tangent.jacobian`,
-one tangent per column), factors I/(hγ) − J once (LAPACK's dense LU with partial pivoting) and solves
-one system per stage (form of :mod:`ufm.rosenbrock`). A rejected step keeps J and refactors.
+Each step evaluates the exact Jacobian J at the step's start (:func:`ufm.kernels.tangent.jacobian`:
+assembled from its blocks in parameter space, one tangent per column elsewhere), factors
+I/(hγ) − J once (LAPACK's dense LU with partial pivoting) and solves one system per stage
+(form of :mod:`ufm.rosenbrock`). A rejected step keeps J and refactors.
 
 Sensitivities (``sens.codes`` non-empty, Gram space): the state is z = [y, S_1 … S_p] with
 S_k = ∂y/∂θ_k and dS_k/dt = J(y) S_k + ∂f/∂θ_k (y). The augmented Jacobian is block lower
@@ -28,8 +29,8 @@ from .integrate import (BETA, CARRY_ACCEPTED, CARRY_FACOLD, CARRY_H, CARRY_J, CA
                         DIVERGED, STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, accept_state, accepted_step,
                         clip_step, rejected_step, stalled)
 from .integrate import _error_norm, _rms_scaled   # the tolerance-scaled norms every driver uses
-from .tangent import (gram_param_field, gram_param_jvp, gram_second, jacobian, jvp_prepared, prepare,
-                      tangent_work_size)
+from .tangent import (gram_param_field, gram_param_jvp, gram_second, jacobian, jacobian_tangents, jvp_prepared,
+                      prepare, tangent_work_size)
 
 STATUS_SINGULAR = 4          # I/(hγ) − J stayed singular after repeated step halving
 
@@ -232,7 +233,7 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         if not jac_valid:
             jacobian(p, y, JT, model, work_j)       # leaves work_j prepared at y (for H_k)
             stats[STAT_JACOBIANS] += 1
-            stats[STAT_JVPS] += n
+            stats[STAT_JVPS] += jacobian_tangents(model, n)
             jac_valid = True
         inv_hg = 1.0 / (h_try * gamma)
         for r in range(n):               # Wm = (I/(hγ) − J)ᵀ: lu_factor's layout

@@ -615,10 +615,159 @@ def jvp(p, y, v, out, model, work):
 
 
 @njit(cache=True)
+def _param_jacobian(p, y, JT, model, work):
+    """The dense parameter-space Jacobian, transposed (``JT[r]`` = J(y) e_r), assembled from its
+    blocks instead of n tangents: with D_i = ∂G[:, i]/∂Z[:, i] (K×K; CE: π_i (diag σ_i − σ_i σ_iᵀ),
+    MSE: π_i I) and (WD)_i = D_i W, Q_i = Wᵀ D_i W, the raw H-rows TH = Wᵀ G + λ_H H (before Θ) have
+
+        ∂oW[k, j]/∂W[l, a] = −η_W (Σ_i D_i[k, l] H[a, i] H[j, i] + λ_W δ_kl δ_aj)
+        ∂oW[k, j]/∂H[a, i] = −η_W ((WD)_i[k, a] H[j, i] + G[k, i] δ_aj)
+        ∂TH[j, i]/∂W[l, a] = δ_ja G[l, i] + (WD)_i[l, j] H[a, i]
+        ∂TH[j, i]/∂H[a, c] = δ_ic (Q_i[j, a] + λ_H δ_ja)
+        oH = −η_H (TH Θ + λ_E H),   and with a bias b: Z gains b 1ᵀ, ∂Z[:, i]/∂b = I.
+
+    The same matrix as :func:`jacobian`'s tangents (the tests compare them); its cost is
+    O(N K² d² + n d N) (+ n d N² with a coupling) instead of n tangents of O(K d N) each plus
+    their small matrix products."""
+    ip = model.ip
+    coef = model.coef
+    K = ip[IP_K]
+    d = ip[IP_D]
+    N = ip[IP_N]
+    bias = ip[IP_BIAS]
+    coupled = ip[IP_NTHETA] > 0
+    nW = K * d
+    nH = d * N
+    _param_prepare(y, model, work)
+    Z, P, G, A, dG, TKN, TW, TH, TH2 = _param_buffers(work, K, d, N)
+    W = y[:nW].reshape(K, d)
+    H = y[nW:nW + nH].reshape(d, N)
+    pi = model.pi
+    lr_w = coef[C_LR_W]
+    lr_h = coef[C_LR_H]
+    lr_b = coef[C_LR_B]
+    lam_w = coef[C_LAM_W]
+    lam_h = coef[C_LAM_H]
+    lam_e = coef[C_LAM_E]
+    lam_b = coef[C_LAM_B]
+    # per-column curvature blocks (small: N·K·(K + 2d) + N·d² numbers, once per Jacobian)
+    Dm = np.zeros((N, K, K))
+    if ip[IP_LOSS] == LOSS_CE:
+        for i in range(N):
+            for k in range(K):
+                for l in range(K):
+                    Dm[i, k, l] = -pi[i] * P[k, i] * P[l, i]
+                Dm[i, k, k] += pi[i] * P[k, i]
+    else:
+        for i in range(N):
+            for k in range(K):
+                Dm[i, k, k] = pi[i]
+    WD = np.zeros((N, K, d))
+    Q = np.zeros((N, d, d))
+    for i in range(N):
+        for k in range(K):
+            for m in range(K):
+                c = Dm[i, k, m]
+                if c != 0.0:
+                    for a in range(d):
+                        WD[i, k, a] += c * W[m, a]
+        for k in range(K):
+            for j in range(d):
+                c = W[k, j]
+                for a in range(d):
+                    Q[i, j, a] += c * WD[i, k, a]
+    theta = model.theta[p]             # (1, 1, 1) placeholder when uncoupled: not read then
+    JT[:, :] = 0.0
+    raw = np.empty((d, N))             # the TH row of one input, before Θ
+    for r in range(JT.shape[0]):
+        oW = JT[r, :nW]
+        raw[:, :] = 0.0
+        l = 0
+        a = 0
+        col = 0
+        if r < nW:                     # input W[l, a]
+            l = r // d
+            a = r % d
+            for k in range(K):
+                for i in range(N):
+                    c = Dm[i, k, l] * H[a, i]
+                    if c != 0.0:
+                        for j in range(d):
+                            oW[k * d + j] += c * H[j, i]
+            oW[r] += lam_w
+            for i in range(N):
+                raw[a, i] += G[l, i]
+                for j in range(d):
+                    raw[j, i] += WD[i, l, j] * H[a, i]
+        elif r < nW + nH:              # input H[a, c]
+            a = (r - nW) // N
+            col = (r - nW) % N
+            for k in range(K):
+                wd = WD[col, k, a]
+                for j in range(d):
+                    oW[k * d + j] += wd * H[j, col]
+                oW[k * d + a] += G[k, col]
+            for j in range(d):
+                raw[j, col] = Q[col, j, a]
+            raw[a, col] += lam_h
+        else:                          # input b[l]
+            l = r - nW - nH
+            for k in range(K):
+                for i in range(N):
+                    c = Dm[i, k, l]
+                    if c != 0.0:
+                        for j in range(d):
+                            oW[k * d + j] += c * H[j, i]
+            for i in range(N):
+                for j in range(d):
+                    raw[j, i] = WD[i, l, j]
+        for q in range(nW):
+            oW[q] *= -lr_w
+        oH = JT[r, nW:nW + nH]
+        for j in range(d):
+            for i in range(N):
+                if coupled:
+                    s = 0.0
+                    for c2 in range(N):
+                        s += raw[j, c2] * theta[c2, i]
+                else:
+                    s = raw[j, i]
+                oH[j * N + i] = -lr_h * s
+        if nW <= r < nW + nH:
+            oH[r - nW] -= lr_h * lam_e
+        if bias:                       # ob[k] = −η_b (Σ_i G[k, i] + λ_b b[k])
+            ob = JT[r, nW + nH:]
+            for k in range(K):
+                s = 0.0
+                if r < nW:
+                    for i in range(N):
+                        s += Dm[i, k, l] * H[a, i]
+                elif r < nW + nH:
+                    s = WD[col, k, a]
+                else:
+                    for i in range(N):
+                        s += Dm[i, k, l]
+                    if k == l:
+                        s += lam_b
+                ob[k] = -lr_b * s
+
+
+@njit(cache=True)
+def jacobian_tangents(model, n):
+    """How many tangents :func:`jacobian` evaluates for an n-coordinate state (0 in parameter
+    space, which assembles it from blocks)."""
+    return 0 if model.ip[IP_SPACE] == SPACE_PARAMETERS else n
+
+
+@njit(cache=True)
 def jacobian(p, y, JT, model, work):
-    """The dense Jacobian, transposed: row j of ``JT`` (n×n) is J(y) e_j (one tangent per
-    basis vector; the logits and softmax are computed once)."""
+    """The dense Jacobian, transposed: row j of ``JT`` (n×n) is J(y) e_j. Parameter space
+    assembles it from its blocks (:func:`_param_jacobian`); the other spaces take one tangent
+    per basis vector (the logits and softmax computed once)."""
     n = y.shape[0]
+    if model.ip[IP_SPACE] == SPACE_PARAMETERS:
+        _param_jacobian(p, y, JT, model, work)
+        return
     prepare(y, model, work)
     e = np.zeros(n)
     for j in range(n):
