@@ -790,7 +790,9 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
       pay yet, and the explicit method goes on from its own step. After a rejected trial or a
       switch back at time t, the next trial waits until t · h_trial / h_R (steps of these
       decaying flows grow about like t), so a transient where both methods are held at their
-      limits does not ping-pong;
+      limits does not ping-pong; after the k-th rejected trial in a row it also waits
+      2^(k−1) chunks (the trials' cost stays a small fraction of a run where the implicit
+      method never pays);
     * otherwise, when the projected number of steps exceeds what is left of ``max_steps``, the
       run stops with reason ``"stiff"``; when it exceeds :data:`STIFF_WARN_STEPS`, a
       UserWarning says so once and the run continues.
@@ -816,6 +818,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
     check_steps = STIFF_CHECK_STEPS if switch_to is None else AUTO_CHECK_STEPS
     t_trial = -math.inf          # no Rosenbrock trial before this time
+    failed = 0                   # Rosenbrock trials rejected in a row
+    chunks = 0                   # explicit chunks since the last trial
     for j_end in ends:
         while j < j_end:
             attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
@@ -843,7 +847,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                 report = check_stiff(packed, y, carry, float(ts[-1]), boundary)   # explains the failure
             if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps or not solver.adaptive:
                 break
-            if switch_to is not None and carry[_k.CARRY_T] < t_trial:
+            chunks += 1
+            if switch_to is not None and (carry[_k.CARRY_T] < t_trial or (failed and chunks < 2 ** (failed - 1))):
                 continue
             found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
             if found is None:
@@ -859,15 +864,18 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                 trial = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(attempted + 1))
                 status, j = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, trial, packed, buffers.group, sens,
                                                      stats)
+                chunks = 0
                 if carry[_k.CARRY_ACCEPTED] > accepted:
                     if switched_at is None:
                         switched_at = found.t
                     stiff = True
                     switches += 1
+                    failed = 0
                 elif status == _k.STATUS_MAX_STEPS and attempted + 1 < ctl.max_steps:
                     # the trial was rejected (y is untouched): back to the explicit step
                     t_trial = found.t * h_trial / float(carry[_k.CARRY_H])
                     carry[_k.CARRY_H], carry[_k.CARRY_FACOLD] = h_explicit, facold
+                    failed += 1
                 if status != _k.STATUS_MAX_STEPS or attempted + 1 >= ctl.max_steps:
                     break
                 continue
