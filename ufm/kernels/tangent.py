@@ -38,7 +38,9 @@ derivative along a rate is the field with that rate set to 1 and the others to 0
 
 The kernel rules of :mod:`ufm.kernels.fields` hold: module-level ``@njit(cache=True)``, called
 by name, nothing raised, no allocation per call (scratch in ``work`` of length
-:func:`tangent_work_size`). The numpy twins are in :mod:`ufm.reference_tangent`.
+:func:`tangent_work_size`), except the dense Jacobians, which allocate their per-column blocks
+(O(N (K + d)²) numbers, small beside the n² Jacobian they fill). The numpy twins are in
+:mod:`ufm.reference_tangent`.
 """
 
 from __future__ import annotations
