@@ -352,7 +352,40 @@ def bench_long(cfg, res):
     # RODAS4 kernel from numba's cache (~150 ms, more than the integration itself)
     r = compare_solvers(case, entries, skipped, repeat=cfg["repeat_long"], warmup=1, ref=ref, cfg=cfg, note=note)
     print_case("long horizon K=N=10 d=16 t<=1e6", r)
+    r["gram_space"] = long_gram_space(cfg)
     res["long"] = r
+
+
+#: the Gram-space long horizon: the bridge's fits predict in Gram space at K = N = 16
+LONG_GRAM_K = 16
+
+
+def long_gram_space(cfg) -> dict:
+    """The same long horizon in Gram space at K = N = LONG_GRAM_K (state 3·K², the size the
+    bridge's fits use): ufm's auto against its explicit methods (no peer integrates the Gram
+    ODE), each scored on gram_H against ufm vern7 at rtol 1e-12, atol 1e-14."""
+    import ufm
+    case = peers.Case(K=LONG_GRAM_K, d=16, t=tuple(T_LONG), lam=LAM, scale=SCALE, rtol=RTOL, atol=ATOL)
+    model, x0 = case.model(), case.init()
+
+    def runner(method, rtol=RTOL, atol=ATOL):
+        return lambda: ufm.solve(model, x0, case.times, method=method, rtol=rtol, atol=atol, space="gram",
+                                 save=("gram_H",))
+    ref = runner("vern7", 1e-12, 1e-14)()
+    methods = [m for m in ("auto", "vern7", "dopri5") if cfg["ufm_methods"].get(m, "not in this checkout") is None]
+    T = timed_many({_ufm_label(m): runner(m) for m in methods}, cfg["repeat_long"], warmup=1)
+    rows = []
+    for label, t in T.items():
+        tr = t[2]
+        err = float(np.max(np.linalg.norm(tr.gram_H - ref.gram_H, axis=(1, 2))
+                           / np.linalg.norm(ref.gram_H, axis=(1, 2))))
+        rows.append({"solver": label, "ok": True, "wall_s": t[0], "cpu_s": t.cpu, "rhs": tr.info["rhs_evaluations"],
+                     "error": err, "message": "", **{k: tr.info[k] for k in ("jacobians", "switched_to_stiff_at")
+                                                     if k in tr.info}})
+    out = {"case": {"K": case.K, "N": case.K, "space": "gram", "n": 3 * case.K ** 2, "t_last": float(case.t[-1])},
+           "rows": rows, "reference": {"method": "ufm vern7 (gram)", "rtol": 1e-12, "atol": 1e-14}}
+    print_case(f"long horizon, Gram space K=N={case.K} (n = {3 * case.K ** 2}); error on gram_H", out)
+    return out
 
 
 def bench_stiff(cfg, res):

@@ -184,6 +184,68 @@ def test_mse_large_init_finishes_with_auto_and_stops_quickly_with_dopri5():
     assert np.allclose(tr.loss, ref.loss, rtol=1e-8, atol=0)
 
 
+def test_a_rejected_rosenbrock_trial_leaves_no_trace_on_the_explicit_run(monkeypatch):
+    """``auto`` tries one Rosenbrock step before it switches; when every trial is rejected (the
+    kernel run at rtol = atol = 1e-30 for the trials), the run is exactly the explicit method's:
+    the trial neither moves the state nor changes the explicit step sequence, and each trial
+    counts as one rejected step."""
+    from ufm import engine
+    m = ufm.UFM(ufm.settings.balanced(6), lambda_W=1e-3, lambda_H=1e-3)
+    init = m.init(6, scale=0.01, seed=0)
+    t = np.geomspace(0.1, 1e6, 12)
+    real = engine._kr.integrate_rosenbrock
+    trials = []
+
+    def hopeless(z, carry, ts, j_end, rtab, ctl, *rest):
+        trials.append(float(carry[engine._k.CARRY_H]))
+        return real(z, carry, ts, j_end, rtab, engine.Controls(1e-30, 1e-30, ctl.h_max, ctl.max_steps), *rest)
+
+    monkeypatch.setattr(engine._kr, "integrate_rosenbrock", hopeless)
+    auto = ufm.solve(m, init, t, method="auto")
+    explicit = ufm.solve(m, init, t, method=auto.info["explicit_method"])
+    assert "switched_to_stiff_at" not in auto.info and len(trials) >= 2
+    assert np.array_equal(auto.gram_H, explicit.gram_H)
+    assert auto.info["accepted_steps"] == explicit.info["accepted_steps"]
+    assert auto.info["rejected_steps"] == explicit.info["rejected_steps"] + len(trials)
+
+
+def test_auto_on_the_long_horizon_switches_early_at_the_benchmark_accuracy():
+    """The issue-11 long-horizon case (CE, K = N = 10, d = 16, λ = 1e-3, scale 0.01, 40 saves to
+    t = 1e6): the explicit method is held at its stability limit from t ~ 1e4 on; auto tries
+    RODAS4 at twice the break-even step every 100 steps once it is, and switches near t ~ 4e4."""
+    from benchmarks import peers
+    case = peers.Case(K=10, d=16, t=tuple(np.geomspace(0.1, 1e6, 40)))
+    m, init = case.model(), case.init()
+    auto = ufm.solve(m, init, case.times, method="auto")
+    ref = ufm.solve(m, init, case.times, method="vern7", rtol=1e-12, atol=1e-14)
+    # measured: 2,158 evaluations (5,177 when checked every 500 steps and switched at once), 5
+    # Jacobians, switch at t = 4.0e4; gram_H within 5.0e-9 of the tight run
+    assert auto.info["rhs_evaluations"] < 3000 and auto.info["jacobians"] <= 10
+    assert 1e4 < auto.info["switched_to_stiff_at"] < 1e5
+    assert np.abs(auto.gram_H - ref.gram_H).max() < 1e-8 * np.abs(ref.gram_H).max()
+
+
+def test_gram_space_rodas4_solves_in_the_independent_coordinates():
+    """Gram space factorises the stage systems in the upper triangles of G_W and G_H (n_s = 33
+    of n = 45 at K = N = 3 with a bias): the run keeps the Grams exactly symmetric and is the
+    parameter-space run's flow (the same ODE in other coordinates) to the tolerance; with a
+    coupling and a bias."""
+    from ufm.kernels import rosenbrock as kr
+    from systems import pd_kernel
+    m = ufm.UFM(ufm.settings.balanced(3), lambda_W=1e-3, lambda_H=2e-3, bias=True, lambda_b=1e-3,
+                coupling=pd_kernel(3, 1))
+    init = m.init(4, scale=0.3, seed=2)
+    t = np.geomspace(0.1, 1e5, 12)
+    ia, ib = kr.symmetric_coordinates(ufm.engine.pack_model(m, "gram"))
+    assert ia.size == 9 + 6 + 6 + 3 and len(set(ia) | set(ib)) == 9 + 9 + 9 + 3
+    gram = ufm.solve(m, init, t, method="rodas4", space="gram", rtol=1e-10, atol=1e-12, save="all")
+    param = ufm.solve(m, init, t, method="rodas4", rtol=1e-10, atol=1e-12)
+    for G in (gram.gram_W, gram.gram_H):
+        assert np.array_equal(G, np.swapaxes(G, 1, 2))
+    # measured: 2.4e-11 relative (1,714 steps); the full-n LU it replaced left asymmetries of 9e-16
+    assert np.abs(gram.gram_H - param.gram_H).max() < 1e-8 * np.abs(param.gram_H).max()
+
+
 def test_auto_hands_a_fast_transient_back_to_the_explicit_method():
     """MSE from scale 1e3 to t = 1e4: stiff early, then the weights' collapse near t ~ 5e3 is a
     transient where the Rosenbrock step no longer pays (engine.implicit_pays); auto goes back to

@@ -95,6 +95,26 @@ def test_dense_jacobian_columns_are_the_tangents_of_basis_vectors(ident, model):
     assert np.abs(JT[7] - fd).max() < FD_RTOL * np.abs(JT).max()
 
 
+@pytest.mark.parametrize("space", ["parameters", "gram"])
+@pytest.mark.parametrize("ident,model", MODELS, ids=IDS)
+def test_jacobian_assembled_from_blocks_matches_the_reference(ident, model, space):
+    """Parameter and Gram space build the dense Jacobian from its blocks (not from tangents): it
+    equals the numpy twin's column-by-column tangents, a finite difference of the kernel field,
+    and the kernel tangent along a random direction (every loss, coupling and bias)."""
+    s, y, packed, rng, d = _setup(model, space, seed=6)
+    n = y.size
+    JT = np.full((n, n), np.nan)                    # every entry must be written
+    kt.jacobian(0, y, JT, packed, np.zeros(kt.tangent_work_size(packed)))
+    assert _rel(JT.T, rt.jacobian(model, s)) < REF_RTOL
+    v = rng.normal(size=n)
+    assert _rel(JT.T @ v, _jvp(packed, y, v)) < 1e-13
+    for j in (0, n // 2, n - 1):                    # first, middle and last blocks (b with a bias)
+        e = np.zeros(n)
+        e[j] = 1.0
+        fd = (_field(packed, y + EPS * e) - _field(packed, y - EPS * e)) / (2 * EPS)
+        assert np.abs(JT[j] - fd).max() < FD_RTOL * np.abs(JT).max()
+
+
 @pytest.mark.parametrize("ident,model", MODELS, ids=IDS)
 def test_gram_second_derivative(ident, model):
     s, y, packed, rng, _ = _setup(model, "gram", seed=1)

@@ -602,6 +602,11 @@ _WHY["singular"] = ("the Rosenbrock matrix I/(hγ) − J stayed singular after h
 
 #: explicit steps per kernel call between two stiffness checks
 STIFF_CHECK_STEPS = 500
+#: the same for ``method="auto"``, which can act on a stiff verdict (switch to RODAS4): checked
+#: more often, so the explicit method does not grind at its stability limit for up to 500 steps
+#: before the switch (a check is one spectral-radius estimate, 40 tangents: ~4% of 100 steps of
+#: Verner 7(6))
+AUTO_CHECK_STEPS = 100
 #: the step is stability-limited when h·ρ(J) is above this fraction of the stability boundary
 STIFF_FRACTION = 0.5
 #: Rosenbrock steps per kernel call of ``method="auto"`` between two checks whether the explicit
@@ -609,6 +614,10 @@ STIFF_FRACTION = 0.5
 STIFF_BACK_CHECK_STEPS = 25
 #: a stiff explicit run projected to need more steps than this warns that it will be slow
 STIFF_WARN_STEPS = 200_000
+#: ``method="auto"`` tries its first Rosenbrock step at this multiple of the break-even step
+#: (:func:`break_even_step`): accepted, the implicit method pays even if the controller's next
+#: steps come out somewhat smaller
+TRIAL_MARGIN = 2.0
 #: power iterations of the spectral-radius estimate
 POWER_ITERATIONS = 40
 
@@ -739,36 +748,53 @@ def check_stiff(packed: Model, y: np.ndarray, carry: np.ndarray, t_end: float, b
 def implicit_pays(h: float, rho: float, boundary: float, explicit_stages: int, n: int, stiff_stages: int) -> bool:
     """Whether a Rosenbrock step h beats the explicit method at spectral radius ``rho``: held at
     its stability limit h_e = boundary/ρ, the explicit method covers h in h·ρ/boundary steps of
-    ``explicit_stages`` evaluations; the Rosenbrock step costs n tangents (its Jacobian, each
-    about one evaluation) plus ``stiff_stages`` evaluations, its LU not even counted."""
+    ``explicit_stages`` evaluations; the Rosenbrock step is costed at n + ``stiff_stages``
+    evaluations (n: its Jacobian as n tangents; assembled from blocks the Jacobian is cheaper,
+    but the LU, not counted, is dearer: at n = 320 in parameter space a RODAS4 step measured
+    ~0.8 ms, about 250-300 evaluations, 0.6 ms of it the LU; docs/stiff.md)."""
     return bool(h * rho / boundary * explicit_stages >= n + stiff_stages)
 
 
+def break_even_step(rho: float, boundary: float, explicit_stages: int, n: int, stiff_stages: int) -> float:
+    """The smallest Rosenbrock step that :func:`implicit_pays` at spectral radius ``rho``:
+    (n + stiff_stages) / explicit_stages explicit steps of boundary/ρ."""
+    return (n + stiff_stages) / explicit_stages * boundary / rho
+
+
 def explicit_again(packed: Model, y: np.ndarray, carry: np.ndarray, boundary: float, explicit_stages: int,
-                   stiff_stages: int) -> bool:
-    """True when the Rosenbrock step in ``carry`` no longer pays at ``y`` (:func:`implicit_pays`
-    with ρ by power iteration)."""
+                   stiff_stages: int) -> float | None:
+    """ρ(J) (by power iteration) when the Rosenbrock step in ``carry`` no longer pays at ``y``
+    (:func:`implicit_pays`), else None."""
     h = float(carry[_k.CARRY_H])
     if not (h > 0 and np.all(np.isfinite(y))):
-        return False
+        return None
     rho = spectral_radius(packed, y, float(carry[_k.CARRY_T]))
-    return bool(np.isfinite(rho)) and not implicit_pays(h, rho, boundary, explicit_stages, y.size, stiff_stages)
+    if np.isfinite(rho) and not implicit_pays(h, rho, boundary, explicit_stages, y.size, stiff_stages):
+        return rho
+    return None
 
 
 def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl: Controls, carry: np.ndarray,
                       buffers: SaveBuffers, progress=None, switch_to=None):
-    """An explicit run in chunks of :data:`STIFF_CHECK_STEPS` steps that watches for stiffness.
+    """An explicit run in chunks of :data:`STIFF_CHECK_STEPS` steps (:data:`AUTO_CHECK_STEPS`
+    with ``switch_to``) that watches for stiffness.
 
     After each chunk that did not finish, the step is compared with the stability limit
     (:func:`check_stiff`). When it is stability-limited:
 
-    * with ``switch_to`` (a :class:`~ufm.rosenbrock.RosenbrockMethod`): the run goes on with the
-      Rosenbrock driver from the same carry (``method="auto"``), in chunks of
-      :data:`STIFF_BACK_CHECK_STEPS` steps; after each, :func:`explicit_again` decides whether
-      the explicit method takes over again (a fast transient after a stiff stretch). After such
-      a switch back at (t_b, h_b), a stability-limited explicit step switches to the Rosenbrock
-      method again only when a step of h_b·t/t_b (steps of these decaying flows grow about like
-      t) would pay (:func:`implicit_pays`): no ping-pong in a transient where both are slow;
+    * with ``switch_to`` (a :class:`~ufm.rosenbrock.RosenbrockMethod`, ``method="auto"``): one
+      Rosenbrock step is tried from the same carry at :data:`TRIAL_MARGIN` × the break-even
+      step h_be (:func:`break_even_step`; at least the explicit step). Accepted, the run goes on
+      with the Rosenbrock driver, in chunks of :data:`STIFF_BACK_CHECK_STEPS` steps; after
+      each, :func:`explicit_again` decides whether the explicit method takes over again (a
+      fast transient after a stiff stretch). Rejected, the accuracy-limited Rosenbrock step
+      h_R (the controller's shrunk step) is below it: stiff, but the implicit method does not
+      pay yet, and the explicit method goes on from its own step. After a rejected trial or a
+      switch back at time t, the next trial waits until t · h_trial / h_R (steps of these
+      decaying flows grow about like t), so a transient where both methods are held at their
+      limits does not ping-pong; after the k-th rejected trial in a row it also waits
+      2^(k−1) chunks (the trials' cost stays a small fraction of a run where the implicit
+      method never pays);
     * otherwise, when the projected number of steps exceeds what is left of ``max_steps``, the
       run stops with reason ``"stiff"``; when it exceeds :data:`STIFF_WARN_STEPS`, a
       UserWarning says so once and the run continues.
@@ -792,7 +818,10 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     stats = stiff_stats() if switch_to is not None else None
     rtab = rosenbrock_tableau(switch_to) if switch_to is not None else None
     sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
-    back = None                  # (t, h) of the last switch back to the explicit method
+    check_steps = STIFF_CHECK_STEPS if switch_to is None else AUTO_CHECK_STEPS
+    t_trial = -math.inf          # no Rosenbrock trial before this time
+    failed = 0                   # Rosenbrock trials rejected in a row
+    chunks = 0                   # explicit chunks since the last trial
     for j_end in ends:
         while j < j_end:
             attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
@@ -803,32 +832,54 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                                                      stats)
                 if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps:
                     break
-                if explicit_again(packed, y, carry, boundary, solver.stages, switch_to.stages):
-                    back = (float(carry[_k.CARRY_T]), float(carry[_k.CARRY_H]))
+                back = explicit_again(packed, y, carry, boundary, solver.stages, switch_to.stages)
+                if back is not None:
                     stiff = False
                     switches += 1
                     carry[_k.CARRY_FACOLD] = 1e-4
+                    t_b, h_b = float(carry[_k.CARRY_T]), float(carry[_k.CARRY_H])
+                    t_trial = t_b * TRIAL_MARGIN * break_even_step(back, boundary, solver.stages, y.size,
+                                                                   switch_to.stages) / h_b
                 continue
             # fixed-step methods have no stability-limited step to watch: one call
-            limit = min(ctl.max_steps, attempted + STIFF_CHECK_STEPS) if solver.adaptive else ctl.max_steps
+            limit = min(ctl.max_steps, attempted + check_steps) if solver.adaptive else ctl.max_steps
             chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
             status, j = _k.integrate(y, carry, ts, j_end, tab, chunk, packed, buffers.group)
             if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive and switch_to is None:
                 report = check_stiff(packed, y, carry, float(ts[-1]), boundary)   # explains the failure
             if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps or not solver.adaptive:
                 break
+            chunks += 1
+            if switch_to is not None and (carry[_k.CARRY_T] < t_trial or (failed and chunks < 2 ** (failed - 1))):
+                continue
             found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
             if found is None:
                 continue
             if switch_to is not None:
-                if back is not None and not implicit_pays(back[1] * max(1.0, found.t / back[0]), found.rho, boundary,
-                                                          solver.stages, y.size, switch_to.stages):
-                    continue
-                if switched_at is None:
-                    switched_at = float(carry[_k.CARRY_T])
-                stiff = True
-                switches += 1
+                h_explicit, facold = float(carry[_k.CARRY_H]), float(carry[_k.CARRY_FACOLD])
+                accepted = carry[_k.CARRY_ACCEPTED]
+                attempted = int(accepted + carry[_k.CARRY_REJECTED])
+                h_trial = max(h_explicit, TRIAL_MARGIN * break_even_step(found.rho, boundary, solver.stages, y.size,
+                                                                         switch_to.stages))
+                carry[_k.CARRY_H] = h_trial
                 carry[_k.CARRY_FACOLD] = 1e-4
+                trial = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(attempted + 1))
+                status, j = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, trial, packed, buffers.group, sens,
+                                                     stats)
+                chunks = 0
+                if carry[_k.CARRY_ACCEPTED] > accepted:
+                    if switched_at is None:
+                        switched_at = found.t
+                    stiff = True
+                    switches += 1
+                    failed = 0
+                elif status == _k.STATUS_MAX_STEPS and attempted + 1 < ctl.max_steps:
+                    # the trial was rejected (y is untouched): back to the explicit step
+                    t_trial = found.t * h_trial / float(carry[_k.CARRY_H])
+                    carry[_k.CARRY_H], carry[_k.CARRY_FACOLD] = h_explicit, facold
+                    failed += 1
+                if status != _k.STATUS_MAX_STEPS or attempted + 1 >= ctl.max_steps:
+                    break
                 continue
             left = ctl.max_steps - (carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
             if found.projected_steps > left:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .reference import data_loss_and_grad
-from .states import GramState, State
+from .states import GramState, State, flatten, unflatten
 
 
 def _softmax(Z):
@@ -88,6 +88,20 @@ def jvp(model, state, v, t: float = 0.0):
     dH = -model.lr_H * (v.W.T @ G + W.T @ dG + model.lambda_H * v.H) @ theta - model.lr_H * model.lambda_E * v.H
     db = None if v.b is None else -model.lr_b * (dG.sum(axis=1) + model.lambda_b * v.b)
     return State(dW, dH, db)
+
+
+def jacobian(model, state, t: float = 0.0) -> np.ndarray:
+    """The dense Jacobian (n, n) of ``ufm.reference.vector_field`` at ``state`` (State or
+    GramState): column j is :func:`jvp` along the j-th basis vector of the flattened state."""
+    y = flatten(state)
+    d = state.W.shape[1] if isinstance(state, State) else None
+    bias = state.b is not None
+    cols = []
+    for j in range(y.size):
+        e = np.zeros(y.size)
+        e[j] = 1.0
+        cols.append(flatten(jvp(model, state, unflatten(e, model.K, model.N, d, bias), t)))
+    return np.stack(cols, axis=1)
 
 
 def gram_second(model, state: GramState, u: GramState, v: GramState, t: float = 0.0) -> GramState:

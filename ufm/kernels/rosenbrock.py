@@ -7,9 +7,18 @@ run, never raises, every save before a failure written, steps never cross a coup
 the same scaled RMS error norm and PI step-size controller. Saves use the method's continuous
 extension (:class:`~ufm.kernels.groups.RosenbrockTableau`).
 
-Each step evaluates the exact Jacobian J at the step's start (:func:`ufm.kernels.tangent.jacobian`,
-one tangent per column), factors I/(hγ) − J once (LAPACK's dense LU with partial pivoting) and solves
-one system per stage (form of :mod:`ufm.rosenbrock`). A rejected step keeps J and refactors.
+Each step evaluates the exact Jacobian J at the step's start (:func:`ufm.kernels.tangent.jacobian`:
+assembled from its blocks in parameter space, one tangent per column elsewhere), factors
+I/(hγ) − J once (LAPACK's dense LU with partial pivoting) and solves one system per stage
+(form of :mod:`ufm.rosenbrock`). A rejected step keeps J and refactors.
+
+Gram space without sensitivities solves in the independent coordinates of the state
+(:func:`symmetric_coordinates`: the upper triangles of G_W and G_H, n_s = 528 of n = 768 at
+K = N = 16, a third of the LU's cost): the field maps symmetric states to symmetric velocities
+(it symmetrises its G_W and G_H parts), so J maps symmetric directions to symmetric ones, and
+a stage system whose right-hand side is symmetric has a symmetric solution, the solution of
+the system restricted to those coordinates. Its matrix sums the Jacobian's two columns of an
+off-diagonal pair; the increments are written to both mirror entries (exactly symmetric).
 
 Sensitivities (``sens.codes`` non-empty, Gram space): the state is z = [y, S_1 … S_p] with
 S_k = ∂y/∂θ_k and dS_k/dt = J(y) S_k + ∂f/∂θ_k (y). The augmented Jacobian is block lower
@@ -24,12 +33,13 @@ import numpy as np
 from numba import config, njit, types
 
 from .fields import IP_N, IP_NTHETA, record, state_size, theta_piece, vector_field, work_size
+from .layout import IP_BIAS, IP_K, IP_SPACE, SPACE_GRAM
 from .integrate import (BETA, CARRY_ACCEPTED, CARRY_FACOLD, CARRY_H, CARRY_J, CARRY_REJECTED, CARRY_RHS, CARRY_T,
                         DIVERGED, STATUS_MAX_STEPS, STATUS_OK, STATUS_STEP_UNDERFLOW, accept_state, accepted_step,
                         clip_step, rejected_step, stalled)
 from .integrate import _error_norm, _rms_scaled   # the tolerance-scaled norms every driver uses
-from .tangent import (gram_param_field, gram_param_jvp, gram_second, jacobian, jvp_prepared, prepare,
-                      tangent_work_size)
+from .tangent import (gram_param_field, gram_param_jvp, gram_second, jacobian, jacobian_tangents, jvp_prepared,
+                      prepare, tangent_work_size)
 
 STATUS_SINGULAR = 4          # I/(hγ) − J stayed singular after repeated step halving
 
@@ -104,6 +114,36 @@ def lu_solve(M, ipiv, x):
 
 
 @njit(cache=True)
+def symmetric_coordinates(model):
+    """(ia, ib): the independent coordinates of a Gram-space state, int64 (n_s,) each: M and b
+    entry by entry (ia = ib), G_W and G_H by their upper triangles, (i, j) at ia and its mirror
+    (j, i) at ib. n_s = KN + K(K+1)/2 + N(N+1)/2 (+ K) against n = KN + K² + N² (+ K)."""
+    K = model.ip[IP_K]
+    N = model.ip[IP_N]
+    nM = K * N
+    nb = K if model.ip[IP_BIAS] else 0
+    ns = nM + K * (K + 1) // 2 + N * (N + 1) // 2 + nb
+    ia = np.empty(ns, dtype=np.int64)
+    ib = np.empty(ns, dtype=np.int64)
+    q = 0
+    for i in range(nM):
+        ia[q] = i
+        ib[q] = i
+        q += 1
+    for off, m in ((nM, K), (nM + K * K, N)):
+        for i in range(m):
+            for j in range(i, m):
+                ia[q] = off + i * m + j
+                ib[q] = off + j * m + i
+                q += 1
+    for k in range(nb):
+        ia[q] = nM + K * K + N * N + k
+        ib[q] = ia[q]
+        q += 1
+    return ia, ib
+
+
+@njit(cache=True)
 def augmented_field(p, z, dz, model, sens, work_f, work_t, coef_buf, stats):
     """dz/dt of the state with its sensitivities (module docstring); plain f when p = 0."""
     n = state_size(model)
@@ -170,8 +210,12 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
     tmp = np.empty(n)
     tmp2 = np.empty(n)
     JT = np.empty((n, n))
-    Wm = np.empty((n, n))
-    piv = np.zeros(n, dtype=np.int32)
+    sym = model.ip[IP_SPACE] == SPACE_GRAM and np_ == 0
+    ia, ib = symmetric_coordinates(model) if sym else (np.arange(n), np.arange(n))
+    nf = ia.shape[0]                 # the order of the factorised system
+    Wm = np.empty((nf, nf))
+    piv = np.zeros(nf, dtype=np.int32)
+    xs = np.empty(nf)
     work_f = np.empty(work_size(model))
     work_t = np.empty(tangent_work_size(model))
     work_j = np.empty(tangent_work_size(model))
@@ -232,13 +276,24 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         if not jac_valid:
             jacobian(p, y, JT, model, work_j)       # leaves work_j prepared at y (for H_k)
             stats[STAT_JACOBIANS] += 1
-            stats[STAT_JVPS] += n
+            stats[STAT_JVPS] += jacobian_tangents(model, n)
             jac_valid = True
         inv_hg = 1.0 / (h_try * gamma)
-        for r in range(n):               # Wm = (I/(hγ) − J)ᵀ: lu_factor's layout
-            for c in range(n):
-                Wm[r, c] = -JT[r, c]
-            Wm[r, r] += inv_hg
+        if sym:                          # the same in the independent coordinates (module docstring)
+            for r in range(nf):
+                a_r = ia[r]
+                b_r = ib[r]
+                for c in range(nf):
+                    v = JT[a_r, ia[c]]
+                    if b_r != a_r:
+                        v += JT[b_r, ia[c]]
+                    Wm[r, c] = -v
+                Wm[r, r] += inv_hg
+        else:
+            for r in range(n):           # Wm = (I/(hγ) − J)ᵀ: lu_factor's layout
+                for c in range(n):
+                    Wm[r, c] = -JT[r, c]
+                Wm[r, r] += inv_hg
         stats[STAT_FACTORIZATIONS] += 1
         if lu_factor(Wm, piv) != 0:
             singular_run += 1
@@ -273,9 +328,17 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
                         for q in range(nz):
                             rhs[q] += c * U[l, q]
             ui = U[i]
-            for q in range(nz):
-                ui[q] = rhs[q]
-            lu_solve(Wm, piv, ui[:n])
+            if sym:
+                for q in range(nf):
+                    xs[q] = rhs[ia[q]]
+                lu_solve(Wm, piv, xs)
+                for q in range(nf):
+                    ui[ia[q]] = xs[q]
+                    ui[ib[q]] = xs[q]
+            else:
+                for q in range(nz):
+                    ui[q] = rhs[q]
+                lu_solve(Wm, piv, ui[:n])
             for k in range(np_):
                 # u_k = W⁻¹ (r_k + H_k u_y), H_k at the step's start (work_j prepared at y)
                 Sk = z[n * (k + 1):n * (k + 2)]

@@ -38,7 +38,9 @@ derivative along a rate is the field with that rate set to 1 and the others to 0
 
 The kernel rules of :mod:`ufm.kernels.fields` hold: module-level ``@njit(cache=True)``, called
 by name, nothing raised, no allocation per call (scratch in ``work`` of length
-:func:`tangent_work_size`). The numpy twins are in :mod:`ufm.reference_tangent`.
+:func:`tangent_work_size`), except the dense Jacobians, which allocate their per-column blocks
+(O(N (K + d)²) numbers, small beside the n² Jacobian they fill). The numpy twins are in
+:mod:`ufm.reference_tangent`.
 """
 
 from __future__ import annotations
@@ -615,10 +617,293 @@ def jvp(p, y, v, out, model, work):
 
 
 @njit(cache=True)
-def jacobian(p, y, JT, model, work):
-    """The dense Jacobian, transposed: row j of ``JT`` (n×n) is J(y) e_j (one tangent per
-    basis vector; the logits and softmax are computed once)."""
+def _param_jacobian(p, y, JT, model, work):
+    """The dense parameter-space Jacobian, transposed (``JT[r]`` = J(y) e_r), assembled from its
+    blocks instead of n tangents: with D_i = ∂G[:, i]/∂Z[:, i] (K×K; CE: π_i (diag σ_i − σ_i σ_iᵀ),
+    MSE: π_i I) and (WD)_i = D_i W, Q_i = Wᵀ D_i W, the raw H-rows TH = Wᵀ G + λ_H H (before Θ) have
+
+        ∂oW[k, j]/∂W[l, a] = −η_W (Σ_i D_i[k, l] H[a, i] H[j, i] + λ_W δ_kl δ_aj)
+        ∂oW[k, j]/∂H[a, i] = −η_W ((WD)_i[k, a] H[j, i] + G[k, i] δ_aj)
+        ∂TH[j, i]/∂W[l, a] = δ_ja G[l, i] + (WD)_i[l, j] H[a, i]
+        ∂TH[j, i]/∂H[a, c] = δ_ic (Q_i[j, a] + λ_H δ_ja)
+        oH = −η_H (TH Θ + λ_E H),   and with a bias b: Z gains b 1ᵀ, ∂Z[:, i]/∂b = I.
+
+    The same matrix as :func:`jacobian`'s tangents (the tests compare them); its cost is
+    O(N K² d² + n d N) (+ n d N² with a coupling) instead of n tangents of O(K d N) each plus
+    their small matrix products."""
+    ip = model.ip
+    coef = model.coef
+    K = ip[IP_K]
+    d = ip[IP_D]
+    N = ip[IP_N]
+    bias = ip[IP_BIAS]
+    coupled = ip[IP_NTHETA] > 0
+    nW = K * d
+    nH = d * N
+    _param_prepare(y, model, work)
+    Z, P, G, A, dG, TKN, TW, TH, TH2 = _param_buffers(work, K, d, N)
+    W = y[:nW].reshape(K, d)
+    H = y[nW:nW + nH].reshape(d, N)
+    pi = model.pi
+    lr_w = coef[C_LR_W]
+    lr_h = coef[C_LR_H]
+    lr_b = coef[C_LR_B]
+    lam_w = coef[C_LAM_W]
+    lam_h = coef[C_LAM_H]
+    lam_e = coef[C_LAM_E]
+    lam_b = coef[C_LAM_B]
+    # per-column curvature blocks (small: N·K·(K + 2d) + N·d² numbers, once per Jacobian)
+    Dm = np.zeros((N, K, K))
+    if ip[IP_LOSS] == LOSS_CE:
+        for i in range(N):
+            for k in range(K):
+                for l in range(K):
+                    Dm[i, k, l] = -pi[i] * P[k, i] * P[l, i]
+                Dm[i, k, k] += pi[i] * P[k, i]
+    else:
+        for i in range(N):
+            for k in range(K):
+                Dm[i, k, k] = pi[i]
+    WD = np.zeros((N, K, d))
+    Q = np.zeros((N, d, d))
+    for i in range(N):
+        for k in range(K):
+            for m in range(K):
+                c = Dm[i, k, m]
+                if c != 0.0:
+                    for a in range(d):
+                        WD[i, k, a] += c * W[m, a]
+        for k in range(K):
+            for j in range(d):
+                c = W[k, j]
+                for a in range(d):
+                    Q[i, j, a] += c * WD[i, k, a]
+    theta = model.theta[p]             # (1, 1, 1) placeholder when uncoupled: not read then
+    JT[:, :] = 0.0
+    raw = np.empty((d, N))             # the TH row of one input, before Θ
+    for r in range(JT.shape[0]):
+        oW = JT[r, :nW]
+        raw[:, :] = 0.0
+        l = 0
+        a = 0
+        col = 0
+        if r < nW:                     # input W[l, a]
+            l = r // d
+            a = r % d
+            for k in range(K):
+                for i in range(N):
+                    c = Dm[i, k, l] * H[a, i]
+                    if c != 0.0:
+                        for j in range(d):
+                            oW[k * d + j] += c * H[j, i]
+            oW[r] += lam_w
+            for i in range(N):
+                raw[a, i] += G[l, i]
+                for j in range(d):
+                    raw[j, i] += WD[i, l, j] * H[a, i]
+        elif r < nW + nH:              # input H[a, c]
+            a = (r - nW) // N
+            col = (r - nW) % N
+            for k in range(K):
+                wd = WD[col, k, a]
+                for j in range(d):
+                    oW[k * d + j] += wd * H[j, col]
+                oW[k * d + a] += G[k, col]
+            for j in range(d):
+                raw[j, col] = Q[col, j, a]
+            raw[a, col] += lam_h
+        else:                          # input b[l]
+            l = r - nW - nH
+            for k in range(K):
+                for i in range(N):
+                    c = Dm[i, k, l]
+                    if c != 0.0:
+                        for j in range(d):
+                            oW[k * d + j] += c * H[j, i]
+            for i in range(N):
+                for j in range(d):
+                    raw[j, i] = WD[i, l, j]
+        for q in range(nW):
+            oW[q] *= -lr_w
+        oH = JT[r, nW:nW + nH]
+        for j in range(d):
+            for i in range(N):
+                if coupled:
+                    s = 0.0
+                    for c2 in range(N):
+                        s += raw[j, c2] * theta[c2, i]
+                else:
+                    s = raw[j, i]
+                oH[j * N + i] = -lr_h * s
+        if nW <= r < nW + nH:
+            oH[r - nW] -= lr_h * lam_e
+        if bias:                       # ob[k] = −η_b (Σ_i G[k, i] + λ_b b[k])
+            ob = JT[r, nW + nH:]
+            for k in range(K):
+                s = 0.0
+                if r < nW:
+                    for i in range(N):
+                        s += Dm[i, k, l] * H[a, i]
+                elif r < nW + nH:
+                    s = WD[col, k, a]
+                else:
+                    for i in range(N):
+                        s += Dm[i, k, l]
+                    if k == l:
+                        s += lam_b
+                ob[k] = -lr_b * s
+
+
+@njit(cache=True)
+def _gram_jacobian(p, y, JT, model, work):
+    """The dense Gram-space Jacobian, transposed (``JT[r]`` = J(y) e_r), assembled from its
+    blocks for the M, G_W and G_H coordinates (one tangent each for the K bias coordinates,
+    whose logit change is dense). With D_c = ∂G[:, c]/∂Z[:, c] (as in :func:`_param_jacobian`),
+    (G_W D)_c = G_W D_c, (Mᵀ D)_c = Mᵀ D_c and GΘ = G Θ, a unit change of
+
+        M[l, c]:   dM[k, i]   = −η_W (D_c[k, l] G_H[c, i] + λ_W δ) − η_H ((G_W D)_c[k, l] + λ_H δ_kl) Θ[c, i]
+                                − η_H λ_E δ                                (δ: (k, i) = (l, c))
+                   dG_W[k, m] = −η_W (D_c[k, l] M[m, c] + G[k, c] δ_ml + (k ↔ m))
+                   dG_H[i, j] = −η_H (δ_ic GΘ[l, j] + (Mᵀ D)_c[i, l] Θ[c, j] + (i ↔ j))
+                   db[k]      = −η_b D_c[k, l]
+        G_W[m, l]: dM[m, i]   = −η_H GΘ[l, i],         dG_W[m, l] = −2 η_W λ_W
+        G_H[c, e]: dM[k, e]   = −η_W G[k, c],          dG_H[i, j] = −η_H λ_H (δ_ic Θ[e, j] + δ_jc Θ[e, i])
+                                                                    − 2 η_H λ_E δ_(i,j)=(c,e)
+
+    (the tangents of the field of :mod:`ufm.kernels.fields` with its symmetrised G_H terms).
+    The same matrix as the tangents (the tests compare them), at O(n (K + N)) per row instead of
+    a full tangent with its small matrix products."""
+    ip = model.ip
+    coef = model.coef
+    K = ip[IP_K]
+    N = ip[IP_N]
+    bias = ip[IP_BIAS]
+    coupled = ip[IP_NTHETA] > 0
+    nM = K * N
+    oGW = nM
+    oGH = nM + K * K
+    ob = oGH + N * N
     n = y.shape[0]
+    _gram_prepare(y, model, work)
+    Z, P, G, A, dG, C, d2G, dG2, T, S, U, V = _gram_buffers(work, K, N)
+    M, GW, GH = _gram_views(y, K, N)
+    theta = model.theta[p]             # (1, 1, 1) placeholder when uncoupled: not read then
+    pi = model.pi
+    lr_w = coef[C_LR_W]
+    lr_h = coef[C_LR_H]
+    lr_b = coef[C_LR_B]
+    lam_w = coef[C_LAM_W]
+    lam_h = coef[C_LAM_H]
+    lam_e = coef[C_LAM_E]
+    Th = np.zeros((N, N))              # Θ, or I without a coupling
+    if coupled:
+        Th[:, :] = theta
+    else:
+        for i in range(N):
+            Th[i, i] = 1.0
+    Dm = np.zeros((N, K, K))
+    if ip[IP_LOSS] == LOSS_CE:
+        for c in range(N):
+            for k in range(K):
+                for l in range(K):
+                    Dm[c, k, l] = -pi[c] * P[k, c] * P[l, c]
+                Dm[c, k, k] += pi[c] * P[k, c]
+    else:
+        for c in range(N):
+            for k in range(K):
+                Dm[c, k, k] = pi[c]
+    GWD = np.zeros((N, K, K))
+    MD = np.zeros((N, N, K))
+    for c in range(N):
+        for k in range(K):
+            for m in range(K):
+                g = GW[k, m]
+                for l in range(K):
+                    GWD[c, k, l] += g * Dm[c, m, l]
+        for k in range(K):
+            for i in range(N):
+                mk = M[k, i]
+                for l in range(K):
+                    MD[c, i, l] += mk * Dm[c, k, l]
+    GT = np.zeros((K, N))
+    for l in range(K):
+        for i in range(N):
+            s = 0.0
+            for j in range(N):
+                s += G[l, j] * Th[j, i]
+            GT[l, i] = s
+    JT[:, :] = 0.0
+    for l in range(K):                 # inputs M[l, c]
+        for c in range(N):
+            row = JT[l * N + c]
+            for k in range(K):
+                for i in range(N):
+                    row[k * N + i] = -lr_w * Dm[c, k, l] * GH[c, i] - lr_h * GWD[c, k, l] * Th[c, i]
+                    if k == l:
+                        row[k * N + i] -= lr_h * lam_h * Th[c, i]
+            row[l * N + c] -= lr_w * lam_w + lr_h * lam_e
+            for k in range(K):
+                for m in range(K):
+                    row[oGW + k * K + m] = -lr_w * (Dm[c, k, l] * M[m, c] + Dm[c, m, l] * M[k, c])
+            for k in range(K):
+                row[oGW + k * K + l] -= lr_w * G[k, c]
+                row[oGW + l * K + k] -= lr_w * G[k, c]
+            for i in range(N):
+                for j in range(N):
+                    row[oGH + i * N + j] = -lr_h * (MD[c, i, l] * Th[c, j] + MD[c, j, l] * Th[c, i])
+            for j in range(N):
+                row[oGH + c * N + j] -= lr_h * GT[l, j]
+                row[oGH + j * N + c] -= lr_h * GT[l, j]
+            if bias:
+                for k in range(K):
+                    row[ob + k] = -lr_b * Dm[c, k, l]
+    for m in range(K):                 # inputs G_W[m, l]
+        for l in range(K):
+            row = JT[oGW + m * K + l]
+            for i in range(N):
+                row[m * N + i] = -lr_h * GT[l, i]
+            row[oGW + m * K + l] = -2.0 * lr_w * lam_w
+    for c in range(N):                 # inputs G_H[c, e]
+        for e in range(N):
+            row = JT[oGH + c * N + e]
+            for k in range(K):
+                row[k * N + e] = -lr_w * G[k, c]
+            for j in range(N):
+                row[oGH + c * N + j] -= lr_h * lam_h * Th[e, j]
+                row[oGH + j * N + c] -= lr_h * lam_h * Th[e, j]
+            row[oGH + c * N + e] -= 2.0 * lr_h * lam_e
+    if bias:                           # inputs b[l]: one tangent each (dense logit change)
+        unit = np.zeros(n)
+        for r in range(ob, n):
+            unit[r] = 1.0
+            _gram_jvp_prepared(p, y, unit, JT[r], model, work)
+            unit[r] = 0.0
+
+
+@njit(cache=True)
+def jacobian_tangents(model, n):
+    """How many tangents :func:`jacobian` evaluates for an n-coordinate state (parameter space
+    assembles it from blocks, Gram space too but for one tangent per bias coordinate)."""
+    space = model.ip[IP_SPACE]
+    if space == SPACE_PARAMETERS:
+        return 0
+    if space == SPACE_GRAM:
+        return model.ip[IP_K] if model.ip[IP_BIAS] else 0
+    return n
+
+
+@njit(cache=True)
+def jacobian(p, y, JT, model, work):
+    """The dense Jacobian, transposed: row j of ``JT`` (n×n) is J(y) e_j. Parameter and Gram
+    space assemble it from its blocks (:func:`_param_jacobian`, :func:`_gram_jacobian`); the
+    reduced space takes one tangent per basis vector (the logits and softmax computed once)."""
+    n = y.shape[0]
+    if model.ip[IP_SPACE] == SPACE_PARAMETERS:
+        _param_jacobian(p, y, JT, model, work)
+        return
+    if model.ip[IP_SPACE] == SPACE_GRAM:
+        _gram_jacobian(p, y, JT, model, work)
+        return
     prepare(y, model, work)
     e = np.zeros(n)
     for j in range(n):
