@@ -59,6 +59,7 @@ import numpy as np
 from numba import njit
 
 from .expfn import exp_nonpositive, fast_exp  # noqa: F401  (exp_nonpositive: the older name, tests/test_models.py)
+from .unmanaged import matrix_view
 from .reduced import reduced_field, reduced_objective, reduced_state_size, reduced_work_size
 from .layout import (C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, C_SIZE, IP_BIAS,  # noqa: F401
                      IP_D, IP_K, IP_LOSS, IP_N, IP_NTHETA, IP_SIZE, IP_SPACE, LOSS_CE, LOSS_MSE, SPACE_GRAM,
@@ -173,10 +174,12 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
     N = ip[IP_N]
     nW = K * d
     nH = d * N
-    W = y[:nW].reshape(K, d)
-    H = y[nW:nW + nH].reshape(d, N)
-    Z = work[:K * N].reshape(K, N)
-    G = work[K * N:2 * K * N].reshape(K, N)
+    # matrix views without reshape's layout check or reference counts (ufm.kernels.unmanaged;
+    # the arguments outlive this call)
+    W = matrix_view(y, 0, K, d)
+    H = matrix_view(y, nW, d, N)
+    Z = matrix_view(work, 0, K, N)
+    G = matrix_view(work, K * N, K, N)
     np.dot(W, H, Z)
     if ip[IP_BIAS]:
         b = y[nW + nH:]
@@ -192,21 +195,21 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
     lam_w = coef[C_LAM_W]
     lam_h = coef[C_LAM_H]
     lam_e = coef[C_LAM_E]
-    np.dot(G, H.T, dy[:nW].reshape(K, d))
+    np.dot(G, H.T, matrix_view(dy, 0, K, d))
     for q in range(nW):
         dy[q] = -lr_w * (dy[q] + lam_w * y[q])
 
     if ip[IP_NTHETA] > 0:
-        T = work[2 * K * N:2 * K * N + nH].reshape(d, N)
+        T = matrix_view(work, 2 * K * N, d, N)
         np.dot(W.T, G, T)
         Tf = work[2 * K * N:2 * K * N + nH]
         for q in range(nH):
             Tf[q] += lam_h * y[nW + q]
-        np.dot(T, theta[p], dy[nW:nW + nH].reshape(d, N))
+        np.dot(T, theta[p], matrix_view(dy, nW, d, N))
         for q in range(nW, nW + nH):
             dy[q] = -lr_h * (dy[q] + lam_e * y[q])
     else:
-        np.dot(W.T, G, dy[nW:nW + nH].reshape(d, N))
+        np.dot(W.T, G, matrix_view(dy, nW, d, N))
         for q in range(nW, nW + nH):
             dy[q] = -lr_h * ((dy[q] + lam_h * y[q]) + lam_e * y[q])
 
