@@ -154,6 +154,60 @@ def test_gram_space_warns_when_rank_deficient():
     assert rel_err(c.gram_H, ufm.solve(m, x_full, t).gram_H) < 1e-8
 
 
+def test_a_gram_space_run_that_leaves_the_semidefinite_cone_says_so():
+    """MSE from init scale 1e3 (K = N = 10, d = 16): G_H's eigenvalues span 1.9e-6 to 2.3e6, so
+    rtol 1e-8 allows errors in every entry far above the smallest; the Gram state leaves the
+    cone, where the Gram flow is unstable, and RODAS4 stops with a step underflow (at t ≈ 74;
+    parameter space finishes). The start is well conditioned (the spread appears by t = 0.1),
+    so only the error can tell: it names the cone, the eigenvalues and the way out, not
+    stiffness of an explicit method."""
+    m = ufm.UFM(ufm.settings.balanced(10), loss="mse", lambda_W=1e-3, lambda_H=1e-3)
+    x0 = m.init(16, scale=1e3, seed=0)
+    with pytest.raises(ufm.IntegrationError) as err:
+        ufm.solve(m, x0, np.geomspace(0.1, 1e4, 40), space="gram", method="rodas4")
+    msg = str(err.value)
+    assert err.value.reason == "step_underflow"
+    assert "left the positive semidefinite cone" in msg and "space='parameters'" in msg
+    assert "explicit method, too stiff" in msg            # the underflow's generic causes, worded for any method
+    name = msg.split("smallest eigenvalue of ")[1].split(" ")[0]
+    low = float(msg.split(f"{name} is ")[1].split(" ")[0])
+    assert name in ("G_W", "G_H") and low < 0
+
+
+def test_gram_space_warns_when_a_full_width_start_is_ill_conditioned():
+    """d >= N, but one feature column 1e-6 times the others: HᵀH has eigenvalue ratio ~1e-12,
+    below what the integrator resolves, the same unstable manifold as a rank-deficient start."""
+    m = ufm.UFM(ufm.settings.balanced(4), loss="mse", lambda_W=0.01, lambda_H=0.01)
+    x0 = m.init(6, scale=0.8, seed=3)
+    H = x0.H.copy()
+    H[:, 0] = H[:, 1] + 1e-6 * H[:, 0]           # two contexts almost equal: G_H nearly singular
+    with pytest.warns(UserWarning, match="the Gram Hᵀ H of init.H is numerically rank-deficient"):
+        ufm.solve(m, m.state(x0.W, H), [1.0], space="gram")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ufm.solve(m, x0, [1.0], space="gram")        # the unmodified start: no warning
+
+
+def test_gram_cone_escape_reads_the_flat_gram_layout():
+    from ufm.integration import CONE_TOLERANCE, gram_cone_escape
+    K, N = 3, 4
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(K, 6)), rng.normal(size=(6, N))
+    GW, GH, M = A @ A.T, B.T @ B, A @ B
+    y = np.concatenate([M.ravel(), GW.ravel(), GH.ravel()])
+    assert gram_cone_escape(y, K, N, False) is None                     # a realisable state
+    off = GH - (np.linalg.eigvalsh(GH)[0] + 1e-3) * np.eye(N)            # smallest eigenvalue -1e-3
+    y_off = np.concatenate([M.ravel(), GW.ravel(), off.ravel(), np.zeros(K)])
+    name, low, high = gram_cone_escape(y_off, K, N, True)
+    assert name == "G_H" and low == pytest.approx(-1e-3, rel=1e-9) and high == pytest.approx(np.linalg.eigvalsh(off)[-1])
+    # rounding-sized negative eigenvalues are not an escape
+    tiny = GH - (np.linalg.eigvalsh(GH)[0] + 0.1 * CONE_TOLERANCE * np.linalg.eigvalsh(GH)[-1]) * np.eye(N)
+    assert gram_cone_escape(np.concatenate([M.ravel(), GW.ravel(), tiny.ravel()]), K, N, False) is None
+    y_nan = y.copy()
+    y_nan[0] = np.nan
+    assert gram_cone_escape(y_nan, K, N, False) is None                  # divergence is told elsewhere
+
+
 def test_gram_space_rejects_parameters_it_does_not_have():
     p = ufm.settings.balanced(3, 1)
     m = ufm.UFM(p)

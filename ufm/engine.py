@@ -58,8 +58,8 @@ REASONS = {
 }
 _WHY = {
     "max_steps": "max_steps = {max_steps} attempted steps were used up",
-    "step_underflow": "the step size underflowed (the solution is diverging, or too stiff for an explicit "
-                      "method at these tolerances)",
+    "step_underflow": "the step size underflowed (the solution is diverging, or, for an explicit method, too "
+                      "stiff at these tolerances)",
     "nonfinite": "the state became non-finite or exceeded 1e60 (divergence)",
 }
 
@@ -269,12 +269,19 @@ def _check_start(arr, what: str, t0: float, model) -> None:
             trajectory=Trajectory(t=np.zeros(0), loss=np.zeros(0), problem=model.problem, model=model))
 
 
+#: Gram-space starts from a State with K and N up to this are checked for ill-conditioned Grams
+GRAM_SPECTRUM_CHECK_MAX = 1024
+
+
 def warn_if_rank_deficient(init, stacklevel: int = 3) -> None:
     """Warn when a Gram-space start is rank-deficient.
 
     Gram space is exact for any d, but a rank-deficient G_H or G_W (d < N or d < K) is an
     unstable manifold of the Gram ODE whenever the flow wants more rank: rounding errors along
     the missing directions then grow exponentially and the run leaves every realisable state.
+    A full-rank start whose Grams are ill-conditioned (eigenvalue ratio below 1e-10: e.g. a
+    large initialisation) is the same manifold to the integrator, whose errors are relative to
+    the largest entries; from a State this is checked when K, N <= GRAM_SPECTRUM_CHECK_MAX.
     """
     if isinstance(init, State):
         K, d = init.W.shape
@@ -284,13 +291,19 @@ def warn_if_rank_deficient(init, stacklevel: int = 3) -> None:
                           f"rank <= {d}, a manifold the Gram ODE need not keep (rounding errors can grow along "
                           "the missing directions). Use space='parameters' for capacity-limited widths.",
                           UserWarning, stacklevel=stacklevel)
-        return
-    for name, G in (("gram_W", init.gram_W), ("gram_H", init.gram_H)):
+            return
+        if max(K, N) > GRAM_SPECTRUM_CHECK_MAX:
+            return                   # an eigendecomposition per solve would cost more than the check is worth
+        grams = (("the Gram W Wᵀ of init.W", init.W @ init.W.T), ("the Gram Hᵀ H of init.H", init.H.T @ init.H))
+    else:
+        grams = (("init.gram_W", init.gram_W), ("init.gram_H", init.gram_H))
+    for name, G in grams:
         ev = np.linalg.eigvalsh(G)
         if ev[-1] > 0 and ev[0] < 1e-10 * ev[-1]:
-            warnings.warn(f"space='gram': init.{name} is numerically rank-deficient (eigenvalue ratio "
-                          f"{ev[0] / ev[-1]:.1e}); the Gram ODE need not keep that rank, rounding errors can grow "
-                          "along the missing directions. Integrate a parameter-space State if the width is limited.",
+            warnings.warn(f"space='gram': {name} is numerically rank-deficient (eigenvalue ratio "
+                          f"{ev[0] / ev[-1]:.1e}); the Gram ODE need not keep that rank, errors along the "
+                          "smallest directions can grow and leave the positive semidefinite cone. Integrate the "
+                          "parameter-space State (space='parameters') instead.",
                           UserWarning, stacklevel=stacklevel)
             return
 

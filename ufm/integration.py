@@ -207,7 +207,8 @@ def solve(model: UFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: flo
         fields = {k: v for k, v in fields.items() if k in ("loss", "data_loss") or k in names}
     traj = Trajectory(t=ts[:run.reached].copy(), **fields, problem=model.problem, model=model, info=info)
     if not run.ok:
-        raise run_failure(run, report, solver.name, max_steps, ts, traj)
+        left = gram_cone_escape(y, model.K, model.N, model.bias) if space == "gram" else None
+        raise run_failure(run, report, solver.name, max_steps, ts, traj, left_cone=left, rtol=rtol)
     return traj
 
 
@@ -266,16 +267,51 @@ def stiff_counts(stats) -> dict:
             "jvps": int(stats[_kr.STAT_JVPS])}
 
 
-def run_failure(run, report, method_name: str, max_steps: int, ts, traj) -> IntegrationError:
+def run_failure(run, report, method_name: str, max_steps: int, ts, traj, left_cone=None,
+                rtol: float | None = None) -> IntegrationError:
     """The IntegrationError of a failed run; a stiff explicit run (``report``) gets reason
-    ``"stiff"`` and a message saying so."""
+    ``"stiff"`` and a message saying so; a Gram-space run whose state left the positive
+    semidefinite cone (``left_cone``, from :func:`gram_cone_escape`) says that this, not
+    stiffness, is what stopped it."""
     if report is not None:
         message = (f"integration stopped at t = {run.t_reached:.6g}: {report.message(method_name)}. The "
                    f"{run.reached} save time(s) before it are in err.trajectory.")
         return IntegrationError(message, t=run.t_reached, reason="stiff", trajectory=traj)
     reason, message = engine.failure(run.status, run.t_reached, run.reached, max_steps, t_end=float(ts[-1]),
                                      accepted=run.counts()["accepted_steps"])
+    if left_cone is not None:
+        name, low, high = left_cone
+        message += (f" The Gram state had left the positive semidefinite cone: the smallest eigenvalue of "
+                    f"{name} is {low:.3g} against a largest of {high:.3g}. Off the cone the Gram-space flow "
+                    f"is unstable, and a start whose Grams span more decades than the tolerance resolves "
+                    f"(rtol = {rtol:g} allows errors of about rtol·‖G‖ in every entry) leaves it; integrate "
+                    f"in parameter space (space='parameters'), which stays on it by construction")
     return IntegrationError(message, t=run.t_reached, reason=reason, trajectory=traj)
+
+
+#: a Gram eigenvalue below −this × the largest is off the cone beyond rounding
+CONE_TOLERANCE = 1e-12
+
+
+def gram_cone_escape(y: np.ndarray, K: int, N: int, bias: bool):
+    """Whether a Gram-space state (the kernels' flat layout) is off the positive semidefinite
+    cone: (name, smallest eigenvalue, largest eigenvalue) of the first of G_W, G_H whose
+    smallest eigenvalue is below −:data:`CONE_TOLERANCE` × its largest, or None (also when the
+    state is not finite: then divergence, not the cone, is the story).
+
+    Arguments:
+        y: float (K·N + K² + N² [+ K],) the state. K, N: the model's sizes. bias: whether y
+            ends with b.
+    """
+    from .states import unflatten
+    if not np.all(np.isfinite(y)):
+        return None
+    gs = unflatten(y, K, N, None, bias)
+    for name, G in (("G_W", gs.gram_W), ("G_H", gs.gram_H)):
+        ev = np.linalg.eigvalsh(0.5 * (G + G.T))
+        if ev[-1] > 0 and ev[0] < -CONE_TOLERANCE * ev[-1]:
+            return name, float(ev[0]), float(ev[-1])
+    return None
 
 
 #: larger step budgets are the same as this one (it never runs out; the kernels use int64)
