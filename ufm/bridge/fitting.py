@@ -1013,6 +1013,9 @@ _BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator s
 _STALL_ITERATIONS = 4    # stop when the cost fell by less than _STALL_RTOL (relative) over
 _STALL_RTOL = 1e-4       # this many iterations: creeping along a valley or a bound
 _POLISH_STALL_ITERATIONS = 3
+#: forward-difference Jacobians at every this-many-th trf iteration, Broyden updates in between
+#: (1: scipy's 2-point differences at every iteration, the behaviour before)
+_JAC_REFRESH = 2
 
 
 def _optimise(eng, ref, lo, hi, spec):
@@ -1033,7 +1036,12 @@ def _optimise(eng, ref, lo, hi, spec):
     margin = np.minimum(0.5, 0.25 * (hi_x - lo_x))       # start inside the box: trf stalls on its edge
     x = np.clip(np.zeros(len(eng.names)), lo_x + margin, hi_x - margin)
     fun = lambda z: eng.residuals(ref * np.exp(z))  # noqa: E731
-    jac = "2-point" if eng.jac is None else (lambda z: eng.jacobian(ref * np.exp(z)))  # noqa: E731
+    if eng.jac is not None:
+        jac = lambda z: eng.jacobian(ref * np.exp(z))  # noqa: E731
+    elif _JAC_REFRESH > 1:
+        jac = _BroydenJacobian(eng, ref, _JAC_REFRESH)
+    else:
+        jac = "2-point"
     stages = [eng.rtol]
     if spec.coarse and _COARSE_RTOL > eng.rtol and eng.time_map != "optimizer":    # the optimiser has no rtol
         stages.insert(0, _COARSE_RTOL)
@@ -1066,9 +1074,46 @@ def _optimise(eng, ref, lo, hi, spec):
                    f"{window} iterations")
     if res.status == 0:
         success, message = False, f"stopped after max_nfev = {spec.max_nfev} iterations"
-    if eng.best_p is not None and np.array_equal(eng.best_p, ref * np.exp(res.x)):
+    exact_at = getattr(jac, "exact_at", None)            # a Broyden Jacobian is exact only where refreshed
+    at = ref * np.exp(res.x)
+    if eng.best_p is not None and np.array_equal(eng.best_p, at) and (
+            exact_at is None and isinstance(jac, str) or exact_at is not None and np.array_equal(exact_at, at)):
         eng.last_jac_p = eng.best_p.copy()
     return np.asarray(res.jac), success, message, nfev
+
+
+class _BroydenJacobian:
+    """The Jacobian of the residuals in log parameters for ``least_squares``: forward differences
+    (:meth:`_Engine.jacobian`, k predictions) at the first call and at every ``refresh``-th one,
+    Broyden's rank-one update J + ((Δr − JΔx) Δxᵀ)/(Δxᵀ Δx) from the previous point in between
+    (no prediction: the residuals at the new point are already cached). trf asks for the
+    Jacobian once per accepted step, so this replaces k of its k + 1 predictions per iteration
+    on the updated ones; the refresh keeps the secant model from drifting along a curved
+    valley. ``exact_at`` is the point of the last forward-difference Jacobian."""
+
+    def __init__(self, eng, ref, refresh: int):
+        self.eng, self.ref, self.refresh = eng, ref, int(refresh)
+        self.x = self.r = self.J = None
+        self.age = 0
+        self.exact_at = None
+
+    def __call__(self, z):
+        z = np.asarray(z, dtype=np.float64)
+        p = self.ref * np.exp(z)
+        r = self.eng.residuals(p)
+        J = None
+        if self.J is not None and self.age + 1 < self.refresh:
+            s = z - self.x
+            ss = float(s @ s)
+            if ss > 0:
+                J = self.J + np.outer(r - self.r - self.J @ s, s) / ss
+                self.age += 1
+        if J is None:
+            J = self.eng.jacobian(p)
+            self.age = 0
+            self.exact_at = p.copy()
+        self.x, self.r, self.J = z.copy(), r, J
+        return J
 
 
 @functools.lru_cache(maxsize=1)
