@@ -59,8 +59,11 @@ by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
 steps of the best prediction so far (stiff or diverging corners), stops when the cost has
 fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
-and best prediction; ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and
-``method=`` a stiff integrator. :func:`fit_all` (used by ``compare``) can fit families in
+and best prediction. Its Jacobian is a forward difference (k predictions) at every second
+iteration and a Broyden rank-one update from the residuals already computed in between
+(:class:`_BroydenJacobian`); standard errors always come from a forward difference at the
+optimum. ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and ``method=`` a
+stiff integrator. :func:`fit_all` (used by ``compare``) can fit families in
 parallel worker processes (``UFM_FIT_WORKERS``; serial by default, see there).
 """
 
@@ -136,7 +139,8 @@ class Fit:
         scan: locate the time scale by a coarse scan before the local fit.
         method: the integrator of the predictions (any ``method=`` of :func:`ufm.solve`;
             default ``"dopri5"``): a stiff method belongs here when fits go stiff.
-        jac: None (forward-difference Jacobians: one prediction per fitted parameter), or a
+        jac: None (forward-difference Jacobians, one prediction per fitted parameter, at every
+            second least-squares iteration; Broyden updates in between), or a
             callable ``jac(engine, p)`` returning the (n_residuals, k) Jacobian of
             ``engine.residuals(p)`` with respect to the log parameters (e.g. from forward
             sensitivities of the solution; ``engine.values(p)``, ``engine.make_model``,
@@ -1022,7 +1026,10 @@ def _optimise(eng, ref, lo, hi, spec):
     """Least squares in log parameters around ``ref`` inside [lo, hi], in stages.
 
     Stage 1 (``spec.coarse``): at the loose tolerance ``_COARSE_RTOL``; stage 2 at the fit's
-    tolerance, warm-started from stage 1's optimum. Each stage stops at scipy's tolerances, at
+    tolerance, warm-started from stage 1's optimum; these stages use the Broyden-updated
+    Jacobian (:class:`_BroydenJacobian`, when ``_JAC_REFRESH`` > 1 and no ``jac`` is given),
+    and a last stage polishes at the fit's tolerance with forward differences at every
+    iteration, so that convergence (and the stall rule) is judged on exact differences. Each stage stops at scipy's tolerances, at
     ``max_nfev``, or when the cost has fallen by less than ``_STALL_RTOL`` over
     ``_STALL_ITERATIONS`` accepted iterations (``_POLISH_STALL_ITERATIONS`` in the polish;
     scipy >= 1.16). Trial predictions that need far more
@@ -1037,20 +1044,28 @@ def _optimise(eng, ref, lo, hi, spec):
     x = np.clip(np.zeros(len(eng.names)), lo_x + margin, hi_x - margin)
     fun = lambda z: eng.residuals(ref * np.exp(z))  # noqa: E731
     if eng.jac is not None:
-        jac = lambda z: eng.jacobian(ref * np.exp(z))  # noqa: E731
-    elif _JAC_REFRESH > 1:
-        jac = _BroydenJacobian(eng, ref, _JAC_REFRESH)
+        exact = lambda z: eng.jacobian(ref * np.exp(z))  # noqa: E731
     else:
-        jac = "2-point"
-    stages = [eng.rtol]
+        exact = "2-point"
+    broyden = eng.jac is None and _JAC_REFRESH > 1
+    stages = [(eng.rtol, "broyden" if broyden else exact)]
     if spec.coarse and _COARSE_RTOL > eng.rtol and eng.time_map != "optimizer":    # the optimiser has no rtol
-        stages.insert(0, _COARSE_RTOL)
+        stages.insert(0, (_COARSE_RTOL, stages[0][1]))
+    if broyden:
+        # the secant model finds the basin cheaply; convergence is judged with exact differences
+        stages.append((eng.rtol, exact))
     nfev, res = 0, None
-    for stage, rtol in enumerate(stages):
+    for stage, (rtol, jac) in enumerate(stages):
+        if jac == "broyden":
+            jac = _BroydenJacobian(eng, ref, _JAC_REFRESH)
         eng.stage_rtol = rtol
         # the polish starts at an optimum: two iterations without progress settle it
         window = _STALL_ITERATIONS if stage == 0 and len(stages) > 1 else _POLISH_STALL_ITERATIONS
-        eng.best_p, eng.best_c, eng.best_prediction, eng.best_r = None, math.inf, None, None
+        if stage == 0 or rtol != stages[stage - 1][0]:
+            # costs at another tolerance are not comparable; at the same one (the exact-difference
+            # polish after the Broyden stage) the best so far stays: its residuals are cached, and
+            # a cached evaluation does not register as best again
+            eng.best_p, eng.best_c, eng.best_prediction, eng.best_r = None, math.inf, None, None
         costs = []
 
         def stalled(intermediate_result):
