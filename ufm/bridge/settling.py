@@ -192,6 +192,9 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
         status = run.status
         if status != _k.STATUS_MAX_STEPS or limit >= max_steps:
             break
+        left = max_steps - int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
+        if report is not None and report.projected_steps > left:
+            break                            # stiff beyond the whole budget: fail now, as ufm.solve does
         report = None
         t_now = float(carry[_k.CARRY_T])
         ok, details = settled(packed, y, t_now, rtol, atol, coords)
