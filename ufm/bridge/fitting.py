@@ -63,10 +63,9 @@ of the Jacobian negative, so a saddle plateau never ends it); its later saves ho
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
 steps of the best prediction so far (stiff or diverging corners), stops when the cost has
 fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
-and best prediction. Its Jacobian is a forward difference (k predictions) at every second
-iteration and a Broyden rank-one update from the residuals already computed in between
-(:class:`_BroydenJacobian`); standard errors always come from a forward difference at the
-optimum. ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and ``method=`` a
+and best prediction (a Broyden-updated Jacobian between forward differences,
+:class:`_BroydenJacobian`, is available as ``_JAC_REFRESH`` but off: measured, it did not pay).
+``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and ``method=`` a
 stiff integrator. :func:`fit_all` (used by ``compare``) can fit families in
 parallel worker processes (``UFM_FIT_WORKERS``; serial by default, see there).
 """
@@ -143,8 +142,7 @@ class Fit:
         scan: locate the time scale by a coarse scan before the local fit.
         method: the integrator of the predictions (any ``method=`` of :func:`ufm.solve`;
             default ``"dopri5"``): a stiff method belongs here when fits go stiff.
-        jac: None (forward-difference Jacobians, one prediction per fitted parameter, at every
-            second least-squares iteration; Broyden updates in between), or a
+        jac: None (forward-difference Jacobians: one prediction per fitted parameter), or a
             callable ``jac(engine, p)`` returning the (n_residuals, k) Jacobian of
             ``engine.residuals(p)`` with respect to the log parameters (e.g. from forward
             sensitivities of the solution; ``engine.values(p)``, ``engine.make_model``,
@@ -1031,9 +1029,14 @@ _BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator s
 _STALL_ITERATIONS = 4    # stop when the cost fell by less than _STALL_RTOL (relative) over
 _STALL_RTOL = 1e-4       # this many iterations: creeping along a valley or a bound
 _POLISH_STALL_ITERATIONS = 3
-#: forward-difference Jacobians at every this-many-th trf iteration, Broyden updates in between
-#: (1: scipy's 2-point differences at every iteration, the behaviour before)
-_JAC_REFRESH = 2
+#: forward-difference Jacobians at every this-many-th trf iteration, Broyden updates in between,
+#: then a polish with differences at every iteration (1: scipy's 2-point differences throughout).
+#: Off (1): measured on the shipped runs (compare, same load), Broyden at 2 with the polish
+#: roughly doubled the iterations (mlp_factorial_adamw coupled 25 -> 46, mlp_hierarchy_adamw
+#: coupled 22 -> 40) for rss equal or up to 0.2 % better, and was no faster; Broyden at 2 or 3
+#: without the polish was faster but ended fits early at a worse rss (mlp_factorial_sgd_dead
+#: linear-features 96.4 -> 137.6; mlp_factorial3x3_sgd_d64 linear-features 83.0 -> 94.1)
+_JAC_REFRESH = 1
 
 
 def _optimise(eng, ref, lo, hi, spec):
