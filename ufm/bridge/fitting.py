@@ -55,12 +55,18 @@ the run's first checkpoint), with ``time_scale`` its learning rate.
 **Speed.** Predictions integrate the exact width-free Gram ODE (``space="gram"``) whenever it
 is valid (the initial Grams of width d >= N, K, or an isotropic start), so cost does not grow
 with the width; residuals are cached per parameter vector and the time scale is first located
-by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take seconds. The
+by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take seconds. A
+Gram-space prediction ends where the model has settled at a *stable* equilibrium
+(:mod:`ufm.bridge.settling`: remaining displacement below the tolerance and every eigenvalue
+of the Jacobian negative, so a saddle plateau never ends it); its later saves hold that state
+(``trajectory_.info["settled_from"]``). The
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
 steps of the best prediction so far (stiff or diverging corners), stops when the cost has
 fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
-and best prediction; ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and
-``method=`` a stiff integrator. :func:`fit_all` (used by ``compare``) can fit families in
+and best prediction (a Broyden-updated Jacobian between forward differences,
+:class:`_BroydenJacobian`, is available as ``_JAC_REFRESH`` but off: measured, it did not pay).
+``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and ``method=`` a
+stiff integrator. :func:`fit_all` (used by ``compare``) can fit families in
 parallel worker processes (``UFM_FIT_WORKERS``; serial by default, see there).
 """
 
@@ -628,6 +634,7 @@ class _Engine:
         self.W0, self.H0 = W0, H0.T                           # core convention: H is d×N
         self.b0 = None if run.b is None else np.asarray(run.b[0], dtype=np.float64)
         self.bias = run.b is not None
+        self.gram_size = K * N + K * K + N * N + (K if self.bias else 0)
         self.rms0 = float(np.sqrt(np.mean(np.sum(H0 * H0, axis=1))))
         self.gram_scale = max(min(float(np.mean(np.sum(H0 * H0, axis=1))), float(np.mean(np.sum(W0 * W0, axis=1))),
                                   1.0), 1e-30)
@@ -823,6 +830,7 @@ class _Engine:
         from ..errors import IntegrationError
         from ..integration import solve
         from ..trajectory import Trajectory
+        from .settling import solve_settling
         v = self.values(p)
         model = self.make_model(v)
         init = self.initial(v, model)
@@ -836,9 +844,13 @@ class _Engine:
                     t, t0 = self.times(v)
                     c2 = v["init_scale"] ** 2 * self.gram_scale if self.init == "run" else v["init_scale"] ** 2
                     rt = self.rtol if rtol is None else rtol
-                    tr = solve(model, init, t, t0=t0, space=self.space, rtol=rt, method=self.method,
-                               atol=rt * 1e-3 * min(c2, 1.0), save=("gram_W", "gram_H", "logits"),
-                               max_steps=int(max_steps or _MAX_STEPS))
+                    kw = dict(t0=t0, rtol=rt, method=self.method, atol=rt * 1e-3 * min(c2, 1.0),
+                              save=("gram_W", "gram_H", "logits"), max_steps=int(max_steps or _MAX_STEPS))
+                    if _SETTLE and self.space == "gram" and self.family != "deep" and self.gram_size <= _SETTLE_MAX_STATE:
+                        # ends at a stable equilibrium (never a saddle), to the tolerance: ufm.bridge.settling
+                        tr = solve_settling(model, init, t, **kw)
+                    else:
+                        tr = solve(model, init, t, space=self.space, **kw)
         except IntegrationError as err:
             tr = err.trajectory
             failed = float(err.t)
@@ -906,6 +918,11 @@ class _Engine:
             self.best_r = out
             info = tr.info
             self.best_steps = int(info.get("accepted_steps", 0)) + int(info.get("rejected_steps", 0))
+            if "settled_from" in info:
+                # its steps end where it settled: a trial that does not settle is no stiffer for
+                # needing more (as a budget they cut such trials and distorted the fit: measured on
+                # the settled Θ(t) rows, rss +4 % and +10 %)
+                self.best_steps = _MAX_STEPS
         return out
 
     def step_budget(self) -> int:
@@ -1006,6 +1023,16 @@ class _Engine:
 # ----------------------------------------------------------------------------------------------
 
 _METHOD = "dopri5"       # integrator of the predictions (Fit(method=...) overrides)
+#: Gram-space predictions end at a stable equilibrium (ufm.bridge.settling.solve_settling).
+#: Measured at the fitted parameters of three slow Θ(t) rows of the shipped runs: 49,269 -> 1,491,
+#: 49,973 -> 1,978 and 46,726 -> 993 DOPRI5 steps (4.3x, 7x, 31x faster), observables equal to
+#: <= 2.4e-8 of their residual scale; unchanged bit for bit where it does not settle
+_SETTLE = True
+#: ... for Gram states up to this size (n = KN + K² + N², 768 at K = N = 16): a test costs n
+#: tangents and an LU (an eigenvalue problem when it may stop), which at N = K = 25 (n = 1875)
+#: cost more than the steps it could save (mlp_factorial5x5_sgd's linear-features fit hit
+#: max_time with the tests, 77 s without)
+_SETTLE_MAX_STATE = 800
 _DIFF_STEP = 1e-3        # forward-difference step in log parameters (as scipy's diff_step)
 _COARSE_RTOL = 1e-5      # tolerance of the first optimisation stage
 _MIN_BUDGET = 4_000      # early rejection: a trial prediction may take max(this, ...
@@ -1013,13 +1040,24 @@ _BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator s
 _STALL_ITERATIONS = 4    # stop when the cost fell by less than _STALL_RTOL (relative) over
 _STALL_RTOL = 1e-4       # this many iterations: creeping along a valley or a bound
 _POLISH_STALL_ITERATIONS = 3
+#: forward-difference Jacobians at every this-many-th trf iteration, Broyden updates in between,
+#: then a polish with differences at every iteration (1: scipy's 2-point differences throughout).
+#: Off (1): measured on the shipped runs (compare, same load), Broyden at 2 with the polish
+#: roughly doubled the iterations (mlp_factorial_adamw coupled 25 -> 46, mlp_hierarchy_adamw
+#: coupled 22 -> 40) for rss equal or up to 0.2 % better, and was no faster; Broyden at 2 or 3
+#: without the polish was faster but ended fits early at a worse rss (mlp_factorial_sgd_dead
+#: linear-features 96.4 -> 137.6; mlp_factorial3x3_sgd_d64 linear-features 83.0 -> 94.1)
+_JAC_REFRESH = 1
 
 
 def _optimise(eng, ref, lo, hi, spec):
     """Least squares in log parameters around ``ref`` inside [lo, hi], in stages.
 
     Stage 1 (``spec.coarse``): at the loose tolerance ``_COARSE_RTOL``; stage 2 at the fit's
-    tolerance, warm-started from stage 1's optimum. Each stage stops at scipy's tolerances, at
+    tolerance, warm-started from stage 1's optimum; these stages use the Broyden-updated
+    Jacobian (:class:`_BroydenJacobian`, when ``_JAC_REFRESH`` > 1 and no ``jac`` is given),
+    and a last stage polishes at the fit's tolerance with forward differences at every
+    iteration, so that convergence (and the stall rule) is judged on exact differences. Each stage stops at scipy's tolerances, at
     ``max_nfev``, or when the cost has fallen by less than ``_STALL_RTOL`` over
     ``_STALL_ITERATIONS`` accepted iterations (``_POLISH_STALL_ITERATIONS`` in the polish;
     scipy >= 1.16). Trial predictions that need far more
@@ -1033,16 +1071,29 @@ def _optimise(eng, ref, lo, hi, spec):
     margin = np.minimum(0.5, 0.25 * (hi_x - lo_x))       # start inside the box: trf stalls on its edge
     x = np.clip(np.zeros(len(eng.names)), lo_x + margin, hi_x - margin)
     fun = lambda z: eng.residuals(ref * np.exp(z))  # noqa: E731
-    jac = "2-point" if eng.jac is None else (lambda z: eng.jacobian(ref * np.exp(z)))  # noqa: E731
-    stages = [eng.rtol]
+    if eng.jac is not None:
+        exact = lambda z: eng.jacobian(ref * np.exp(z))  # noqa: E731
+    else:
+        exact = "2-point"
+    broyden = eng.jac is None and _JAC_REFRESH > 1
+    stages = [(eng.rtol, "broyden" if broyden else exact)]
     if spec.coarse and _COARSE_RTOL > eng.rtol and eng.time_map != "optimizer":    # the optimiser has no rtol
-        stages.insert(0, _COARSE_RTOL)
+        stages.insert(0, (_COARSE_RTOL, stages[0][1]))
+    if broyden:
+        # the secant model finds the basin cheaply; convergence is judged with exact differences
+        stages.append((eng.rtol, exact))
     nfev, res = 0, None
-    for stage, rtol in enumerate(stages):
+    for stage, (rtol, jac) in enumerate(stages):
+        if jac == "broyden":
+            jac = _BroydenJacobian(eng, ref, _JAC_REFRESH)
         eng.stage_rtol = rtol
         # the polish starts at an optimum: two iterations without progress settle it
         window = _STALL_ITERATIONS if stage == 0 and len(stages) > 1 else _POLISH_STALL_ITERATIONS
-        eng.best_p, eng.best_c, eng.best_prediction, eng.best_r = None, math.inf, None, None
+        if stage == 0 or rtol != stages[stage - 1][0]:
+            # costs at another tolerance are not comparable; at the same one (the exact-difference
+            # polish after the Broyden stage) the best so far stays: its residuals are cached, and
+            # a cached evaluation does not register as best again
+            eng.best_p, eng.best_c, eng.best_prediction, eng.best_r = None, math.inf, None, None
         costs = []
 
         def stalled(intermediate_result):
@@ -1066,9 +1117,46 @@ def _optimise(eng, ref, lo, hi, spec):
                    f"{window} iterations")
     if res.status == 0:
         success, message = False, f"stopped after max_nfev = {spec.max_nfev} iterations"
-    if eng.best_p is not None and np.array_equal(eng.best_p, ref * np.exp(res.x)):
+    exact_at = getattr(jac, "exact_at", None)            # a Broyden Jacobian is exact only where refreshed
+    at = ref * np.exp(res.x)
+    if eng.best_p is not None and np.array_equal(eng.best_p, at) and (
+            exact_at is None and isinstance(jac, str) or exact_at is not None and np.array_equal(exact_at, at)):
         eng.last_jac_p = eng.best_p.copy()
     return np.asarray(res.jac), success, message, nfev
+
+
+class _BroydenJacobian:
+    """The Jacobian of the residuals in log parameters for ``least_squares``: forward differences
+    (:meth:`_Engine.jacobian`, k predictions) at the first call and at every ``refresh``-th one,
+    Broyden's rank-one update J + ((Δr − JΔx) Δxᵀ)/(Δxᵀ Δx) from the previous point in between
+    (no prediction: the residuals at the new point are already cached). trf asks for the
+    Jacobian once per accepted step, so this replaces k of its k + 1 predictions per iteration
+    on the updated ones; the refresh keeps the secant model from drifting along a curved
+    valley. ``exact_at`` is the point of the last forward-difference Jacobian."""
+
+    def __init__(self, eng, ref, refresh: int):
+        self.eng, self.ref, self.refresh = eng, ref, int(refresh)
+        self.x = self.r = self.J = None
+        self.age = 0
+        self.exact_at = None
+
+    def __call__(self, z):
+        z = np.asarray(z, dtype=np.float64)
+        p = self.ref * np.exp(z)
+        r = self.eng.residuals(p)
+        J = None
+        if self.J is not None and self.age + 1 < self.refresh:
+            s = z - self.x
+            ss = float(s @ s)
+            if ss > 0:
+                J = self.J + np.outer(r - self.r - self.J @ s, s) / ss
+                self.age += 1
+        if J is None:
+            J = self.eng.jacobian(p)
+            self.age = 0
+            self.exact_at = p.copy()
+        self.x, self.r, self.J = z.copy(), r, J
+        return J
 
 
 @functools.lru_cache(maxsize=1)
