@@ -1119,8 +1119,7 @@ def _optimise(eng, ref, lo, hi, spec):
         success, message = False, f"stopped after max_nfev = {spec.max_nfev} iterations"
     exact_at = getattr(jac, "exact_at", None)            # a Broyden Jacobian is exact only where refreshed
     at = ref * np.exp(res.x)
-    if eng.best_p is not None and np.array_equal(eng.best_p, at) and (
-            exact_at is None and isinstance(jac, str) or exact_at is not None and np.array_equal(exact_at, at)):
+    if eng.best_p is not None and np.array_equal(eng.best_p, at) and (exact_at is None or np.array_equal(exact_at, at)):
         eng.last_jac_p = eng.best_p.copy()
     return np.asarray(res.jac), success, message, nfev
 
