@@ -868,6 +868,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
             found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
             if found is None:
                 continue
+            if switch_to is not None and found.projected_steps * solver.stages < y.size + switch_to.stages:
+                continue             # the explicit method finishes for less than one Rosenbrock step costs
             if switch_to is not None:
                 h_explicit, facold = float(carry[_k.CARRY_H]), float(carry[_k.CARRY_FACOLD])
                 accepted = carry[_k.CARRY_ACCEPTED]
