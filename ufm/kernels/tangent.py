@@ -617,6 +617,26 @@ def jvp(p, y, v, out, model, work):
 
 
 @njit(cache=True)
+def _loss_curvature(P, pi, cross_entropy):
+    """Per-context Hessians of the weighted loss in the logits, D (N, K, K): for cross-entropy
+    D_i = π_i (diag(p_i) − p_i p_iᵀ) with p_i = P[:, i] the softmax column, for MSE π_i I.
+    Shared by the parameter- and Gram-space Jacobians."""
+    K, N = P.shape
+    Dm = np.zeros((N, K, K))
+    if cross_entropy:
+        for i in range(N):
+            for k in range(K):
+                for l in range(K):
+                    Dm[i, k, l] = -pi[i] * P[k, i] * P[l, i]
+                Dm[i, k, k] += pi[i] * P[k, i]
+    else:
+        for i in range(N):
+            for k in range(K):
+                Dm[i, k, k] = pi[i]
+    return Dm
+
+
+@njit(cache=True)
 def _param_jacobian(p, y, JT, model, work):
     """The dense parameter-space Jacobian, transposed (``JT[r]`` = J(y) e_r), assembled from its
     blocks instead of n tangents: with D_i = ∂G[:, i]/∂Z[:, i] (K×K; CE: π_i (diag σ_i − σ_i σ_iᵀ),
@@ -653,17 +673,7 @@ def _param_jacobian(p, y, JT, model, work):
     lam_e = coef[C_LAM_E]
     lam_b = coef[C_LAM_B]
     # per-column curvature blocks (small: N·K·(K + 2d) + N·d² numbers, once per Jacobian)
-    Dm = np.zeros((N, K, K))
-    if ip[IP_LOSS] == LOSS_CE:
-        for i in range(N):
-            for k in range(K):
-                for l in range(K):
-                    Dm[i, k, l] = -pi[i] * P[k, i] * P[l, i]
-                Dm[i, k, k] += pi[i] * P[k, i]
-    else:
-        for i in range(N):
-            for k in range(K):
-                Dm[i, k, k] = pi[i]
+    Dm = _loss_curvature(P, pi, ip[IP_LOSS] == LOSS_CE)
     WD = np.zeros((N, K, d))
     Q = np.zeros((N, d, d))
     for i in range(N):
@@ -801,17 +811,7 @@ def _gram_jacobian(p, y, JT, model, work):
     else:
         for i in range(N):
             Th[i, i] = 1.0
-    Dm = np.zeros((N, K, K))
-    if ip[IP_LOSS] == LOSS_CE:
-        for c in range(N):
-            for k in range(K):
-                for l in range(K):
-                    Dm[c, k, l] = -pi[c] * P[k, c] * P[l, c]
-                Dm[c, k, k] += pi[c] * P[k, c]
-    else:
-        for c in range(N):
-            for k in range(K):
-                Dm[c, k, k] = pi[c]
+    Dm = _loss_curvature(P, pi, ip[IP_LOSS] == LOSS_CE)
     GWD = np.zeros((N, K, K))
     MD = np.zeros((N, N, K))
     for c in range(N):
