@@ -102,6 +102,32 @@ def test_fit_negative_max_time_is_refused(capsys, tmp_path):
     assert not list(tmp_path.iterdir())                  # nothing written
 
 
+def test_fit_unknown_method_is_refused_before_loading(capsys, tmp_path):
+    line = one_line_error(capsys, ["fit", REAL_RUN, "--method", "rk99", "--out-dir", str(tmp_path)])
+    assert "--method" in line and "rk99" in line and "'auto'" in line and "'dopri5'" in line
+    assert not list(tmp_path.iterdir())                  # nothing written
+
+
+def test_fit_method_reaches_every_fit(monkeypatch, tmp_path, capsys):
+    """--method is handed to the fits (compare passes it on to each family's Fit). The stand-in
+    records its arguments and stops the command with a ValueError, which the CLI reports."""
+    import ufm.bridge
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stand-in stopped here")
+    monkeypatch.setattr(ufm.bridge, "compare", fake)
+    monkeypatch.setattr(ufm.bridge, "fit", fake)
+    for extra in ([], ["--compare"]):
+        seen.clear()
+        line = one_line_error(capsys, ["fit", REAL_RUN, "--method", "auto", "--out-dir", str(tmp_path), *extra])
+        assert "stand-in stopped here" in line and seen["method"] == "auto"
+    seen.clear()
+    one_line_error(capsys, ["fit", REAL_RUN, "--out-dir", str(tmp_path)])
+    assert "method" not in seen and "max_time" in seen   # the Fit default (dopri5) unless asked
+
+
 @pytest.mark.parametrize("option", ["--processes", "--threads", "--chunk-size"])
 def test_sweep_counts_must_be_positive(tmp_path, capsys, option):
     cfg = tmp_path / "ok.toml"

@@ -51,6 +51,10 @@ def add_arguments(parser) -> None:
                         help="figure file format (default png; pdf and svg are vector)")
     parser.add_argument("--out-dir", default=".", help="directory for the outputs (default: current)")
     parser.add_argument("--max-time", type=float, default=120.0, help="seconds per fit before keeping the best so far")
+    parser.add_argument("--method", default=None,
+                        help="integrator of the predictions, any method of ufm.solve (default dopri5); 'auto' "
+                             "switches to the stiff RODAS4 where a fit's predictions turn stiff, which pays at "
+                             "small N (docs/bridge.md, Speed)")
 
 
 def _list(text):
@@ -65,6 +69,13 @@ def main(args) -> int:
     if not args.max_time > 0:
         print(f"ufm fit: --max-time: expected seconds > 0, got {args.max_time:g}", file=sys.stderr)
         return 2
+    if args.method is not None:
+        from ..integration import resolve_method
+        try:
+            resolve_method(args.method)
+        except ValueError as exc:
+            print(f"ufm fit: --method: {exc}", file=sys.stderr)
+            return 2
     run = load_run(args.run, args.tag, "ufm fit", attributes=args.attributes)
     if run is None:
         return 2
@@ -85,6 +96,8 @@ def main(args) -> int:
     stem = os.path.join(args.out_dir, run_stem(args.run))
     os.makedirs(args.out_dir, exist_ok=True)
     kw = dict(init=args.init, max_time=args.max_time)
+    if args.method is not None:
+        kw["method"] = args.method
     if args.time is not None:
         kw["time"] = args.time
     announce_first_compile("ufm fit")
