@@ -1,5 +1,5 @@
-"""Speed machinery of the bridge fits: the Broyden-updated Jacobian of the least-squares loop,
-and predictions that end at a stable equilibrium (ufm.bridge.settling) but never at a saddle."""
+"""Speed machinery of the bridge fits: the final Jacobian reused for the standard errors, and
+predictions that end at a stable equilibrium (ufm.bridge.settling) but never at a saddle."""
 
 from __future__ import annotations
 
@@ -12,51 +12,9 @@ from ufm.bridge import fitting, settling
 from ufm.models import GramState
 
 
-# --- the Broyden Jacobian ---------------------------------------------------------------------
-
-class _QuadraticEngine:
-    """Residuals r(p) = A log p + c·(log p)² + b of two log parameters (a curved map, so the
-    secant update is not trivially exact); counts its Jacobian calls."""
-
-    def __init__(self):
-        rng = np.random.default_rng(3)
-        self.A, self.b = rng.normal(size=(7, 2)), rng.normal(size=7)
-        self.c = rng.normal(size=7)
-        self.fd_calls = 0
-
-    def residuals(self, p):
-        z = np.log(p)
-        return self.A @ z + self.c * float(z @ z) + self.b
-
-    def jacobian(self, p):
-        self.fd_calls += 1
-        z = np.log(p)
-        return self.A + 2.0 * np.outer(self.c, z)
-
-
-def test_broyden_jacobian_meets_the_secant_condition_and_refreshes():
-    """Between refreshes the Jacobian is Broyden's update: J_new Δz = Δr exactly (the secant
-    condition), and it differs from the true Jacobian of this curved map; every third call is a
-    fresh Jacobian of the engine (exact_at says where)."""
-    eng = _QuadraticEngine()
-    ref = np.array([2.0, 0.5])
-    jac = fitting._BroydenJacobian(eng, ref, refresh=3)
-    zs = [np.array([0.0, 0.0]), np.array([0.3, -0.2]), np.array([0.5, 0.1]), np.array([0.6, 0.4])]
-    Js = [jac(z) for z in zs]
-    assert eng.fd_calls == 2                                        # calls 1 and 4
-    for k in (1, 2):                                                # the updated ones
-        dz, dr = zs[k] - zs[k - 1], eng.residuals(ref * np.exp(zs[k])) - eng.residuals(ref * np.exp(zs[k - 1]))
-        assert np.allclose(Js[k] @ dz, dr, rtol=1e-12, atol=1e-12)
-        assert not np.allclose(Js[k], eng.jacobian(ref * np.exp(zs[k])), atol=1e-3)
-    eng.fd_calls -= 2
-    assert np.array_equal(Js[3], eng.jacobian(ref * np.exp(zs[3])))
-    assert np.array_equal(jac.exact_at, ref * np.exp(zs[3]))
-
-
 def test_standard_errors_come_from_forward_differences_at_the_optimum():
-    """After the Broyden stage, the polish with forward differences ends the fit: its standard
-    errors are those of a forward-difference Jacobian at the optimum (scipy's steps there,
-    the engine's here: equal to 1e-3; measured 3e-5), not of the secant model."""
+    """The standard errors are those of a forward-difference Jacobian at the optimum (the
+    optimiser's last one, scipy's steps; the engine's here: equal to 1e-3, measured 3e-5)."""
     p = ufm.settings.factorial((2, 2))
     m = ufm.UFM(p, lambda_W=3e-3, lambda_H=3e-3)
     s2 = 1e-3

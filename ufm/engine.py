@@ -758,20 +758,25 @@ def check_stiff(packed: Model, y: np.ndarray, carry: np.ndarray, t_end: float, b
     return StiffnessReport(t, h, rho, boundary, (t_end - t) / h, t_end)
 
 
+def rosenbrock_step_cost(n: int, stiff_stages: int) -> int:
+    """What :func:`implicit_pays` charges one Rosenbrock step, in field evaluations: n + the
+    method's stages (n: its Jacobian as n tangents; assembled from blocks the Jacobian is
+    cheaper, but the LU, not counted, is dearer: at n = 320 in parameter space a RODAS4 step
+    measured ~0.8 ms, about 250-300 evaluations, 0.6 ms of it the LU; docs/stiff.md)."""
+    return n + stiff_stages
+
+
 def implicit_pays(h: float, rho: float, boundary: float, explicit_stages: int, n: int, stiff_stages: int) -> bool:
     """Whether a Rosenbrock step h beats the explicit method at spectral radius ``rho``: held at
     its stability limit h_e = boundary/ρ, the explicit method covers h in h·ρ/boundary steps of
-    ``explicit_stages`` evaluations; the Rosenbrock step is costed at n + ``stiff_stages``
-    evaluations (n: its Jacobian as n tangents; assembled from blocks the Jacobian is cheaper,
-    but the LU, not counted, is dearer: at n = 320 in parameter space a RODAS4 step measured
-    ~0.8 ms, about 250-300 evaluations, 0.6 ms of it the LU; docs/stiff.md)."""
-    return bool(h * rho / boundary * explicit_stages >= n + stiff_stages)
+    ``explicit_stages`` evaluations, against :func:`rosenbrock_step_cost`."""
+    return bool(h * rho / boundary * explicit_stages >= rosenbrock_step_cost(n, stiff_stages))
 
 
 def break_even_step(rho: float, boundary: float, explicit_stages: int, n: int, stiff_stages: int) -> float:
     """The smallest Rosenbrock step that :func:`implicit_pays` at spectral radius ``rho``:
-    (n + stiff_stages) / explicit_stages explicit steps of boundary/ρ."""
-    return (n + stiff_stages) / explicit_stages * boundary / rho
+    :func:`rosenbrock_step_cost` / explicit_stages explicit steps of boundary/ρ."""
+    return rosenbrock_step_cost(n, stiff_stages) / explicit_stages * boundary / rho
 
 
 def explicit_again(packed: Model, y: np.ndarray, carry: np.ndarray, boundary: float, explicit_stages: int,
@@ -868,7 +873,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
             found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
             if found is None:
                 continue
-            if switch_to is not None and found.projected_steps * solver.stages < y.size + switch_to.stages:
+            if switch_to is not None and (found.projected_steps * solver.stages
+                                          < rosenbrock_step_cost(y.size, switch_to.stages)):
                 continue             # the explicit method finishes for less than one Rosenbrock step costs
             if switch_to is not None:
                 h_explicit, facold = float(carry[_k.CARRY_H]), float(carry[_k.CARRY_FACOLD])

@@ -285,7 +285,7 @@ def run_failure(run, report, method_name: str, max_steps: int, ts, traj, left_co
                     f"{name} is {low:.3g} against a largest of {high:.3g}. Off the cone the Gram-space flow "
                     f"is unstable, and a start whose Grams span more decades than the tolerance resolves "
                     f"(rtol = {rtol:g} allows errors of about rtol·‖G‖ in every entry) leaves it; integrate "
-                    f"in parameter space (space='parameters'), which stays on it by construction")
+                    f"in parameter space (space='parameters'), which stays on it by construction.")
     return IntegrationError(message, t=run.t_reached, reason=reason, trajectory=traj)
 
 

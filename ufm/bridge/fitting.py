@@ -63,10 +63,8 @@ of the Jacobian negative, so a saddle plateau never ends it); its later saves ho
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
 steps of the best prediction so far (stiff or diverging corners), stops when the cost has
 fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
-and best prediction (a Broyden-updated Jacobian between forward differences,
-:class:`_BroydenJacobian`, is available as ``_JAC_REFRESH`` but off: measured, it did not pay).
-``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and ``method=`` a
-stiff integrator. :func:`fit_all` (used by ``compare``) can fit families in
+and best prediction; ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and
+``method=`` a stiff integrator (``"auto"`` pays where predictions turn stiff at small N). :func:`fit_all` (used by ``compare``) can fit families in
 parallel worker processes (``UFM_FIT_WORKERS``; serial by default, see there).
 """
 
@@ -1028,8 +1026,8 @@ _METHOD = "dopri5"       # integrator of the predictions (Fit(method=...) overri
 #: 49,973 -> 1,978 and 46,726 -> 993 DOPRI5 steps (4.3x, 7x, 31x faster), observables equal to
 #: <= 2.4e-8 of their residual scale; unchanged bit for bit where it does not settle
 _SETTLE = True
-#: ... for Gram states up to this size (n = KN + K² + N², 768 at K = N = 16): a test costs n
-#: tangents and an LU (an eigenvalue problem when it may stop), which at N = K = 25 (n = 1875)
+#: ... for Gram states up to this size (n = KN + K² + N², 768 at K = N = 16): a test costs a
+#: dense Jacobian and an LU (an eigenvalue problem when it may stop), which at N = K = 25 (n = 1875)
 #: cost more than the steps it could save (mlp_factorial5x5_sgd's linear-features fit hit
 #: max_time with the tests, 77 s without)
 _SETTLE_MAX_STATE = 800
@@ -1040,24 +1038,17 @@ _BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator s
 _STALL_ITERATIONS = 4    # stop when the cost fell by less than _STALL_RTOL (relative) over
 _STALL_RTOL = 1e-4       # this many iterations: creeping along a valley or a bound
 _POLISH_STALL_ITERATIONS = 3
-#: forward-difference Jacobians at every this-many-th trf iteration, Broyden updates in between,
-#: then a polish with differences at every iteration (1: scipy's 2-point differences throughout).
-#: Off (1): measured on the shipped runs (compare, same load), Broyden at 2 with the polish
-#: roughly doubled the iterations (mlp_factorial_adamw coupled 25 -> 46, mlp_hierarchy_adamw
-#: coupled 22 -> 40) for rss equal or up to 0.2 % better, and was no faster; Broyden at 2 or 3
-#: without the polish was faster but ended fits early at a worse rss (mlp_factorial_sgd_dead
-#: linear-features 96.4 -> 137.6; mlp_factorial3x3_sgd_d64 linear-features 83.0 -> 94.1)
-_JAC_REFRESH = 1
+# Forward differences at every iteration, measured against Broyden updates between them (compare
+# on the shipped runs): Broyden with a difference polish roughly doubled the
+# iterations (mlp_factorial_adamw coupled 25 -> 46) and was no faster; without the polish it
+# ended fits early at a worse rss (mlp_factorial_sgd_dead linear-features 96.4 -> 137.6).
 
 
 def _optimise(eng, ref, lo, hi, spec):
     """Least squares in log parameters around ``ref`` inside [lo, hi], in stages.
 
     Stage 1 (``spec.coarse``): at the loose tolerance ``_COARSE_RTOL``; stage 2 at the fit's
-    tolerance, warm-started from stage 1's optimum; these stages use the Broyden-updated
-    Jacobian (:class:`_BroydenJacobian`, when ``_JAC_REFRESH`` > 1 and no ``jac`` is given),
-    and a last stage polishes at the fit's tolerance with forward differences at every
-    iteration, so that convergence (and the stall rule) is judged on exact differences. Each stage stops at scipy's tolerances, at
+    tolerance, warm-started from stage 1's optimum. Each stage stops at scipy's tolerances, at
     ``max_nfev``, or when the cost has fallen by less than ``_STALL_RTOL`` over
     ``_STALL_ITERATIONS`` accepted iterations (``_POLISH_STALL_ITERATIONS`` in the polish;
     scipy >= 1.16). Trial predictions that need far more
@@ -1071,29 +1062,16 @@ def _optimise(eng, ref, lo, hi, spec):
     margin = np.minimum(0.5, 0.25 * (hi_x - lo_x))       # start inside the box: trf stalls on its edge
     x = np.clip(np.zeros(len(eng.names)), lo_x + margin, hi_x - margin)
     fun = lambda z: eng.residuals(ref * np.exp(z))  # noqa: E731
-    if eng.jac is not None:
-        exact = lambda z: eng.jacobian(ref * np.exp(z))  # noqa: E731
-    else:
-        exact = "2-point"
-    broyden = eng.jac is None and _JAC_REFRESH > 1
-    stages = [(eng.rtol, "broyden" if broyden else exact)]
+    jac = "2-point" if eng.jac is None else (lambda z: eng.jacobian(ref * np.exp(z)))  # noqa: E731
+    stages = [eng.rtol]
     if spec.coarse and _COARSE_RTOL > eng.rtol and eng.time_map != "optimizer":    # the optimiser has no rtol
-        stages.insert(0, (_COARSE_RTOL, stages[0][1]))
-    if broyden:
-        # the secant model finds the basin cheaply; convergence is judged with exact differences
-        stages.append((eng.rtol, exact))
+        stages.insert(0, _COARSE_RTOL)
     nfev, res = 0, None
-    for stage, (rtol, jac) in enumerate(stages):
-        if jac == "broyden":
-            jac = _BroydenJacobian(eng, ref, _JAC_REFRESH)
+    for stage, rtol in enumerate(stages):
         eng.stage_rtol = rtol
         # the polish starts at an optimum: two iterations without progress settle it
         window = _STALL_ITERATIONS if stage == 0 and len(stages) > 1 else _POLISH_STALL_ITERATIONS
-        if stage == 0 or rtol != stages[stage - 1][0]:
-            # costs at another tolerance are not comparable; at the same one (the exact-difference
-            # polish after the Broyden stage) the best so far stays: its residuals are cached, and
-            # a cached evaluation does not register as best again
-            eng.best_p, eng.best_c, eng.best_prediction, eng.best_r = None, math.inf, None, None
+        eng.best_p, eng.best_c, eng.best_prediction, eng.best_r = None, math.inf, None, None
         costs = []
 
         def stalled(intermediate_result):
@@ -1117,45 +1095,9 @@ def _optimise(eng, ref, lo, hi, spec):
                    f"{window} iterations")
     if res.status == 0:
         success, message = False, f"stopped after max_nfev = {spec.max_nfev} iterations"
-    exact_at = getattr(jac, "exact_at", None)            # a Broyden Jacobian is exact only where refreshed
-    at = ref * np.exp(res.x)
-    if eng.best_p is not None and np.array_equal(eng.best_p, at) and (exact_at is None or np.array_equal(exact_at, at)):
+    if eng.best_p is not None and np.array_equal(eng.best_p, ref * np.exp(res.x)):
         eng.last_jac_p = eng.best_p.copy()
     return np.asarray(res.jac), success, message, nfev
-
-
-class _BroydenJacobian:
-    """The Jacobian of the residuals in log parameters for ``least_squares``: forward differences
-    (:meth:`_Engine.jacobian`, k predictions) at the first call and at every ``refresh``-th one,
-    Broyden's rank-one update J + ((Δr − JΔx) Δxᵀ)/(Δxᵀ Δx) from the previous point in between
-    (no prediction: the residuals at the new point are already cached). trf asks for the
-    Jacobian once per accepted step, so this replaces k of its k + 1 predictions per iteration
-    on the updated ones; the refresh keeps the secant model from drifting along a curved
-    valley. ``exact_at`` is the point of the last forward-difference Jacobian."""
-
-    def __init__(self, eng, ref, refresh: int):
-        self.eng, self.ref, self.refresh = eng, ref, int(refresh)
-        self.x = self.r = self.J = None
-        self.age = 0
-        self.exact_at = None
-
-    def __call__(self, z):
-        z = np.asarray(z, dtype=np.float64)
-        p = self.ref * np.exp(z)
-        r = self.eng.residuals(p)
-        J = None
-        if self.J is not None and self.age + 1 < self.refresh:
-            s = z - self.x
-            ss = float(s @ s)
-            if ss > 0:
-                J = self.J + np.outer(r - self.r - self.J @ s, s) / ss
-                self.age += 1
-        if J is None:
-            J = self.eng.jacobian(p)
-            self.age = 0
-            self.exact_at = p.copy()
-        self.x, self.r, self.J = z.copy(), r, J
-        return J
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,10 +1,11 @@
 """Predictions that end at a *stable* equilibrium: the fits' answer to models that settle long
 before the run ends.
 
-A fitted UFM often reaches its fixed point early in ODE time and sits there for the rest of
-the run's horizon (under the power time map λ·t_end reaches 1e4–1e5). An explicit method then
-keeps stepping at its stability limit through a stretch where nothing moves (30k–50k steps per
-prediction on the shipped runs), and a stiff method still pays a Jacobian and an LU per step.
+A fitted UFM can reach its fixed point early in ODE time and sit there for the rest of the
+run's horizon (under the power time map λ·t_end reaches 1e4–1e5). An explicit method then
+keeps stepping at its stability limit through a stretch where nothing moves (three Θ(t) rows
+of the shipped runs: 47k–50k steps per prediction), and a stiff method still pays a Jacobian
+and an LU per step. (Most slow fits are slow for another reason: their states keep moving.)
 
 :func:`solve_settling` integrates as :func:`ufm.solve` (Gram space), but every
 :data:`SETTLE_CHECK_STEPS` integrator steps that did not reach the end it asks whether the
@@ -32,7 +33,7 @@ before the next breakpoint are filled and the integration resumes there from the
 state. A failed test doubles the steps before the next one (a long saddle plateau costs a few
 tests, not one per chunk).
 
-What a test costs: one field evaluation, n tangents (the dense Jacobian), an LU and a
+What a test costs: one field evaluation, the dense Jacobian, an LU and a
 non-symmetric eigenvalue problem of size KN + K(K+1)/2 + N(N+1)/2 (528 at K = N = 16:
 about 0.13 s with one BLAS thread) — the price of ~3,000 DOPRI5 steps at that size, paid only
 by predictions that ran :data:`SETTLE_CHECK_STEPS` steps without finishing.
@@ -52,27 +53,6 @@ SETTLE_CHECK_STEPS = 2_000
 STABLE_MARGIN = 1e-10
 
 
-def _symmetric_coordinates(K: int, N: int, bias: bool):
-    """Indices of the Gram state's independent coordinates: all of M (K×N), the upper
-    triangles of G_W (K×K) and G_H (N×N), and b; with, per coordinate, its mirror index (the
-    transposed entry of a Gram, itself elsewhere).
-
-    Returns:
-        (keep (m,), mirror (m,)) int arrays into the flat state of length KN + K² + N² (+ K).
-    """
-    keep, mirror = list(range(K * N)), list(range(K * N))
-    for off, n in ((K * N, K), (K * N + K * K, N)):
-        for i in range(n):
-            for j in range(i, n):
-                keep.append(off + i * n + j)
-                mirror.append(off + j * n + i)
-    if bias:
-        start = K * N + K * K + N * N
-        keep += list(range(start, start + K))
-        mirror += list(range(start, start + K))
-    return np.array(keep), np.array(mirror)
-
-
 def _rms(v) -> float:
     return float(np.sqrt(np.mean(np.square(v))))
 
@@ -84,7 +64,8 @@ def settled(packed, y: np.ndarray, t: float, rtol: float, atol: float, coords=No
     Arguments:
         packed: the :class:`~ufm.kernels.groups.Model` (Gram space). y: (n,) flat state.
         t: its time (selects the coupling piece). rtol, atol: the integrator's tolerances.
-        coords: :func:`_symmetric_coordinates` of the model (computed when None).
+        coords: the model's independent coordinates and their mirrors,
+            :func:`ufm.kernels.rosenbrock.symmetric_coordinates` (computed when None).
 
     Returns:
         (settled, details): details has ``max_real_eigenvalue``, ``slowest_rate``,
@@ -94,9 +75,9 @@ def settled(packed, y: np.ndarray, t: float, rtol: float, atol: float, coords=No
     """
     from ..kernels import fields as _f
     from ..kernels import tangent as _kt
+    from ..kernels.rosenbrock import symmetric_coordinates
     ip = packed.ip
-    K, N, bias = int(ip[_f.IP_K]), int(ip[_f.IP_N]), bool(ip[_f.IP_BIAS])
-    keep, mirror = coords if coords is not None else _symmetric_coordinates(K, N, bias)
+    keep, mirror = coords if coords is not None else symmetric_coordinates(packed)
     y = np.ascontiguousarray(y, dtype=np.float64)
     p = _f.theta_piece(packed.theta_t, t) if ip[_f.IP_NTHETA] > 0 else 0
     f = np.zeros_like(y)
@@ -152,6 +133,7 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
     from ..integration import (check_run_options, initial_vector, resolve_method, run_failure, stiff_counts)
     from ..kernels import fields as _f
     from ..kernels import integrate as _k
+    from ..kernels.rosenbrock import symmetric_coordinates
     from ..trajectory import Trajectory
     from ..engine import Controls
 
@@ -165,7 +147,7 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
     carry = engine.new_carry(t0, h0)
     T = len(ts)
     buffers = engine.SaveBuffers(T, y.size, model.K, model.N, None, model.bias, names)
-    coords = _symmetric_coordinates(model.K, model.N, model.bias)
+    coords = symmetric_coordinates(packed)
     breaks = np.asarray(packed.theta_t, dtype=np.float64)[1:] if packed.ip[_f.IP_NTHETA] > 1 else np.zeros(0)
     rosenbrock_only = stiff_method is not None and solver is stiff_method
     stats = engine.stiff_stats() if stiff_method is not None else None
@@ -187,7 +169,8 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
             if sw is not None:
                 switched_at = sw if switched_at is None else switched_at
                 switches += run.switches
-                stats += run.stats
+            if getattr(run, "stats", None) is not None:
+                stats += run.stats               # rejected trials count too, switched or not
         wall += run.wall_time_s
         status = run.status
         if status != _k.STATUS_MAX_STEPS or limit >= max_steps:

@@ -8,7 +8,8 @@ the same scaled RMS error norm and PI step-size controller. Saves use the method
 extension (:class:`~ufm.kernels.groups.RosenbrockTableau`).
 
 Each step evaluates the exact Jacobian J at the step's start (:func:`ufm.kernels.tangent.jacobian`:
-assembled from its blocks in parameter space, one tangent per column elsewhere), factors
+assembled from its blocks in parameter and Gram space, one tangent per column in the reduced
+space), factors
 I/(hγ) − J once (LAPACK's dense LU with partial pivoting) and solves one system per stage
 (form of :mod:`ufm.rosenbrock`). A rejected step keeps J and refactors.
 
