@@ -59,7 +59,9 @@ by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take
 Gram-space prediction ends where the model has settled at a *stable* equilibrium
 (:mod:`ufm.bridge.settling`: remaining displacement below the tolerance and every eigenvalue
 of the Jacobian negative, so a saddle plateau never ends it); its later saves hold that state
-(``trajectory_.info["settled_from"]``). The
+(``trajectory_.info["settled_from"]``). A deep-family prediction (no bias) ends where it is
+certified to be in the origin's basin, its later saves filled from the exact linear decay of
+the factors to within the tolerance (:mod:`ufm.bridge.deep_settling`). The
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
 steps of the best prediction so far (stiff or diverging corners), stops when the cost has
 fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
@@ -847,6 +849,10 @@ class _Engine:
                     if _SETTLE and self.space == "gram" and self.family != "deep" and self.gram_size <= _SETTLE_MAX_STATE:
                         # ends at a stable equilibrium (never a saddle), to the tolerance: ufm.bridge.settling
                         tr = solve_settling(model, init, t, **kw)
+                    elif _DEEP_SETTLE and self.family == "deep" and not model.bias:
+                        # ends with the certified linear tail in the origin's basin: ufm.bridge.deep_settling
+                        from .deep_settling import solve_deep_settling
+                        tr = solve_deep_settling(model, init, t, **kw)
                     else:
                         tr = solve(model, init, t, space=self.space, **kw)
         except IntegrationError as err:
@@ -1031,6 +1037,9 @@ _SETTLE = True
 #: cost more than the steps it could save (mlp_factorial5x5_sgd's linear-features fit hit
 #: max_time with the tests, 77 s without)
 _SETTLE_MAX_STATE = 800
+#: deep-family predictions end with the certified linear tail once in the origin's basin
+#: (ufm.bridge.deep_settling.solve_deep_settling); a model with a bias is integrated in full
+_DEEP_SETTLE = True
 _DIFF_STEP = 1e-3        # forward-difference step in log parameters (as scipy's diff_step)
 _COARSE_RTOL = 1e-5      # tolerance of the first optimisation stage
 _MIN_BUDGET = 4_000      # early rejection: a trial prediction may take max(this, ...
