@@ -87,6 +87,11 @@ __all__ = ["origin_basin", "linear_tail", "hold_time", "solve_deep_settling", "C
 
 #: integrator steps between two certificate tests (a test costs less than one step)
 CHECK_STEPS = 1_000
+#: steps before the first test for a non-trivial minimum (settled_minimum; doubled after each
+#: failure: ~0.05-0.1 s a test at d = 32, L = 3, K = N = 16)
+MINIMUM_CHECK_STEPS = 2_000
+#: whether solve_deep_settling tests for non-trivial minima at all
+_MINIMUM = True
 #: the linear tail is held where a saved product would fall below this (module docstring)
 TINY = 1e-120
 
@@ -199,6 +204,118 @@ def hold_time(model, y: np.ndarray, d: int, atol: float) -> float:
     return tau
 
 
+def _orbit_tangent(model, y: np.ndarray, d: int):
+    """(T, Tᵀ) of the symmetry orbit at ``y``: T maps L + 1 skew d×d generators (A_0 on H₀'s
+    output space, …, A_L on W's input space) to the state tangent (δH₀ = A_0 H₀,
+    δW_l = A_l W_l − W_l A_{l−1}, δW = −W A_L, δb = 0); Tᵀ is its adjoint (skew parts)."""
+    K, N, L = model.K, model.N, model.layers
+    nW, nH = K * d, d * N
+    W = y[:nW].reshape(K, d)
+    H0 = y[nW:nW + nH].reshape(d, N)
+    Ls = [y[nW + nH + l * d * d:nW + nH + (l + 1) * d * d].reshape(d, d) for l in range(L)]
+    n_rest = y.size - nW - nH - L * d * d
+
+    def T(As):
+        parts = [(-W @ As[L]).ravel(), (As[0] @ H0).ravel()]
+        parts += [(As[l + 1] @ Ls[l] - Ls[l] @ As[l]).ravel() for l in range(L)]
+        return np.concatenate(parts + [np.zeros(n_rest)])
+
+    def Tt(v):
+        vW = v[:nW].reshape(K, d)
+        vH = v[nW:nW + nH].reshape(d, N)
+        vL = [v[nW + nH + l * d * d:nW + nH + (l + 1) * d * d].reshape(d, d) for l in range(L)]
+        out = []
+        for l in range(L + 1):
+            into = vH @ H0.T if l == 0 else vL[l - 1] @ Ls[l - 1].T
+            out_of = Ls[l].T @ vL[l] if l < L else W.T @ vW
+            X = into - out_of
+            out.append(0.5 * (X - X.T))
+        return out
+
+    return T, Tt
+
+
+def settled_minimum(model, y: np.ndarray, d: int, rtol: float, atol: float) -> tuple[bool, dict]:
+    """Whether the parameter-space state ``y`` of a deep model sits at a *stable* equilibrium
+    modulo its symmetries, to the tolerance: :func:`ufm.bridge.settling.settled`'s two tests
+    in parameter space, with the orbit of the symmetry group lifted off the Hessian.
+
+    The flow is dy/dt = −D ∇f (D the per-block rates), its Jacobian −D H, whose eigenvalues
+    have the signs of H's. H is singular along the orbit tangent range(T) (the orbit of a
+    critical point consists of critical points), so the tests run on H + μ T Tᵀ (μ = the
+    largest eigenvalue of H): positive definite only if H is positive definite on the
+    complement of range(T) (vᵀ(H + μTTᵀ)v = vᵀHv there). Tested: (1) the Newton step
+    (H + μTTᵀ)⁻¹∇f (CG) at most one tolerance unit (RMS of δ_i/(atol + rtol|y_i|)); (2) the
+    smallest eigenvalue of H + μTTᵀ (Lanczos, scipy's eigsh) at least STABLE_MARGIN·μ. Then
+    the state converges to a point of the orbit within the tolerance, and every saved quantity
+    (Z, G_W, G_H: orbit invariants) stays where it is. Hessian-vector products are central
+    differences of the kernel's field. A saddle (negative eigenvalue) or a state still moving
+    fails; a failure of the iterative solvers to converge fails too.
+
+    Arguments:
+        model: a :class:`~ufm.deep.DeepUFM`. y: flat parameter state. d: width.
+        rtol, atol: the integrator's tolerances.
+
+    Returns:
+        (settled, details): ``displacement``, ``smallest`` and ``largest`` eigenvalues of the
+        lifted Hessian, ``products`` (Hessian-vector products spent) and ``why``.
+    """
+    import scipy.sparse.linalg as sla
+    from .. import engine
+    from ..kernels import fields as _f
+    from .settling import STABLE_MARGIN
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    packed = engine.pack_deep_model(model, "parameters", d)
+    work = np.zeros(_f.work_size(packed))
+    K, N, L = model.K, model.N, model.layers
+    rates = np.concatenate([np.full(K * d, model.lr_W), np.full(d * N, model.lr_H), np.full(L * d * d, model.lr_L),
+                            np.full(y.size - K * d - d * N - L * d * d, model.lr_b)])
+
+    def grad(x):
+        f = np.zeros_like(x)
+        _f.vector_field(0, x, f, packed, work)
+        return -f / rates
+
+    g = grad(y)
+    details = {"displacement": math.inf, "smallest": math.nan, "largest": math.nan, "products": 0}
+    if not np.all(np.isfinite(g)):
+        return False, {**details, "why": "non-finite field"}
+    scale = float(np.sqrt(np.mean(y * y))) + 1e-300
+    count = [0]
+
+    def hvp(v):
+        count[0] += 1
+        nv = float(np.linalg.norm(v))
+        if nv == 0.0:
+            return np.zeros_like(v)
+        e = 1e-5 * scale / nv
+        return (grad(y + e * v) - grad(y - e * v)) / (2.0 * e)
+
+    n = y.size
+    T, Tt = _orbit_tangent(model, y, d)
+    v0 = np.random.default_rng(0).normal(size=n)              # deterministic start vectors
+    try:
+        mu = float(sla.eigsh(sla.LinearOperator((n, n), matvec=hvp, dtype=np.float64), k=1, which="LA", tol=1e-3,
+                             v0=v0, return_eigenvectors=False)[0])
+        details["largest"] = mu
+        if not mu > 0.0:
+            return False, {**details, "products": count[0], "why": "no positive curvature"}
+        lifted = sla.LinearOperator((n, n), matvec=lambda v: hvp(v) + mu * T(Tt(v)), dtype=np.float64)
+        step, info = sla.cg(lifted, g, rtol=1e-3, maxiter=500)
+        newton = float(np.sqrt(np.mean((step / (atol + rtol * np.abs(y))) ** 2))) if info == 0 else math.inf
+        details["displacement"] = newton
+        if not newton <= 1.0:
+            return False, {**details, "products": count[0], "why": "still moving"}
+        low = float(np.min(sla.eigsh(lifted, k=1, which="SA", tol=1e-4, v0=v0, maxiter=3000,
+                                     return_eigenvectors=False)))
+    except sla.ArpackNoConvergence:
+        return False, {**details, "products": count[0], "why": "eigenvalues did not converge"}
+    details.update(smallest=low, products=count[0])
+    if not low >= STABLE_MARGIN * mu:
+        return False, {**details, "why": "not a stable equilibrium (saddle or flat direction)"}
+    return True, {**details, "why": "settled"}
+
+
 def solve_deep_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: float = 1e-8,
                         atol: float = 1e-10, max_steps: int = 10_000_000, save=("gram_W", "gram_H", "logits")):
     """:func:`ufm.solve` of a :class:`~ufm.deep.DeepUFM` in parameter space that ends with the
@@ -238,7 +355,9 @@ def solve_deep_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rto
     ctl = engine.controls(rtol, atol, h_max, max_steps)
     carry = engine.new_carry(t0, h0)
     T = len(ts)
-    extra = {"settle_tests": 0}
+    extra = {"settle_tests": 0, "minimum_tests": 0}
+    next_minimum = MINIMUM_CHECK_STEPS
+    gap = MINIMUM_CHECK_STEPS
     wall = 0.0
     status = _k.STATUS_OK
     while True:
@@ -251,10 +370,24 @@ def solve_deep_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rto
             break
         ok, details = origin_basin(model, y, d, rtol)
         extra["settle_tests"] += 1
-        if not ok:
-            continue
         t_s = float(carry[_k.CARRY_T])
         j = int(carry[_k.CARRY_J])
+        if not ok and _MINIMUM and limit >= next_minimum:
+            at_min, mdet = settled_minimum(model, y, d, rtol, atol)
+            extra["minimum_tests"] += 1
+            if at_min:
+                extra.update(settled_from=j, settled_t=t_s, settled_kind="minimum",
+                             settle_displacement=mdet["displacement"], settle_smallest=mdet["smallest"])
+                work = np.zeros(_f.work_size(packed))
+                for jj in range(j, T):
+                    _f.record(jj, float(ts[jj]), y, packed, buffers.group, work)
+                carry[_k.CARRY_J] = T
+                status = _k.STATUS_OK
+                break
+            gap *= 2                             # a failed test doubles the steps to the next one
+            next_minimum = limit + gap
+        if not ok:
+            continue
         extra.update(settled_from=j, settled_t=t_s, settled_kind="origin",
                      tail_relative_error=details["relative_error"])
         tau_hold = hold_time(model, y, d, atol)

@@ -849,7 +849,7 @@ class _Engine:
                     if _SETTLE and self.space == "gram" and self.family != "deep" and self.gram_size <= _SETTLE_MAX_STATE:
                         # ends at a stable equilibrium (never a saddle), to the tolerance: ufm.bridge.settling
                         tr = solve_settling(model, init, t, **kw)
-                    elif _DEEP_SETTLE and self.family == "deep" and not model.bias:
+                    elif _DEEP_SETTLE and self.family == "deep":
                         # ends with the certified linear tail in the origin's basin: ufm.bridge.deep_settling
                         from .deep_settling import solve_deep_settling
                         tr = solve_deep_settling(model, init, t, **kw)
