@@ -75,6 +75,19 @@ stability limit does not follow the decay either: DOPRI5's tail ends near tr G_W
 where the exact one is e^{−0.36·9e5}.) Otherwise the tail underflows honestly.
 
 What a test costs: the n factor norms and one bound (O(Kd + Ld² + dN)), far less than one step.
+
+Non-trivial minima
+------------------
+A model with weak decay settles at a non-trivial minimum instead
+(``mlp_factorial_adamw_mse``'s deep fit, λ ≈ 1.8e-4: settled by t ≈ 1e5 of a horizon of 1.9e7,
+then ~47k steps at the stability limit). Outside the origin's basin the run is also tested,
+after :data:`MINIMUM_CHECK_STEPS` steps and then at doubling gaps, by
+:func:`settled_minimum` — settling.py's standard (Newton step below one tolerance unit and
+every eigenvalue of the linearisation stable, never a saddle or a plateau) in parameter space,
+with the continuous symmetries W_l → Q_l W_l Q_{l−1}ᵀ lifted off the Hessian — and where it
+holds the remaining saves hold the settled state (``info["settled_kind"]`` "minimum"). The
+saved quantities (Z, G_W, G_H) are invariants of the symmetry, so the drift along the orbit
+that the lifted test ignores does not move them.
 """
 
 from __future__ import annotations
@@ -83,13 +96,17 @@ import math
 
 import numpy as np
 
-__all__ = ["origin_basin", "linear_tail", "hold_time", "solve_deep_settling", "CHECK_STEPS", "TINY"]
+__all__ = ["origin_basin", "linear_tail", "hold_time", "settled_minimum", "solve_deep_settling", "CHECK_STEPS",
+           "MINIMUM_CHECK_STEPS", "TINY"]
 
 #: integrator steps between two certificate tests (a test costs less than one step)
 CHECK_STEPS = 1_000
-#: steps before the first test for a non-trivial minimum (settled_minimum; doubled after each
-#: failure: ~0.05-0.1 s a test at d = 32, L = 3, K = N = 16)
-MINIMUM_CHECK_STEPS = 2_000
+#: steps before the first test for a non-trivial minimum (settled_minimum; the gap doubles after
+#: each failure). A test that settles costs ~63 Hessian-vector products, 15-20 ms at d = 32, L = 3,
+#: K = N = 16 (mlp_factorial_adamw_mse's deep fit), the price of ~100 DOPRI5 steps: measured at
+#: three of its predictions, 1,000 here settles them after 1,000 steps (0.18-0.20 s) where
+#: 2,000 took 2,000 (0.34 s) and 500 paid a failed test first (0.27-1.0 s)
+MINIMUM_CHECK_STEPS = 1_000
 #: whether solve_deep_settling tests for non-trivial minima at all
 _MINIMUM = True
 #: the linear tail is held where a saved product would fall below this (module docstring)
@@ -326,10 +343,12 @@ def solve_deep_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rto
         t0, method (an explicit method), rtol, atol, max_steps, save: as :func:`ufm.solve`.
 
     Returns:
-        :class:`~ufm.trajectory.Trajectory`; when the tail was used, ``info`` has
-        ``settled_from`` (first filled save), ``settled_t`` (the test's time), ``settled_kind``
-        ("origin"), ``tail_relative_error`` (the certified bound), ``tail_held_after`` (t_s + τ*, inf
-        when not held) and ``settle_tests``.
+        :class:`~ufm.trajectory.Trajectory`; when it stopped early, ``info`` has
+        ``settled_from`` (first filled save), ``settled_t`` (the test's time) and
+        ``settled_kind``: "origin" (with ``tail_relative_error``, the certified bound, and
+        ``tail_held_after``, t_s + τ*, inf when not held) or "minimum" (with
+        ``settle_displacement`` and ``settle_smallest``); always ``settle_tests`` and
+        ``minimum_tests``.
 
     Raises:
         IntegrationError: as :func:`ufm.solve` (the run failed before the tail).

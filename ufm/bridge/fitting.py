@@ -61,7 +61,8 @@ Gram-space prediction ends where the model has settled at a *stable* equilibrium
 of the Jacobian negative, so a saddle plateau never ends it); its later saves hold that state
 (``trajectory_.info["settled_from"]``). A deep-family prediction (no bias) ends where it is
 certified to be in the origin's basin, its later saves filled from the exact linear decay of
-the factors to within the tolerance (:mod:`ufm.bridge.deep_settling`). The
+the factors to within the tolerance, or at a certified stable non-trivial minimum (the
+symmetry orbit lifted off the Hessian; :mod:`ufm.bridge.deep_settling`). The
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
 steps of the best prediction so far (stiff or diverging corners), stops when the cost has
 fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
@@ -1037,8 +1038,8 @@ _SETTLE = True
 #: cost more than the steps it could save (mlp_factorial5x5_sgd's linear-features fit hit
 #: max_time with the tests, 77 s without)
 _SETTLE_MAX_STATE = 800
-#: deep-family predictions end with the certified linear tail once in the origin's basin
-#: (ufm.bridge.deep_settling.solve_deep_settling); a model with a bias is integrated in full
+#: deep-family predictions end with the certified linear tail once in the origin's basin, or at
+#: a certified stable minimum (ufm.bridge.deep_settling.solve_deep_settling)
 _DEEP_SETTLE = True
 _DIFF_STEP = 1e-3        # forward-difference step in log parameters (as scipy's diff_step)
 _COARSE_RTOL = 1e-5      # tolerance of the first optimisation stage
