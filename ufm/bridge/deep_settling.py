@@ -56,13 +56,15 @@ one step of the integrator may. (Since ε ∝ r^{n−2} near the origin, the tes
 decay times after the model entered the basin.)
 
 What it does not cover: a bias (Z = ⋯ + b1ᵀ; b then relaxes to its own optimum, which is not
-a linear decay: :func:`solve_deep_settling` never stops a model with a bias), n = 2 factors
+a linear decay: this certificate refuses a model with a bias; the minimum test below still
+applies), n = 2 factors
 (``layers=0``: m <= 0, the origin may be a saddle), a factor without decay (λ_i = 0). A state
 outside the basin — a saddle, a plateau, a non-trivial minimum — fails the test and the
 integration goes on; it is only ever a sufficient condition.
 
 Underflow. The exact tail leaves the floating-point range (``mlp_factorial_adamw``: G_H decays
-as e^{−8ηλτ}, below 1e-308 after τ ≈ 500), and a zero Gram has no cosines: the fits'
+as e^{−8ηλτ} = e^{−1.43τ} from ~1e-81 at t_s, below 1e-308 after τ ≈ 370), and a zero Gram
+has no cosines: the fits'
 scale-free observables would turn NaN where the true ones stay at their values of t_s (the
 tail's directions are constant to within ρ). The tail is therefore held at its state at τ*,
 the first τ at which a saved product (‖Z‖, tr G_H or tr G_W) reaches :data:`TINY` (1e-120: the
@@ -71,8 +73,9 @@ representable; measured: at 1e-250 it turned NaN on 15 saves of that fit), provi
 every factor is then within the absolute tolerance of the origin (RMS of its entries <=
 atol): the held state is then as close to the exact tail as the integrator's own error control
 would keep it (absolute tolerance), and its directions are exact. (An explicit method at its
-stability limit does not follow the decay either: DOPRI5's tail ends near tr G_W ≈ 1e-20 there,
-where the exact one is e^{−0.36·9e5}.) Otherwise the tail underflows honestly.
+stability limit does not follow the decay either: DOPRI5's tail there ends with entries of G_W ≈ 1e-20,
+where the exact ones are ~e^{−0.36·8.8e5}: the lead's deep_profile_example.py prediction,
+ufm.solve against solve_deep_settling.) Otherwise the tail underflows honestly.
 
 What a test costs: the n factor norms and one bound (O(Kd + Ld² + dN)), far less than one step.
 
@@ -325,7 +328,7 @@ def settled_minimum(model, y: np.ndarray, d: int, rtol: float, atol: float) -> t
             return False, {**details, "products": count[0], "why": "still moving"}
         low = float(np.min(sla.eigsh(lifted, k=1, which="SA", tol=1e-4, v0=v0, maxiter=3000,
                                      return_eigenvectors=False)))
-    except sla.ArpackNoConvergence:
+    except sla.ArpackError:                 # no convergence (ArpackNoConvergence) or any ARPACK failure
         return False, {**details, "products": count[0], "why": "eigenvalues did not converge"}
     details.update(smallest=low, products=count[0])
     if not low >= STABLE_MARGIN * mu:
