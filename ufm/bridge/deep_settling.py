@@ -394,7 +394,9 @@ def solve_deep_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rto
         extra["settle_tests"] += 1
         t_s = float(carry[_k.CARRY_T])
         j = int(carry[_k.CARRY_J])
-        if not ok and _MINIMUM and limit >= next_minimum:
+        # a test costs up to ~0.2 s (~1,000 steps at d = 32): not worth it when fewer steps remain
+        remaining = (float(ts[-1]) - t_s) / max(float(carry[_k.CARRY_H]), 1e-300)
+        if not ok and _MINIMUM and limit >= next_minimum and remaining > MINIMUM_CHECK_STEPS:
             at_min, mdet = settled_minimum(model, y, d, rtol, atol)
             extra["minimum_tests"] += 1
             if at_min:
