@@ -59,8 +59,8 @@ by a coarse scan. A few parameters against 50–100 checkpoints at N ≈ 16 take
 Gram-space prediction ends where the model has settled at a *stable* equilibrium
 (:mod:`ufm.bridge.settling`: remaining displacement below the tolerance and every eigenvalue
 of the Jacobian negative, so a saddle plateau never ends it); its later saves hold that state
-(``trajectory_.info["settled_from"]``). A deep-family prediction (no bias) ends where it is
-certified to be in the origin's basin, its later saves filled from the exact linear decay of
+(``trajectory_.info["settled_from"]``). A deep-family prediction ends where it is certified
+to be in the origin's basin (no bias), its later saves filled from the exact linear decay of
 the factors to within the tolerance, or at a certified stable non-trivial minimum (the
 symmetry orbit lifted off the Hessian; :mod:`ufm.bridge.deep_settling`). The
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
@@ -851,7 +851,8 @@ class _Engine:
                         # ends at a stable equilibrium (never a saddle), to the tolerance: ufm.bridge.settling
                         tr = solve_settling(model, init, t, **kw)
                     elif _DEEP_SETTLE and self.family == "deep":
-                        # ends with the certified linear tail in the origin's basin: ufm.bridge.deep_settling
+                        # ends in the origin's basin (certified linear tail) or at a certified stable
+                        # minimum, to the tolerance: ufm.bridge.deep_settling
                         from .deep_settling import solve_deep_settling
                         tr = solve_deep_settling(model, init, t, **kw)
                     else:
