@@ -118,6 +118,8 @@ MINIMUM_CHECK_STEPS = 1_000
 #: Jacobians allow 1e-10 (measured ratios at the settled minima: 0.02 mlp_factorial_adamw_mse,
 #: 0.005-0.034 mlp_factorial_sgd)
 LIFTED_MARGIN = 1e-6
+#: the gap between two minimum tests grows by this factor after each failure
+_GAP_GROWTH = 2.0
 #: whether solve_deep_settling tests for non-trivial minima at all
 _MINIMUM = True
 #: the linear tail is held where a saved product would fall below this (module docstring)
@@ -415,7 +417,7 @@ def solve_deep_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rto
                 carry[_k.CARRY_J] = T
                 status = _k.STATUS_OK
                 break
-            gap *= 2                             # a failed test doubles the steps to the next one
+            gap = int(gap * _GAP_GROWTH)          # a failed test lengthens the gap to the next one
             next_minimum = limit + gap
         if not ok:
             continue
