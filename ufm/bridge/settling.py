@@ -153,7 +153,8 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
     stats = engine.stiff_stats() if stiff_method is not None else None
     every = SETTLE_CHECK_STEPS
     info_extra = {"settle_tests": 0}
-    report, switched_at, switches = None, None, 0
+    report = None
+    switching = engine.SwitchState()         # auto: a switched run stays implicit from chunk to chunk
     wall = 0.0
     status = _k.STATUS_OK
     while True:
@@ -164,11 +165,8 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
             run = engine.integrate_stiff(packed, y, ts, engine.rosenbrock_tableau(stiff_method), chunk, carry,
                                          buffers, stats=stats)
         else:
-            run, report, sw = engine.integrate_watched(packed, y, ts, solver, chunk, carry, buffers,
-                                                       switch_to=stiff_method)
-            if sw is not None:
-                switched_at = sw if switched_at is None else switched_at
-                switches += run.switches
+            run, report, _ = engine.integrate_watched(packed, y, ts, solver, chunk, carry, buffers,
+                                                      switch_to=stiff_method, state=switching)
             if getattr(run, "stats", None) is not None:
                 stats += run.stats               # rejected trials count too, switched or not
         wall += run.wall_time_s
@@ -208,9 +206,9 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
             "model": model.describe(), **info_extra}
     if stats is not None:
         info.update(stiff_counts(stats))
-    if switched_at is not None:
-        info["switched_to_stiff_at"] = switched_at
-        info["method_switches"] = switches
+    if switching.switched_at is not None:
+        info["switched_to_stiff_at"] = switching.switched_at
+        info["method_switches"] = switching.switches
     traj = Trajectory(t=ts[:run.reached].copy(), **buffers.fields(run.reached), problem=model.problem, model=model,
                       info=info)
     if not run.ok:
