@@ -912,7 +912,8 @@ class SwitchState:
     it runs the Rosenbrock method now (a switched run stays implicit across calls instead of
     starting each chunk explicit and paying a new trial), the time before which no trial is
     made, the rejected trials in a row, explicit chunks since the last trial, when it first
-    switched and how often it changed method."""
+    switched, how often it changed method, and the explicit steps between stiffness checks
+    (0: not yet set)."""
 
     stiff: bool = False
     t_trial: float = -math.inf
@@ -920,6 +921,7 @@ class SwitchState:
     chunks: int = 0
     switched_at: float | None = None
     switches: int = 0
+    check_steps: int = 0
 
 
 def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl: Controls, carry: np.ndarray,
@@ -972,7 +974,10 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     rtab = rosenbrock_tableau(switch_to) if switch_to is not None else None
     sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
     costs = step_costs(packed, y.size, solver, switch_to) if switch_to is not None else None
-    check_steps = STIFF_CHECK_STEPS if switch_to is None else AUTO_CHECK_STEPS
+    if switch_to is None:
+        st.check_steps = STIFF_CHECK_STEPS
+    elif st.check_steps == 0:
+        st.check_steps = AUTO_CHECK_STEPS
 
     def rosenbrock(limit, j_end):
         chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
@@ -995,7 +1000,7 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                     st.t_trial = t_b * TRIAL_MARGIN * break_even_step(back, boundary, costs) / h_b
                 continue
             # fixed-step methods have no stability-limited step to watch: one call
-            limit = min(ctl.max_steps, attempted + check_steps) if solver.adaptive else ctl.max_steps
+            limit = min(ctl.max_steps, attempted + st.check_steps) if solver.adaptive else ctl.max_steps
             chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
             status, j = _k.integrate(y, carry, ts, j_end, tab, chunk, packed, buffers.group)
             if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive and switch_to is None:
@@ -1007,6 +1012,11 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                                           or (st.failed and st.chunks < 2 ** (st.failed - 1))):
                 continue
             found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
+            if switch_to is not None:
+                # a step far from its stability limit checks less and less often (each check is
+                # 40 tangents, ~15 % of 100 Tsitouras steps at K = N = 16), up to STIFF_CHECK_STEPS
+                st.check_steps = AUTO_CHECK_STEPS if found is not None else min(2 * st.check_steps,
+                                                                                 STIFF_CHECK_STEPS)
             if found is None:
                 continue
             if switch_to is not None and found.projected_steps * costs.explicit < costs.rosenbrock:
