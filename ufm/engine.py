@@ -912,8 +912,8 @@ class SwitchState:
     it runs the Rosenbrock method now (a switched run stays implicit across calls instead of
     starting each chunk explicit and paying a new trial), the time before which no trial is
     made, the rejected trials in a row, explicit chunks since the last trial, when it first
-    switched, how often it changed method, and the explicit steps between stiffness checks
-    (0: not yet set)."""
+    switched, how often it changed method, the explicit steps between stiffness checks (0: not
+    yet set), and (``work_budget``) the budget its Rosenbrock steps took beyond one step each."""
 
     stiff: bool = False
     t_trial: float = -math.inf
@@ -922,10 +922,12 @@ class SwitchState:
     switched_at: float | None = None
     switches: int = 0
     check_steps: int = 0
+    charged: float = 0.0
 
 
 def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl: Controls, carry: np.ndarray,
-                      buffers: SaveBuffers, progress=None, switch_to=None, state: SwitchState | None = None):
+                      buffers: SaveBuffers, progress=None, switch_to=None, state: SwitchState | None = None,
+                      work_budget: bool = False):
     """An explicit run in chunks of :data:`STIFF_CHECK_STEPS` steps (:data:`AUTO_CHECK_STEPS`
     with ``switch_to``) that watches for stiffness.
 
@@ -953,7 +955,12 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
       UserWarning says so once and the run continues.
 
     ``state`` (:class:`SwitchState`, updated in place) continues an ``auto`` run from an earlier
-    call; None starts afresh.
+    call; None starts afresh. ``work_budget`` (the fits' predictions): ``max_steps`` budgets
+    work, not steps: a Rosenbrock step takes costs.rosenbrock / costs.explicit explicit steps'
+    worth of it (``state.charged`` holds the excess), so a prediction that switched is cut at the
+    same work as an explicit one; and after a trial that does not pay, a run that neither method
+    can finish within the budget (the explicit method's projected steps, and the implicit
+    method's with its step growing like t) stops as stiff at once, as an explicit run does.
 
     Returns:
         (RunResult, StiffnessReport or None, switched_at or None). A run stopped as stiff has
@@ -974,22 +981,37 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     rtab = rosenbrock_tableau(switch_to) if switch_to is not None else None
     sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
     costs = step_costs(packed, y.size, solver, switch_to) if switch_to is not None else None
+    # what one Rosenbrock step takes from max_steps (work_budget: its work in explicit steps)
+    ratio = costs.rosenbrock / costs.explicit if (costs is not None and work_budget) else 1.0
     if switch_to is None:
         st.check_steps = STIFF_CHECK_STEPS
     elif st.check_steps == 0:
         st.check_steps = AUTO_CHECK_STEPS
 
-    def rosenbrock(limit, j_end):
-        chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
-        return _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens, stats)
+    def attempted_now() -> int:
+        return int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
+
+    def budget_left() -> float:
+        return ctl.max_steps - attempted_now() - st.charged
+
+    def rosenbrock(steps, j_end):
+        before = attempted_now()
+        chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(before + steps))
+        out = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens, stats)
+        st.charged += (attempted_now() - before) * (ratio - 1.0)
+        return out
 
     for j_end in ends:
         while j < j_end:
-            attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
+            attempted = attempted_now()
+            left = budget_left()
             if st.stiff:
-                limit = min(ctl.max_steps, attempted + STIFF_BACK_CHECK_STEPS)
-                status, j = rosenbrock(limit, j_end)
-                if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps:
+                steps = min(STIFF_BACK_CHECK_STEPS, int(left // ratio))
+                if steps < 1:
+                    status = _k.STATUS_MAX_STEPS
+                    break
+                status, j = rosenbrock(steps, j_end)
+                if status != _k.STATUS_MAX_STEPS or budget_left() < ratio:
                     break
                 back = explicit_again(packed, y, carry, boundary, costs)
                 if back is not None:
@@ -1000,12 +1022,13 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                     st.t_trial = t_b * TRIAL_MARGIN * break_even_step(back, boundary, costs) / h_b
                 continue
             # fixed-step methods have no stability-limited step to watch: one call
-            limit = min(ctl.max_steps, attempted + st.check_steps) if solver.adaptive else ctl.max_steps
-            chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
+            steps = min(st.check_steps, int(left)) if solver.adaptive else int(left)
+            exhausted = steps >= int(left)
+            chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(attempted + steps))
             status, j = _k.integrate(y, carry, ts, j_end, tab, chunk, packed, buffers.group)
-            if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive and switch_to is None:
+            if status == _k.STATUS_MAX_STEPS and exhausted and solver.adaptive and switch_to is None:
                 report = check_stiff(packed, y, carry, float(ts[-1]), boundary)   # explains the failure
-            if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps or not solver.adaptive:
+            if status != _k.STATUS_MAX_STEPS or exhausted or not solver.adaptive:
                 break
             st.chunks += 1
             if switch_to is not None and (carry[_k.CARRY_T] < st.t_trial
@@ -1022,6 +1045,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
             if switch_to is not None and found.projected_steps * costs.explicit < costs.rosenbrock:
                 continue             # the explicit method finishes for less than one Rosenbrock step costs
             if switch_to is not None:
+                if budget_left() < ratio:
+                    continue         # no budget for a Rosenbrock step: the explicit method goes on
                 h_explicit, facold = float(carry[_k.CARRY_H]), float(carry[_k.CARRY_FACOLD])
                 accepted = carry[_k.CARRY_ACCEPTED]
                 h_trial = max(h_explicit, TRIAL_MARGIN * break_even_step(found.rho, boundary, costs))
@@ -1029,10 +1054,9 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                 carry[_k.CARRY_FACOLD] = 1e-4
                 st.chunks = 0
                 for _ in range(TRIAL_ATTEMPTS):
-                    attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
-                    status, j = rosenbrock(min(ctl.max_steps, attempted + 1), j_end)
+                    status, j = rosenbrock(1, j_end)
                     if (carry[_k.CARRY_ACCEPTED] > accepted or status != _k.STATUS_MAX_STEPS
-                            or attempted + 1 >= ctl.max_steps
+                            or budget_left() < ratio
                             or not implicit_pays(float(carry[_k.CARRY_H]), found.rho, boundary, costs)):
                         break            # accepted, finished, out of budget, or the shrunk step no longer pays
                 h_rosenbrock = float(carry[_k.CARRY_H])
@@ -1046,13 +1070,23 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                 elif status in (_k.STATUS_MAX_STEPS, _k.STATUS_OK):
                     # RODAS4's accurate step does not pay yet: back to the explicit step (from
                     # the state an accepted trial reached, else from the untouched one)
-                    st.t_trial = float(carry[_k.CARRY_T]) * h_trial / h_rosenbrock
+                    t_now = float(carry[_k.CARRY_T])
+                    st.t_trial = t_now * h_trial / h_rosenbrock
                     carry[_k.CARRY_H], carry[_k.CARRY_FACOLD] = h_explicit, facold
                     st.failed += 1
-                if status != _k.STATUS_MAX_STEPS or carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED] >= ctl.max_steps:
+                    if work_budget and status == _k.STATUS_MAX_STEPS and t_now > 0:
+                        # neither method finishes within the budget: the explicit one needs
+                        # found.projected_steps; the implicit one, its step growing about like t
+                        # from h_R, ~ (t / h_R) ln(t_end / t) steps of ``ratio`` each. Fail now,
+                        # as an explicit method does (a fit rejects such a trial point anyway)
+                        t_end = float(ts[-1])
+                        implicit = ratio * t_now / h_rosenbrock * math.log(max(t_end / t_now, 1.0))
+                        if min(found.projected_steps, implicit) > budget_left():
+                            report = found
+                            break
+                if status != _k.STATUS_MAX_STEPS or budget_left() < 1:
                     break
                 continue
-            left = ctl.max_steps - (carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
             if found.projected_steps > left:
                 report = found
                 status = _k.STATUS_MAX_STEPS

@@ -915,7 +915,9 @@ class _Engine:
             self.best_prediction = (key, model, tr, failed)
             self.best_r = out
             info = tr.info
-            self.best_steps = int(info.get("accepted_steps", 0)) + int(info.get("rejected_steps", 0))
+            # (an auto prediction's Rosenbrock steps count at their work: settling's budget_steps)
+            self.best_steps = int(info.get("budget_steps", int(info.get("accepted_steps", 0))
+                                           + int(info.get("rejected_steps", 0))))
             if "settled_from" in info:
                 # its steps end where it settled: a trial that does not settle is no stiffer for
                 # needing more (as a budget they cut such trials and distorted the fit: measured on
