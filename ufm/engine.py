@@ -637,6 +637,14 @@ TRIAL_MARGIN = 2.0
 #: switches instead of waiting (transformer_hierarchy_adamw's linear-features fit: 8 trials
 #: rejected at 2x before one was accepted)
 TRIAL_ATTEMPTS = 2
+#: no trial unless the explicit method's remaining work ((t_end − t)/h steps) is at least this
+#: many Rosenbrock steps' worth: a trial costs up to TRIAL_ATTEMPTS Rosenbrock steps and, when it
+#: switches (at >= TRIAL_MARGIN x break-even), saves at least half the remaining work, so with
+#: some trials rejected it repays only on long stiff stretches. At 1 (a trial whenever the rest
+#: cost more than one Rosenbrock step) the fits of the K = 24, 32 runs paid 1.3-1.9x CPU for
+#: trials in predictions a few hundred steps from their end (110 Jacobians of order 820 in
+#: mlp_factorial_momentum_vocab24's linear-features fit, 4 switches)
+TRIAL_PAYBACK = 10.0
 #: power iterations of the spectral-radius estimate
 POWER_ITERATIONS = 40
 
@@ -935,8 +943,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     (:func:`check_stiff`). When it is stability-limited:
 
     * with ``switch_to`` (a :class:`~ufm.rosenbrock.RosenbrockMethod`, ``method="auto"``):
-      unless the explicit method finishes for less than one Rosenbrock step costs
-      (:class:`StepCosts`), a Rosenbrock step is tried from the same carry at
+      unless the explicit method finishes for less than :data:`TRIAL_PAYBACK` Rosenbrock steps
+      cost (:class:`StepCosts`), a Rosenbrock step is tried from the same carry at
       :data:`TRIAL_MARGIN` × the break-even step h_be (:func:`break_even_step`; at least the
       explicit step). Rejected, with a shrunk step h_R that still pays
       (:func:`implicit_pays`), it is tried once more at h_R (the accuracy-limited step is
@@ -1042,8 +1050,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                                                                                  STIFF_CHECK_STEPS)
             if found is None:
                 continue
-            if switch_to is not None and found.projected_steps * costs.explicit < costs.rosenbrock:
-                continue             # the explicit method finishes for less than one Rosenbrock step costs
+            if switch_to is not None and found.projected_steps * costs.explicit < TRIAL_PAYBACK * costs.rosenbrock:
+                continue             # too little explicit work left to repay a trial (TRIAL_PAYBACK)
             if switch_to is not None:
                 if budget_left() < ratio:
                     continue         # no budget for a Rosenbrock step: the explicit method goes on
