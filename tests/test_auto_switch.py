@@ -110,3 +110,17 @@ def test_a_settling_run_that_switched_stays_implicit_across_its_chunks(monkeypat
     assert chunked.info["accepted_steps"] <= 1.1 * whole.info["accepted_steps"]
     scale = np.abs(whole.gram_H).max()
     assert np.abs(chunked.gram_H - whole.gram_H).max() < 1e-6 * scale
+
+
+def test_the_deep_model_picks_autos_explicit_pair_by_the_runs_tolerance():
+    """solve_deep's ``method="auto"`` is the pair ufm.solve's auto runs at that rtol (Tsit5 at
+    the fits' 1e-5 and 1e-7, Verner 7(6) below 1e-7); it took Verner's pair at every tolerance
+    before (10 evaluations a step: the deep rows of compare(run, method="auto") ran 1.1-2.3x
+    longer)."""
+    m = ufm.DeepUFM(ufm.settings.balanced(3), layers=1, lambda_W=1e-2)
+    init = m.init(4, scale=0.3, seed=0)
+    t = np.geomspace(0.1, 10.0, 4)
+    for rtol in (1e-5, 1e-7, 1e-9):
+        tr = ufm.solve(m, init, t, method="auto", rtol=rtol)
+        assert tr.info["method"] == get_solver("auto", rtol).name
+    assert get_solver("auto", 1e-7).name == "tsit5" and get_solver("auto", 1e-9).name == "vern7"
