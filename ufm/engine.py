@@ -1042,6 +1042,10 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
             if switch_to is not None and (carry[_k.CARRY_T] < st.t_trial
                                           or (st.failed and st.chunks < 2 ** (st.failed - 1))):
                 continue
+            if switch_to is not None and carry[_k.CARRY_H] > 0 and ((float(ts[-1]) - carry[_k.CARRY_T])
+                                                                    / carry[_k.CARRY_H] * costs.explicit
+                                                                    < TRIAL_PAYBACK * costs.rosenbrock):
+                continue             # too little explicit work left to repay a trial: no check either
             found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
             if switch_to is not None:
                 # a step far from its stability limit checks less and less often (each check is
