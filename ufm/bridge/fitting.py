@@ -1022,12 +1022,12 @@ class _Engine:
 # the optimisation loop (speed): stages, early rejection, stopping on stagnation
 # ----------------------------------------------------------------------------------------------
 
-#: integrator of the predictions (Fit(method=...) overrides). "auto" (with the LU-aware work model,
-#: the switch kept across settling chunks and a work budget) measured compare CPU dopri5 -> auto
-#: 37.6 -> 13.3 s (mlp_factorial3x3_sgd_d64), 49.4 -> 41.0 (mlp_factorial_adamw_dead, two rows
-#: fitted better), 44.1 -> 38.1 (mlp_hierarchy_adamw_depth6), 35.9 -> 44.7 (mlp_factorial5x5_sgd),
-#: 0.93-1.11x on the fast runs; not the default while it loses on some runs and one fitted row
-#: ended worse (docs/bridge.md, Speed; python -m benchmarks.fit_methods)
+#: integrator of the predictions (Fit(method=...) overrides). "auto" (its LU-aware work model, the
+#: switch kept across settling chunks, a work budget) measured compare CPU dopri5 -> auto 34.0 ->
+#: 11.0 s (mlp_factorial3x3_sgd_d64), 45.9 -> 17.0 (mlp_factorial_adamw_dead), 32.9 -> 35.4
+#: (mlp_factorial5x5_sgd), 126.9 -> 123.7 over the 19 fast runs, the same best model everywhere,
+#: but some max_nfev-bound rows fitted worse: not the default (docs/bridge.md, Speed;
+#: python -m benchmarks.fit_methods)
 _METHOD = "dopri5"
 #: Gram-space predictions end at a stable equilibrium (ufm.bridge.settling.solve_settling).
 #: Measured at the fitted parameters of three slow Θ(t) rows of the shipped runs: 49,269 -> 1,491,
