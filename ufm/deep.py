@@ -369,7 +369,7 @@ def solve_deep(model: DeepUFM, init, t, *, method="dopri5", rtol: float = 1e-8, 
     from .integration import check_run_options
     from .trajectory import Trajectory
     space = check_choice(space, "space", ("parameters", "balanced"))
-    solver = get_solver(method)
+    solver = get_solver(method, rtol)          # "auto" picks its pair by the run's tolerance
     rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)
     names = engine.parse_save(save, "parameters")
     if "H" in names:

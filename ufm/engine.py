@@ -631,6 +631,20 @@ STIFF_WARN_STEPS = 200_000
 #: (:func:`break_even_step`): accepted, the implicit method pays even if the controller's next
 #: steps come out somewhat smaller
 TRIAL_MARGIN = 2.0
+#: Rosenbrock attempts of one trial: a first try rejected with a shrunk step that still pays is
+#: tried once more at that step (the Jacobian is rebuilt, ~10 % of a step; the LU redone), so
+#: a flow whose accurate RODAS4 step lies between the break-even step and the first try
+#: switches instead of waiting (transformer_hierarchy_adamw's linear-features fit: 8 trials
+#: rejected at 2x before one was accepted)
+TRIAL_ATTEMPTS = 2
+#: no trial unless the explicit method's remaining work ((t_end − t)/h steps) is at least this
+#: many Rosenbrock steps' worth: a trial costs up to TRIAL_ATTEMPTS Rosenbrock steps and, when it
+#: switches (at >= TRIAL_MARGIN x break-even), saves at least half the remaining work, so with
+#: some trials rejected it repays only on long stiff stretches. At 1 (a trial whenever the rest
+#: cost more than one Rosenbrock step) the fits of the K = 24, 32 runs paid 1.3-1.9x CPU for
+#: trials in predictions a few hundred steps from their end (110 Jacobians of order 820 in
+#: mlp_factorial_momentum_vocab24's linear-features fit, 4 switches)
+TRIAL_PAYBACK = 10.0
 #: power iterations of the spectral-radius estimate
 POWER_ITERATIONS = 40
 
@@ -758,69 +772,209 @@ def check_stiff(packed: Model, y: np.ndarray, carry: np.ndarray, t_end: float, b
     return StiffnessReport(t, h, rho, boundary, (t_end - t) / h, t_end)
 
 
-def rosenbrock_step_cost(n: int, stiff_stages: int) -> int:
-    """What :func:`implicit_pays` charges one Rosenbrock step, in field evaluations: n + the
-    method's stages (n: its Jacobian as n tangents; assembled from blocks the Jacobian is
-    cheaper, but the LU, not counted, is dearer: at n = 320 in parameter space a RODAS4 step
-    measured ~0.8 ms, about 250-300 evaluations, 0.6 ms of it the LU; docs/stiff.md)."""
-    return n + stiff_stages
+# --- the work model of ``method="auto"`` --------------------------------------------------------
+# Operation counts (flops of the field's matrix products, of the dense LU and of the stage
+# solves; entries of the Jacobian and of the factorised matrix; element-wise passes over the
+# state), each weighted by what one such operation cost on the reference machine (AMD EPYC,
+# OPENBLAS_NUM_THREADS=1, session 5; rerun /tmp-free with benchmarks' component timings, see
+# docs/stiff.md "Cost"). Nothing is timed during a run: auto's decisions are a function of the
+# model's sizes, its tableaux and the state, so a run is reproducible on any machine. The weights
+# are reference nanoseconds; only their ratios enter the decisions.
+#: per field evaluation: the calls of its small matrix products and its loops' set-up
+WORK_FIELD_CALL = 1000.0
+#: per state coordinate and field evaluation (the softmax's exponentials, element-wise passes)
+WORK_FIELD_COORDINATE = 2.0
+#: per flop of the field's matrix products (BLAS, small matrices)
+WORK_PRODUCT_FLOP = 0.03
+#: per element of one vector update of a step (a stage combination, the error estimate)
+WORK_VECTOR_ELEMENT = 0.1
+#: per entry of the dense Jacobian assembled from its blocks (Gram space: each entry O(1);
+#: parameter space: the loss curvature enters each entry with O(K) work)
+WORK_JACOBIAN_ENTRY_GRAM = 0.4
+WORK_JACOBIAN_ENTRY_PARAMETERS = 2.0
+#: per flop of the LU of the stage matrix (2 n_s³/3 flops, LAPACK's blocked dgetrf)
+WORK_LU_FLOP = 0.022
+#: per entry of the stage matrix: building I/(hγ) − J in the factorised coordinates and the
+#: LU's unblocked panel work (dominant below n_s ~ 300)
+WORK_MATRIX_ENTRY = 3.2
+#: per flop of one stage solve with the factors (2 n_s² flops, triangular sweeps)
+WORK_SOLVE_FLOP = 0.08
 
 
-def implicit_pays(h: float, rho: float, boundary: float, explicit_stages: int, n: int, stiff_stages: int) -> bool:
+def _products_flops(packed) -> float:
+    """Flops of the matrix products of one field evaluation (:mod:`ufm.kernels.fields`):
+    Gram space G G_H, G_W G, G Mᵀ, Mᵀ G (+ the coupling's products with Θ), parameter space
+    W H, G Hᵀ, Wᵀ G (+ Θ); the reduced and deep spaces are charged per coordinate only."""
+    ip = packed.ip
+    K, N, d = int(ip[_f.IP_K]), int(ip[_f.IP_N]), int(ip[_f.IP_D])
+    coupled = ip[_f.IP_NTHETA] > 0
+    space = int(ip[_f.IP_SPACE])
+    if space == _f.SPACE_GRAM:
+        return 2.0 * (2 * K * K * N + 2 * K * N * N) + (2.0 * (K * N * N + N ** 3) if coupled else 0.0)
+    if space == _f.SPACE_PARAMETERS:
+        return 6.0 * K * d * N + (2.0 * d * N * N if coupled else 0.0)
+    return 0.0
+
+
+def field_work(packed, n: int) -> float:
+    """The work model's cost of one field evaluation at state size ``n`` (reference ns)."""
+    return WORK_FIELD_CALL + WORK_FIELD_COORDINATE * n + WORK_PRODUCT_FLOP * _products_flops(packed)
+
+
+def _evaluations_per_step(solver) -> int:
+    """Field evaluations of one explicit step (first-same-as-last pairs reuse their last stage)."""
+    return solver.stages - 1 if solver.fsal else solver.stages
+
+
+def explicit_step_cost(packed, n: int, solver) -> float:
+    """One step of the explicit ``solver`` at state size ``n``, in field evaluations of the
+    work model: its evaluations and its vector updates (one per non-zero stage coefficient,
+    weight and error weight)."""
+    arr = solver.arrays
+    s = solver.stages
+    updates = np.count_nonzero(arr["A"][:s, :s]) + np.count_nonzero(arr["b"]) + np.count_nonzero(arr["e"])
+    return _evaluations_per_step(solver) + WORK_VECTOR_ELEMENT * n * updates / field_work(packed, n)
+
+
+def factorised_order(packed, n: int) -> int:
+    """n_s, the order of the Rosenbrock driver's stage matrix: in Gram space the independent
+    coordinates (:func:`ufm.kernels.rosenbrock.symmetric_coordinates`), else the state size."""
+    ip = packed.ip
+    if int(ip[_f.IP_SPACE]) != _f.SPACE_GRAM:
+        return n
+    K, N = int(ip[_f.IP_K]), int(ip[_f.IP_N])
+    return K * N + K * (K + 1) // 2 + N * (N + 1) // 2 + (K if ip[_f.IP_BIAS] else 0)
+
+
+def rosenbrock_step_cost(packed, n: int, method) -> float:
+    """One step of the Rosenbrock ``method`` at state size ``n``, in field evaluations of the
+    work model: the Jacobian (assembled from its blocks in Gram and parameter space, plus one
+    tangent, ~2 evaluations, per bias coordinate in Gram space; n tangents in the other
+    spaces), the stage matrix I/(hγ) − J of order n_s (:func:`factorised_order`) and its LU
+    (2 n_s³/3 flops), one solve (2 n_s² flops) and one evaluation per stage, and the vector
+    updates. Measured at the fits' sizes against whole steps: K = N = 9 (n_s = 171) ~100
+    evaluations, K = N = 16 (528) ~700, K = N = 25 (1,275) ~4,000 (the LU is 80–90 % of it
+    from K = N = 16 on); docs/stiff.md "Cost"."""
+    ip = packed.ip
+    f = field_work(packed, n)
+    space = int(ip[_f.IP_SPACE])
+    if space == _f.SPACE_GRAM:
+        jac = WORK_JACOBIAN_ENTRY_GRAM * n * n + (2.0 * f * int(ip[_f.IP_K]) if ip[_f.IP_BIAS] else 0.0)
+    elif space == _f.SPACE_PARAMETERS:
+        jac = WORK_JACOBIAN_ENTRY_PARAMETERS * n * n
+    else:
+        jac = 2.0 * f * n
+    ns = factorised_order(packed, n)
+    s = method.stages
+    arr = method.arrays
+    updates = sum(np.count_nonzero(arr[k]) for k in ("a", "C", "m", "e"))
+    work = (jac + WORK_MATRIX_ENTRY * ns * ns + WORK_LU_FLOP * 2.0 * ns ** 3 / 3.0
+            + s * (WORK_SOLVE_FLOP * 2.0 * ns * ns + f) + WORK_VECTOR_ELEMENT * n * updates)
+    return work / f
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """What :func:`implicit_pays` weighs, in field evaluations of the work model: one step of
+    the explicit method (:func:`explicit_step_cost`) and one Rosenbrock step
+    (:func:`rosenbrock_step_cost`)."""
+
+    explicit: float
+    rosenbrock: float
+
+
+def step_costs(packed, n: int, solver, method) -> StepCosts:
+    """:class:`StepCosts` of an ``auto`` run: explicit ``solver``, Rosenbrock ``method``."""
+    return StepCosts(explicit_step_cost(packed, n, solver), rosenbrock_step_cost(packed, n, method))
+
+
+def implicit_pays(h: float, rho: float, boundary: float, costs: StepCosts) -> bool:
     """Whether a Rosenbrock step h beats the explicit method at spectral radius ``rho``: held at
-    its stability limit h_e = boundary/ρ, the explicit method covers h in h·ρ/boundary steps of
-    ``explicit_stages`` evaluations, against :func:`rosenbrock_step_cost`."""
-    return bool(h * rho / boundary * explicit_stages >= rosenbrock_step_cost(n, stiff_stages))
+    its stability limit h_e = boundary/ρ, the explicit method covers h in h·ρ/boundary steps
+    of ``costs.explicit`` each, against ``costs.rosenbrock``."""
+    return bool(h * rho / boundary * costs.explicit >= costs.rosenbrock)
 
 
-def break_even_step(rho: float, boundary: float, explicit_stages: int, n: int, stiff_stages: int) -> float:
+def break_even_step(rho: float, boundary: float, costs: StepCosts) -> float:
     """The smallest Rosenbrock step that :func:`implicit_pays` at spectral radius ``rho``:
-    :func:`rosenbrock_step_cost` / explicit_stages explicit steps of boundary/ρ."""
-    return rosenbrock_step_cost(n, stiff_stages) / explicit_stages * boundary / rho
+    costs.rosenbrock / costs.explicit explicit steps of boundary/ρ."""
+    return costs.rosenbrock / costs.explicit * boundary / rho
 
 
-def explicit_again(packed: Model, y: np.ndarray, carry: np.ndarray, boundary: float, explicit_stages: int,
-                   stiff_stages: int) -> float | None:
+def explicit_again(packed: Model, y: np.ndarray, carry: np.ndarray, boundary: float, costs: StepCosts) -> float | None:
     """ρ(J) (by power iteration) when the Rosenbrock step in ``carry`` no longer pays at ``y``
     (:func:`implicit_pays`), else None."""
     h = float(carry[_k.CARRY_H])
     if not (h > 0 and np.all(np.isfinite(y))):
         return None
     rho = spectral_radius(packed, y, float(carry[_k.CARRY_T]))
-    if np.isfinite(rho) and not implicit_pays(h, rho, boundary, explicit_stages, y.size, stiff_stages):
+    if np.isfinite(rho) and not implicit_pays(h, rho, boundary, costs):
         return rho
     return None
 
 
+@dataclass
+class SwitchState:
+    """What ``method="auto"`` carries between calls of :func:`integrate_watched` on one run (a
+    settling prediction runs in chunks, :func:`ufm.bridge.settling.solve_settling`): whether
+    it runs the Rosenbrock method now (a switched run stays implicit across calls instead of
+    starting each chunk explicit and paying a new trial), the time before which no trial is
+    made, the rejected trials in a row, explicit chunks since the last trial, when it first
+    switched, how often it changed method, the explicit steps between stiffness checks (0: not
+    yet set), and (``work_budget``) the budget its Rosenbrock steps took beyond one step each."""
+
+    stiff: bool = False
+    t_trial: float = -math.inf
+    failed: int = 0
+    chunks: int = 0
+    switched_at: float | None = None
+    switches: int = 0
+    check_steps: int = 0
+    charged: float = 0.0
+
+
 def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl: Controls, carry: np.ndarray,
-                      buffers: SaveBuffers, progress=None, switch_to=None):
+                      buffers: SaveBuffers, progress=None, switch_to=None, state: SwitchState | None = None,
+                      work_budget: bool = False):
     """An explicit run in chunks of :data:`STIFF_CHECK_STEPS` steps (:data:`AUTO_CHECK_STEPS`
     with ``switch_to``) that watches for stiffness.
 
     After each chunk that did not finish, the step is compared with the stability limit
     (:func:`check_stiff`). When it is stability-limited:
 
-    * with ``switch_to`` (a :class:`~ufm.rosenbrock.RosenbrockMethod`, ``method="auto"``): one
-      Rosenbrock step is tried from the same carry at :data:`TRIAL_MARGIN` × the break-even
-      step h_be (:func:`break_even_step`; at least the explicit step). Accepted, the run goes on
+    * with ``switch_to`` (a :class:`~ufm.rosenbrock.RosenbrockMethod`, ``method="auto"``):
+      unless the explicit method finishes for less than :data:`TRIAL_PAYBACK` Rosenbrock steps
+      cost (:class:`StepCosts`), a Rosenbrock step is tried from the same carry at
+      :data:`TRIAL_MARGIN` × the break-even step h_be (:func:`break_even_step`; at least the
+      explicit step). Rejected, with a shrunk step h_R that still pays
+      (:func:`implicit_pays`), it is tried once more at h_R (the accuracy-limited step is
+      between h_be and the first try). Accepted, with a next step that pays, the run goes on
       with the Rosenbrock driver, in chunks of :data:`STIFF_BACK_CHECK_STEPS` steps; after
       each, :func:`explicit_again` decides whether the explicit method takes over again (a
-      fast transient after a stiff stretch). Rejected, the accuracy-limited Rosenbrock step
-      h_R (the controller's shrunk step) is below it: stiff, but the implicit method does not
-      pay yet, and the explicit method goes on from its own step. After a rejected trial or a
-      switch back at time t, the next trial waits until t · h_trial / h_R (steps of these
-      decaying flows grow about like t), so a transient where both methods are held at their
-      limits does not ping-pong; after the k-th rejected trial in a row it also waits
-      2^(k−1) chunks (the trials' cost stays a small fraction of a run where the implicit
-      method never pays);
+      fast transient after a stiff stretch). Otherwise RODAS4's accuracy-limited step does not
+      pay yet: the explicit method goes on from its own step (from the state the trial
+      reached if it was accepted, else untouched). After such a trial or a switch back at time
+      t, the next trial waits until t · h_trial / h_R (steps of these decaying flows grow about
+      like t), so a transient where both methods are held at their limits does not ping-pong;
+      after the k-th failed trial in a row it also waits 2^(k−1) chunks (the trials' cost
+      stays a small fraction of a run where the implicit method never pays);
     * otherwise, when the projected number of steps exceeds what is left of ``max_steps``, the
       run stops with reason ``"stiff"``; when it exceeds :data:`STIFF_WARN_STEPS`, a
       UserWarning says so once and the run continues.
 
+    ``state`` (:class:`SwitchState`, updated in place) continues an ``auto`` run from an earlier
+    call; None starts afresh. ``work_budget`` (the fits' predictions): ``max_steps`` budgets
+    work, not steps: a Rosenbrock step takes costs.rosenbrock / costs.explicit explicit steps'
+    worth of it (``state.charged`` holds the excess), so a prediction that switched is cut at the
+    same work as an explicit one; and after a trial that does not pay, a run that neither method
+    can finish within the budget (the explicit method's projected steps, and the implicit
+    method's with its step growing like t) stops as stiff at once, as an explicit run does.
+
     Returns:
         (RunResult, StiffnessReport or None, switched_at or None). A run stopped as stiff has
         status STATUS_MAX_STEPS and the report; the caller words the error. A run that switched
-        has ``stats`` (the stiff counters) and ``switches`` (how many times it changed method).
+        has ``stats`` (the stiff counters of this call) and ``switches`` (how many times it
+        changed method, over every call that shared ``state``).
     """
     T = len(ts)
     tab = tableau(solver)
@@ -830,79 +984,121 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     status, j = _k.STATUS_OK, int(carry[_k.CARRY_J])
     report = None
     warned = False
-    stiff = False
-    switched_at = None
-    switches = 0
+    st = SwitchState() if state is None else state
     stats = stiff_stats() if switch_to is not None else None
     rtab = rosenbrock_tableau(switch_to) if switch_to is not None else None
     sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
-    check_steps = STIFF_CHECK_STEPS if switch_to is None else AUTO_CHECK_STEPS
-    t_trial = -math.inf          # no Rosenbrock trial before this time
-    failed = 0                   # Rosenbrock trials rejected in a row
-    chunks = 0                   # explicit chunks since the last trial
+    costs = step_costs(packed, y.size, solver, switch_to) if switch_to is not None else None
+    # what one Rosenbrock step takes from max_steps (work_budget: its work in explicit steps)
+    ratio = costs.rosenbrock / costs.explicit if (costs is not None and work_budget) else 1.0
+    if switch_to is None:
+        st.check_steps = STIFF_CHECK_STEPS
+    elif st.check_steps == 0:
+        st.check_steps = AUTO_CHECK_STEPS
+
+    def attempted_now() -> int:
+        return int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
+
+    def budget_left() -> float:
+        return ctl.max_steps - attempted_now() - st.charged
+
+    def rosenbrock(steps, j_end):
+        before = attempted_now()
+        chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(before + steps))
+        out = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens, stats)
+        st.charged += (attempted_now() - before) * (ratio - 1.0)
+        return out
+
     for j_end in ends:
         while j < j_end:
-            attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
-            if stiff:
-                limit = min(ctl.max_steps, attempted + STIFF_BACK_CHECK_STEPS)
-                chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
-                status, j = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens,
-                                                     stats)
-                if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps:
+            attempted = attempted_now()
+            left = budget_left()
+            if st.stiff:
+                steps = min(STIFF_BACK_CHECK_STEPS, int(left // ratio))
+                if steps < 1:
+                    status = _k.STATUS_MAX_STEPS
                     break
-                back = explicit_again(packed, y, carry, boundary, solver.stages, switch_to.stages)
+                status, j = rosenbrock(steps, j_end)
+                if status != _k.STATUS_MAX_STEPS or budget_left() < ratio:
+                    break
+                back = explicit_again(packed, y, carry, boundary, costs)
                 if back is not None:
-                    stiff = False
-                    switches += 1
+                    st.stiff = False
+                    st.switches += 1
                     carry[_k.CARRY_FACOLD] = 1e-4
                     t_b, h_b = float(carry[_k.CARRY_T]), float(carry[_k.CARRY_H])
-                    t_trial = t_b * TRIAL_MARGIN * break_even_step(back, boundary, solver.stages, y.size,
-                                                                   switch_to.stages) / h_b
+                    st.t_trial = t_b * TRIAL_MARGIN * break_even_step(back, boundary, costs) / h_b
                 continue
             # fixed-step methods have no stability-limited step to watch: one call
-            limit = min(ctl.max_steps, attempted + check_steps) if solver.adaptive else ctl.max_steps
-            chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
+            steps = min(st.check_steps, int(left)) if solver.adaptive else int(left)
+            exhausted = steps >= int(left)
+            chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(attempted + steps))
             status, j = _k.integrate(y, carry, ts, j_end, tab, chunk, packed, buffers.group)
-            if status == _k.STATUS_MAX_STEPS and limit >= ctl.max_steps and solver.adaptive and switch_to is None:
+            if status == _k.STATUS_MAX_STEPS and exhausted and solver.adaptive and switch_to is None:
                 report = check_stiff(packed, y, carry, float(ts[-1]), boundary)   # explains the failure
-            if status != _k.STATUS_MAX_STEPS or limit >= ctl.max_steps or not solver.adaptive:
+            if status != _k.STATUS_MAX_STEPS or exhausted or not solver.adaptive:
                 break
-            chunks += 1
-            if switch_to is not None and (carry[_k.CARRY_T] < t_trial or (failed and chunks < 2 ** (failed - 1))):
+            st.chunks += 1
+            if switch_to is not None and (carry[_k.CARRY_T] < st.t_trial
+                                          or (st.failed and st.chunks < 2 ** (st.failed - 1))):
                 continue
+            if switch_to is not None and carry[_k.CARRY_H] > 0 and ((float(ts[-1]) - carry[_k.CARRY_T])
+                                                                    / carry[_k.CARRY_H] * costs.explicit
+                                                                    < TRIAL_PAYBACK * costs.rosenbrock):
+                continue             # too little explicit work left to repay a trial: no check either
             found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
+            if switch_to is not None:
+                # a step far from its stability limit checks less and less often (each check is
+                # 40 tangents, ~15 % of 100 Tsitouras steps at K = N = 16), up to STIFF_CHECK_STEPS
+                st.check_steps = AUTO_CHECK_STEPS if found is not None else min(2 * st.check_steps,
+                                                                                 STIFF_CHECK_STEPS)
             if found is None:
                 continue
-            if switch_to is not None and (found.projected_steps * solver.stages
-                                          < rosenbrock_step_cost(y.size, switch_to.stages)):
-                continue             # the explicit method finishes for less than one Rosenbrock step costs
+            if switch_to is not None and found.projected_steps * costs.explicit < TRIAL_PAYBACK * costs.rosenbrock:
+                continue             # too little explicit work left to repay a trial (TRIAL_PAYBACK)
             if switch_to is not None:
+                if budget_left() < ratio:
+                    continue         # no budget for a Rosenbrock step: the explicit method goes on
                 h_explicit, facold = float(carry[_k.CARRY_H]), float(carry[_k.CARRY_FACOLD])
                 accepted = carry[_k.CARRY_ACCEPTED]
-                attempted = int(accepted + carry[_k.CARRY_REJECTED])
-                h_trial = max(h_explicit, TRIAL_MARGIN * break_even_step(found.rho, boundary, solver.stages, y.size,
-                                                                         switch_to.stages))
+                h_trial = max(h_explicit, TRIAL_MARGIN * break_even_step(found.rho, boundary, costs))
                 carry[_k.CARRY_H] = h_trial
                 carry[_k.CARRY_FACOLD] = 1e-4
-                trial = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(attempted + 1))
-                status, j = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, trial, packed, buffers.group, sens,
-                                                     stats)
-                chunks = 0
-                if carry[_k.CARRY_ACCEPTED] > accepted:
-                    if switched_at is None:
-                        switched_at = found.t
-                    stiff = True
-                    switches += 1
-                    failed = 0
-                elif status == _k.STATUS_MAX_STEPS and attempted + 1 < ctl.max_steps:
-                    # the trial was rejected (y is untouched): back to the explicit step
-                    t_trial = found.t * h_trial / float(carry[_k.CARRY_H])
+                st.chunks = 0
+                for _ in range(TRIAL_ATTEMPTS):
+                    status, j = rosenbrock(1, j_end)
+                    if (carry[_k.CARRY_ACCEPTED] > accepted or status != _k.STATUS_MAX_STEPS
+                            or budget_left() < ratio
+                            or not implicit_pays(float(carry[_k.CARRY_H]), found.rho, boundary, costs)):
+                        break            # accepted, finished, out of budget, or the shrunk step no longer pays
+                h_rosenbrock = float(carry[_k.CARRY_H])
+                took = carry[_k.CARRY_ACCEPTED] > accepted
+                if took and implicit_pays(h_rosenbrock, found.rho, boundary, costs):
+                    if st.switched_at is None:
+                        st.switched_at = found.t
+                    st.stiff = True
+                    st.switches += 1
+                    st.failed = 0
+                elif status in (_k.STATUS_MAX_STEPS, _k.STATUS_OK):
+                    # RODAS4's accurate step does not pay yet: back to the explicit step (from
+                    # the state an accepted trial reached, else from the untouched one)
+                    t_now = float(carry[_k.CARRY_T])
+                    st.t_trial = t_now * h_trial / h_rosenbrock
                     carry[_k.CARRY_H], carry[_k.CARRY_FACOLD] = h_explicit, facold
-                    failed += 1
-                if status != _k.STATUS_MAX_STEPS or attempted + 1 >= ctl.max_steps:
+                    st.failed += 1
+                    if work_budget and status == _k.STATUS_MAX_STEPS and t_now > 0:
+                        # neither method finishes within the budget: the explicit one needs
+                        # found.projected_steps; the implicit one, its step growing about like t
+                        # from h_R, ~ (t / h_R) ln(t_end / t) steps of ``ratio`` each. Fail now,
+                        # as an explicit method does (a fit rejects such a trial point anyway)
+                        t_end = float(ts[-1])
+                        implicit = ratio * t_now / h_rosenbrock * math.log(max(t_end / t_now, 1.0))
+                        if min(found.projected_steps, implicit) > budget_left():
+                            report = found
+                            break
+                if status != _k.STATUS_MAX_STEPS or budget_left() < 1:
                     break
                 continue
-            left = ctl.max_steps - (carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
             if found.projected_steps > left:
                 report = found
                 status = _k.STATUS_MAX_STEPS
@@ -916,7 +1112,9 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
         if status != _k.STATUS_OK:
             break
     run = RunResult(int(status), int(j), carry, buffers, _time.perf_counter() - started)
-    if switched_at is not None:
+    if st.switched_at is not None:
         run.stats = stats
-        run.switches = switches
-    return run, report, switched_at
+        run.switches = st.switches
+    elif stats is not None and stats.any():
+        run.stats = stats            # rejected trials only: their Jacobians and LUs count too
+    return run, report, st.switched_at

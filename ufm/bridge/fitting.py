@@ -923,7 +923,9 @@ class _Engine:
             self.best_prediction = (key, model, tr, failed)
             self.best_r = out
             info = tr.info
-            self.best_steps = int(info.get("accepted_steps", 0)) + int(info.get("rejected_steps", 0))
+            # (an auto prediction's Rosenbrock steps count at their work: settling's budget_steps)
+            self.best_steps = int(info.get("budget_steps", int(info.get("accepted_steps", 0))
+                                           + int(info.get("rejected_steps", 0))))
             if "settled_from" in info:
                 # its steps end where it settled: a trial that does not settle is no stiffer for
                 # needing more (as a budget they cut such trials and distorted the fit: measured on
@@ -1028,7 +1030,13 @@ class _Engine:
 # the optimisation loop (speed): stages, early rejection, stopping on stagnation
 # ----------------------------------------------------------------------------------------------
 
-_METHOD = "dopri5"       # integrator of the predictions (Fit(method=...) overrides)
+#: integrator of the predictions (Fit(method=...) overrides). "auto" (its LU-aware work model, the
+#: switch kept across settling chunks, a work budget) measured compare CPU dopri5 -> auto 34.0 ->
+#: 11.0 s (mlp_factorial3x3_sgd_d64), 45.9 -> 17.0 (mlp_factorial_adamw_dead), 32.9 -> 35.4
+#: (mlp_factorial5x5_sgd), 126.9 -> 123.7 over the 19 fast runs, the same best model everywhere,
+#: but some max_nfev-bound rows fitted worse: not the default (docs/bridge.md, Speed;
+#: python -m benchmarks.fit_methods)
+_METHOD = "dopri5"
 #: Gram-space predictions end at a stable equilibrium (ufm.bridge.settling.solve_settling).
 #: Measured at the fitted parameters of three slow Θ(t) rows of the shipped runs: 49,269 -> 1,491,
 #: 49,973 -> 1,978 and 46,726 -> 993 DOPRI5 steps (4.3x, 7x, 31x faster), observables equal to

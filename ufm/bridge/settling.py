@@ -120,11 +120,14 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
     Arguments:
         model: a :class:`~ufm.models.UFM`. init: its start (State or GramState).
         t: (T,) save times. t0, method, rtol, atol, max_steps, save: as :func:`ufm.solve`
-            (``method`` an explicit method, a Rosenbrock method or ``"auto"``).
+            (``method`` an explicit method, a Rosenbrock method or ``"auto"``; with ``"auto"``
+            ``max_steps`` budgets work: a RODAS4 step takes as much of it as the explicit
+            steps it costs, engine.integrate_watched's ``work_budget``).
 
     Returns:
         :class:`~ufm.trajectory.Trajectory`; when it settled, ``info`` has ``settled_from``
-        (first filled save), ``settled_t``, ``settle_tests`` and ``settle_slowest_rate``.
+        (first filled save), ``settled_t``, ``settle_tests`` and ``settle_slowest_rate``; an
+        ``auto`` run that took Rosenbrock steps has ``budget_steps`` (the steps it was charged).
 
     Raises:
         IntegrationError: as :func:`ufm.solve` (the run failed before it settled).
@@ -153,29 +156,28 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
     stats = engine.stiff_stats() if stiff_method is not None else None
     every = SETTLE_CHECK_STEPS
     info_extra = {"settle_tests": 0}
-    report, switched_at, switches = None, None, 0
+    report = None
+    switching = engine.SwitchState()         # auto: a switched run stays implicit from chunk to chunk
     wall = 0.0
     status = _k.STATUS_OK
     while True:
-        attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
-        limit = min(max_steps, attempted + every)
+        # the budget counts a Rosenbrock step of auto at its work (engine.integrate_watched's work_budget)
+        attempted = int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED]) + switching.charged
+        limit = min(max_steps, int(attempted) + every)
         chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(limit))
         if rosenbrock_only:
             run = engine.integrate_stiff(packed, y, ts, engine.rosenbrock_tableau(stiff_method), chunk, carry,
                                          buffers, stats=stats)
         else:
-            run, report, sw = engine.integrate_watched(packed, y, ts, solver, chunk, carry, buffers,
-                                                       switch_to=stiff_method)
-            if sw is not None:
-                switched_at = sw if switched_at is None else switched_at
-                switches += run.switches
+            run, report, _ = engine.integrate_watched(packed, y, ts, solver, chunk, carry, buffers,
+                                                      switch_to=stiff_method, state=switching, work_budget=True)
             if getattr(run, "stats", None) is not None:
                 stats += run.stats               # rejected trials count too, switched or not
         wall += run.wall_time_s
         status = run.status
         if status != _k.STATUS_MAX_STEPS or limit >= max_steps:
             break
-        left = max_steps - int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED])
+        left = max_steps - int(carry[_k.CARRY_ACCEPTED] + carry[_k.CARRY_REJECTED]) - switching.charged
         if report is not None and report.projected_steps > left:
             break                            # stiff beyond the whole budget: fail now, as ufm.solve does
         report = None
@@ -208,9 +210,11 @@ def solve_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rtol: fl
             "model": model.describe(), **info_extra}
     if stats is not None:
         info.update(stiff_counts(stats))
-    if switched_at is not None:
-        info["switched_to_stiff_at"] = switched_at
-        info["method_switches"] = switches
+    if switching.charged:
+        info["budget_steps"] = int(run.counts()["accepted_steps"] + run.counts()["rejected_steps"] + switching.charged)
+    if switching.switched_at is not None:
+        info["switched_to_stiff_at"] = switching.switched_at
+        info["method_switches"] = switching.switches
     traj = Trajectory(t=ts[:run.reached].copy(), **buffers.fields(run.reached), problem=model.problem, model=model,
                       info=info)
     if not run.ok:

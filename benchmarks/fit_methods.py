@@ -1,0 +1,42 @@
+"""``ufm.bridge.compare(run, method=M)`` for M in dopri5 and auto, back to back per run (the
+order alternating from run to run): CPU and wall seconds, the best model, and each fit's wall
+time, rss, parameters, message and iterations, printed per run and written to OUT.json. On a
+shared machine read CPU (``time.process_time``), not wall.
+
+    OPENBLAS_NUM_THREADS=1 python -m benchmarks.fit_methods OUT.json RUN.npz [RUN.npz ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+
+def main(out: str, paths) -> list:
+    import ufm.bridge as br
+    warnings.simplefilter("ignore")
+    res = []
+    for i, path in enumerate(paths):
+        run = br.load(path)
+        entry = {"run": path, "N": int(run.N)}
+        for m in (("dopri5", "auto") if i % 2 == 0 else ("auto", "dopri5")):
+            t0, c0 = time.perf_counter(), time.process_time()
+            cmp_ = br.compare(run, method=m)
+            entry[m] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "best": cmp_.best_,
+                        "fits": {nm: {"wall": f.wall_time_, "rss": f.rss_, "params": f.params_, "msg": f.message_,
+                                      "nfev": f.nfev_} for nm, f in cmp_.fits.items()}}
+        res.append(entry)
+        d, a = entry["dopri5"], entry["auto"]
+        print(f"{path.split('/')[-1]:45s} CPU dopri5 {d['cpu']:6.1f} s  auto {a['cpu']:6.1f} s  "
+              f"x{d['cpu'] / a['cpu']:.2f}  best {d['best']} | {a['best']}", flush=True)
+        with open(out, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return res
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2:])
