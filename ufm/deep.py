@@ -347,7 +347,7 @@ class DeepUFM:
         return dZ, db
 
 
-def solve_deep(model: DeepUFM, init, t, *, method="dopri5", rtol: float = 1e-8, atol: float = 1e-10,
+def solve_deep(model: DeepUFM, init, t, *, method="auto", rtol: float = 1e-8, atol: float = 1e-10,
                space: str = "parameters", save=("gram_W", "gram_H", "logits"), t0: float = 0.0, dt=None,
                max_steps: int = 10_000_000, h_max: float = float("inf"), progress=None, balance_tol: float = 1e-6):
     """:func:`ufm.solve` for a :class:`DeepUFM` (called by it; same engine, same outputs).
@@ -356,7 +356,8 @@ def solve_deep(model: DeepUFM, init, t, *, method="dopri5", rtol: float = 1e-8, 
     ``space="balanced"`` integrates the logits by the end-to-end equation, from a DeepState
     whose factors are balanced to ``balance_tol`` (relative), for a model with one rate and one
     decay on every factor. ``save`` may hold ``"W"`` only in parameter space; the features are
-    a product, so save ``"gram_H"`` for them.
+    a product, so save ``"gram_H"`` for them. ``method="auto"`` (the default) is the explicit
+    pair :func:`ufm.solvers.auto_solver` picks for ``rtol``, without the stiff switch.
 
     Raises:
         TypeError / ValueError: a bad argument (named), an unbalanced start or a model whose
@@ -369,7 +370,7 @@ def solve_deep(model: DeepUFM, init, t, *, method="dopri5", rtol: float = 1e-8, 
     from .integration import check_run_options
     from .trajectory import Trajectory
     space = check_choice(space, "space", ("parameters", "balanced"))
-    solver = get_solver(method)
+    solver = get_solver(method, rtol)
     rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)
     names = engine.parse_save(save, "parameters")
     if "H" in names:
