@@ -225,6 +225,23 @@ def test_hash_is_deterministic_and_canonical():
     assert out.stdout.strip() == h
 
 
+def test_default_method_is_auto_hashed_as_the_pair_it_picks_for_rtol():
+    """The default method of sweep and config_hash is "auto", the explicit pair
+    ufm.solvers.auto_solver picks for rtol (the batch kernel has no stiff switch), hashed as
+    that pair; records of the old default dopri5 are reached with method="dopri5" only."""
+    import inspect
+    a = {"setting": "factorial", "levels": [2, 3], "d": 8, "lambda": 1e-3, "seed": 0}
+    assert inspect.signature(sweep).parameters["method"].default == "auto"
+    assert inspect.signature(ufm.solve).parameters["method"].default == "auto"
+    assert config_hash(a, T_SAVE) == config_hash(a, T_SAVE, method="vern7")
+    assert config_hash(a, T_SAVE, rtol=1e-6) == config_hash(a, T_SAVE, rtol=1e-6, method="tsit5")
+    assert config_hash(a, T_SAVE) != config_hash(a, T_SAVE, method="dopri5")
+    row = sweep([a], T_SAVE, threads=1, progress=False, rtol=1e-6).rows[0]
+    pair = ufm.solve(*ufm.sweeps.build(a), T_SAVE, rtol=1e-6, method="tsit5")
+    assert row["hash"] == config_hash(a, T_SAVE, rtol=1e-6)
+    assert row["rhs_evaluations"] == pair.info["rhs_evaluations"]
+
+
 def test_table_and_summary(tmp_path):
     """Rows carry config columns and summary metrics; to_array gives typed fields; the
     summary equals the metrics recomputed pair by pair (tests/independent.py) from a separate

@@ -48,7 +48,7 @@ class SweepIncomplete(RuntimeError):
 def _options(t, method, rtol, atol, space, save, t0, dt, max_steps, h_max, summary, threshold):
     """Validated run options (shipped to workers) and their hashable description."""
     space = check_choice(space, "space", ("parameters", "gram"))
-    solver = get_solver(method)
+    solver = get_solver(method, rtol)        # "auto": the explicit pair for this rtol
     rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, dt, max_steps, h_max)
     ts = np.ascontiguousarray(ts, dtype=np.float64)
     names = parse_save(save, "parameters")  # unknown names fail here, W/H in Gram space per config
@@ -94,7 +94,7 @@ def _hash(payload: dict, run_key: dict) -> str:
     return digest({"ufm-sweep": 1, "config": payload, "run": run_key})
 
 
-def config_hash(config, t, *, method="dopri5", rtol: float = 1e-8, atol: float = 1e-10,
+def config_hash(config, t, *, method="auto", rtol: float = 1e-8, atol: float = 1e-10,
                 space: str = "parameters", save=DEFAULT_SAVE, t0: float = 0.0, dt=None,
                 max_steps: int = 10_000_000, h_max: float = math.inf) -> str:
     """The hash a configuration has in a sweep with these options (its file name in ``out=``).
@@ -102,7 +102,8 @@ def config_hash(config, t, *, method="dopri5", rtol: float = 1e-8, atol: float =
     sha256 of the canonical JSON of the normalised spec (or of the model's parameters and
     the problem's and initial state's arrays, each as dtype, shape and the sha256 of its
     bytes) together with every option that changes the stored trajectory: save times,
-    method (for a solver that is not registered: its tableau, controller order, adaptivity
+    method (the solver's name; ``"auto"``, the default, is the name of the pair it picks for
+    ``rtol``; for a solver that is not registered: its tableau, controller order, adaptivity
     and FSAL), ``rtol``, ``atol``, ``t0``, ``dt``, ``max_steps``, ``h_max``, ``space`` and
     the saved quantities. Options that only change the summary metrics (``summary``,
     ``threshold``) are not part of it: a record states the ones its summary was made with,
@@ -395,7 +396,7 @@ def _guess_workers(executor) -> int:
     return os.cpu_count() or 1
 
 
-def sweep(configs, t, *, executor=None, out=None, method="dopri5", rtol: float = 1e-8, atol: float = 1e-10,
+def sweep(configs, t, *, executor=None, out=None, method="auto", rtol: float = 1e-8, atol: float = 1e-10,
           space: str = "parameters", save=DEFAULT_SAVE, t0: float = 0.0, dt=None, max_steps: int = 10_000_000,
           h_max: float = math.inf, summary=True, threshold: float = 0.02, threads: int | None = None,
           chunk_size: int | None = None, retry_failed: bool = False, progress=None) -> SweepResult:
@@ -437,7 +438,13 @@ def sweep(configs, t, *, executor=None, out=None, method="dopri5", rtol: float =
         executor: None (this process) or a ``concurrent.futures.Executor``-compatible object.
         out: None, or a directory (str / path) for the per-configuration records.
         method, rtol, atol, space, save, t0, dt, max_steps, h_max: as in :func:`ufm.solve`
-            (``space`` is the default for specs without a ``"space"`` key and for pairs).
+            (``space`` is the default for specs without a ``"space"`` key and for pairs),
+            except that ``"auto"`` (the default) is only the explicit pair
+            :func:`ufm.solvers.auto_solver` picks for ``rtol`` (the batch kernel has no stiff
+            switch), and is hashed as that pair: a configuration run with the default hashes
+            as with ``method="vern7"`` at rtol < 1e-7 and ``"tsit5"`` above. Sweeps written
+            before ``"auto"`` became the default (when it was ``"dopri5"``) are found again
+            with ``method="dopri5"``; with the default they are recomputed.
         summary: True (default metrics), False (none; only step counts), or a callable
             ``summary(trajectory) -> dict`` of scalars added to the default metrics (it runs
             where the configuration runs, so it must be picklable for process executors).
