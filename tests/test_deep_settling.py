@@ -104,7 +104,7 @@ def test_settling_run_agrees_with_the_full_integration(monkeypatch):
     rtol, atol = 1e-9, 1e-12
     names = ("W", "gram_W", "gram_H", "logits")
     tr = ds.solve_deep_settling(model, init, t, rtol=rtol, atol=atol, save=names)
-    ref = ufm.solve(model, init, t, rtol=rtol, atol=atol, save=names)
+    ref = ufm.solve(model, init, t, method="dopri5", rtol=rtol, atol=atol, save=names)
     j = tr.info["settled_from"]
     assert tr.info["settled_kind"] == "origin" and 0 < j < len(t) // 2
     assert tr.info["tail_relative_error"] <= rtol
@@ -145,7 +145,7 @@ def test_outside_the_basin_never_stops_and_is_unchanged(monkeypatch):
     init = model.init(4, scale=0.5, seed=2)
     t = np.geomspace(1.0, 2e5, 30)
     tr = ds.solve_deep_settling(model, init, t, rtol=1e-8, atol=1e-10)
-    ref = ufm.solve(model, init, t, rtol=1e-8, atol=1e-10)
+    ref = ufm.solve(model, init, t, method="dopri5", rtol=1e-8, atol=1e-10)
     assert tr.info["accepted_steps"] > 2 * ds.CHECK_STEPS       # it was tested, more than once
     assert tr.info["settle_tests"] >= 2
     assert "settled_from" not in tr.info
@@ -206,7 +206,7 @@ def test_non_trivial_minimum_settles_and_agrees_with_the_full_integration(monkey
     rtol, atol = 1e-8, 1e-10
     names = ("gram_W", "gram_H", "logits")
     tr = ds.solve_deep_settling(model, init, t, rtol=rtol, atol=atol, save=names)
-    ref = ufm.solve(model, init, t, rtol=rtol, atol=atol, save=names)
+    ref = ufm.solve(model, init, t, method="dopri5", rtol=rtol, atol=atol, save=names)
     info = tr.info
     assert info["settled_kind"] == "minimum"
     j = info["settled_from"]
