@@ -839,11 +839,9 @@ def explicit_step_cost(packed, n: int, solver) -> float:
 def factorised_order(packed, n: int) -> int:
     """n_s, the order of the Rosenbrock driver's stage matrix: in Gram space the independent
     coordinates (:func:`ufm.kernels.rosenbrock.symmetric_coordinates`), else the state size."""
-    ip = packed.ip
-    if int(ip[_f.IP_SPACE]) != _f.SPACE_GRAM:
+    if int(packed.ip[_f.IP_SPACE]) != _f.SPACE_GRAM:
         return n
-    K, N = int(ip[_f.IP_K]), int(ip[_f.IP_N])
-    return K * N + K * (K + 1) // 2 + N * (N + 1) // 2 + (K if ip[_f.IP_BIAS] else 0)
+    return int(_kr.symmetric_order(packed))
 
 
 def rosenbrock_step_cost(packed, n: int, method) -> float:
@@ -1045,7 +1043,10 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
             if switch_to is not None and carry[_k.CARRY_H] > 0 and ((float(ts[-1]) - carry[_k.CARRY_T])
                                                                     / carry[_k.CARRY_H] * costs.explicit
                                                                     < TRIAL_PAYBACK * costs.rosenbrock):
-                continue             # too little explicit work left to repay a trial: no check either
+                # too little explicit work left to repay a trial (TRIAL_PAYBACK): no check either.
+                # (check_stiff reports only for h > 0, with projected_steps = (t_end − t)/h, so a
+                # report below always has enough work left)
+                continue
             found = check_stiff(packed, y, carry, float(ts[-1]), boundary)
             if switch_to is not None:
                 # a step far from its stability limit checks less and less often (each check is
@@ -1054,8 +1055,6 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                                                                                  STIFF_CHECK_STEPS)
             if found is None:
                 continue
-            if switch_to is not None and found.projected_steps * costs.explicit < TRIAL_PAYBACK * costs.rosenbrock:
-                continue             # too little explicit work left to repay a trial (TRIAL_PAYBACK)
             if switch_to is not None:
                 if budget_left() < ratio:
                     continue         # no budget for a Rosenbrock step: the explicit method goes on

@@ -374,7 +374,7 @@ def solve_deep_settling(model, init, t, *, t0: float = 0.0, method="dopri5", rto
     from ..solvers import get_solver
     from ..trajectory import Trajectory
 
-    solver = get_solver(method)
+    solver = get_solver(method, rtol)           # "auto": the explicit pair for this rtol
     rtol, atol, t0, ts, max_steps, h_max, h0 = check_run_options(solver, t, rtol, atol, t0, None, max_steps, math.inf)
     names = engine.parse_save(save, "parameters")
     model.check_state(init, "init")

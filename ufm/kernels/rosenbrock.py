@@ -115,15 +115,25 @@ def lu_solve(M, ipiv, x):
 
 
 @njit(cache=True)
+def symmetric_order(model):
+    """n_s, the number of independent coordinates of a Gram-space state:
+    KN + K(K+1)/2 + N(N+1)/2 (+ K with a bias), against n = KN + K² + N² (+ K)."""
+    K = model.ip[IP_K]
+    N = model.ip[IP_N]
+    nb = K if model.ip[IP_BIAS] else 0
+    return K * N + K * (K + 1) // 2 + N * (N + 1) // 2 + nb
+
+
+@njit(cache=True)
 def symmetric_coordinates(model):
-    """(ia, ib): the independent coordinates of a Gram-space state, int64 (n_s,) each: M and b
-    entry by entry (ia = ib), G_W and G_H by their upper triangles, (i, j) at ia and its mirror
-    (j, i) at ib. n_s = KN + K(K+1)/2 + N(N+1)/2 (+ K) against n = KN + K² + N² (+ K)."""
+    """(ia, ib): the independent coordinates of a Gram-space state, int64 (n_s,) each
+    (:func:`symmetric_order`): M and b entry by entry (ia = ib), G_W and G_H by their upper
+    triangles, (i, j) at ia and its mirror (j, i) at ib."""
     K = model.ip[IP_K]
     N = model.ip[IP_N]
     nM = K * N
     nb = K if model.ip[IP_BIAS] else 0
-    ns = nM + K * (K + 1) // 2 + N * (N + 1) // 2 + nb
+    ns = symmetric_order(model)
     ia = np.empty(ns, dtype=np.int64)
     ib = np.empty(ns, dtype=np.int64)
     q = 0
