@@ -76,19 +76,19 @@ class Saxe:
         self.problem, self.W, self.H = aligned_mse_init(self.K, self.n, 5, self.u0)
         self.model = ufm.UFM(self.problem, loss="mse", lambda_W=self.lam, lambda_H=self.lam)
 
-    def errors(self, steps, space="parameters"):
+    def errors(self, steps, space="parameters", method="rodas4"):
         """(error at t_end, error at a save inside a step) with the step held at t_end/steps
         (tolerances so loose that every step is accepted: the step is h_max)."""
         h = self.t_end / steps
         t = np.array([3.5 * h, self.t_end])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)   # Gram space from a width-5 state
-            tr = ufm.solve(self.model, ufm.State(self.W, self.H), t, method="rodas4", rtol=1e3, atol=1e3, h_max=h,
+            tr = ufm.solve(self.model, ufm.State(self.W, self.H), t, method=method, rtol=1e3, atol=1e3, h_max=h,
                            save="logits", space=space)
         Y = self.problem.Y
         u = np.einsum("tkn,kn->t", tr.logits, Y) / np.sum(Y * Y)
         err = np.abs(u - logistic_u(t, self.u0, self.K, self.n, self.lam))
-        return err[1], err[0], tr.info["rejected_steps"]
+        return err[1], err[0], tr.info["rejected_steps"], tr.info
 
 
 @pytest.mark.parametrize("space", ["parameters", "gram"])
@@ -328,5 +328,5 @@ def test_chunked_calls_continue_the_run_and_max_steps_counts_over_calls():
 
 def test_unknown_method_lists_the_stiff_methods():
     m = _stiff_bias_model()
-    with pytest.raises(ValueError, match="method: .*'rodas4', 'auto'"):
+    with pytest.raises(ValueError, match="method: .*'rodas4', 'ros34pw2', 'auto'"):
         ufm.solve(m, bias_relaxation_init(m, 4, B0), T_STIFF, method="rodas9")

@@ -649,6 +649,49 @@ TRIAL_PAYBACK = 10.0
 POWER_ITERATIONS = 40
 
 
+#: a Jacobian-reusing (W-) method holds its step at the LU's h_LU while the controller proposes
+#: a step in [h_LU, JACOBIAN_BAND · h_LU] (:mod:`ufm.kernels.rosenbrock`, "Jacobian reuse")
+JACOBIAN_BAND = 2.0
+#: ... and renews J and the LU after this many accepted steps on one Jacobian
+JACOBIAN_MAX_AGE = 50
+
+_REUSE: dict = {}
+
+
+def jacobian_reuse(rtab: RosenbrockTableau) -> bool:
+    """Whether the driver may keep J and its LU over steps with the tableau ``rtab``: its
+    propagated and embedded weights satisfy the W-method order conditions
+    (:func:`ufm.rosenbrock.w_order_defects`) up to the controller's error order (memoised per
+    tableau; RODAS4: W-order 1, no; ROS34PW2: 3 and 2, yes)."""
+    key = (rtab.gamma, rtab.a.tobytes(), rtab.C.tobytes(), rtab.m.tobytes(), rtab.e.tobytes())
+    if key not in _REUSE:
+        from .rosenbrock import ORDER_TOL, w_order_defects
+        s = rtab.m.shape[0]
+        Gam = np.linalg.inv(np.diag(np.full(s, 1.0 / rtab.gamma)) - rtab.C)
+        alpha = rtab.a @ Gam
+        q = int(round(rtab.order)) - 1
+        _REUSE[key] = all(max(w_order_defects(alpha, Gam, w @ Gam, q)) <= ORDER_TOL for w in (rtab.m, rtab.m - rtab.e))
+    return _REUSE[key]
+
+
+def stage_cache(packed: Model, n: int, rtab: RosenbrockTableau, sensitivities: int = 0):
+    """A fresh :class:`~ufm.kernels.rosenbrock.StageCache` for a state of size ``n`` (without
+    its sensitivities) and its policy: reuse J and the LU for a W-method
+    (:func:`jacobian_reuse`), never with sensitivities."""
+    nf = factorised_order(packed, n) if sensitivities == 0 else n
+    state = np.zeros(_kr.CACHE_SIZE)
+    state[_kr.CACHE_REUSE] = 1.0 if (sensitivities == 0 and jacobian_reuse(rtab)) else 0.0
+    state[_kr.CACHE_BAND] = JACOBIAN_BAND
+    state[_kr.CACHE_MAX_AGE] = JACOBIAN_MAX_AGE
+    return _kr.StageCache(np.empty((n, n)), np.empty((nf, nf)), np.zeros(nf, dtype=np.int32), state)
+
+
+def forget_jacobian(cache) -> None:
+    """Mark ``cache``'s J and LU stale-and-gone (the state was moved by another method)."""
+    cache.state[_kr.CACHE_LU_VALID] = 0.0
+    cache.state[_kr.CACHE_JAC_VALID] = 0.0
+
+
 def rosenbrock_tableau(method) -> RosenbrockTableau:
     """The :class:`~ufm.kernels.groups.RosenbrockTableau` of a :class:`~ufm.rosenbrock.RosenbrockMethod`."""
     arr = method.arrays
@@ -668,18 +711,21 @@ def stiff_stats() -> np.ndarray:
 
 def integrate_stiff(packed: Model, z: np.ndarray, ts: np.ndarray, rtab: RosenbrockTableau, ctl: Controls,
                     carry: np.ndarray, buffers: SaveBuffers, sens: Sensitivity | None = None, stats=None,
-                    progress=None) -> RunResult:
+                    progress=None, cache=None) -> RunResult:
     """Run one trajectory with the Rosenbrock driver (:func:`ufm.kernels.rosenbrock.integrate_rosenbrock`).
 
     Arguments as :func:`integrate`, plus ``sens`` (:class:`~ufm.kernels.groups.Sensitivity`,
-    None: none; then ``z`` is the state, else the state followed by its sensitivities) and
-    ``stats`` (counters from :func:`stiff_stats`, added to).
+    None: none; then ``z`` is the state, else the state followed by its sensitivities),
+    ``stats`` (counters from :func:`stiff_stats`, added to) and ``cache`` (a
+    :func:`stage_cache` to continue, None: a fresh one).
 
     Returns:
         :class:`RunResult` (its ``stats`` attribute holds the counters).
     """
     sens = no_sensitivity(int(packed.ip[_f.IP_N])) if sens is None else sens
     stats = stiff_stats() if stats is None else stats
+    p = int(sens.codes.shape[0])
+    cache = stage_cache(packed, z.size // (1 + p), rtab, p) if cache is None else cache
     T = len(ts)
     ends = [T] if progress is None else _chunk_ends(T, 50)
     started = _time.perf_counter()
@@ -687,7 +733,8 @@ def integrate_stiff(packed: Model, z: np.ndarray, ts: np.ndarray, rtab: Rosenbro
     for j_end in ends:
         if j_end <= j:
             continue
-        status, j = _kr.integrate_rosenbrock(z, carry, ts, j_end, rtab, ctl, packed, buffers.group, sens, stats)
+        status, j = _kr.integrate_rosenbrock(z, carry, ts, j_end, rtab, ctl, packed, buffers.group, sens, stats,
+                                             cache)
         if progress is not None:
             progress(float(carry[_k.CARRY_T]), float(ts[-1]))
         if status != _k.STATUS_OK:
@@ -866,9 +913,46 @@ def rosenbrock_step_cost(packed, n: int, method) -> float:
     s = method.stages
     arr = method.arrays
     updates = sum(np.count_nonzero(arr[k]) for k in ("a", "C", "m", "e"))
-    work = (jac + WORK_MATRIX_ENTRY * ns * ns + WORK_LU_FLOP * 2.0 * ns ** 3 / 3.0
-            + s * (WORK_SOLVE_FLOP * 2.0 * ns * ns + f) + WORK_VECTOR_ELEMENT * n * updates)
+    factorisation = jac + WORK_MATRIX_ENTRY * ns * ns + WORK_LU_FLOP * 2.0 * ns ** 3 / 3.0
+    if method.reuses_jacobian:
+        factorisation /= STEPS_PER_FACTORISATION       # amortised over the steps that keep it
+    work = factorisation + s * (WORK_SOLVE_FLOP * 2.0 * ns * ns + f) + WORK_VECTOR_ELEMENT * n * updates
     return work / f
+
+
+#: accepted steps per Jacobian and LU of a Jacobian-reusing (W-) method, for the work model:
+#: measured 21-26 on smooth stiff decays (ROS34PW2 with JACOBIAN_BAND = 2: the stiff bias
+#: relaxation at rtol 1e-8, 601 steps / 29 LUs; Gram K = N = 16, λ ~ 1 to t = 1e4 at rtol
+#: 1e-7, 960 / 37 and 817 / 34) but 4.6 through the MSE-from-scale-1e3 transient (8,262 /
+#: 1,803, many rejections), where auto with ROS34PW2 took 1.09 s against 0.66 s with RODAS4.
+#: The model takes the pessimistic 5, so auto picks ROS34PW2 only where it wins even there
+#: (docs/stiff.md, "W-method")
+STEPS_PER_FACTORISATION = 5.0
+#: a Jacobian-reusing method takes this many more steps for holding its step in the band
+#: (ROS34PW2 with JACOBIAN_BAND = 2 against no hold: 601 / 490 on the stiff bias relaxation)
+HOLD_STEP_FACTOR = 1.2
+
+
+def relative_steps(method, rtol: float) -> float:
+    """The work model's step count of the Rosenbrock ``method`` over a stretch, up to a common
+    factor: accepted steps of an error-per-step controller of order q scale like rtol^(−1/q)
+    (tests/test_accuracy.py), times HOLD_STEP_FACTOR for a method that holds its step.
+    ROS34PW2 (q = 3) against RODAS4 (q = 4) at rtol 1e-7: 3.8 x 1.2 = 4.6; measured 4.8 and
+    4.8 (Gram K = N = 16 at 1e-7; the stiff bias relaxation at 1e-8, where the model says 5.6)."""
+    q = float(method.controller_order)
+    return rtol ** (-1.0 / q) * (HOLD_STEP_FACTOR if method.reuses_jacobian else 1.0)
+
+
+def auto_stiff_method(packed, n: int, solver, rtol: float):
+    """The Rosenbrock method ``method="auto"`` switches to: of the registered ones
+    (:data:`ufm.rosenbrock.ROSENBROCK_METHODS`), the one whose modelled work over a stiff
+    stretch, :func:`rosenbrock_step_cost` × :func:`relative_steps`, is least. With the
+    pessimistic STEPS_PER_FACTORISATION: RODAS4 at rtol <= 1e-7 up to K = N = 25 in Gram
+    space (1e-8: up to 32), ROS34PW2 at loose tolerances (1e-5: from K = N = 9 in Gram space,
+    K = N = 10 in parameter space), where its lower order costs fewer extra steps."""
+    from .rosenbrock import ROSENBROCK_METHODS
+    return min(ROSENBROCK_METHODS.values(),
+               key=lambda me: rosenbrock_step_cost(packed, n, me) * relative_steps(me, rtol))
 
 
 @dataclass(frozen=True)
@@ -919,7 +1003,9 @@ class SwitchState:
     starting each chunk explicit and paying a new trial), the time before which no trial is
     made, the rejected trials in a row, explicit chunks since the last trial, when it first
     switched, how often it changed method, the explicit steps between stiffness checks (0: not
-    yet set), and (``work_budget``) the budget its Rosenbrock steps took beyond one step each."""
+    yet set), (``work_budget``) the budget its Rosenbrock steps took beyond one step each, and
+    the Rosenbrock driver's :func:`stage_cache` (a W-method's J and LU carry over while it stays
+    implicit)."""
 
     stiff: bool = False
     t_trial: float = -math.inf
@@ -929,6 +1015,7 @@ class SwitchState:
     switches: int = 0
     check_steps: int = 0
     charged: float = 0.0
+    cache: object = None
 
 
 def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl: Controls, carry: np.ndarray,
@@ -984,9 +1071,13 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     warned = False
     st = SwitchState() if state is None else state
     stats = stiff_stats() if switch_to is not None else None
+    if switch_to is not None:
+        switch_to = auto_stiff_method(packed, y.size, solver, ctl.rtol)
     rtab = rosenbrock_tableau(switch_to) if switch_to is not None else None
     sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
     costs = step_costs(packed, y.size, solver, switch_to) if switch_to is not None else None
+    if switch_to is not None and st.cache is None:
+        st.cache = stage_cache(packed, y.size, rtab)
     # what one Rosenbrock step takes from max_steps (work_budget: its work in explicit steps)
     ratio = costs.rosenbrock / costs.explicit if (costs is not None and work_budget) else 1.0
     if switch_to is None:
@@ -1003,7 +1094,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     def rosenbrock(steps, j_end):
         before = attempted_now()
         chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(before + steps))
-        out = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens, stats)
+        out = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens, stats,
+                                       st.cache)
         st.charged += (attempted_now() - before) * (ratio - 1.0)
         return out
 
@@ -1064,6 +1156,7 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                 carry[_k.CARRY_H] = h_trial
                 carry[_k.CARRY_FACOLD] = 1e-4
                 st.chunks = 0
+                forget_jacobian(st.cache)        # the explicit method moved the state since
                 for _ in range(TRIAL_ATTEMPTS):
                     status, j = rosenbrock(1, j_end)
                     if (carry[_k.CARRY_ACCEPTED] > accepted or status != _k.STATUS_MAX_STEPS
@@ -1111,6 +1204,7 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
         if status != _k.STATUS_OK:
             break
     run = RunResult(int(status), int(j), carry, buffers, _time.perf_counter() - started)
+    run.stiff_method = switch_to
     if st.switched_at is not None:
         run.stats = stats
         run.switches = st.switches

@@ -203,7 +203,7 @@ def solve(model: UFM, init, t, *, method="auto", rtol: float = 1e-8, atol: float
     if switched_at is not None:
         info["switched_to_stiff_at"] = switched_at
         info["method_switches"] = run.switches
-        info["stiff_method"] = stiff_method.name
+        info["stiff_method"] = getattr(run, "stiff_method", stiff_method).name    # auto's pick (engine)
     fields = buffers.fields(run.reached)
     if watcher is not None:
         info.update(watcher.info)

@@ -17,6 +17,16 @@ with diagonal γ, weights b) by Γ⁻¹ = diag(1/γ) − C, a = α Γ⁻¹, m = 
 * L-stability numerically: |R(z)| ≤ 1 on the imaginary axis and R(−∞) = 0 for the stability
   function R(z) = 1 + z bᵀ (I − z(α + Γ))⁻¹ 1.
 
+* the continuous extension's order conditions at θ = 1/4, 1/2, 3/4 up to ``dense_order``
+  (Σ_j b_j(θ) Φ_j(t) = θ^|t|/γ(t));
+* for a **W-method** (``w_order`` > 0) the conditions that hold for *any* matrix A in place of
+  J (Steihaug & Wolfbrandt 1979; Hairer & Wanner IV.7, "W-methods"): on bicoloured trees, where
+  a vertex with one child is either an f-vertex (weight α) or an A-vertex (weight Γ), the
+  f-only trees give Σ_j b_j Φ_j(t) = 1/γ(t) with Φ built from α alone and every tree with an
+  A-vertex gives Σ_j b_j Φ_j(t) = 0 (the exact solution has no A-terms). Such a method keeps
+  its order with a stale Jacobian, so the driver may reuse J and the LU of I/(hγ) − J over many
+  steps (:mod:`ufm.kernels.rosenbrock`). RODAS4 is a W-method of order 1 only.
+
 The coefficients are tabulated to 16 digits, so the conditions are checked to 1e-12 (a mistyped
 digit breaks one by far more). The step itself lives in :mod:`ufm.kernels.rosenbrock`.
 """
@@ -29,7 +39,8 @@ import numpy as np
 
 from .solvers import _density, rooted_trees
 
-__all__ = ["RosenbrockMethod", "RODAS4", "ROSENBROCK_METHODS", "rosenbrock_order_defects"]
+__all__ = ["RosenbrockMethod", "RODAS4", "ROS34PW2", "ROSENBROCK_METHODS", "rosenbrock_order_defects",
+           "w_order_defects", "transformed_coefficients"]
 
 #: the order conditions must hold to this (the coefficients carry 16 significant digits)
 ORDER_TOL = 1e-12
@@ -48,8 +59,9 @@ def _phi(tree, alpha, beta):
     return v
 
 
-def rosenbrock_order_defects(alpha, gamma_matrix, b, order: int):
-    """Largest |Σ_j b_j Φ_j(t) − 1/γ(t)| per order 1..``order`` (a list).
+def rosenbrock_order_defects(alpha, gamma_matrix, b, order: int, theta: float = 1.0):
+    """Largest |Σ_j b_j Φ_j(t) − θ^|t|/γ(t)| per order 1..``order`` (a list; θ = 1: the step's
+    weights, θ in (0, 1): the continuous extension's weights b(θ) at t + θh).
 
     Arguments:
         alpha: (s, s) strictly lower triangular α. gamma_matrix: (s, s) lower triangular Γ
@@ -58,7 +70,71 @@ def rosenbrock_order_defects(alpha, gamma_matrix, b, order: int):
     beta = alpha + gamma_matrix
     out = []
     for q in range(1, order + 1):
-        out.append(max(abs(float(b @ _phi(t, alpha, beta)) - 1.0 / _density(t)) for t in rooted_trees(q)))
+        out.append(max(abs(float(b @ _phi(t, alpha, beta)) - theta ** q / _density(t)) for t in rooted_trees(q)))
+    return out
+
+
+def _bicoloured(tree):
+    """The W-method trees over a rooted tree: every vertex with one child as an f-vertex
+    ("f", children) or an A-vertex ("A", children)."""
+    import itertools
+    for kids in itertools.product(*(tuple(_bicoloured(c)) for c in tree)):
+        yield ("f", kids)
+        if len(tree) == 1:
+            yield ("A", kids)
+
+
+def _phi_w(tree, alpha, gamma_matrix):
+    colour, kids = tree
+    if colour == "A":
+        return gamma_matrix @ _phi_w(kids[0], alpha, gamma_matrix)
+    v = np.ones(alpha.shape[0])
+    for child in kids:
+        v = v * (alpha @ _phi_w(child, alpha, gamma_matrix))
+    return v
+
+
+def _has_a(tree) -> bool:
+    return tree[0] == "A" or any(_has_a(c) for c in tree[1])
+
+
+def w_order_defects(alpha, gamma_matrix, b, order: int, theta: float = 1.0):
+    """The W-method order conditions (module docstring): the largest defect per order
+    1..``order`` over the bicoloured trees, |Σ_j b_j Φ_j(t)| for trees with an A-vertex and
+    |Σ_j b_j Φ_j(t) − θ^|t|/γ(t)| for the others. Arguments as :func:`rosenbrock_order_defects`."""
+    out = []
+    for q in range(1, order + 1):
+        worst = 0.0
+        for t in rooted_trees(q):
+            target = theta ** q / _density(t)
+            for tw in _bicoloured(t):
+                value = float(b @ _phi_w(tw, alpha, gamma_matrix))
+                worst = max(worst, abs(value) if _has_a(tw) else abs(value - target))
+        out.append(worst)
+    return out
+
+
+def transformed_coefficients(gamma: float, alpha, gamma_lower, b, b_embedded, interpolant=None) -> dict:
+    """The classical coefficients of a Rosenbrock method (α, the strictly lower part of Γ,
+    weights b and b̂; increments k_i with y_new = y + Σ b_i k_i) in :class:`RosenbrockMethod`'s
+    transformed form (a = αΓ⁻¹, C = diag(1/γ) − Γ⁻¹, m = bΓ⁻¹), as keyword arguments.
+
+    ``interpolant`` (s, 3): a cubic continuous extension y(t + θh) = y + Σ_i B_i(θ) k_i with
+    B_i(θ) = Σ_r interpolant[i, r] θ^(r+1) (PETSc's ``binterpt`` layout), converted to the
+    driver's form (1 − θ) y + θ (y_new + (1 − θ)(k₁ + θ k₂)): expanding that in the
+    increments u gives weights θ (m + d₁) + θ² (d₂ − d₁) − θ³ d₂, so d₁ = c₁ − m, d₂ = −c₃
+    with c_r = interpolant[:, r − 1]ᵀ Γ⁻¹ (it needs Σ_r c_r = m: B_i(1) = b_i).
+    """
+    s = len(b)
+    Gam = np.array(gamma_lower, dtype=float) + gamma * np.eye(s)
+    Ginv = np.tril(np.linalg.inv(Gam))      # lower triangular (inv leaves rounding above the diagonal)
+    m = np.asarray(b, dtype=float) @ Ginv
+    out = {"gamma": gamma, "a": tuple(map(tuple, np.tril(np.array(alpha, dtype=float) @ Ginv, -1))),
+           "C": tuple(map(tuple, np.tril(np.diag(np.full(s, 1.0 / gamma)) - Ginv, -1))),
+           "m": tuple(m), "m_embedded": tuple(np.asarray(b_embedded, dtype=float) @ Ginv)}
+    if interpolant is not None:
+        c = np.asarray(interpolant, dtype=float).T @ Ginv          # (3, s): c_r
+        out["dense"] = (tuple(c[0] - m), tuple(-c[2]))
     return out
 
 
@@ -77,6 +153,10 @@ class RosenbrockMethod:
         dense: (2, s) coefficients d of the continuous extension
             y(t + θh) = (1 − θ) y + θ (y_new + (1 − θ)(k₁ + θ k₂)), k_r = Σ_i d[r − 1, i] u_i.
         dense_order: its order.
+        w_order, w_error_order, w_dense_order: the orders as a W-method (for any matrix in
+            place of the Jacobian; 0: not claimed). A method whose ``w_order`` and
+            ``w_error_order`` are its ``order`` and ``error_order`` may reuse its Jacobian and LU
+            over steps (:attr:`reuses_jacobian`).
 
     Raises:
         ValueError: an order condition, the node consistency or L-stability fails (the message
@@ -93,6 +173,9 @@ class RosenbrockMethod:
     error_order: int
     dense: tuple
     dense_order: int
+    w_order: int = 0
+    w_error_order: int = 0
+    w_dense_order: int = 0
     arrays: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -110,12 +193,19 @@ class RosenbrockMethod:
         alpha = a @ Gam
         b = m @ Gam
         bh = mh @ Gam
-        for label, w, q in (("m", b, self.order), ("m_embedded", bh, self.error_order)):
-            defects = rosenbrock_order_defects(alpha, Gam, w, q)
-            for k, dft in enumerate(defects, start=1):
-                if not dft <= ORDER_TOL:
-                    raise ValueError(f"{self.name}: a Rosenbrock order condition of order {k} fails for {label} "
-                                     f"by {dft:.3g} (tolerance {ORDER_TOL:g})")
+        D = np.array(self.dense, dtype=float)
+        checks = [("m", b, self.order, self.w_order, 1.0), ("m_embedded", bh, self.error_order, self.w_error_order, 1.0)]
+        for th in (0.25, 0.5, 0.75):
+            # the continuous extension's weights in the increments u (RosenbrockMethod.dense), in k
+            bt = (th * (m + D[0]) + th * th * (D[1] - D[0]) - th ** 3 * D[1]) @ Gam
+            checks.append((f"dense at θ = {th}", bt, self.dense_order, self.w_dense_order, th))
+        for label, w, q, qw, th in checks:
+            for kind, defects in (("Rosenbrock", rosenbrock_order_defects(alpha, Gam, w, q, th)),
+                                  ("W-method", w_order_defects(alpha, Gam, w, qw, th))):
+                for k, dft in enumerate(defects, start=1):
+                    if not dft <= ORDER_TOL:
+                        raise ValueError(f"{self.name}: a {kind} order condition of order {k} fails for {label} "
+                                         f"by {dft:.3g} (tolerance {ORDER_TOL:g})")
         R = lambda z: 1.0 + z * b @ np.linalg.solve(np.eye(s) - z * (alpha + Gam), np.ones(s))  # noqa: E731
         worst_axis = max(abs(R(1j * w)) for w in np.logspace(-3, 6, 200))
         if worst_axis > 1.0 + 1e-10 or abs(R(-1e12)) > 1e-9:
@@ -138,6 +228,12 @@ class RosenbrockMethod:
     @property
     def adaptive(self) -> bool:
         return True
+
+    @property
+    def reuses_jacobian(self) -> bool:
+        """Whether the driver may keep J and the LU of I/(hγ) − J over steps: the method keeps
+        its orders with any matrix in place of J (checked W-method order conditions)."""
+        return self.w_order >= self.order and self.w_error_order >= self.error_order
 
 
 def _strict(rows, s):
@@ -177,4 +273,38 @@ RODAS4 = RosenbrockMethod(
     dense_order=3,
 )
 
-ROSENBROCK_METHODS = {RODAS4.name: RODAS4}
+# ROS34PW2: Rang & Angermann, BIT 45 (2005) 761-787, a 4-stage W-method of order 3 with an
+# embedded order-2 solution, stiffly accurate (b = the last row of α + Γ) and L-stable. The
+# coefficients as PETSc registers them (src/ts/impls/rosw/rosw.c, TSROSWRA34PW2, also in
+# OrdinaryDiffEq.jl's ROS34PW2 tableau), with PETSc's cubic interpolant (binterpt): order 3 as
+# a Rosenbrock method, 2 as a W-method (checked below). The construction checks W-orders 3 and
+# 2: they hold to 2e-16 and order 4 fails by 0.12 (W) and 0.05 (Rosenbrock), so the stated
+# orders are exactly the orders (tests/test_rosenbrock.py).
+_G34 = 4.3586652150845900e-01
+ROS34PW2 = RosenbrockMethod(
+    name="ros34pw2",
+    **transformed_coefficients(
+        _G34,
+        alpha=((0.0, 0.0, 0.0, 0.0),
+               (8.7173304301691801e-01, 0.0, 0.0, 0.0),
+               (8.4457060015369423e-01, -1.1299064236484185e-01, 0.0, 0.0),
+               (0.0, 0.0, 1.0, 0.0)),
+        gamma_lower=((0.0, 0.0, 0.0, 0.0),
+                     (-8.7173304301691801e-01, 0.0, 0.0, 0.0),
+                     (-9.0338057013044082e-01, 5.4180672388095326e-02, 0.0, 0.0),
+                     (2.4212380706095346e-01, -1.2232505839045147e+00, 5.4526025533510214e-01, 0.0)),
+        b=(2.4212380706095346e-01, -1.2232505839045147e+00, 1.5452602553351020e+00, _G34),
+        b_embedded=(3.7810903145819369e-01, -9.6042292212423178e-02, 0.5, 2.1793326075422950e-01),
+        interpolant=((1.0564298455794094, -1.3864882699759573, 0.5721822314575016),
+                     (2.296429974281067, -8.262611700275677, 4.742931142090097),
+                     (-1.307599564525376, 7.250979895056055, -4.398120075195578),
+                     (-1.045260255335102, 2.398120075195581, -0.9169932983520199))),
+    order=3,
+    error_order=2,
+    dense_order=3,
+    w_order=3,
+    w_error_order=2,
+    w_dense_order=2,
+)
+
+ROSENBROCK_METHODS = {RODAS4.name: RODAS4, ROS34PW2.name: ROS34PW2}

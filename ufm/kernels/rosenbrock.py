@@ -21,6 +21,24 @@ a stage system whose right-hand side is symmetric has a symmetric solution, the 
 the system restricted to those coordinates. Its matrix sums the Jacobian's two columns of an
 off-diagonal pair; the increments are written to both mirror entries (exactly symmetric).
 
+**Jacobian reuse** (a W-method, :attr:`ufm.rosenbrock.RosenbrockMethod.reuses_jacobian`, e.g.
+ROS34PW2; ``cache.state[CACHE_REUSE]`` = 1): the method keeps its order for any matrix in place
+of J, so J and the LU of I/(h_LU γ) − J are kept over steps (in ``cache``, across calls too):
+
+* the step is **held** at h_LU while the controller's proposal h lies in [h_LU, band · h_LU]
+  (``CACHE_BAND``; BDF codes hold their step the same way), so the LU stays valid; a proposal
+  outside the band (growth past it, any shrink, a rejection, a clip to a breakpoint or to
+  h_max) refactors at the new step;
+* every refactorisation uses a Jacobian at the current state (assembling it is ~10 % of an LU
+  from n_s ~ 500 on), so a rejected step, or an error estimate that grew until the controller
+  asks for a smaller step (a stale J slowing the convergence), refreshes J;
+* after ``CACHE_MAX_AGE`` accepted steps on one Jacobian J and the LU are renewed anyway (the
+  order holds with any J; the stability of the stiff modes wants J near the current one).
+
+RODAS4 (W-order 1) reuses nothing: one Jacobian and one LU per step, J kept on rejection.
+Sensitivities always run without reuse (their augmented Jacobian's blocks H_k are evaluated
+at the step's state with the prepared tangent work).
+
 Sensitivities (``sens.codes`` non-empty, Gram space): the state is z = [y, S_1 … S_p] with
 S_k = ∂y/∂θ_k and dS_k/dt = J(y) S_k + ∂f/∂θ_k (y). The augmented Jacobian is block lower
 triangular, [[J, 0], [H_k, J]] with H_k u = f''(y)[S_k, u] + ∂_y(∂f/∂θ_k)·u, so each stage
@@ -29,6 +47,8 @@ all of z (error control on the sensitivities too).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import config, njit, types
@@ -49,6 +69,33 @@ STAT_JACOBIANS = 0
 STAT_FACTORIZATIONS = 1
 STAT_JVPS = 2
 STAT_SIZE = 3
+
+# ``StageCache.state`` (float64): the reuse policy, then what the driver keeps between steps/calls
+CACHE_REUSE = 0          # 1: a W-method, J and the LU may be kept over steps
+CACHE_BAND = 1           # the step is held at h_LU while the proposal is in [h_LU, band · h_LU]
+CACHE_MAX_AGE = 2        # accepted steps after which J and the LU are renewed anyway
+CACHE_LU_VALID = 3       # 1: cache.Wm holds the LU of I/(h_LU γ) − J for cache.JT
+CACHE_H_LU = 4           # h_LU
+CACHE_JAC_AGE = 5        # accepted steps since J was evaluated (0: J is at the current state)
+CACHE_JAC_VALID = 6      # 1: cache.JT holds a Jacobian
+CACHE_SIZE = 7
+
+
+class StageCache(NamedTuple):
+    """The stiff driver's Jacobian and stage-matrix LU with their state, kept across calls.
+
+    Fields:
+        JT: float64 (n, n) the Jacobian J in the layout of :func:`ufm.kernels.tangent.jacobian`.
+        Wm: float64 (n_f, n_f) the LU of I/(hγ) − J in the factorised coordinates (n_f = n_s of
+            :func:`symmetric_order` in Gram space without sensitivities, else n).
+        piv: int32 (n_f,) its pivots. state: float64 (CACHE_SIZE,) the CACHE_* entries.
+    A cache whose arrays do not have these shapes is ignored (the driver allocates its own).
+    """
+
+    JT: np.ndarray
+    Wm: np.ndarray
+    piv: np.ndarray
+    state: np.ndarray
 
 
 if config.DISABLE_JIT:
@@ -186,7 +233,7 @@ def _record_all(j, t, z, model, out, sens, work_f):
 
 
 @njit(cache=True)
-def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, stats):
+def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, stats, cache):
     """Advance ``z`` (in place) from ``carry[CARRY_T]`` through ``t_save[carry[CARRY_J]:j_end]``.
 
     Arguments:
@@ -196,6 +243,7 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         rtab: :class:`~ufm.kernels.groups.RosenbrockTableau`. ctl: :class:`~ufm.kernels.groups.Controls`.
         model: :class:`~ufm.kernels.groups.Model`. out: :class:`~ufm.kernels.groups.Outputs`.
         sens: :class:`~ufm.kernels.groups.Sensitivity`. stats: (STAT_SIZE,) counters, added to.
+        cache: :class:`StageCache` (its policy, and J and the LU of an earlier call to continue).
 
     Returns:
         (status, j) as the explicit driver (plus STATUS_SINGULAR).
@@ -220,12 +268,29 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
     rhs = np.empty(nz)
     tmp = np.empty(n)
     tmp2 = np.empty(n)
-    JT = np.empty((n, n))
     sym = model.ip[IP_SPACE] == SPACE_GRAM and np_ == 0
     ia, ib = symmetric_coordinates(model) if sym else (np.arange(n), np.arange(n))
     nf = ia.shape[0]                 # the order of the factorised system
-    Wm = np.empty((nf, nf))
-    piv = np.zeros(nf, dtype=np.int32)
+    cst = cache.state
+    if (cache.JT.shape[0] == n and cache.JT.shape[1] == n and cache.Wm.shape[0] == nf and cache.Wm.shape[1] == nf
+            and cache.piv.shape[0] == nf and cst.shape[0] >= CACHE_SIZE):
+        JT = cache.JT
+        Wm = cache.Wm
+        piv = cache.piv
+        kept = True
+    else:                            # not this run's shapes: nothing to continue, own arrays
+        JT = np.empty((n, n))
+        Wm = np.empty((nf, nf))
+        piv = np.zeros(nf, dtype=np.int32)
+        cst = np.zeros(CACHE_SIZE)
+        kept = False
+    reuse = cst[CACHE_REUSE] == 1.0 and np_ == 0
+    band = cst[CACHE_BAND]
+    max_age = cst[CACHE_MAX_AGE]
+    # what an earlier call left: only a W-method may use a Jacobian from another state
+    lu_valid = reuse and kept and cst[CACHE_LU_VALID] == 1.0 and cst[CACHE_JAC_VALID] == 1.0
+    h_lu = cst[CACHE_H_LU]
+    jac_age = cst[CACHE_JAC_AGE] if lu_valid else 0.0
     xs = np.empty(nf)
     work_f = np.empty(work_size(model))
     work_t = np.empty(tangent_work_size(model))
@@ -269,7 +334,7 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
     status = STATUS_OK
     attempted = int(carry[CARRY_ACCEPTED] + carry[CARRY_REJECTED])
     rejected_last = False
-    jac_valid = False
+    jac_valid = lu_valid and jac_age == 0.0      # a Jacobian at the current state
     singular_run = 0
     while j < j_end:
         if attempted >= ctl.max_steps:
@@ -278,45 +343,40 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         stop = t_end
         if p + 1 < n_pieces and theta_t[p + 1] < stop:
             stop = theta_t[p + 1]
-        h_try, clipped = clip_step(t, h, ctl.h_max, stop)
+        h_use = min(h, ctl.h_max)
+        if lu_valid and h_lu <= h_use <= band * h_lu and jac_age < max_age:
+            h_use = h_lu                 # held: the kept LU serves (module docstring)
+        h_try, clipped = clip_step(t, h_use, ctl.h_max, stop)
         if stalled(h_try, t, t_end):
             status = STATUS_STEP_UNDERFLOW
             break
 
         y = z[:n]
-        if not jac_valid:
-            jacobian(p, y, JT, model, work_j)       # leaves work_j prepared at y (for H_k)
-            stats[STAT_JACOBIANS] += 1
-            stats[STAT_JVPS] += jacobian_tangents(model, n)
-            jac_valid = True
-        inv_hg = 1.0 / (h_try * gamma)
-        if sym:                          # the same in the independent coordinates (module docstring)
-            for r in range(nf):
-                a_r = ia[r]
-                b_r = ib[r]
-                for c in range(nf):
-                    v = JT[a_r, ia[c]]
-                    if b_r != a_r:
-                        v += JT[b_r, ia[c]]
-                    Wm[r, c] = -v
-                Wm[r, r] += inv_hg
-        else:
-            for r in range(n):           # Wm = (I/(hγ) − J)ᵀ: lu_factor's layout
-                for c in range(n):
-                    Wm[r, c] = -JT[r, c]
-                Wm[r, r] += inv_hg
-        stats[STAT_FACTORIZATIONS] += 1
-        if lu_factor(Wm, piv) != 0:
-            singular_run += 1
-            if singular_run >= 5:
-                status = STATUS_SINGULAR
-                break
-            h = 0.5 * h_try
-            carry[CARRY_REJECTED] += 1
-            attempted += 1
-            rejected_last = True
-            continue
-        singular_run = 0
+        if not (lu_valid and h_try == h_lu and jac_age < max_age):
+            lu_valid = False
+            if not jac_valid:
+                jacobian(p, y, JT, model, work_j)       # leaves work_j prepared at y (for H_k)
+                stats[STAT_JACOBIANS] += 1
+                stats[STAT_JVPS] += jacobian_tangents(model, n)
+                jac_valid = True
+                jac_age = 0.0
+        if not lu_valid:
+            inv_hg = 1.0 / (h_try * gamma)
+            _stage_matrix(JT, Wm, inv_hg, sym, ia, ib)
+            stats[STAT_FACTORIZATIONS] += 1
+            if lu_factor(Wm, piv) != 0:
+                singular_run += 1
+                if singular_run >= 5:
+                    status = STATUS_SINGULAR
+                    break
+                h = 0.5 * h_try
+                carry[CARRY_REJECTED] += 1
+                attempted += 1
+                rejected_last = True
+                continue
+            singular_run = 0
+            lu_valid = True
+            h_lu = h_try
 
         finite = True
         for i in range(s):
@@ -376,6 +436,8 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
             carry[CARRY_REJECTED] += 1
             h = rejected_step(h_try, err, expo1)
             rejected_last = True
+            if not reuse:
+                lu_valid = False
             continue
         h_next, facold = accepted_step(h, h_try, err, facold, expo1, rejected_last, clipped)
         rejected_last = False
@@ -398,6 +460,9 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         h = h_next
         p = theta_piece(theta_t, t) if coupled else 0
         jac_valid = False
+        jac_age += 1.0
+        if not reuse:
+            lu_valid = False
         if j < j_end:
             augmented_field(p, z, F, model, sens, work_f, work_t, coef_buf, stats)
             carry[CARRY_RHS] += 1
@@ -406,4 +471,31 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
     carry[CARRY_H] = h
     carry[CARRY_FACOLD] = facold
     carry[CARRY_J] = j
+    cst[CACHE_LU_VALID] = 1.0 if (lu_valid and reuse) else 0.0
+    cst[CACHE_JAC_VALID] = 1.0 if (lu_valid and reuse) else 0.0
+    cst[CACHE_H_LU] = h_lu
+    cst[CACHE_JAC_AGE] = jac_age
     return status, j
+
+
+@njit(cache=True)
+def _stage_matrix(JT, Wm, inv_hg, sym, ia, ib):
+    """Wm = (I/(hγ) − J)ᵀ, lu_factor's layout; with ``sym`` in the independent coordinates
+    (module docstring)."""
+    nf = Wm.shape[0]
+    if sym:
+        for r in range(nf):
+            a_r = ia[r]
+            b_r = ib[r]
+            for c in range(nf):
+                v = JT[a_r, ia[c]]
+                if b_r != a_r:
+                    v += JT[b_r, ia[c]]
+                Wm[r, c] = -v
+            Wm[r, r] += inv_hg
+    else:
+        for r in range(nf):
+            for c in range(nf):
+                Wm[r, c] = -JT[r, c]
+            Wm[r, r] += inv_hg
+    return
