@@ -652,6 +652,12 @@ POWER_ITERATIONS = 40
 #: a Jacobian-reusing (W-) method holds its step at the LU's h_LU while the controller proposes
 #: a step in [h_LU, JACOBIAN_BAND · h_LU] (:mod:`ufm.kernels.rosenbrock`, "Jacobian reuse")
 JACOBIAN_BAND = 2.0
+#: ... and not below JACOBIAN_BAND_LOW · h_LU (after an accepted step the PI controller never
+#: proposes less than 0.62 h, so this holds every accepted step's proposal, as CVODE keeps its
+#: step for any η < 1.5; a rejection refactors at the smaller step). Against a band [1, 2]:
+#: ROS34PW2 on Gram K = N = 16 linear features (rtol 1e-7) 37 -> 28 LUs, 546 -> 469 ms; MSE from
+#: scale 1e3 (K = N = 10, rtol 1e-8) 1,803 -> 1,362 LUs, 2.65 -> 2.38 s (/tmp/band.py, session 6)
+JACOBIAN_BAND_LOW = 0.5
 #: ... and renews J and the LU after this many accepted steps on one Jacobian
 JACOBIAN_MAX_AGE = 50
 
@@ -682,6 +688,7 @@ def stage_cache(packed: Model, n: int, rtab: RosenbrockTableau, sensitivities: i
     state = np.zeros(_kr.CACHE_SIZE)
     state[_kr.CACHE_REUSE] = 1.0 if (sensitivities == 0 and jacobian_reuse(rtab)) else 0.0
     state[_kr.CACHE_BAND] = JACOBIAN_BAND
+    state[_kr.CACHE_BAND_LOW] = JACOBIAN_BAND_LOW
     state[_kr.CACHE_MAX_AGE] = JACOBIAN_MAX_AGE
     return _kr.StageCache(np.empty((n, n)), np.empty((nf, nf)), np.zeros(nf, dtype=np.int32), state)
 
@@ -891,7 +898,7 @@ def factorised_order(packed, n: int) -> int:
     return int(_kr.symmetric_order(packed))
 
 
-def rosenbrock_step_cost(packed, n: int, method) -> float:
+def rosenbrock_step_cost(packed, n: int, method, steps_per_factorisation: float | None = None) -> float:
     """One step of the Rosenbrock ``method`` at state size ``n``, in field evaluations of the
     work model: the Jacobian (assembled from its blocks in Gram and parameter space, plus one
     tangent, ~2 evaluations, per bias coordinate in Gram space; n tangents in the other
@@ -899,7 +906,9 @@ def rosenbrock_step_cost(packed, n: int, method) -> float:
     (2 n_s³/3 flops), one solve (2 n_s² flops) and one evaluation per stage, and the vector
     updates. Measured at the fits' sizes against whole steps: K = N = 9 (n_s = 171) ~100
     evaluations, K = N = 16 (528) ~700, K = N = 25 (1,275) ~4,000 (the LU is 80–90 % of it
-    from K = N = 16 on); docs/stiff.md "Cost"."""
+    from K = N = 16 on); docs/stiff.md "Cost". A Jacobian-reusing method
+    (:attr:`~ufm.rosenbrock.RosenbrockMethod.reuses_jacobian`) is charged its Jacobian, stage
+    matrix and LU over ``steps_per_factorisation`` steps (default STEPS_PER_FACTORISATION)."""
     ip = packed.ip
     f = field_work(packed, n)
     space = int(ip[_f.IP_SPACE])
@@ -914,23 +923,29 @@ def rosenbrock_step_cost(packed, n: int, method) -> float:
     arr = method.arrays
     updates = sum(np.count_nonzero(arr[k]) for k in ("a", "C", "m", "e"))
     factorisation = jac + WORK_MATRIX_ENTRY * ns * ns + WORK_LU_FLOP * 2.0 * ns ** 3 / 3.0
-    if method.reuses_jacobian:
-        factorisation /= STEPS_PER_FACTORISATION       # amortised over the steps that keep it
+    if method.reuses_jacobian:                         # amortised over the steps that keep it
+        factorisation /= STEPS_PER_FACTORISATION if steps_per_factorisation is None else steps_per_factorisation
     work = factorisation + s * (WORK_SOLVE_FLOP * 2.0 * ns * ns + f) + WORK_VECTOR_ELEMENT * n * updates
     return work / f
 
 
-#: accepted steps per Jacobian and LU of a Jacobian-reusing (W-) method, for the work model:
-#: measured 21-26 on smooth stiff decays (ROS34PW2 with JACOBIAN_BAND = 2: the stiff bias
-#: relaxation at rtol 1e-8, 601 steps / 29 LUs; Gram K = N = 16, λ ~ 1 to t = 1e4 at rtol
-#: 1e-7, 960 / 37 and 817 / 34) but 4.6 through the MSE-from-scale-1e3 transient (8,262 /
-#: 1,803, many rejections), where auto with ROS34PW2 took 1.09 s against 0.66 s with RODAS4.
-#: The model takes the pessimistic 5, so auto picks ROS34PW2 only where it wins even there
-#: (docs/stiff.md, "W-method")
-STEPS_PER_FACTORISATION = 5.0
+#: steps per Jacobian and LU of a Jacobian-reusing (W-) method, the work model's prior: measured
+#: 21-34 on smooth stiff decays (ROS34PW2, JACOBIAN_BAND [0.5, 2]: the stiff bias relaxation at
+#: rtol 1e-8, 581 steps / 28 LUs; Gram K = N = 16 linear features to t = 1e4 at rtol 1e-7,
+#: 941 / 28) but 6.2 through the MSE-from-scale-1e3 transient (8,462 / 1,362: many
+#: rejections). ``auto`` corrects it by the run's own count while it runs the W-method
+#: (:func:`observed_steps_per_factorisation`), so it hands such a transient back sooner
+STEPS_PER_FACTORISATION = 20.0
 #: a Jacobian-reusing method takes this many more steps for holding its step in the band
 #: (ROS34PW2 with JACOBIAN_BAND = 2 against no hold: 601 / 490 on the stiff bias relaxation)
 HOLD_STEP_FACTOR = 1.2
+
+
+def observed_steps_per_factorisation(steps: float, factorisations: float) -> float:
+    """The steps per LU the work model charges a W-method after ``steps`` attempted steps with
+    ``factorisations`` LUs in this run: the count with STEPS_PER_FACTORISATION as the prior
+    (one LU's worth of it), so a few steps do not swing it; counts, not timers."""
+    return (steps + STEPS_PER_FACTORISATION) / (factorisations + 1.0)
 
 
 def relative_steps(method, rtol: float) -> float:
@@ -946,13 +961,26 @@ def relative_steps(method, rtol: float) -> float:
 def auto_stiff_method(packed, n: int, solver, rtol: float):
     """The Rosenbrock method ``method="auto"`` switches to: of the registered ones
     (:data:`ufm.rosenbrock.ROSENBROCK_METHODS`), the one whose modelled work over a stiff
-    stretch, :func:`rosenbrock_step_cost` × :func:`relative_steps`, is least. With the
-    pessimistic STEPS_PER_FACTORISATION: RODAS4 at rtol <= 1e-7 up to K = N = 25 in Gram
-    space (1e-8: up to 32), ROS34PW2 at loose tolerances (1e-5: from K = N = 9 in Gram space,
-    K = N = 10 in parameter space), where its lower order costs fewer extra steps."""
-    from .rosenbrock import ROSENBROCK_METHODS
-    return min(ROSENBROCK_METHODS.values(),
-               key=lambda me: rosenbrock_step_cost(packed, n, me) * relative_steps(me, rtol))
+    stretch, :func:`rosenbrock_step_cost` × :func:`relative_steps`, is least, where a
+    Jacobian-reusing method must promise less than PICK_MARGIN × RODAS4's (the default's) work:
+    RODAS4 where the LU is cheap or the tolerance tight, ROS34PW2 where the LU dominates
+    (Gram space: K = N = 16 and 25 at rtol 1e-7, from K = N = 9 at 1e-5; RODAS4 at K = N = 16
+    with rtol 1e-8 and in parameter space K = N = 10, d = 16 at 1e-8, the benchmarks' cases)."""
+    from .rosenbrock import RODAS4, ROSENBROCK_METHODS
+
+    def work(me):
+        w = rosenbrock_step_cost(packed, n, me) * relative_steps(me, rtol)
+        return w / PICK_MARGIN if me.reuses_jacobian else w
+
+    return min((RODAS4, *(me for me in ROSENBROCK_METHODS.values() if me is not RODAS4)), key=work)
+
+
+#: :func:`auto_stiff_method` takes a Jacobian-reusing method only when its modelled work is
+#: below this fraction of RODAS4's: the model's steps per LU (STEPS_PER_FACTORISATION, 20;
+#: measured 6-34) and step ratio (relative_steps; measured 3.6-4.8 against 4.6-5.6) are
+#: uncertain by about this much, and through MSE-from-scale-1e3's transient (parameter space
+#: K = N = 10, rtol 1e-8) auto with ROS34PW2 took 1.00 s against 0.63 s with RODAS4
+PICK_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -1005,7 +1033,7 @@ class SwitchState:
     switched, how often it changed method, the explicit steps between stiffness checks (0: not
     yet set), (``work_budget``) the budget its Rosenbrock steps took beyond one step each, and
     the Rosenbrock driver's :func:`stage_cache` (a W-method's J and LU carry over while it stays
-    implicit)."""
+    implicit) with the Rosenbrock steps and LUs so far (:func:`observed_steps_per_factorisation`)."""
 
     stiff: bool = False
     t_trial: float = -math.inf
@@ -1016,6 +1044,8 @@ class SwitchState:
     check_steps: int = 0
     charged: float = 0.0
     cache: object = None
+    w_steps: float = 0.0
+    w_lus: float = 0.0
 
 
 def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl: Controls, carry: np.ndarray,
@@ -1092,11 +1122,13 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
         return ctl.max_steps - attempted_now() - st.charged
 
     def rosenbrock(steps, j_end):
-        before = attempted_now()
+        before, lus = attempted_now(), stats[_kr.STAT_FACTORIZATIONS]
         chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(before + steps))
         out = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens, stats,
                                        st.cache)
         st.charged += (attempted_now() - before) * (ratio - 1.0)
+        st.w_steps += attempted_now() - before
+        st.w_lus += stats[_kr.STAT_FACTORIZATIONS] - lus
         return out
 
     for j_end in ends:
@@ -1111,7 +1143,13 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                 status, j = rosenbrock(steps, j_end)
                 if status != _k.STATUS_MAX_STEPS or budget_left() < ratio:
                     break
-                back = explicit_again(packed, y, carry, boundary, costs)
+                if switch_to.reuses_jacobian:
+                    # charge the W-method the steps per LU this run has seen (counts, not timers)
+                    spl = observed_steps_per_factorisation(st.w_steps, st.w_lus)
+                    now = StepCosts(costs.explicit, rosenbrock_step_cost(packed, y.size, switch_to, spl))
+                else:
+                    now = costs
+                back = explicit_again(packed, y, carry, boundary, now)
                 if back is not None:
                     st.stiff = False
                     st.switches += 1

@@ -25,10 +25,12 @@ off-diagonal pair; the increments are written to both mirror entries (exactly sy
 ROS34PW2; ``cache.state[CACHE_REUSE]`` = 1): the method keeps its order for any matrix in place
 of J, so J and the LU of I/(h_LU γ) − J are kept over steps (in ``cache``, across calls too):
 
-* the step is **held** at h_LU while the controller's proposal h lies in [h_LU, band · h_LU]
-  (``CACHE_BAND``; BDF codes hold their step the same way), so the LU stays valid; a proposal
-  outside the band (growth past it, any shrink, a rejection, a clip to a breakpoint or to
-  h_max) refactors at the new step;
+* the step is **held** at h_LU while the controller's proposal h lies in
+  [band_low · h_LU, band · h_LU] (``CACHE_BAND_LOW``, ``CACHE_BAND``; BDF codes hold their
+  step the same way), so the LU stays valid; a proposal outside the band (growth past it, a
+  rejection, a clip to a breakpoint or to h_max) refactors at the new step (holding h exactly
+  is what keeps the W-method's order: a matrix I/(h_LU γ) − J used at another h would be a
+  W-method with the h-dependent A = J + (1/h − 1/h_LU)/γ · I, outside the theory);
 * every refactorisation uses a Jacobian at the current state (assembling it is ~10 % of an LU
   from n_s ~ 500 on), so a rejected step, or an error estimate that grew until the controller
   asks for a smaller step (a stale J slowing the convergence), refreshes J;
@@ -78,7 +80,8 @@ CACHE_LU_VALID = 3       # 1: cache.Wm holds the LU of I/(h_LU γ) − J for cac
 CACHE_H_LU = 4           # h_LU
 CACHE_JAC_AGE = 5        # accepted steps since J was evaluated (0: J is at the current state)
 CACHE_JAC_VALID = 6      # 1: cache.JT holds a Jacobian
-CACHE_SIZE = 7
+CACHE_BAND_LOW = 7       # ... and not below band_low · h_LU (nor after a rejection asked for less)
+CACHE_SIZE = 8
 
 
 class StageCache(NamedTuple):
@@ -286,6 +289,7 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         kept = False
     reuse = cst[CACHE_REUSE] == 1.0 and np_ == 0
     band = cst[CACHE_BAND]
+    band_low = cst[CACHE_BAND_LOW]
     max_age = cst[CACHE_MAX_AGE]
     # what an earlier call left: only a W-method may use a Jacobian from another state
     lu_valid = reuse and kept and cst[CACHE_LU_VALID] == 1.0 and cst[CACHE_JAC_VALID] == 1.0
@@ -344,7 +348,8 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
         if p + 1 < n_pieces and theta_t[p + 1] < stop:
             stop = theta_t[p + 1]
         h_use = min(h, ctl.h_max)
-        if lu_valid and h_lu <= h_use <= band * h_lu and jac_age < max_age:
+        if (lu_valid and band_low * h_lu <= h_use <= band * h_lu and jac_age < max_age
+                and not (rejected_last and h_use < h_lu)):
             h_use = h_lu                 # held: the kept LU serves (module docstring)
         h_try, clipped = clip_step(t, h_use, ctl.h_max, stop)
         if stalled(h_try, t, t_end):
