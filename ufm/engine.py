@@ -1106,8 +1106,7 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     rtab = rosenbrock_tableau(switch_to) if switch_to is not None else None
     sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
     costs = step_costs(packed, y.size, solver, switch_to) if switch_to is not None else None
-    if switch_to is not None and st.cache is None:
-        st.cache = stage_cache(packed, y.size, rtab)
+
     # what one Rosenbrock step takes from max_steps (work_budget: its work in explicit steps)
     ratio = costs.rosenbrock / costs.explicit if (costs is not None and work_budget) else 1.0
     if switch_to is None:
@@ -1122,6 +1121,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
         return ctl.max_steps - attempted_now() - st.charged
 
     def rosenbrock(steps, j_end):
+        if st.cache is None:         # allocated at the first trial (2 n² floats; most runs never try)
+            st.cache = stage_cache(packed, y.size, rtab)
         before, lus = attempted_now(), stats[_kr.STAT_FACTORIZATIONS]
         chunk = Controls(ctl.rtol, ctl.atol, ctl.h_max, int(before + steps))
         out = _kr.integrate_rosenbrock(y, carry, ts, j_end, rtab, chunk, packed, buffers.group, sens, stats,
@@ -1194,7 +1195,8 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
                 carry[_k.CARRY_H] = h_trial
                 carry[_k.CARRY_FACOLD] = 1e-4
                 st.chunks = 0
-                forget_jacobian(st.cache)        # the explicit method moved the state since
+                if st.cache is not None:
+                    forget_jacobian(st.cache)    # the explicit method moved the state since
                 for _ in range(TRIAL_ATTEMPTS):
                     status, j = rosenbrock(1, j_end)
                     if (carry[_k.CARRY_ACCEPTED] > accepted or status != _k.STATUS_MAX_STEPS
