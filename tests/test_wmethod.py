@@ -161,3 +161,42 @@ def test_auto_switches_to_the_w_method_where_the_model_picks_it():
     assert tr.info["stiff_method"] == "ros34pw2" and 0 < tr.info["switched_to_stiff_at"] < t[-1]
     # measured 2.5e-7
     assert np.abs(tr.gram_H - ref.gram_H).max() < 1e-5 * np.abs(ref.gram_H).max()
+
+
+def _w_step_reference(f, J, y, h, method):
+    """One step of ``method`` in the transformed form of ufm.rosenbrock, in numpy, with the
+    matrix ``J`` (any approximation of the Jacobian: a W-method's)."""
+    ar = method.arrays
+    s = method.stages
+    W = np.eye(y.size) / (h * method.gamma) - J
+    U = np.zeros((s, y.size))
+    for i in range(s):
+        r = f(y + ar["a"][i, :i] @ U[:i]) + (ar["C"][i, :i] / h) @ U[:i]
+        U[i] = np.linalg.solve(W, r)
+    return y + ar["m"] @ U
+
+
+def test_held_steps_are_the_w_step_with_the_first_jacobian():
+    """Two steps of h (h_max = h, tolerances so loose every step is accepted): the driver takes
+    the second with the Jacobian and LU of the first (one of each), and both agree with a numpy
+    W-step that uses J(y0) both times (ufm.reference's field and ufm.reference_tangent's J)."""
+    from ufm.reference import flatten, unflatten, vector_field
+    from ufm.reference_tangent import jacobian
+    from ufm.states import State
+    m = ufm.UFM(ufm.settings.balanced(3), lambda_W=0.05, lambda_H=0.1, bias=True, lambda_b=0.2)
+    x0 = m.init(4, scale=0.7, seed=1)
+    h = 0.3
+    tr = ufm.solve(m, x0, [h, 2 * h], method="ros34pw2", rtol=1e3, atol=1e3, h_max=h, dt=h, save=("W", "H", "b"))
+    assert tr.info["accepted_steps"] == 2 and tr.info["jacobians"] == 1 and tr.info["lu_factorizations"] == 1
+    unflat = lambda y: unflatten(y, 3, 3, 4, True)  # noqa: E731
+    f = lambda y: flatten(vector_field(m, unflat(y), 0.0))  # noqa: E731
+    y0 = flatten(x0)
+    J0 = jacobian(m, x0)
+    y1 = _w_step_reference(f, J0, y0, h, ROS34PW2)
+    y2 = _w_step_reference(f, J0, y1, h, ROS34PW2)
+    for j, want in enumerate((y1, y2)):
+        got = flatten(State(tr.W[j], tr.H[j], tr.b[j]))
+        assert np.abs(got - want).max() < 1e-12 * np.abs(want).max()
+    # and the second step is not the one with a fresh Jacobian (the reuse is real)
+    fresh = _w_step_reference(f, jacobian(m, unflat(y1)), y1, h, ROS34PW2)
+    assert np.abs(fresh - y2).max() > 1e-8 * np.abs(y2).max()
