@@ -59,6 +59,7 @@ import numpy as np
 from numba import njit
 
 from .expfn import exp_nonpositive, fast_exp  # noqa: F401  (exp_nonpositive: the older name, tests/test_models.py)
+from .smallmm import mm_rows, softmax_gradient, transpose_into
 from .unmanaged import matrix_view
 from .reduced import reduced_field, reduced_objective, reduced_state_size, reduced_work_size
 from .layout import (C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, C_SIZE, IP_BIAS,  # noqa: F401
@@ -164,54 +165,105 @@ def logit_gradient(Z, Y, pi, loss, G, colmax, colsum, want_loss=True):
     return total
 
 
+#: the parameter-space field takes its three products through
+#: :func:`ufm.kernels.smallmm.mm_rows` (explicit 8-wide vectors, no BLAS call overhead) when
+#: K·d·N is at most this, and through BLAS above (measured: :func:`small_products`)
+SMALL_PRODUCTS_MAX = 32 * 32 * 32
+#: and its cross-entropy gradient through :func:`ufm.kernels.smallmm.softmax_gradient` when
+#: K·N is at most this: its column-block passes stride through Z and G, which loses to
+#: :func:`logit_gradient`'s row passes once they outgrow L1 (measured, CPU time, the two
+#: alternately: K = N = 10 229 vs 373 ns, 20 646 vs 760 ns, 64 7.5 vs 8.7 µs, 128 32.4 vs
+#: 27.0 µs; /tmp/small/soft2.py, session 6)
+SMALL_SOFTMAX_MAX = 64 * 64
+
+
+@njit(cache=True)
+def small_products(K, d, N):
+    """Whether the parameter-space field computes its products with
+    :func:`ufm.kernels.smallmm.mm_rows` (True) rather than BLAS (``np.dot``) at these sizes.
+
+    Measured: one CE field evaluation (K = N, λ = 1e-3, init scale 0.3), best of 3 loops, CPU
+    time, the BLAS build (threshold 0) and the vector build run alternately, three rounds, µs
+    (/tmp/small/cross.py, session 6; both with :func:`~ufm.kernels.smallmm.softmax_gradient`)::
+
+        K×d     10×16      10×64      16×32      20×20      24×24      32×32      40×48      64×64
+        BLAS    1.01-1.18  2.26-2.48  2.28-2.62  2.45-2.82  3.32-3.78  5.84-7.10  11.9-15.0  37-42
+        vector  0.83-0.97  2.00-2.29  1.81-2.04  2.24-2.63  3.05-3.27  5.70-6.38  11.7-13.1  37-42
+
+    so the vector path wins to 40×48 (76,800 multiply-adds per product) and ties at 64³; the
+    threshold stays at 32³, below the noisy range."""
+    return K * d * N <= SMALL_PRODUCTS_MAX
+
+
 @njit(cache=True)
 def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
     # The weight-decay terms run as flat loops over the 1-D state slices (one long vectorised
     # loop instead of K or d short ones), and without coupling the product WᵀG is written
-    # straight into dH (no copy through the scratch T).
+    # straight into dH (no copy through the scratch T). At small sizes the products and the
+    # decay terms are one pass each (ufm.kernels.smallmm.mm_rows, the decay in its epilogue).
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
     nW = K * d
     nH = d * N
+    nZ = K * N
+    small = small_products(K, d, N)
     # matrix views without reshape's layout check or reference counts (ufm.kernels.unmanaged;
     # the arguments outlive this call)
     W = matrix_view(y, 0, K, d)
     H = matrix_view(y, nW, d, N)
     Z = matrix_view(work, 0, K, N)
-    G = matrix_view(work, K * N, K, N)
-    np.dot(W, H, Z)
+    G = matrix_view(work, nZ, K, N)
+    if small:
+        mm_rows(y, 0, d, 1, y, nW, N, work, 0, N, K, d, N, 1.0, work, 0, N, 0.0, False)
+    else:
+        np.dot(W, H, Z)
     if ip[IP_BIAS]:
         b = y[nW + nH:]
         for k in range(K):
             bk = b[k]
             for i in range(N):
                 Z[k, i] += bk
-    nwork = work.shape[0]
-    logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
+    if ip[IP_LOSS] == LOSS_CE and nZ <= SMALL_SOFTMAX_MAX:
+        softmax_gradient(work[:nZ], Y, pi, work[nZ:2 * nZ], K, N)
+    else:
+        nwork = work.shape[0]
+        logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
 
     lr_w = coef[C_LR_W]
     lr_h = coef[C_LR_H]
     lam_w = coef[C_LAM_W]
     lam_h = coef[C_LAM_H]
     lam_e = coef[C_LAM_E]
-    np.dot(G, H.T, matrix_view(dy, 0, K, d))
-    for q in range(nW):
-        dy[q] = -lr_w * (dy[q] + lam_w * y[q])
-
-    if ip[IP_NTHETA] > 0:
-        T = matrix_view(work, 2 * K * N, d, N)
-        np.dot(W.T, G, T)
-        Tf = work[2 * K * N:2 * K * N + nH]
-        for q in range(nH):
-            Tf[q] += lam_h * y[nW + q]
-        np.dot(T, theta[p], matrix_view(dy, nW, d, N))
+    coupled = ip[IP_NTHETA] > 0
+    if small:
+        # dW = −η_W (G Hᵀ + λ_W W) with Hᵀ copied into the scratch T (rows contiguous for the
+        # vector loads); then WᵀG (A = Wᵀ by strides, no copy): straight into dH without
+        # coupling, into T (+ λ_H H) with it
+        t0 = 2 * nZ
+        transpose_into(y, nW, d, N, work, t0)
+        mm_rows(work, nZ, N, 1, work, t0, d, dy, 0, d, K, N, d, -lr_w, y, 0, d, lam_w, True)
+        if coupled:
+            mm_rows(y, 0, 1, d, work, nZ, N, work, t0, N, d, K, N, 1.0, y, nW, N, lam_h, True)
+        else:
+            mm_rows(y, 0, 1, d, work, nZ, N, dy, nW, N, d, K, N, -lr_h, y, nW, N, lam_h + lam_e, True)
+    else:
+        np.dot(G, H.T, matrix_view(dy, 0, K, d))
+        for q in range(nW):
+            dy[q] = -lr_w * (dy[q] + lam_w * y[q])
+        if coupled:
+            np.dot(W.T, G, matrix_view(work, 2 * nZ, d, N))
+            Tf = work[2 * nZ:2 * nZ + nH]
+            for q in range(nH):
+                Tf[q] += lam_h * y[nW + q]
+        else:
+            np.dot(W.T, G, matrix_view(dy, nW, d, N))
+            for q in range(nW, nW + nH):
+                dy[q] = -lr_h * ((dy[q] + lam_h * y[q]) + lam_e * y[q])
+    if coupled:
+        np.dot(matrix_view(work, 2 * nZ, d, N), theta[p], matrix_view(dy, nW, d, N))
         for q in range(nW, nW + nH):
             dy[q] = -lr_h * (dy[q] + lam_e * y[q])
-    else:
-        np.dot(W.T, G, matrix_view(dy, nW, d, N))
-        for q in range(nW, nW + nH):
-            dy[q] = -lr_h * ((dy[q] + lam_h * y[q]) + lam_e * y[q])
 
     if ip[IP_BIAS]:
         _bias_field(G, y[nW + nH:], dy[nW + nH:], coef)
