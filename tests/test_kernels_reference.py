@@ -182,8 +182,8 @@ def test_recorded_objective_matches_the_formula(ident, model):
 
 
 #: (K, N, d) on both sides of the field's size switches (fields.small_products: K·d·N <= 32³
-#: takes ufm.kernels.smallmm's products; K·N <= 64² its softmax), with K ≠ N and odd sizes
-THRESHOLD_SIZES = ((8, 32, 128), (8, 32, 129), (64, 64, 8), (65, 64, 7), (7, 13, 5), (13, 7, 17))
+#: takes ufm.kernels.smallmm's products; K·N <= 32² its softmax), with K ≠ N and odd sizes
+THRESHOLD_SIZES = ((8, 32, 128), (8, 32, 129), (32, 32, 32), (33, 32, 31), (64, 64, 8), (7, 13, 5), (13, 7, 17))
 
 
 @pytest.mark.parametrize("K,N,d", THRESHOLD_SIZES)
@@ -194,8 +194,9 @@ def test_parameter_field_on_both_sides_of_the_size_switches(K, N, d, loss):
     labels and unequal weights. Tolerance as test_kernel_field_matches_reference."""
     p = soft_label_problem(K, N, seed=K + N + d)
     paths = (kf.small_products(K, d, N), K * N <= kf.SMALL_SOFTMAX_MAX)
-    assert paths == {(8, 32, 128): (True, True), (8, 32, 129): (False, True), (64, 64, 8): (True, True),
-                     (65, 64, 7): (True, False), (7, 13, 5): (True, True), (13, 7, 17): (True, True)}[(K, N, d)]
+    assert paths == {(8, 32, 128): (True, True), (8, 32, 129): (False, True), (32, 32, 32): (True, True),
+                     (33, 32, 31): (True, False), (64, 64, 8): (True, False), (7, 13, 5): (True, True),
+                     (13, 7, 17): (True, True)}[(K, N, d)]
     for extra in ({}, {"bias": True, "lambda_b": LAMBDA_B, "lambda_E": 0.07, "coupling": pd_kernel(N, seed=d)}):
         m = ufm.UFM(p, loss=loss, **DECAYS, **RATES, **extra)
         rng = np.random.default_rng(d)

@@ -124,7 +124,7 @@ def test_size_thresholds_pick_the_paths_documented():
     on the vector side)."""
     assert kf.small_products(10, 16, 10)
     assert kf.small_products(8, 128, 32) and not kf.small_products(8, 129, 32)
-    assert kf.SMALL_SOFTMAX_MAX == 64 * 64
+    assert kf.SMALL_SOFTMAX_MAX == 32 * 32
 
 
 TWIN_SCRIPT = r"""

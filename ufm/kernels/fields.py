@@ -170,11 +170,11 @@ def logit_gradient(Z, Y, pi, loss, G, colmax, colsum, want_loss=True):
 #: K·d·N is at most this, and through BLAS above (measured: :func:`small_products`)
 SMALL_PRODUCTS_MAX = 32 * 32 * 32
 #: and its cross-entropy gradient through :func:`ufm.kernels.smallmm.softmax_gradient` when
-#: K·N is at most this: its column-block passes stride through Z and G, which loses to
-#: :func:`logit_gradient`'s row passes once they outgrow L1 (measured, CPU time, the two
-#: alternately: K = N = 10 229 vs 373 ns, 20 646 vs 760 ns, 64 7.5 vs 8.7 µs, 128 32.4 vs
-#: 27.0 µs; /tmp/small/soft2.py, session 6)
-SMALL_SOFTMAX_MAX = 64 * 64
+#: K·N is at most this: its column-block passes stride through Z and G, which stops paying
+#: against :func:`logit_gradient`'s row passes near K = N = 48. Measured (CPU time, the two
+#: alternately, µs, ``python -m benchmarks.small_field``, session 6): K = N = 10 0.36 vs 0.23,
+#: 20 0.83 vs 0.65, 32 1.93 vs 1.65, 48 3.9-4.0 vs 4.0, 64 6.2-7.3 vs 7.0-7.3, 128 26-29 vs 32-38
+SMALL_SOFTMAX_MAX = 32 * 32
 
 
 @njit(cache=True)
@@ -183,15 +183,15 @@ def small_products(K, d, N):
     :func:`ufm.kernels.smallmm.mm_rows` (True) rather than BLAS (``np.dot``) at these sizes.
 
     Measured: one CE field evaluation (K = N, λ = 1e-3, init scale 0.3), best of 3 loops, CPU
-    time, the BLAS build (threshold 0) and the vector build run alternately, three rounds, µs
-    (/tmp/small/cross.py, session 6; both with :func:`~ufm.kernels.smallmm.softmax_gradient`)::
+    time, the BLAS build (threshold 0) and the vector build alternately in subprocesses, range
+    over three rounds, µs (``python -m benchmarks.small_field``, session 6)::
 
         K×d     10×16      10×64      16×32      20×20      24×24      32×32      40×48      64×64
-        BLAS    1.01-1.18  2.26-2.48  2.28-2.62  2.45-2.82  3.32-3.78  5.84-7.10  11.9-15.0  37-42
-        vector  0.83-0.97  2.00-2.29  1.81-2.04  2.24-2.63  3.05-3.27  5.70-6.38  11.7-13.1  37-42
+        BLAS    0.99-1.09  2.18-2.30  2.14-2.26  2.47-2.70  3.36-3.56  6.05-6.43  12.3-13.6  35.3-39.2
+        vector  0.82-0.89  1.93-2.06  1.73-1.92  2.11-2.37  2.74-3.18  5.76-5.89  11.4-12.4  34.0-37.3
 
-    so the vector path wins to 40×48 (76,800 multiply-adds per product) and ties at 64³; the
-    threshold stays at 32³, below the noisy range."""
+    (an earlier round-robin of the same kind: 40×48 won 2 of 3, 64×64 tied), so the threshold
+    stays at 32³, below the sizes where the two are within the machine's noise."""
     return K * d * N <= SMALL_PRODUCTS_MAX
 
 
