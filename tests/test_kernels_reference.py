@@ -179,3 +179,29 @@ def test_recorded_objective_matches_the_formula(ident, model):
     assert tr.data_loss[0] == pytest.approx(objective(no_reg, st.W, st.H, st.b, t), rel=2e-15)
     Z = st.W @ st.H + st.b[:, None]
     np.testing.assert_allclose(tr.logits[0], Z, rtol=2e-15, atol=2e-15 * np.abs(Z).max())
+
+
+#: (K, N, d) on both sides of the field's size switches (fields.small_products: K·d·N <= 32³
+#: takes ufm.kernels.smallmm's products; K·N <= 32² its softmax), with K ≠ N and odd sizes
+THRESHOLD_SIZES = ((8, 32, 128), (8, 32, 129), (32, 32, 32), (33, 32, 31), (64, 64, 8), (7, 13, 5), (13, 7, 17))
+
+
+@pytest.mark.parametrize("K,N,d", THRESHOLD_SIZES)
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_parameter_field_on_both_sides_of_the_size_switches(K, N, d, loss):
+    """The parameter-space field equals the numpy reference whichever product and softmax path
+    its sizes select: plain (Θ = I, no bias) and with bias, a constant coupling and λ_E, soft
+    labels and unequal weights. Tolerance as test_kernel_field_matches_reference."""
+    p = soft_label_problem(K, N, seed=K + N + d)
+    paths = (kf.small_products(K, d, N), K * N <= kf.SMALL_SOFTMAX_MAX)
+    assert paths == {(8, 32, 128): (True, True), (8, 32, 129): (False, True), (32, 32, 32): (True, True),
+                     (33, 32, 31): (True, False), (64, 64, 8): (True, False), (7, 13, 5): (True, True),
+                     (13, 7, 17): (True, True)}[(K, N, d)]
+    for extra in ({}, {"bias": True, "lambda_b": LAMBDA_B, "lambda_E": 0.07, "coupling": pd_kernel(N, seed=d)}):
+        m = ufm.UFM(p, loss=loss, **DECAYS, **RATES, **extra)
+        rng = np.random.default_rng(d)
+        st = ufm.State(rng.normal(size=(K, d)) * 0.6, rng.normal(size=(d, N)) * 0.6,
+                       rng.normal(size=K) * 0.4 if m.bias else None)
+        got = flatten(_kernel_field(m, st, 0.0, "parameters"))
+        ref = flatten(m.vector_field(st, 0.0))
+        np.testing.assert_allclose(got, ref, rtol=1e-13, atol=4e-15 * np.abs(ref).max(), err_msg=str(extra))

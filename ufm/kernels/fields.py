@@ -59,6 +59,7 @@ import numpy as np
 from numba import njit
 
 from .expfn import exp_nonpositive, fast_exp  # noqa: F401  (exp_nonpositive: the older name, tests/test_models.py)
+from .smallmm import mm_rows, softmax_gradient, transpose_into
 from .unmanaged import matrix_view
 from .reduced import reduced_field, reduced_objective, reduced_state_size, reduced_work_size
 from .layout import (C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, C_SIZE, IP_BIAS,  # noqa: F401
@@ -164,54 +165,105 @@ def logit_gradient(Z, Y, pi, loss, G, colmax, colsum, want_loss=True):
     return total
 
 
+#: the parameter-space field takes its three products through
+#: :func:`ufm.kernels.smallmm.mm_rows` (explicit 8-wide vectors, no BLAS call overhead) when
+#: K·d·N is at most this, and through BLAS above (measured: :func:`small_products`)
+SMALL_PRODUCTS_MAX = 32 * 32 * 32
+#: and its cross-entropy gradient through :func:`ufm.kernels.smallmm.softmax_gradient` when
+#: K·N is at most this: its column-block passes stride through Z and G, which stops paying
+#: against :func:`logit_gradient`'s row passes near K = N = 48. Measured (CPU time, the two
+#: alternately, µs, ``python -m benchmarks.small_field``, session 6): K = N = 10 0.36 vs 0.23,
+#: 20 0.83 vs 0.65, 32 1.93 vs 1.65, 48 3.9-4.0 vs 4.0, 64 6.2-7.3 vs 7.0-7.3, 128 26-29 vs 32-38
+SMALL_SOFTMAX_MAX = 32 * 32
+
+
+@njit(cache=True)
+def small_products(K, d, N):
+    """Whether the parameter-space field computes its products with
+    :func:`ufm.kernels.smallmm.mm_rows` (True) rather than BLAS (``np.dot``) at these sizes.
+
+    Measured: one CE field evaluation (K = N, λ = 1e-3, init scale 0.3), best of 3 loops, CPU
+    time, the BLAS build (threshold 0) and the vector build alternately in subprocesses, range
+    over three rounds, µs (``python -m benchmarks.small_field``, session 6)::
+
+        K×d     10×16      10×64      16×32      20×20      24×24      32×32      40×48      64×64
+        BLAS    0.99-1.09  2.18-2.30  2.14-2.26  2.47-2.70  3.36-3.56  6.05-6.43  12.3-13.6  35.3-39.2
+        vector  0.82-0.89  1.93-2.06  1.73-1.92  2.11-2.37  2.74-3.18  5.76-5.89  11.4-12.4  34.0-37.3
+
+    (an earlier round-robin of the same kind: 40×48 won 2 of 3, 64×64 tied), so the threshold
+    stays at 32³, below the sizes where the two are within the machine's noise."""
+    return K * d * N <= SMALL_PRODUCTS_MAX
+
+
 @njit(cache=True)
 def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
     # The weight-decay terms run as flat loops over the 1-D state slices (one long vectorised
     # loop instead of K or d short ones), and without coupling the product WᵀG is written
-    # straight into dH (no copy through the scratch T).
+    # straight into dH (no copy through the scratch T). At small sizes the products and the
+    # decay terms are one pass each (ufm.kernels.smallmm.mm_rows, the decay in its epilogue).
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
     nW = K * d
     nH = d * N
+    nZ = K * N
+    small = small_products(K, d, N)
     # matrix views without reshape's layout check or reference counts (ufm.kernels.unmanaged;
     # the arguments outlive this call)
     W = matrix_view(y, 0, K, d)
     H = matrix_view(y, nW, d, N)
     Z = matrix_view(work, 0, K, N)
-    G = matrix_view(work, K * N, K, N)
-    np.dot(W, H, Z)
+    G = matrix_view(work, nZ, K, N)
+    if small:
+        mm_rows(y, 0, d, 1, y, nW, N, work, 0, N, K, d, N, 1.0, work, 0, N, 0.0, False)
+    else:
+        np.dot(W, H, Z)
     if ip[IP_BIAS]:
         b = y[nW + nH:]
         for k in range(K):
             bk = b[k]
             for i in range(N):
                 Z[k, i] += bk
-    nwork = work.shape[0]
-    logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
+    if ip[IP_LOSS] == LOSS_CE and nZ <= SMALL_SOFTMAX_MAX:
+        softmax_gradient(work[:nZ], Y, pi, work[nZ:2 * nZ], K, N)
+    else:
+        nwork = work.shape[0]
+        logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
 
     lr_w = coef[C_LR_W]
     lr_h = coef[C_LR_H]
     lam_w = coef[C_LAM_W]
     lam_h = coef[C_LAM_H]
     lam_e = coef[C_LAM_E]
-    np.dot(G, H.T, matrix_view(dy, 0, K, d))
-    for q in range(nW):
-        dy[q] = -lr_w * (dy[q] + lam_w * y[q])
-
-    if ip[IP_NTHETA] > 0:
-        T = matrix_view(work, 2 * K * N, d, N)
-        np.dot(W.T, G, T)
-        Tf = work[2 * K * N:2 * K * N + nH]
-        for q in range(nH):
-            Tf[q] += lam_h * y[nW + q]
-        np.dot(T, theta[p], matrix_view(dy, nW, d, N))
+    coupled = ip[IP_NTHETA] > 0
+    if small:
+        # dW = −η_W (G Hᵀ + λ_W W) with Hᵀ copied into the scratch T (rows contiguous for the
+        # vector loads); then WᵀG (A = Wᵀ by strides, no copy): straight into dH without
+        # coupling, into T (+ λ_H H) with it
+        t0 = 2 * nZ
+        transpose_into(y, nW, d, N, work, t0)
+        mm_rows(work, nZ, N, 1, work, t0, d, dy, 0, d, K, N, d, -lr_w, y, 0, d, lam_w, True)
+        if coupled:
+            mm_rows(y, 0, 1, d, work, nZ, N, work, t0, N, d, K, N, 1.0, y, nW, N, lam_h, True)
+        else:
+            mm_rows(y, 0, 1, d, work, nZ, N, dy, nW, N, d, K, N, -lr_h, y, nW, N, lam_h + lam_e, True)
+    else:
+        np.dot(G, H.T, matrix_view(dy, 0, K, d))
+        for q in range(nW):
+            dy[q] = -lr_w * (dy[q] + lam_w * y[q])
+        if coupled:
+            np.dot(W.T, G, matrix_view(work, 2 * nZ, d, N))
+            Tf = work[2 * nZ:2 * nZ + nH]
+            for q in range(nH):
+                Tf[q] += lam_h * y[nW + q]
+        else:
+            np.dot(W.T, G, matrix_view(dy, nW, d, N))
+            for q in range(nW, nW + nH):
+                dy[q] = -lr_h * ((dy[q] + lam_h * y[q]) + lam_e * y[q])
+    if coupled:
+        np.dot(matrix_view(work, 2 * nZ, d, N), theta[p], matrix_view(dy, nW, d, N))
         for q in range(nW, nW + nH):
             dy[q] = -lr_h * (dy[q] + lam_e * y[q])
-    else:
-        np.dot(W.T, G, matrix_view(dy, nW, d, N))
-        for q in range(nW, nW + nH):
-            dy[q] = -lr_h * ((dy[q] + lam_h * y[q]) + lam_e * y[q])
 
     if ip[IP_BIAS]:
         _bias_field(G, y[nW + nH:], dy[nW + nH:], coef)
