@@ -91,3 +91,121 @@ def test_settling_never_ends_at_the_saddle_of_a_small_start(monkeypatch):
     y0 = np.concatenate([np.zeros(K * N), (s2 * np.eye(K)).ravel(), (s2 * np.eye(N)).ravel()])
     ok, why = settling.settled(packed, y0, 0.0, 1e-8, 1e-9)     # displacement within this atol
     assert not ok and why["max_real_eigenvalue"] > 0 and why["why"].startswith("not a stable")
+
+
+# --- the local fit's Jacobian -------------------------------------------------------------------
+
+def _synthetic_run():
+    p = ufm.settings.factorial((2, 2))
+    m = ufm.UFM(p, lambda_W=3e-3, lambda_H=3e-3)
+    s2 = 1e-3
+    g0 = GramState(np.zeros((p.K, p.N)), s2 * np.eye(p.K), s2 * np.eye(p.N))
+    steps = np.unique(np.concatenate([[0], np.geomspace(1, 5000, 25).round().astype(int)]))
+    tr = ufm.solve(m, g0, 0.4 * steps, space="gram", rtol=1e-10, atol=1e-16)
+    import ufm.bridge as br
+    return br.Run.from_trajectory(tr, steps=steps, noise=0.01, seed=2)
+
+
+def test_local_fit_differences_with_the_absolute_log_step(monkeypatch):
+    """The local fit's forward differences step every parameter by _DIFF_STEP in log
+    parameters, from its first Jacobian on. (scipy's "2-point" with diff_step = 1e-3 steps by
+    1e-3·|z|, and z = log(p / start) is 0 at the start: its first steps were 1.5e-8, where a
+    prediction's integration error swamps the difference.)"""
+    seen = []
+    orig = fitting._Engine.residuals
+
+    def residuals(self, p, max_steps=None):
+        if max_steps is None and (not seen or not np.array_equal(seen[-1], p)):
+            seen.append(np.array(p))
+        return orig(self, p, max_steps)
+    monkeypatch.setattr(fitting._Engine, "residuals", residuals)
+    import ufm.bridge as br
+    f = br.fit(_synthetic_run(), "standard", observables=["relations", "norms"], init="isotropic",
+               params=["time_scale", "lambda"], scan=False, max_nfev=3)
+    k = len(f.param_names_)
+    start, columns = seen[0], seen[1:1 + k]
+    for i, q in enumerate(columns):
+        step = np.log(q / start)
+        assert abs(abs(step[i]) - fitting._DIFF_STEP) < 1e-12
+        assert np.all(np.delete(step, i) == 0.0)
+
+
+class _LinearEngine:
+    """residuals linear in log parameters, the third column 1e-7 of the others: it does not act."""
+
+    jac = None
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.A = rng.normal(size=(30, 3))
+        self.A[:, 2] *= 1e-7
+        self.b = rng.normal(size=30)
+        self.points = []
+        self.last_jac_p = None
+
+    def residuals(self, p, max_steps=None):
+        self.points.append(np.array(p))
+        return self.A @ np.log(p) + self.b
+
+    jacobian = fitting._Engine.jacobian
+
+
+def test_held_columns_are_reused_and_refreshed():
+    """A parameter whose trf-scaled column is below _HOLD_RATIO of the largest keeps its
+    column from the last Jacobian (one prediction saved per Jacobian); every
+    _HOLD_REFRESH-th Jacobian is complete again."""
+    eng = _LinearEngine()
+    ref = np.ones(3)
+    lo_x, hi_x = np.full(3, -5.0), np.full(3, 5.0)
+    hold = fitting._HeldJacobian(eng, ref, lo_x, hi_x, np.exp(hi_x))
+    z = np.array([0.1, -0.2, 0.3])
+    assert fitting._HOLD_REFRESH >= 2
+    complete, jacs = [], []
+    for _ in range(2 * fitting._HOLD_REFRESH):
+        eng.points = []
+        jacs.append(hold(z).copy())
+        columns = [q for q in eng.points if not np.array_equal(q, np.exp(z))]     # one per computed column
+        complete.append(len(columns) == 3)
+        assert len(columns) in (2, 3)
+    assert complete == ([True] + [False] * (fitting._HOLD_REFRESH - 1)) * 2
+    for J in jacs:
+        assert np.allclose(J[:, :2], eng.A[:, :2], rtol=1e-6)        # exact for a linear map
+        assert np.array_equal(J[:, 2], jacs[0][:, 2])                # held: the first one's column
+    # a partial Jacobian does not stand for the optimum's: last_jac_p is left unset
+    eng.last_jac_p = None
+    eng.jacobian(ref, columns=np.array([True, True, False]))
+    assert eng.last_jac_p is None
+
+
+def test_fits_integrate_with_auto_by_default():
+    """The fits' predictions use ufm.solve's method "auto" (RODAS4 where the flow turns stiff)
+    unless Fit(method=) says otherwise."""
+    import ufm.bridge as br
+    run = _synthetic_run()
+    f = br.fit(run, "standard", observables=["relations", "norms"], init="isotropic", params=["time_scale"],
+               max_nfev=2)
+    g = br.fit(run, "standard", observables=["relations", "norms"], init="isotropic", params=["time_scale"],
+               max_nfev=2, method="dopri5")
+    assert f.trajectory_.info["method"] == "auto" and g.trajectory_.info["method"] == "dopri5"
+
+
+def test_auto_prediction_is_not_cut_by_the_explicit_projection():
+    """A settling auto prediction whose explicit method would need more than its budget, but
+    RODAS4 not, is integrated to the end (it was cut at t = 794 after 434 of its 36,390 steps,
+    on the explicit projection alone); it agrees with a dopri5 integration given room."""
+    from pathlib import Path
+    import ufm.bridge as br
+    run = br.load(Path(__file__).parent / "data" / "real" / "mlp_hierarchy_adamw_depth6.npz")
+    spec = dict(fitting.family_defaults(run)["linear-features · NTK Θ(0)"])
+    model = spec.pop("model")
+    p = {"time_scale": 0.003288, "time_power": 2.260387, "decay_factor": 1.146907}
+    out = {}
+    for method, budget in (("auto", 36_390), ("dopri5", 36_390), ("dopri5", 200_000)):
+        eng = fitting._Engine(fitting.Fit(model, method=method, **spec), run)
+        _, tr, failed = eng.predict(np.array([p[k] for k in eng.names]), max_steps=budget)
+        out[method, budget] = (tr, failed)
+    assert out["auto", 36_390][1] is None
+    assert out["dopri5", 36_390][1] is not None                  # the explicit method does need more
+    a, d = out["auto", 36_390][0], out["dopri5", 200_000][0]
+    assert out["dopri5", 200_000][1] is None
+    assert np.max(np.abs(a.gram_H - d.gram_H)) <= 1e-4 * np.max(np.abs(d.gram_H))

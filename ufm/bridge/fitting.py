@@ -66,8 +66,10 @@ symmetry orbit lifted off the Hessian; :mod:`ufm.bridge.deep_settling`). The
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
 steps of the best prediction so far (stiff or diverging corners), stops when the cost has
 fallen by less than 1e-4 over 4 accepted iterations, and reuses the optimiser's last Jacobian
-and best prediction; ``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and
-``method=`` a stiff integrator (``"auto"`` pays where predictions turn stiff at small N). :func:`fit_all` (used by ``compare``) can fit families in
+and best prediction; its forward differences step by 3e-4 in log parameters and keep the
+columns of parameters that no longer act or sit at a box edge (:class:`_HeldJacobian`);
+``jac=`` takes exact Jacobians (e.g. from forward sensitivities) and ``method=`` another
+integrator (default ``"auto"``, which switches to RODAS4 where predictions turn stiff). :func:`fit_all` (used by ``compare``) can fit families in
 parallel worker processes (``UFM_FIT_WORKERS``; serial by default, see there).
 """
 
@@ -142,7 +144,8 @@ class Fit:
             evaluated so far (``message_`` says so); None for no limit.
         scan: locate the time scale by a coarse scan before the local fit.
         method: the integrator of the predictions (any ``method=`` of :func:`ufm.solve`;
-            default ``"dopri5"``): a stiff method belongs here when fits go stiff.
+            default ``"auto"``: an explicit pair that switches to RODAS4 where a prediction
+            turns stiff, :data:`_METHOD`).
         jac: None (forward-difference Jacobians: one prediction per fitted parameter), or a
             callable ``jac(engine, p)`` returning the (n_residuals, k) Jacobian of
             ``engine.residuals(p)`` with respect to the log parameters (e.g. from forward
@@ -260,7 +263,7 @@ class Fit:
         p = eng.best_p if eng.best_p is not None else ref
         r = eng.best_r if eng.best_p is not None else eng.residuals(p)
         if jac.size and not np.array_equal(p, eng.last_jac_p):
-            jac = eng.jacobian(p)
+            jac = eng.jacobian(p, upper=hi)
         self.params_ = dict(zip(eng.names, map(float, p)))
         self.bounds_ = {nm: (float(a), float(b)) for nm, a, b in zip(eng.names, lo, hi)}
         self.at_bounds_ = [nm for nm, v in zip(eng.names, p) if _at_bound(v, *self.bounds_[nm])]
@@ -954,9 +957,13 @@ class _Engine:
                 return model, tr, failed
         return self.predict(p, keep=True)
 
-    def jacobian(self, p) -> np.ndarray:
+    def jacobian(self, p, upper=None, columns=None) -> np.ndarray:
         """Jacobian of the residuals in log parameters at p: the fit's ``jac`` callable when
-        given, else forward differences (one prediction per fitted parameter)."""
+        given, else forward differences (one prediction per fitted parameter) with the step
+        :data:`_DIFF_STEP` in log parameters — backward for a parameter whose forward step
+        would pass ``upper`` (the search box's upper bounds, model units), so that no
+        prediction leaves the box. ``columns`` (forward differences only): a boolean mask of
+        the columns to compute, the others are left 0 (and ``last_jac_p`` is not set)."""
         if self.jac is not None:
             J = np.asarray(self.jac(self, np.array(p, dtype=np.float64)), dtype=np.float64)
             r0 = self.residuals(p)
@@ -966,12 +973,16 @@ class _Engine:
             self.last_jac_p = np.array(p)
             return J
         r0 = self.residuals(p)
-        J = np.empty((r0.size, len(p)))
+        J = np.zeros((r0.size, len(p)))
         for i in range(len(p)):
+            if columns is not None and not columns[i]:
+                continue
             q = np.array(p, dtype=np.float64)
-            q[i] *= math.exp(_DIFF_STEP)
-            J[:, i] = (self.residuals(q) - r0) / _DIFF_STEP
-        self.last_jac_p = np.array(p)
+            h = -_DIFF_STEP if upper is not None and q[i] * math.exp(_DIFF_STEP) > upper[i] else _DIFF_STEP
+            q[i] *= math.exp(h)
+            J[:, i] = (self.residuals(q) - r0) / h
+        if columns is None or np.all(columns):
+            self.last_jac_p = np.array(p)
         return J
 
     def cost(self, p, max_steps: int | None = None) -> float:
@@ -1030,13 +1041,23 @@ class _Engine:
 # the optimisation loop (speed): stages, early rejection, stopping on stagnation
 # ----------------------------------------------------------------------------------------------
 
-#: integrator of the predictions (Fit(method=...) overrides). "auto" (its LU-aware work model, the
-#: switch kept across settling chunks, a work budget) measured compare CPU dopri5 -> auto 34.0 ->
-#: 11.0 s (mlp_factorial3x3_sgd_d64), 45.9 -> 17.0 (mlp_factorial_adamw_dead), 32.9 -> 35.4
-#: (mlp_factorial5x5_sgd), 126.9 -> 123.7 over the 19 fast runs, the same best model everywhere,
-#: but some max_nfev-bound rows fitted worse: not the default (docs/bridge.md, Speed;
-#: python -m benchmarks.fit_methods)
-_METHOD = "dopri5"
+#: integrator of the predictions (Fit(method=...) overrides): "auto" (explicit, RODAS4 where a
+#: prediction turns stiff; its work model, the switch kept across settling chunks, a work budget).
+#: Compare CPU s on the 27 shipped runs, dopri5 -> auto, both with this module's Jacobian and
+#: settling as they are now (2026-12-02, 2-core machine at load 2-6; /tmp scripts doing what
+#: python -m benchmarks.fit_methods does): 494.7 -> 407.4 in all; mlp_factorial3x3_sgd_d64 34.4 ->
+#: 9.3, mlp_factorial_adamw_dead 37.8 -> 14.1, mlp_factorial_adamw 40.2 -> 30.0,
+#: mlp_hierarchy_adamw_depth6 49.1 -> 26.5, mlp_hierarchy_adamw_seed1 46.1 -> 29.2,
+#: transformer_hierarchy_adamw 97.0 -> 84.9, mlp_factorial_adam 12.2 -> 37.7 (its
+#: linear-features · NTK Θ(t) crawls to max_nfev, rss 114.5 -> 114.2). The best model is the same
+#: on 26 runs; on mlp_hierarchy_adamw_depth6 it becomes linear-features · NTK Θ(0) (rss 163.6 ->
+#: 94.7: dopri5 stops against its 50,000-step limit there). Fitted rss better with auto:
+#: sgd_dead coupled · NTK Θ(t) 135,334 -> 404, adamw_dead's 2215 -> 916, seed1's 589 -> 177;
+#: worse: adamw_dead linear-features · NTK Θ(t) 373.3 -> 475.3 (another basin: the coarse scan
+#: takes another path because auto finishes scan points that dopri5 fails at its 2,000 steps;
+#: at dopri5's optimum both predict the same cost, 373.30046), adamw_mse coupled · NTK Θ(0)
+#: 26.4 -> 27.8 and transformer_factorial3x3_adamw_d64 standard 62.2 -> 64.5 (both max_nfev)
+_METHOD = "auto"
 #: Gram-space predictions end at a stable equilibrium (ufm.bridge.settling.solve_settling).
 #: Measured at the fitted parameters of three slow Θ(t) rows of the shipped runs: 49,269 -> 1,491,
 #: 49,973 -> 1,978 and 46,726 -> 993 DOPRI5 steps (4.3x, 7x, 31x faster), observables equal to
@@ -1050,13 +1071,20 @@ _SETTLE_MAX_STATE = 800
 #: deep-family predictions end with the certified linear tail once in the origin's basin, or at
 #: a certified stable minimum (ufm.bridge.deep_settling.solve_deep_settling)
 _DEEP_SETTLE = True
-_DIFF_STEP = 1e-3        # forward-difference step in log parameters (as scipy's diff_step)
+#: forward-difference step in log parameters (absolute: _Engine.jacobian): ≈ √rtol at the default
+#: rtol 1e-7, where the truncation error (∝ h) and the integration error (∝ rtol/h) balance.
+#: Measured (compare's rows, fitted rss): 1e-3 and 1e-2 sent mlp_factorial_adamw_mse's
+#: coupled · NTK Θ(t) to another basin (51.7, 59.0; scipy's relative steps 34.0; 3e-4: 31.8),
+#: 1e-4 left mlp_factorial5x5_sgd's coupled · NTK Θ(t) in its noise (2484.8; 3e-4: 2399.9)
+_DIFF_STEP = 3e-4
 _COARSE_RTOL = 1e-5      # tolerance of the first optimisation stage
 _MIN_BUDGET = 4_000      # early rejection: a trial prediction may take max(this, ...
 _BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator steps
 _STALL_ITERATIONS = 4    # stop when the cost fell by less than _STALL_RTOL (relative) over
 _STALL_RTOL = 1e-4       # this many iterations: creeping along a valley or a bound
 _POLISH_STALL_ITERATIONS = 3
+_HOLD_RATIO = 1e-3       # a parameter whose trf-scaled column is below this fraction of the largest keeps
+_HOLD_REFRESH = 3        # its column from the last Jacobian; every this-many-th one is complete (_HeldJacobian)
 # Forward differences at every iteration, measured against Broyden updates between them (compare
 # on the shipped runs): Broyden with a difference polish roughly doubled the
 # iterations (mlp_factorial_adamw coupled 25 -> 46) and was no faster; without the polish it
@@ -1081,7 +1109,12 @@ def _optimise(eng, ref, lo, hi, spec):
     margin = np.minimum(0.5, 0.25 * (hi_x - lo_x))       # start inside the box: trf stalls on its edge
     x = np.clip(np.zeros(len(eng.names)), lo_x + margin, hi_x - margin)
     fun = lambda z: eng.residuals(ref * np.exp(z))  # noqa: E731
-    jac = "2-point" if eng.jac is None else (lambda z: eng.jacobian(ref * np.exp(z)))  # noqa: E731
+    # the engine's forward differences, not scipy's "2-point": scipy's diff_step is relative to
+    # |z|, and z = log(p / ref) starts at 0 (its step there falls back to 1.5e-8), so its steps
+    # were 1e-8 ... 1e-5 in log parameters, where a prediction's integration error (rtol 1e-7:
+    # one more rejected step moved the cost by 2.5e-5 of itself on mlp_factorial5x5_sgd's
+    # coupled · NTK Θ(t) row) swamps the difference
+    jac = (lambda z: eng.jacobian(ref * np.exp(z))) if eng.jac is not None else _HeldJacobian(eng, ref, lo_x, hi_x, hi)  # noqa: E731
     stages = [eng.rtol]
     if spec.coarse and _COARSE_RTOL > eng.rtol and eng.time_map != "optimizer":    # the optimiser has no rtol
         stages.insert(0, _COARSE_RTOL)
@@ -1104,7 +1137,7 @@ def _optimise(eng, ref, lo, hi, spec):
                     raise StopIteration
 
         kw = {"callback": stalled} if _scipy_has_callback() else {}
-        res = least_squares(fun, x, jac=jac, bounds=(lo_x, hi_x), method="trf", diff_step=_DIFF_STEP, x_scale=1.0,
+        res = least_squares(fun, x, jac=jac, bounds=(lo_x, hi_x), method="trf", x_scale=1.0,
                             ftol=1e-6, xtol=1e-6, gtol=1e-8, max_nfev=int(spec.max_nfev), **kw)
         nfev += int(res.nfev)
         x = res.x
@@ -1114,9 +1147,53 @@ def _optimise(eng, ref, lo, hi, spec):
                    f"{window} iterations")
     if res.status == 0:
         success, message = False, f"stopped after max_nfev = {spec.max_nfev} iterations"
-    if eng.best_p is not None and np.array_equal(eng.best_p, ref * np.exp(res.x)):
+    if isinstance(jac, _HeldJacobian) and jac.partial:
+        eng.last_jac_p = None                # held columns: Fit.fit recomputes every column
+    elif eng.best_p is not None and np.array_equal(eng.best_p, ref * np.exp(res.x)):
         eng.last_jac_p = eng.best_p.copy()
     return np.asarray(res.jac), success, message, nfev
+
+
+class _HeldJacobian:
+    """The local fit's Jacobian in log parameters z (``_Engine.jacobian``'s forward
+    differences), except for the columns of *held* parameters, which are kept from the last
+    Jacobian: those whose column, scaled as trf scales it (Coleman–Li: by the square root of
+    the distance to the box edge the cost's gradient points at, the gradient from the last
+    Jacobian and the current residuals), is below :data:`_HOLD_RATIO` of the largest scaled
+    column. Such a column has that weight in trf's step, so a stale one changes the step by
+    as little: a parameter pressed against an edge of its box (a time power or a decay at its
+    bound) or one that has stopped acting (a decay driven towards 1e-10, where the cost does
+    not depend on it). One prediction is saved per held parameter and Jacobian
+    (mlp_factorial_adamw's linear-features fit holds three of its five). Every
+    :data:`_HOLD_REFRESH`-th Jacobian recomputes every column (a parameter that acts again, or
+    whose gradient turned away from its edge, is freed), and the fit's final Jacobian (standard
+    errors) is always complete."""
+
+    def __init__(self, eng, ref, lo_x, hi_x, upper):
+        self.eng, self.ref, self.lo_x, self.hi_x, self.upper = eng, ref, lo_x, hi_x, upper
+        self.last = None
+        self.partial = 0                     # Jacobians with held columns since the last complete one
+
+    def held(self, z) -> np.ndarray:
+        k = z.size
+        if self.last is None or self.partial + 1 >= _HOLD_REFRESH:
+            return np.zeros(k, dtype=bool)
+        g = self.last.T @ self.eng.residuals(self.ref * np.exp(z))
+        below, above = z - self.lo_x, self.hi_x - z
+        v = np.where(g > 0, below, np.where(g < 0, above, 1.0))     # scipy's CL_scaling_vector
+        scaled = np.sqrt(v) * np.linalg.norm(self.last, axis=0)
+        return scaled <= _HOLD_RATIO * float(np.max(scaled))
+
+    def __call__(self, z) -> np.ndarray:
+        held = self.held(z)
+        J = self.eng.jacobian(self.ref * np.exp(z), upper=self.upper, columns=~held)
+        if held.any():
+            J[:, held] = self.last[:, held]
+            self.partial += 1
+        else:
+            self.partial = 0
+        self.last = J
+        return J
 
 
 @functools.lru_cache(maxsize=1)
