@@ -52,9 +52,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out-dir", default=".", help="directory for the outputs (default: current)")
     parser.add_argument("--max-time", type=float, default=120.0, help="seconds per fit before keeping the best so far")
     parser.add_argument("--method", default=None,
-                        help="integrator of the predictions, any method of ufm.solve (default dopri5); 'auto' "
-                             "switches to the stiff RODAS4 where a fit's predictions turn stiff, which pays at "
-                             "small N (docs/bridge.md, Speed)")
+                        help="integrator of the predictions, any method of ufm.solve (default auto: an explicit "
+                             "pair that switches to a stiff Rosenbrock method where a prediction turns stiff; "
+                             "docs/bridge.md, Speed)")
 
 
 def _list(text):
