@@ -656,7 +656,7 @@ JACOBIAN_BAND = 2.0
 #: proposes less than 0.62 h, so this holds every accepted step's proposal, as CVODE keeps its
 #: step for any η < 1.5; a rejection refactors at the smaller step). Against a band [1, 2]:
 #: ROS34PW2 on Gram K = N = 16 linear features (rtol 1e-7) 37 -> 28 LUs, 546 -> 469 ms; MSE from
-#: scale 1e3 (K = N = 10, rtol 1e-8) 1,803 -> 1,362 LUs, 2.65 -> 2.38 s (/tmp/band.py, session 6)
+#: scale 1e3 (K = N = 10, rtol 1e-8) 1,803 -> 1,362 LUs, 2.65 -> 2.38 s (a scratch script of session 6, not kept)
 JACOBIAN_BAND_LOW = 0.5
 #: ... and renews J and the LU after this many accepted steps on one Jacobian
 JACOBIAN_MAX_AGE = 50

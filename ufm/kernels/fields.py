@@ -372,7 +372,7 @@ def field_of_parts(p, y, dy, ip, coef, Y, pi, theta, tab_i, tab_f, work):
     marshalling and reference counting of all nine of its arrays; measured at K = N = 10,
     d = 16 (CE, parameter space), a loop calling :func:`vector_field` costs 1.089x one that
     reads the fields once before the loop and calls this (2.16 vs 1.99 µs per evaluation,
-    CPU time, /tmp/s2bench/variants.py). The driver's step loop unpacks once and calls this.
+    CPU time, a scratch script, not kept). The driver's step loop unpacks once and calls this.
     """
     space = ip[IP_SPACE]
     if space == SPACE_PARAMETERS:

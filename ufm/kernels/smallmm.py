@@ -438,7 +438,7 @@ def softmax_gradient(Z, Y, pi, G, K, N):
     maximum subtracted, one :func:`~ufm.kernels.expfn.fast_exp` per entry, the column sum
     inverted once, (e·(1/Σ) − y)·π), in 8-column vector blocks: at K = N = 10 every row pass of
     that kernel is a loop of 10, which LLVM leaves scalar. Measured at K = N = 10 (CPU time,
-    the two alternately, /tmp/small/soft2.py): 373-386 ns there, 240-245 ns here."""
+    the two alternately, a scratch script, not kept): 373-386 ns there, 240-245 ns here."""
     one = vsplat(1.0)
     for i0 in range(0, N, 8):
         c = min(8, N - i0)
