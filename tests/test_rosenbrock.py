@@ -301,23 +301,27 @@ def test_auto_hands_a_fast_transient_back_to_the_explicit_method():
     assert np.abs(rodas.gram_H - ref.gram_H).max() < 1e-8 * scale
 
 
-def test_chunked_calls_continue_the_run_and_max_steps_counts_over_calls():
+@pytest.mark.parametrize("method", ["rodas4", "ros34pw2"])
+def test_chunked_calls_continue_the_run_and_max_steps_counts_over_calls(method):
     """A run in ~50 kernel calls (progress) continues from the carry: it reaches the same
     solution (each call's last step lands on its last save, as in the explicit driver, so the
-    step sequences differ) and the step budget spans all calls."""
+    step sequences differ) and the step budget spans all calls. A W-method's stage cache
+    carries J and the LU from call to call."""
     m = _stiff_bias_model(lr_b=1e3)
     init = bias_relaxation_init(m, 4, B0)
     exact = bias_relaxation(m, B0, T_STIFF)
-    one = ufm.solve(m, init, T_STIFF, method="rodas4", save="b")
+    one = ufm.solve(m, init, T_STIFF, method=method, save="b")
     calls = []
-    chunked = ufm.solve(m, init, T_STIFF, method="rodas4", save="b", progress=lambda t, te: calls.append(t))
+    chunked = ufm.solve(m, init, T_STIFF, method=method, save="b", progress=lambda t, te: calls.append(t))
     assert len(calls) == len(T_STIFF) and calls == sorted(calls) and calls[-1] == T_STIFF[-1]
     # measured: 7.5e-9 (one call) and 2.3e-9 (chunked) from the closed form
     assert np.abs(one.b - exact).max() < 1e-7 and np.abs(chunked.b - exact).max() < 1e-7
+    if method == "ros34pw2":      # far fewer LUs than steps although the run is ~50 calls
+        assert chunked.info["lu_factorizations"] < chunked.info["accepted_steps"] / 5
     budget = one.info["accepted_steps"] // 2
     for progress in (None, lambda t, te: None):
         with pytest.raises(ufm.IntegrationError) as info:
-            ufm.solve(m, init, T_STIFF, method="rodas4", save="b", max_steps=budget, progress=progress)
+            ufm.solve(m, init, T_STIFF, method=method, save="b", max_steps=budget, progress=progress)
         got = info.value.trajectory.info
         assert info.value.reason == "max_steps"
         assert got["accepted_steps"] + got["rejected_steps"] == budget

@@ -85,29 +85,6 @@ def test_stiff_linear_decay_with_few_factorisations():
     assert i["lu_factorizations"] < i["accepted_steps"] / 10 and i["jacobians"] <= i["lu_factorizations"]
 
 
-def test_chunked_calls_keep_the_lu_and_max_steps_counts_over_calls():
-    m = _stiff_bias_model(lr_b=1e3)
-    init = bias_relaxation_init(m, 4, B0)
-    exact = bias_relaxation(m, B0, T_STIFF)
-    one = ufm.solve(m, init, T_STIFF, method="ros34pw2", save="b")
-    calls = []
-    chunked = ufm.solve(m, init, T_STIFF, method="ros34pw2", save="b", progress=lambda t, te: calls.append(t))
-    assert len(calls) == len(T_STIFF) and calls[-1] == T_STIFF[-1]
-    assert np.abs(one.b - exact).max() < 1e-7 and np.abs(chunked.b - exact).max() < 1e-7
-    # the cache carries J and the LU from call to call: far fewer LUs than the 30 calls
-    assert chunked.info["lu_factorizations"] < chunked.info["accepted_steps"] / 5
-    budget = one.info["accepted_steps"] // 2
-    for progress in (None, lambda t, te: None):
-        with pytest.raises(ufm.IntegrationError) as info:
-            ufm.solve(m, init, T_STIFF, method="ros34pw2", save="b", max_steps=budget, progress=progress)
-        got = info.value.trajectory.info
-        assert info.value.reason == "max_steps"
-        assert got["accepted_steps"] + got["rejected_steps"] == budget
-        saved = len(info.value.trajectory.t)
-        assert 0 < saved < len(T_STIFF)
-        assert np.abs(info.value.trajectory.b - exact[:saved]).max() < 1e-7
-
-
 def test_breakpoints_are_not_crossed_with_a_held_step():
     """The piecewise coupling of tests/test_accuracy.py: the error tracks rtol across both
     breakpoints (a step clipped to a breakpoint refactors instead of using the held LU)."""
