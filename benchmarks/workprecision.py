@@ -27,6 +27,11 @@ ATOL_PER_RTOL = 1e-2
 TARGETS = (1e-6, 1e-8, 1e-10)
 #: the solver every ratio is taken against
 BASE = "ufm auto"
+#: the time a point is judged by: the CPU time of the process (all its threads). On this shared
+#: 2-core machine a run's wall time took up to 4x its CPU time when other jobs held the cores
+#: (K = N = 10, rtol 1e-6: ufm tsit5 5.3 ms wall against 1.4 ms CPU); wall times stay
+#: in results.json ("wall_s"). diffrax's CPU time matched its wall time here (one thread's worth).
+TIME = "cpu_s"
 
 
 def time_to_reach(errors, times, target):
@@ -68,23 +73,24 @@ def time_to_reach(errors, times, target):
 
 
 def reach_table(curves: dict, targets=TARGETS, base=BASE) -> dict:
-    """label -> one {"target", "wall_s", "how", "x_vs_base"} per target (in ``targets``' order),
-    from ``curves`` (label -> points with "ok", "error" and "wall_s", loosest tolerance first).
+    """label -> one {"target", "time_s", "how", "x_vs_base"} per target (in ``targets``' order),
+    from ``curves`` (label -> points with "ok", "error" and the time :data:`TIME`, loosest
+    tolerance first).
     ``x_vs_base`` is the time over ``base``'s at the same target (> 1: ``base`` is faster) when
     both are interpolated, else None (a bound or a miss gives no ratio)."""
     out = {}
     for label, points in curves.items():
         errors = [p["error"] if p.get("ok") else math.inf for p in points]
-        times = [p["wall_s"] if p.get("ok") else math.inf for p in points]
+        times = [p[TIME] if p.get("ok") else math.inf for p in points]
         out[label] = []
         for target in targets:
-            wall, how = time_to_reach(errors, times, target)
-            out[label].append({"target": target, "wall_s": wall, "how": how})
+            reached, how = time_to_reach(errors, times, target)
+            out[label].append({"target": target, "time_s": reached, "how": how})
     ref = out.get(base)
     for label, rows in out.items():
         for k, mine in enumerate(rows):
             ok = ref is not None and mine["how"] == ref[k]["how"] == "interpolated"
-            mine["x_vs_base"] = mine["wall_s"] / ref[k]["wall_s"] if ok else None
+            mine["x_vs_base"] = mine["time_s"] / ref[k]["time_s"] if ok else None
     return out
 
 
@@ -98,6 +104,23 @@ def _fmt_s(x):
     return f"{x * 1e6:.0f} µs"
 
 
+def _auto_note(wp: dict) -> str:
+    """Which method ufm auto ran at which tolerances (from ``wp["auto_methods"]``, one name per
+    rtol): where it changes, its interpolated times join two methods' curves."""
+    names = wp.get("auto_methods")
+    if not names:
+        return ""
+    runs = []
+    for rtol, name in zip(wp["rtols"], names):
+        if runs and runs[-1][0] == name:
+            runs[-1][2] = rtol
+        else:
+            runs.append([name, rtol, rtol])
+    spans = ", ".join(f"{n} at rtol {a:.0e}" + (f"–{b:.0e}" if b != a else "") for n, a, b in runs)
+    return (f" ufm auto ran {spans}" + (": a time interpolated across its switch joins two methods' curves."
+                                        if len(runs) > 1 else "."))
+
+
 def markdown_lines(wp: dict) -> list:
     """The section's tables for results.md: per size, the time to reach each target error (and
     the ratio to ufm auto's), then every run's time and error."""
@@ -105,12 +128,13 @@ def markdown_lines(wp: dict) -> list:
          f"{wp['saves']} log-spaced saves to t = {wp['t_last']:g}) over rtol = "
          f"{', '.join(f'{r:.0e}' for r in wp['rtols'])}, atol = rtol · {wp['atol_per_rtol']:g}; error = largest "
          f"relative distance of the saved state [W, H] to scipy DOP853 at rtol {wp['reference_rtol']:g}; "
-         f"median of {', '.join(f'{v} ({k})' for k, v in wp['repeat'].items())} interleaved runs per point. "
+         f"median of {', '.join(f'{v} ({k})' for k, v in wp['repeat'].items())} interleaved runs per point; "
+         "times are CPU times of the process (outside load inflates wall times; both are in results.json). "
          "“time to 1e-8” = the time a solver needs for error ≤ 1e-8, interpolated log-log between the two "
          "neighbouring tolerances from which on every tighter run reaches it; ≤ = the time of the first such run, "
          "an upper bound (reached already at the loosest tolerance, or after a failed run); “not reached” = "
          f"missed at rtol {wp['rtols'][-1]:.0e}. × = that time / {wp['base']}'s at the same error (> 1: ufm auto "
-         "faster), given when both are interpolated.", ""]
+         "faster), given when both are interpolated." + _auto_note(wp), ""]
     for name, s in wp["sizes"].items():
         if "skipped" in s:
             L += [f"*{name}*: {s['skipped']}", ""]
@@ -124,13 +148,13 @@ def markdown_lines(wp: dict) -> list:
             for r in reach:
                 x = r["x_vs_base"]
                 time_s = ("not reached" if r["how"] == "not reached"
-                          else ("≤ " if r["how"] == "bound" else "") + _fmt_s(r["wall_s"]))
+                          else ("≤ " if r["how"] == "bound" else "") + _fmt_s(r["time_s"]))
                 cells.append(f"{time_s} | {'–' if x is None else f'{x:.2f}'}")
             L.append(f"| {label} | " + " | ".join(cells) + " |")
         L += ["", "| solver | " + " | ".join(f"rtol {r:.0e}" for r in wp["rtols"]) + " |",
               "|---|" + "---|" * len(wp["rtols"])]
         for label, points in s["curves"].items():
-            cells = [(f"{_fmt_s(p['wall_s'])}, {p['error']:.0e}" if p.get("ok") else "failed") for p in points]
+            cells = [(f"{_fmt_s(p[TIME])}, {p['error']:.0e}" if p.get("ok") else "failed") for p in points]
             L.append(f"| {label} | " + " | ".join(cells) + " |")
         if s.get("skipped_solvers"):
             L += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in s["skipped_solvers"].items()) + "."]
@@ -166,7 +190,7 @@ def figure(wp: dict, path) -> dict:
             pts = [p for p in points if p.get("ok")]
             if not pts:
                 continue
-            line, = ax.loglog([p["error"] for p in pts], [p["wall_s"] for p in pts], styles.get(label.split()[0], "-"),
+            line, = ax.loglog([p["error"] for p in pts], [p[TIME] for p in pts], styles.get(label.split()[0], "-"),
                               color=colours[label], marker="o", ms=3.5, lw=2.2 if label == wp["base"] else 1.2,
                               label=label)
             handles.setdefault(label, line)
@@ -177,7 +201,7 @@ def figure(wp: dict, path) -> dict:
         ax.set_xlabel("error vs tight reference")
         ax.invert_xaxis()                 # more accurate to the right
         ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].set_ylabel("wall time per solve [s]")
+    axes[0][0].set_ylabel("CPU time per solve [s]")
     axes[0][0].legend([handles[lbl] for lbl in labels if lbl in handles], [lbl for lbl in labels if lbl in handles],
                       fontsize=7, loc="upper left")
     fig.suptitle(f"work-precision, rtol {wp['rtols'][0]:.0e} … {wp['rtols'][-1]:.0e} (atol = rtol/100)", fontsize=10)

@@ -161,7 +161,7 @@ def test_ratios_at_equal_error_come_from_the_interpolated_times():
     times = np.geomspace(1e-3, 1.0, 7)
 
     def curve(ts):
-        return [{"ok": True, "wall_s": t, "error": e} for t, e in zip(ts, _power_law(times))]
+        return [{"ok": True, "cpu_s": t, "error": e} for t, e in zip(ts, _power_law(times))]
     table = wpm.reach_table({"ufm auto": curve(times), "slow": curve(2 * times)}, targets=(1e-2, 1e-6, 1e-9))
     assert [r["how"] for r in table["slow"]] == ["bound", "interpolated", "interpolated"]
     assert table["slow"][0]["x_vs_base"] is None
@@ -190,6 +190,18 @@ def test_workprecision_section_on_a_tiny_case(cfg, tmp_path, monkeypatch):
         assert all(p["atol"] == p["rtol"] * wpm.ATOL_PER_RTOL for p in points)
     assert [r["x_vs_base"] for r in s["reach"]["ufm auto"] if r["how"] == "interpolated"] == [
         1.0 for r in s["reach"]["ufm auto"] if r["how"] == "interpolated"]
+    # the targets table compares the issue's pairs at equal error too, from the same reach table
+    rows = {t["target"]: t for t in bench.targets(res) if "work-precision" in t["target"]}
+    scipy_row = rows["K=N=3, d=4: vs scipy DOP853 at equal error 1e-08 (work-precision)"]
+    k = wp["targets"].index(bench.WP_TARGET_ERROR)
+    x = s["reach"]["scipy DOP853"][k]["x_vs_base"]
+    if x is not None:
+        assert scipy_row["measured"].startswith(f"x{x:.2f} ") and scipy_row["met"] == (x >= 10)
+    else:       # no ratio: judged only when scipy misses the error that ufm auto reaches
+        reach = s["reach"]
+        assert scipy_row["met"] == (True if reach["scipy DOP853"][k]["how"] == "not reached"
+                                    and reach["ufm auto"][k]["how"] == "interpolated" else None)
+    assert rows["K=N=3, d=4: vs numbalsoda dop853 at equal error 1e-08 (work-precision)"]["met"] is None
     md = "\n".join(wpm.markdown_lines(wp))
     assert "**Work-precision**" in md and "| ufm dop853 |" in md and "time to 1e-08" in md
     if wp["figure"].get("file"):
@@ -206,3 +218,21 @@ def test_workprecision_figure_is_skipped_with_a_note_without_matplotlib(tmp_path
           "base": "ufm auto"}
     out = wpm.figure(wp, tmp_path / "workprecision.png")
     assert "matplotlib" in out["note"] and not (tmp_path / "workprecision.png").exists()
+
+
+def test_step_history_replays_ufms_dop853_controller():
+    """benchmarks/step_history.py runs scipy's DOP853 stages under ufm's compiled controller
+    functions: its accepted and rejected step counts are those of ufm.solve(method="dop853") on
+    the same problem, and its answer agrees with ufm's to the tolerance (so the per-decade step
+    table it prints is ufm's own); scipy's controller takes other steps."""
+    from dataclasses import replace
+
+    from benchmarks import step_history
+    case = replace(TINY, t=tuple(np.geomspace(0.1, 1e3, 12)))
+    y, nfev, log = step_history.history(case, ufm_controller=True)
+    ours = peers.run_ufm(case, "dop853")
+    accepted = int((log[:, 3] == 1).sum())
+    assert (accepted, int((log[:, 3] == 0).sum())) == (ours.extra["accepted_steps"], ours.extra["rejected_steps"])
+    assert peers.relative_error(y, ours.y) < 1e-9
+    _, _, scipy_log = step_history.history(case, ufm_controller=False)
+    assert not np.array_equal(scipy_log[:, 1], log[:, 1])
