@@ -359,7 +359,8 @@ def bench_workprecision(cfg, res):
     single section's tight reference; then the time each needs to reach 1e-6, 1e-8, 1e-10.
     --quick: three timed runs per point at K = N = 10, one at 64, and at 64 no numbalsoda (0.75 ms
     per evaluation there, ~7 s for its seven runs, a tenth of ufm's speed: not a contender at
-    that size); the section took 25 s in --quick here (2026-12-02, load 2.6-3.4)."""
+    that size); the section took 11 s of a 102 s --quick run here (2026-12-02, load 1.3-1.4;
+    25 s at load 2.6-3.4)."""
     from dataclasses import replace
     quick = cfg["quick"]
     # runs per point: a small solve takes milliseconds, so its medians can afford more
