@@ -10,7 +10,9 @@ for some rows, e.g. ``--solvers "ufm dop853" "scipy DOP853"``). Writes
 
 Sections: ``single`` (CE-UFM at K = N = 10/d = 16, 64/64, 512/256: every adaptive ufm method
 against scipy's solve_ivp DOP853/RK45, numbalsoda's dop853/lsoda on a numba cfunc right-hand
-side and diffrax under jit), ``long`` (t to 1e6, where the flow turns stiff: evaluations and
+side and diffrax under jit), ``workprecision`` (the same problem over rtol 1e-5 … 1e-11: each solver's
+time against its error, the time to reach a given error and a figure, benchmarks/workprecision.py),
+``long`` (t to 1e6, where the flow turns stiff: evaluations and
 accuracy vs numbalsoda's lsoda and scipy's LSODA/BDF), ``stiff`` (MSE from an init of scale
 1e3, every solver under a wall-clock cap and reported "stopped" when it grinds), ``sweep``
 (``ufm.sweep`` vs a loop of solve_ivp), ``fit`` (``ufm.bridge.compare`` on the shipped run),
@@ -69,6 +71,7 @@ if str(ROOT) not in sys.path:  # benchmark this checkout, whatever is installed
 import numpy as np  # noqa: E402
 
 from benchmarks import peers  # noqa: E402
+from benchmarks import workprecision as wpm  # noqa: E402
 
 LAM = 1e-3
 SCALE = 1e-2
@@ -78,7 +81,7 @@ T_LONG = np.geomspace(0.1, 1e6, 40)      # the long horizon
 REDUCED_SCALE = 1e-3                    # the reduced-ODE section keeps its own (issue 9) setting
 MSE_SCALE = 1e3                         # the stiff case: MSE from a large init
 SIZES = {"small": (10, 16), "medium": (64, 64), "large": (512, 256)}   # K = N, d
-SECTIONS = ("single", "long", "stiff", "sweep", "fit", "reduced", "gd", "gram", "roofline", "startup")
+SECTIONS = ("single", "workprecision", "long", "stiff", "sweep", "fit", "reduced", "gd", "gram", "roofline", "startup")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,6 +340,94 @@ def print_case(title, r):
         print(f"    {row['solver']:<22} {fmt_s(row['wall_s']):>10}  x{row.get('x_vs_ufm', float('nan')):6.2f}  "
               f"rhs {row['rhs'] if row['rhs'] is not None else '-':>8}  "
               f"err {err if err is None else f'{err:.1e}'}  {row['message']}", flush=True)
+
+
+WP_UFM = ("auto", "dop853", "vern7", "tsit5")
+#: the peers of the work-precision curves (K = N = 512: only the target's pair and ufm's dop853;
+#: numbalsoda's driver costs ~0.4 s per evaluation there, see bench_single)
+WP_PEERS = {"scipy": ("DOP853", "RK45"), "numbalsoda": ("dop853",), "diffrax": ("Tsit5",)}
+WP_LARGE = ("ufm auto", "ufm dop853", "scipy DOP853")
+#: the error at which the targets table also compares the issue's pairs
+WP_TARGET_ERROR = 1e-8
+
+
+def bench_workprecision(cfg, res):
+    """Work-precision curves (benchmarks/workprecision.py): the single-trajectory problem at
+    K = N = 10 and 64 (and 512 without --quick) for ufm auto/dop853/vern7/tsit5, scipy
+    DOP853/RK45, numbalsoda dop853 and diffrax Tsit5 over rtol 1e-5 … 1e-11 (atol = rtol/100),
+    each run timed round-robin with the others at its tolerance and scored against the
+    single section's tight reference; then the time each needs to reach 1e-6, 1e-8, 1e-10.
+    --quick: three timed runs per point at K = N = 10, one at 64, and at 64 no numbalsoda (0.75 ms
+    per evaluation there, ~7 s for its seven runs, a tenth of ufm's speed: not a contender at
+    that size); the section took 11 s of a 102 s --quick run here (2026-12-02, load 1.3-1.4;
+    25 s at load 2.6-3.4)."""
+    from dataclasses import replace
+    quick = cfg["quick"]
+    # runs per point: a small solve takes milliseconds, so its medians can afford more
+    repeats = cfg.get("repeat_wp") or ({"small": 3, "medium": 1, "large": 1} if quick else
+                                       {"small": 5, "medium": 3, "large": 1})
+    out = {"rtols": list(wpm.RTOLS), "atol_per_rtol": wpm.ATOL_PER_RTOL, "targets": list(wpm.TARGETS),
+           "base": wpm.BASE, "repeat": {}, "lam": LAM, "scale": SCALE, "saves": len(T_SAVE),
+           "t_last": float(T_SAVE[-1]), "reference_rtol": peers.REFERENCE_RTOL, "sizes": {}}
+    try:
+        from ufm.solvers import get_solver
+        out["auto_methods"] = [get_solver("auto", r).name for r in wpm.RTOLS]
+    except (ImportError, ValueError):                     # a checkout without "auto"
+        pass
+    for name, (K, d) in SIZES.items():
+        if cfg.get("sizes") and name not in cfg["sizes"]:
+            continue
+        large = name == "large"
+        if large and quick and not cfg.get("sizes"):
+            out["sizes"][name] = {"skipped": "skipped in --quick (its 21 solves and the reference take ~4 min here); "
+                                             "run without --quick"}
+            print(f"  workprecision {name}: {out['sizes'][name]['skipped']}", flush=True)
+            continue
+        labels = [_ufm_label(m) for m in WP_UFM] + [f"{peer} {m}" for peer, ms in WP_PEERS.items() for m in ms]
+        dropped = {}
+        if large:
+            labels = list(WP_LARGE)
+        elif quick and name == "medium":
+            labels.remove("numbalsoda dop853")
+            dropped["numbalsoda dop853"] = "not run in --quick at this size (~7 s; ~10x slower than ufm per evaluation)"
+        if cfg.get("solvers"):
+            labels = [lbl for lbl in labels if lbl in cfg["solvers"]]
+        sub = dict(cfg, solvers=labels)
+        repeat = out["repeat"][name] = repeats[name]
+        base = peers.Case(K=K, d=d, t=tuple(T_SAVE), lam=LAM, scale=SCALE)
+        started = time.perf_counter()
+        ref = peers.reference(base)                     # the tolerances are not part of the reference
+        curves = {lbl: [] for lbl in labels}
+        skipped = dict(dropped)
+        for rtol in wpm.RTOLS:
+            case = replace(base, rtol=rtol, atol=rtol * wpm.ATOL_PER_RTOL)
+            entries, why = solver_entries(case, sub, scipy=WP_PEERS["scipy"], numbalsoda=WP_PEERS["numbalsoda"],
+                                          diffrax=WP_PEERS["diffrax"])
+            skipped.update(why)
+            # one untimed run of each first (not at K = N = 512). --quick warms only ufm's runs after
+            # the loosest tolerance: the first call of a method in the process costs up to ~0.1 s
+            # (measured: ufm auto 121 ms against 1 ms, the first time it picked tsit5), the peers'
+            # first calls at a new tolerance cost nothing extra
+            if quick and not large and rtol != wpm.RTOLS[0]:
+                for label, fn in entries.items():
+                    if label.startswith("ufm "):
+                        fn()
+            warm = 0 if large or (quick and rtol != wpm.RTOLS[0]) else 1
+            T = timed_many(entries, repeat, warmup=warm)
+            for label, r in T.items():
+                o = r[2]
+                curves[label].append({"rtol": rtol, "atol": case.atol, "ok": bool(o.ok), "wall_s": r[0], "cpu_s": r.cpu,
+                                      "rhs": o.nfev, "steps": o.extra.get("steps"), "message": o.message,
+                                      "error": peers.relative_error(o.y, ref.y) if o.ok else None})
+            print(f"  workprecision {name} rtol {rtol:.0e}: " + ", ".join(
+                f"{lbl} {fmt_s(c[-1]['wall_s'])} err {fmt_e(c[-1]['error'])}" for lbl, c in curves.items() if c),
+                flush=True)
+        curves = {lbl: c for lbl, c in curves.items() if c}
+        out["sizes"][name] = {"case": {"K": K, "N": K, "d": d}, "reference_rhs": ref.nfev, "curves": curves,
+                              "reach": wpm.reach_table(curves), "skipped_solvers": skipped,
+                              "wall_s": time.perf_counter() - started}
+    out["figure"] = wpm.figure(out, Path(cfg.get("out", HERE)) / "workprecision.png")
+    res["workprecision"] = out
 
 
 def bench_long(cfg, res):
@@ -933,6 +1024,32 @@ def targets(res) -> list:
     ratio_target("K=N=512, d=256: time <= 0.8x scipy DOP853's (ratio >= 1.25)", single.get("large") if
                  "skipped" not in single.get("large", {}) else None,
                  ["scipy DOP853"], 1.25)
+    wp = res.get("workprecision")
+    if wp:
+        # the same pairs at equal error instead of equal tolerance (ufm's runs are the more accurate
+        # ones at equal rtol: 3e-9 against scipy DOP853's 5e-8 at K = N = 64, rtol 1e-8)
+        at = WP_TARGET_ERROR
+        k = wp["targets"].index(at) if at in wp["targets"] else None
+        for size, peer, goal in (("small", "numbalsoda dop853", 2), ("small", "scipy DOP853", 10),
+                                 ("small", "diffrax Tsit5", 2), ("medium", "scipy DOP853", 2),
+                                 ("medium", "numbalsoda dop853", 2), ("large", "scipy DOP853", 1.25)):
+            sz = wp["sizes"].get(size)
+            K, d = (sz["case"]["K"], sz["case"]["d"]) if sz and "case" in sz else SIZES.get(size, ("?", "?"))
+            name = f"K=N={K}, d={d}: vs {peer} at equal error {at:.0e} (work-precision)"
+            reach = (sz or {}).get("reach", {})
+            if k is None or peer not in reach or wpm.BASE not in reach:
+                why = (sz or {}).get("skipped") or (sz or {}).get("skipped_solvers", {}).get(peer, "not measured")
+                add(name, "not measured", f">= x{goal}", None, why)
+                continue
+            ours, theirs = reach[wpm.BASE][k], reach[peer][k]
+            x = theirs["x_vs_base"]
+            measured = (f"x{x:.2f}" if x is not None else "no ratio") + (
+                f" ({wpm.BASE} {fmt_s(ours['time_s'])}, {peer} "
+                f"{'not reached' if theirs['how'] == 'not reached' else fmt_s(theirs['time_s'])} CPU)")
+            met = (x >= goal) if x is not None else (True if theirs["how"] == "not reached"
+                                                      and ours["how"] == "interpolated" else None)
+            add(name, measured, f">= x{goal}", met, "" if x is not None else
+                f"ufm auto: {ours['how']}, {peer}: {theirs['how']} (a ratio needs both interpolated)")
     lg = res.get("long")
     if lg:
         pick = stiff_choice(lg)
@@ -1075,6 +1192,8 @@ def markdown(res) -> str:
             L.extend([f"**Single trajectory, {name}**: {r['skipped']}.", ""])
         else:
             case_table(f"**Single trajectory, {name}**", r)
+    if "workprecision" in res:
+        L.extend(wpm.markdown_lines(res["workprecision"]))
     if "long" in res:
         case_table("**Long horizon**", res["long"])
     if "stiff" in res:
@@ -1213,6 +1332,7 @@ def main(argv=None) -> int:
            "diffrax_solvers": DIFFRAX_SOLVERS[:2] if quick else DIFFRAX_SOLVERS}
     cfg.update(solver_config(no_diffrax=args.no_diffrax))
     cfg["sizes"] = args.sizes
+    cfg["out"] = args.out
     cfg["solvers"] = args.solvers
     res = {"machine": machine(), "config": {k: v for k, v in cfg.items()},
            "problem": {"loss": "ce", "lambda_W": LAM, "lambda_H": LAM, "init_scale": SCALE, "t": [0.0, float(T_SAVE[-1])],

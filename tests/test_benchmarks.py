@@ -115,3 +115,124 @@ def test_solvers_option_keeps_only_the_named_rows(cfg):
     assert set(entries) | set(skipped) == {"ufm dopri5", "scipy DOP853"}
     everything, _ = bench.solver_entries(TINY, cfg, scipy=("DOP853",))
     assert {"ufm dopri5", "ufm vern7", "scipy DOP853"} <= set(everything)
+
+
+# ---------------------------------------------------------------------------------------------
+# work-precision (benchmarks/workprecision.py)
+# ---------------------------------------------------------------------------------------------
+
+from benchmarks import workprecision as wpm  # noqa: E402
+
+
+def _power_law(times, c=1e-2, p=3.0, t0=1e-3):
+    """error = c·(time/t0)^(−p): a straight line in log-log, where interpolation is exact."""
+    return c * (np.asarray(times) / t0) ** -p
+
+
+def test_time_to_reach_is_exact_on_a_power_law():
+    times = np.geomspace(1e-3, 1.0, 7)
+    errors = _power_law(times)
+    for target in (3e-4, 1e-7, 2.5e-10):
+        got, how = wpm.time_to_reach(errors, times, target)
+        want = 1e-3 * (target / 1e-2) ** (-1 / 3.0)
+        assert how == "interpolated" and abs(got / want - 1) < 1e-12, (target, got, want)
+    # exactly on a point: that point's time
+    got, how = wpm.time_to_reach(errors, times, errors[3])
+    assert how == "interpolated" and abs(got / times[3] - 1) < 1e-12
+
+
+def test_time_to_reach_bounds_misses_and_dips():
+    times = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    errors = np.array([1e-5, 1e-9, 1e-6, 1e-8, 1e-10])
+    assert wpm.time_to_reach(errors, times, 1e-4) == (1.0, "bound")           # every run reaches it
+    assert wpm.time_to_reach(errors, times, 1e-11) == (None, "not reached")   # the tightest misses it
+    # the dip at 2 s does not count: 1e-7 is reached for good between 4 s (1e-6) and 8 s (1e-8)
+    got, how = wpm.time_to_reach(errors, times, 1e-7)
+    assert how == "interpolated" and abs(got - np.sqrt(4.0 * 8.0)) < 1e-12
+    # a failed run (inf) counts as a miss, and nothing is interpolated from it: the next run's time
+    assert wpm.time_to_reach([1e-5, 1e-7, np.inf, 1e-9], [1.0, 2.0, np.inf, 8.0], 1e-6) == (8.0, "bound")
+    with pytest.raises(ValueError, match="target"):
+        wpm.time_to_reach(errors, times, 0.0)
+
+
+def test_ratios_at_equal_error_come_from_the_interpolated_times():
+    """Two solvers on parallel power laws, one twice as slow at every error: x = 2 at every target
+    both reach inside their range; none where one of them only has a bound."""
+    times = np.geomspace(1e-3, 1.0, 7)
+
+    def curve(ts):
+        return [{"ok": True, "cpu_s": t, "error": e} for t, e in zip(ts, _power_law(times))]
+    table = wpm.reach_table({"ufm auto": curve(times), "slow": curve(2 * times)}, targets=(1e-2, 1e-6, 1e-9))
+    assert [r["how"] for r in table["slow"]] == ["bound", "interpolated", "interpolated"]
+    assert table["slow"][0]["x_vs_base"] is None
+    for r in table["slow"][1:]:
+        assert abs(r["x_vs_base"] - 2.0) < 1e-12
+    assert all(r["x_vs_base"] == 1.0 for r in table["ufm auto"][1:])
+
+
+def test_workprecision_section_on_a_tiny_case(cfg, tmp_path, monkeypatch):
+    """The section end to end on K = N = 3, d = 4 at three tolerances: one point per tolerance for
+    every solver asked for, errors against the reference that shrink with rtol, the tables and
+    the figure (or its note without matplotlib)."""
+    monkeypatch.setattr(bench, "SIZES", {"small": (3, 4)})
+    monkeypatch.setattr(wpm, "RTOLS", (1e-5, 1e-7, 1e-9))
+    labels = ["ufm auto", "ufm dop853", "scipy DOP853"]
+    c = dict(cfg, solvers=labels, out=str(tmp_path), repeat_wp={"small": 1})
+    res = {}
+    bench.bench_workprecision(c, res)
+    wp = res["workprecision"]
+    s = wp["sizes"]["small"]
+    assert list(s["curves"]) == labels and list(s["reach"]) == labels
+    for label, points in s["curves"].items():
+        assert [p["rtol"] for p in points] == [1e-5, 1e-7, 1e-9] and all(p["ok"] for p in points), label
+        errors = [p["error"] for p in points]
+        assert errors[-1] < errors[0] and errors[-1] < 1e-7, (label, errors)   # tighter rtol, smaller error
+        assert all(p["atol"] == p["rtol"] * wpm.ATOL_PER_RTOL for p in points)
+    assert [r["x_vs_base"] for r in s["reach"]["ufm auto"] if r["how"] == "interpolated"] == [
+        1.0 for r in s["reach"]["ufm auto"] if r["how"] == "interpolated"]
+    # the targets table compares the issue's pairs at equal error too, from the same reach table
+    rows = {t["target"]: t for t in bench.targets(res) if "work-precision" in t["target"]}
+    scipy_row = rows["K=N=3, d=4: vs scipy DOP853 at equal error 1e-08 (work-precision)"]
+    k = wp["targets"].index(bench.WP_TARGET_ERROR)
+    x = s["reach"]["scipy DOP853"][k]["x_vs_base"]
+    if x is not None:
+        assert scipy_row["measured"].startswith(f"x{x:.2f} ") and scipy_row["met"] == (x >= 10)
+    else:       # no ratio: judged only when scipy misses the error that ufm auto reaches
+        reach = s["reach"]
+        assert scipy_row["met"] == (True if reach["scipy DOP853"][k]["how"] == "not reached"
+                                    and reach["ufm auto"][k]["how"] == "interpolated" else None)
+    assert rows["K=N=3, d=4: vs numbalsoda dop853 at equal error 1e-08 (work-precision)"]["met"] is None
+    md = "\n".join(wpm.markdown_lines(wp))
+    assert "**Work-precision**" in md and "| ufm dop853 |" in md and "time to 1e-08" in md
+    if wp["figure"].get("file"):
+        assert (tmp_path / "workprecision.png").stat().st_size > 1000
+        assert "](workprecision.png)" in md
+    else:
+        assert "not drawn" in wp["figure"]["note"]
+
+
+def test_workprecision_figure_is_skipped_with_a_note_without_matplotlib(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "matplotlib", None)        # import matplotlib raises ImportError
+    wp = {"sizes": {"small": {"case": {"K": 3, "d": 4}, "curves": {}}}, "targets": [1e-8], "rtols": [1e-5],
+          "base": "ufm auto"}
+    out = wpm.figure(wp, tmp_path / "workprecision.png")
+    assert "matplotlib" in out["note"] and not (tmp_path / "workprecision.png").exists()
+
+
+def test_step_history_replays_ufms_dop853_controller():
+    """benchmarks/step_history.py runs scipy's DOP853 stages under ufm's compiled controller
+    functions: its accepted and rejected step counts are those of ufm.solve(method="dop853") on
+    the same problem, and its answer agrees with ufm's to the tolerance (so the per-decade step
+    table it prints is ufm's own); scipy's controller takes other steps."""
+    from dataclasses import replace
+
+    from benchmarks import step_history
+    case = replace(TINY, t=tuple(np.geomspace(0.1, 1e3, 12)))
+    y, nfev, log = step_history.history(case, ufm_controller=True)
+    ours = peers.run_ufm(case, "dop853")
+    accepted = int((log[:, 3] == 1).sum())
+    assert (accepted, int((log[:, 3] == 0).sum())) == (ours.extra["accepted_steps"], ours.extra["rejected_steps"])
+    assert peers.relative_error(y, ours.y) < 1e-9
+    _, _, scipy_log = step_history.history(case, ufm_controller=False)
+    assert not np.array_equal(scipy_log[:, 1], log[:, 1])
