@@ -648,6 +648,7 @@ def optimizer_group(kind: int, lr: float, rate: np.ndarray, decay: np.ndarray, h
 # stiff flows: the Rosenbrock driver, stiffness detection, automatic switching, sensitivities
 # --------------------------------------------------------------------------------------------
 
+from . import rosenbrock as _rosenbrock  # noqa: E402  (the registry of Rosenbrock methods, for auto_plan)
 from .kernels import rosenbrock as _kr  # noqa: E402
 from .kernels import tangent as _kt  # noqa: E402
 from .kernels.groups import RosenbrockTableau, Sensitivity  # noqa: E402
@@ -1053,12 +1054,10 @@ def auto_plan(packed, n: int, solver, rtol: float):
     explicit ``solver``, registry of Rosenbrock methods, model header ``packed.ip`` (space,
     loss, bias, sizes, coupling pieces: all the work model reads of the model), state size and
     ``rtol`` (:func:`memo`): ~25 µs per solve otherwise, 2 % of a solve at K = N = 10, d = 16."""
-    from .rosenbrock import ROSENBROCK_METHODS
-
     def compute():
         method = auto_stiff_method(packed, n, solver, rtol)
         return method, step_costs(packed, n, solver, method)
-    return memo((solver, *ROSENBROCK_METHODS.values()), ("auto plan", packed.ip.tobytes(), n, float(rtol)), compute)
+    return memo((solver, *_rosenbrock.ROSENBROCK_METHODS.values()), ("auto plan", packed.ip.tobytes(), n, float(rtol)), compute)
 
 
 def implicit_pays(h: float, rho: float, boundary: float, costs: StepCosts) -> bool:

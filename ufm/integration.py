@@ -16,6 +16,9 @@ import math
 import numpy as np
 
 from . import engine
+from .deep import DeepUFM, solve_deep
+from .events import Watcher, check_equilibrium, check_events
+from .rosenbrock import RODAS4, ROSENBROCK_METHODS, RosenbrockMethod
 from ._validation import (as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice,
                           check_memory)
 from .errors import IntegrationError
@@ -148,7 +151,6 @@ def solve(model: UFM, init, t, *, method="auto", rtol: float = 1e-8, atol: float
             stability-limited and would need more than ``max_steps``; ``err.t`` says where, ``err.trajectory``
             holds every save before that.
     """
-    from .deep import DeepUFM, solve_deep
     if isinstance(model, DeepUFM):         # the deep-backbone model: its own spaces, same engine
         return solve_deep(model, init, t, method=method, rtol=rtol, atol=atol, space=space, save=save, t0=t0,
                           dt=dt, max_steps=max_steps, h_max=h_max, progress=progress)
@@ -160,7 +162,6 @@ def solve(model: UFM, init, t, *, method="auto", rtol: float = 1e-8, atol: float
     if progress is not None and not callable(progress):
         raise TypeError("progress: expected a callable progress(t_reached, t_end) or None")
     names = parse_save(save, space)
-    from .events import Watcher, check_equilibrium, check_events
     watched = check_events(events, model.problem)
     equilibrium = check_equilibrium(equilibrium)
     if (watched or equilibrium is not None) and stiff_method is not None:
@@ -226,8 +227,6 @@ def resolve_method(method, rtol: float | None = None):
     Raises:
         ValueError: an unknown name (the message lists every method).
     """
-    from .rosenbrock import RODAS4, ROSENBROCK_METHODS, RosenbrockMethod
-
     if isinstance(method, RosenbrockMethod):
         return method, method
     if isinstance(method, str) and method in ROSENBROCK_METHODS:
