@@ -94,3 +94,24 @@ def test_the_auto_plan_is_the_work_models_and_follows_the_model():
     # the prices differ between the models (a stale entry would repeat the first one)
     assert plans[10, "parameters", 1e-8][1] != plans[16, "parameters", 1e-8][1]
     assert plans[16, "parameters", 1e-8][1] != plans[16, "gram", 1e-8][1]
+
+
+def test_a_packed_model_is_shared_per_model_object_and_a_changed_model_packs_afresh():
+    model = ufm.UFM(ufm.settings.balanced(6), lambda_W=1e-3, lambda_H=1e-3)
+    a = engine.pack_model(model, "parameters", 8)
+    assert engine.pack_model(model, "parameters", 8) is a
+    assert engine.pack_model(model, "parameters", 9) is not a          # another width
+    assert engine.pack_model(model, "gram") is not a                   # another space
+    changed = model.replace(lambda_W=2e-3)                             # a new (immutable) model
+    b = engine.pack_model(changed, "parameters", 8)
+    assert b is not a
+    fresh = engine._pack_model(changed, "parameters", 8)
+    for x, y in zip(b, fresh):
+        np.testing.assert_array_equal(x, y)
+    assert a.coef[ufm.kernels.layout.C_LAM_W] == 1e-3 and b.coef[ufm.kernels.layout.C_LAM_W] == 2e-3
+    # a solve does not write into the shared arrays
+    before = [x.copy() for x in a]
+    ufm.solve(model, model.init(8, scale=0.1, seed=0), [1.0, 10.0])
+    for x, y in zip(a, before):
+        np.testing.assert_array_equal(x, y)
+    assert engine.pack_model(model, "parameters", 8) is a

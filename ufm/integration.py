@@ -187,9 +187,9 @@ def solve(model: UFM, init, t, *, method="auto", rtol: float = 1e-8, atol: float
         buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names, reduction)
         if stiff_method is not None and solver is not stiff_method and not dense_jacobian_fits(y.size):
             stiff_method = None      # "auto" where the stiff switch could not hold its Jacobian: explicit only
-        if stiff_method is not None:
-            check_dense_jacobian(y.size, stiff_method.name, space)
         if stiff_method is not None and solver is stiff_method:
+            # (auto's switch was checked to fit just above: the same bytes against the same limit)
+            check_dense_jacobian(y.size, stiff_method.name, space)
             run = engine.integrate_stiff(packed, y, ts, engine.rosenbrock_tableau(stiff_method), ctl, carry, buffers,
                                          progress=progress)
         else:
