@@ -73,6 +73,34 @@ def _c(a, dtype=np.float64) -> np.ndarray:
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
+#: what :func:`memo` computed, keyed by the identities of the objects it was computed from
+_MEMO: dict = {}
+#: :func:`memo` forgets everything when it holds this many values (a run needs a handful)
+MEMO_SIZE = 64
+
+
+def memo(objects: tuple, extra, compute):
+    """``compute()``, computed once per combination of ``objects`` (matched by identity) and
+    ``extra`` (a hashable value) and remembered.
+
+    For what a solve rebuilds from immutable records on every call -- a solver's kernel
+    tableau, the work model's choice and prices of ``method="auto"`` -- which cost tens of
+    microseconds of a small solve's Python side (a solve at K = N = 10, d = 16 is ~1.5 ms).
+    Each entry holds ``objects`` themselves, so their ids cannot be reused by other objects
+    while it is remembered. Only for values that depend on nothing but the arguments (and on
+    module constants, which are read at the first call).
+    """
+    key = (tuple(map(id, objects)), extra)
+    hit = _MEMO.get(key)
+    if hit is not None:
+        return hit[1]
+    value = compute()
+    if len(_MEMO) >= MEMO_SIZE:
+        _MEMO.clear()
+    _MEMO[key] = (objects, value)
+    return value
+
+
 def reduction_of(model):
     """The :class:`~ufm.reduction.Reduction` of a model (computed once per model object).
 
@@ -103,11 +131,36 @@ def pack_model(model, space: str, d: int = 0) -> Model:
         d: the width (parameter space; ignored elsewhere).
 
     Returns:
-        :class:`~ufm.kernels.groups.Model` with fresh arrays.
+        :class:`~ufm.kernels.groups.Model`, built once per (model object, space, d) among the
+        last :data:`PACKED_SIZE` asked for and then shared: the kernels only read it, and a
+        caller that changes a field gives it a copy (``packed._replace(coef=...)``, as
+        :func:`ufm.training.train` does). A UFM is immutable, so the same object always packs
+        the same; ``model.replace(...)`` is a new object and packs afresh. (Why: packing is a
+        dozen small numpy operations, ~5 µs warm and several times that between kernel calls
+        that evict the interpreter's caches, of a ~1.4 ms solve at K = N = 10, d = 16.)
 
     Raises:
         ValueError: ``space="reduced"`` for a model without an exact reduction.
     """
+    key = (space, int(d) if space == "parameters" else 0)
+    for i, (m, k, packed) in enumerate(_PACKED):
+        if m is model and k == key:
+            if i:
+                _PACKED.insert(0, _PACKED.pop(i))
+            return packed
+    packed = _pack_model(model, space, d)
+    _PACKED.insert(0, (model, key, packed))
+    del _PACKED[PACKED_SIZE:]
+    return packed
+
+
+#: how many packed models :func:`pack_model` keeps (few: each holds copies of Y and π)
+PACKED_SIZE = 4
+#: the last PACKED_SIZE (model, (space, d), packed) triples, most recent first
+_PACKED: list = []
+
+
+def _pack_model(model, space: str, d: int = 0) -> Model:
     ip, coef = _header(model, _SPACES[space], d if space == "parameters" else 0)
     coef[_f.C_LAM_E] = model.lambda_E
     N = model.N
@@ -168,7 +221,12 @@ def pack_deep_model(model, space: str, d: int = 0) -> Model:
 
 
 def tableau(solver) -> Tableau:
-    """The :class:`~ufm.kernels.groups.Tableau` of a :class:`~ufm.solvers.Solver`."""
+    """The :class:`~ufm.kernels.groups.Tableau` of a :class:`~ufm.solvers.Solver`, built once per
+    solver (:func:`memo`; the kernels only read it)."""
+    return memo((solver,), "tableau", lambda: _tableau(solver))
+
+
+def _tableau(solver) -> Tableau:
     arr = solver.arrays
     return Tableau(_c(arr["A"]), _c(arr["b"]), _c(arr["c"]), _c(arr["e"]), _c(arr["e3"]), _c(arr["P"]),
                    float(solver.controller_order), int(solver.adaptive), int(solver.fsal), int(solver.stages),
@@ -232,10 +290,15 @@ def initial_vector(model, init, space: str, t0: float = 0.0):
     if space == "parameters" and isinstance(init, GramState):
         raise TypeError("init: a GramState has no W and H; integrate it with space='gram'")
     fields = ("W", "H", "b") if isinstance(init, State) else ("M", "gram_W", "gram_H", "b")
+    if space == "parameters":
+        y = flatten(init)
+        # one bound check of the flat start; field by field (to name the culprit) only when it fails
+        if y.size and not np.abs(y).max() <= _k.DIVERGED:
+            for name in fields:
+                _check_start(getattr(init, name), f"init.{name}", t0, model)
+        return y, init.d
     for name in fields:
         _check_start(getattr(init, name), f"init.{name}", t0, model)
-    if space == "parameters":
-        return flatten(init), init.d
     if isinstance(init, GramState):
         gs = init
     else:
@@ -326,24 +389,29 @@ class SaveBuffers:
         self.K, self.N, self.d, self.bias = K, N, d, bias
         self.reduction = reduction
         # keep_state: the flat state at every save (ufm.events restarts the kernel from it)
+        # (Python ints and bools until the arrays are made: numpy scalar arithmetic costs µs here)
         want_state = keep_state or any(x in names for x in ("W", "H", "b"))
-        flags = np.array([want_state, "gram_W" in names, "gram_H" in names, "logits" in names], dtype=np.int64)
+        gw, gh, zl = "gram_W" in names, "gram_H" in names, "logits" in names
+        expanded = 0
         if reduction is not None:
             # the reduced kernel saves the coefficients; Grams are expanded from them here
             want_state = keep_state or bool(names)
-            flags = np.array([want_state, 0, 0, 0], dtype=np.int64)
+            expanded = K * K * gw + N * N * gh + K * N * zl
+            gw = gh = zl = False
         # estimated before allocating: a run that cannot hold its saves says so at once
-        expanded = 0 if reduction is None else K * K * ("gram_W" in names) + N * N * ("gram_H" in names) + K * N * (
-            "logits" in names)
-        per_save = 2 + n * want_state + K * K * flags[1] + N * N * flags[2] + K * N * flags[3] + expanded
+        per_save = 2 + n * want_state + K * K * gw + N * N * gh + K * N * zl + expanded
         check_memory(8.0 * T * float(per_save), f"{times}, save",
                      f"saving {', '.join(('loss',) + tuple(names))} at {T} save times")
+        loss = np.empty(T)
+        loss.fill(np.nan)
+        data = np.empty(T)
+        data.fill(np.nan)
         self.group = Outputs(
-            flags, np.full(T, np.nan), np.full(T, np.nan),
+            np.array([want_state, gw, gh, zl], dtype=np.int64), loss, data,
             np.zeros((T, n) if want_state else (0, n)),
-            np.zeros((T, K, K) if flags[1] else (0, K, K)),
-            np.zeros((T, N, N) if flags[2] else (0, N, N)),
-            np.zeros((T, K, N) if flags[3] else (0, K, N)))
+            np.zeros((T, K, K) if gw else (0, K, K)),
+            np.zeros((T, N, N) if gh else (0, N, N)),
+            np.zeros((T, K, N) if zl else (0, K, N)))
 
     def fields(self, upto: int) -> dict:
         """Trajectory fields of the first ``upto`` saves (copies)."""
@@ -605,6 +673,7 @@ def optimizer_group(kind: int, lr: float, rate: np.ndarray, decay: np.ndarray, h
 # stiff flows: the Rosenbrock driver, stiffness detection, automatic switching, sensitivities
 # --------------------------------------------------------------------------------------------
 
+from . import rosenbrock as _rosenbrock  # noqa: E402  (the registry of Rosenbrock methods, for auto_plan)
 from .kernels import rosenbrock as _kr  # noqa: E402
 from .kernels import tangent as _kt  # noqa: E402
 from .kernels.groups import RosenbrockTableau, Sensitivity  # noqa: E402
@@ -700,7 +769,12 @@ def forget_jacobian(cache) -> None:
 
 
 def rosenbrock_tableau(method) -> RosenbrockTableau:
-    """The :class:`~ufm.kernels.groups.RosenbrockTableau` of a :class:`~ufm.rosenbrock.RosenbrockMethod`."""
+    """The :class:`~ufm.kernels.groups.RosenbrockTableau` of a :class:`~ufm.rosenbrock.RosenbrockMethod`,
+    built once per method (:func:`memo`; the kernels only read it)."""
+    return memo((method,), "rosenbrock tableau", lambda: _rosenbrock_tableau(method))
+
+
+def _rosenbrock_tableau(method) -> RosenbrockTableau:
     arr = method.arrays
     return RosenbrockTableau(float(method.gamma), _c(arr["a"]), _c(arr["C"]), _c(arr["m"]), _c(arr["e"]),
                              _c(arr["D"]), float(method.controller_order))
@@ -757,11 +831,13 @@ _BOUNDARIES: dict = {}
 def stability_boundary(solver) -> float:
     """:func:`real_stability_boundary` of ``solver``, computed once per tableau (it costs ~10 ms,
     more than a whole small solve)."""
-    b = solver.arrays["b"]
-    key = (solver.arrays["A"][:len(b), :len(b)].tobytes(), b.tobytes())
-    if key not in _BOUNDARIES:
-        _BOUNDARIES[key] = real_stability_boundary(solver)
-    return _BOUNDARIES[key]
+    def by_value():        # solvers with the same step tableau share it
+        b = solver.arrays["b"]
+        key = (solver.arrays["A"][:len(b), :len(b)].tobytes(), b.tobytes())
+        if key not in _BOUNDARIES:
+            _BOUNDARIES[key] = real_stability_boundary(solver)
+        return _BOUNDARIES[key]
+    return memo((solver,), "stability boundary", by_value)
 
 
 def real_stability_boundary(solver) -> float:
@@ -998,6 +1074,17 @@ def step_costs(packed, n: int, solver, method) -> StepCosts:
     return StepCosts(explicit_step_cost(packed, n, solver), rosenbrock_step_cost(packed, n, method))
 
 
+def auto_plan(packed, n: int, solver, rtol: float):
+    """(:func:`auto_stiff_method`, its :func:`step_costs`) of an ``auto`` run, computed once per
+    explicit ``solver``, registry of Rosenbrock methods, model header ``packed.ip`` (space,
+    loss, bias, sizes, coupling pieces: all the work model reads of the model), state size and
+    ``rtol`` (:func:`memo`): ~25 µs per solve otherwise, 2 % of a solve at K = N = 10, d = 16."""
+    def compute():
+        method = auto_stiff_method(packed, n, solver, rtol)
+        return method, step_costs(packed, n, solver, method)
+    return memo((solver, *_rosenbrock.ROSENBROCK_METHODS.values()), ("auto plan", packed.ip.tobytes(), n, float(rtol)), compute)
+
+
 def implicit_pays(h: float, rho: float, boundary: float, costs: StepCosts) -> bool:
     """Whether a Rosenbrock step h beats the explicit method at spectral radius ``rho``: held at
     its stability limit h_e = boundary/ρ, the explicit method covers h in h·ρ/boundary steps
@@ -1101,11 +1188,12 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     warned = False
     st = SwitchState() if state is None else state
     stats = stiff_stats() if switch_to is not None else None
+    costs = None
     if switch_to is not None:
-        switch_to = auto_stiff_method(packed, y.size, solver, ctl.rtol)
+        switch_to, costs = auto_plan(packed, y.size, solver, ctl.rtol)
     rtab = rosenbrock_tableau(switch_to) if switch_to is not None else None
-    sens = no_sensitivity(int(packed.ip[_f.IP_N])) if switch_to is not None else None
-    costs = step_costs(packed, y.size, solver, switch_to) if switch_to is not None else None
+    sens = None              # the empty Sensitivity group, made at the first Rosenbrock call
+    called = False           # whether this call ran the Rosenbrock driver (most runs never do)
 
     # what one Rosenbrock step takes from max_steps (work_budget: its work in explicit steps)
     ratio = costs.rosenbrock / costs.explicit if (costs is not None and work_budget) else 1.0
@@ -1121,6 +1209,10 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
         return ctl.max_steps - attempted_now() - st.charged
 
     def rosenbrock(steps, j_end):
+        nonlocal sens, called
+        if sens is None:
+            sens = no_sensitivity(int(packed.ip[_f.IP_N]))
+        called = True
         if st.cache is None:         # allocated at the first trial (2 n² floats; most runs never try)
             st.cache = stage_cache(packed, y.size, rtab)
         before, lus = attempted_now(), stats[_kr.STAT_FACTORIZATIONS]
@@ -1248,6 +1340,6 @@ def integrate_watched(packed: Model, y: np.ndarray, ts: np.ndarray, solver, ctl:
     if st.switched_at is not None:
         run.stats = stats
         run.switches = st.switches
-    elif stats is not None and stats.any():
+    elif called and stats.any():
         run.stats = stats            # rejected trials only: their Jacobians and LUs count too
     return run, report, st.switched_at

@@ -16,6 +16,9 @@ import math
 import numpy as np
 
 from . import engine
+from .deep import DeepUFM, solve_deep
+from .events import Watcher, check_equilibrium, check_events
+from .rosenbrock import RODAS4, ROSENBROCK_METHODS, RosenbrockMethod
 from ._validation import (as_float_array, as_nonnegative, as_positive, as_positive_int, as_real, check_choice,
                           check_memory)
 from .errors import IntegrationError
@@ -37,7 +40,8 @@ def check_times(t, name: str = "t", *, start: float | None = None) -> np.ndarray
     t = np.atleast_1d(t)
     if t.size == 0:
         raise ValueError(f"{name}: expected at least one save time")
-    if np.any(np.diff(t) <= 0):
+    # one comparison of the shifted views (np.any(np.diff(t) <= 0) costs 4 µs of a ~1.5 ms solve)
+    if not (t[1:] > t[:-1]).all():
         i = int(np.argmax(np.diff(t) <= 0))
         raise ValueError(f"{name}: expected strictly increasing values, but {name}[{i + 1}] = {t[i + 1]!r} "
                          f"<= {name}[{i}] = {t[i]!r}")
@@ -147,7 +151,6 @@ def solve(model: UFM, init, t, *, method="auto", rtol: float = 1e-8, atol: float
             stability-limited and would need more than ``max_steps``; ``err.t`` says where, ``err.trajectory``
             holds every save before that.
     """
-    from .deep import DeepUFM, solve_deep
     if isinstance(model, DeepUFM):         # the deep-backbone model: its own spaces, same engine
         return solve_deep(model, init, t, method=method, rtol=rtol, atol=atol, space=space, save=save, t0=t0,
                           dt=dt, max_steps=max_steps, h_max=h_max, progress=progress)
@@ -159,7 +162,6 @@ def solve(model: UFM, init, t, *, method="auto", rtol: float = 1e-8, atol: float
     if progress is not None and not callable(progress):
         raise TypeError("progress: expected a callable progress(t_reached, t_end) or None")
     names = parse_save(save, space)
-    from .events import Watcher, check_equilibrium, check_events
     watched = check_events(events, model.problem)
     equilibrium = check_equilibrium(equilibrium)
     if (watched or equilibrium is not None) and stiff_method is not None:
@@ -185,9 +187,9 @@ def solve(model: UFM, init, t, *, method="auto", rtol: float = 1e-8, atol: float
         buffers = engine.SaveBuffers(len(ts), y.size, model.K, model.N, d, model.bias, names, reduction)
         if stiff_method is not None and solver is not stiff_method and not dense_jacobian_fits(y.size):
             stiff_method = None      # "auto" where the stiff switch could not hold its Jacobian: explicit only
-        if stiff_method is not None:
-            check_dense_jacobian(y.size, stiff_method.name, space)
         if stiff_method is not None and solver is stiff_method:
+            # (auto's switch was checked to fit just above: the same bytes against the same limit)
+            check_dense_jacobian(y.size, stiff_method.name, space)
             run = engine.integrate_stiff(packed, y, ts, engine.rosenbrock_tableau(stiff_method), ctl, carry, buffers,
                                          progress=progress)
         else:
@@ -225,8 +227,6 @@ def resolve_method(method, rtol: float | None = None):
     Raises:
         ValueError: an unknown name (the message lists every method).
     """
-    from .rosenbrock import RODAS4, ROSENBROCK_METHODS, RosenbrockMethod
-
     if isinstance(method, RosenbrockMethod):
         return method, method
     if isinstance(method, str) and method in ROSENBROCK_METHODS:

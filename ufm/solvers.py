@@ -768,6 +768,25 @@ def auto_solver(rtol: float) -> Solver:
     3e-15 on one step, so this is the method's, not a transcription error. Rerun with
     ``OPENBLAS_NUM_THREADS=1 python -c "import ufm.solvers as s; s.auto_method_scan()"``.
 
+    Re-measured in session 7 with the 8-wide small-size field and the fused stage sums
+    (``s.auto_method_scan(repeats=7)``, load 1.4–1.8; CPU ms / normalised logit error)::
+
+        K = N = 10, d = 16   tsit5          vern7          dop853
+          rtol 1e-6          [0.75] / 0.52   1.03 / 0.07    0.93 / 4.2
+          rtol 1e-8           1.36 / 0.45    1.44 / 0.03   [1.25] / 1.49
+          rtol 1e-10          2.99 / 0.28    2.26 / 0.04   [1.73] / 11.5
+        K = N = 64, d = 64
+          rtol 1e-8         [54.8] / 0.34   58.4 / 0.08    58.4 / 0.17
+          rtol 1e-10        125.6 / 0.33   [97.6] / 0.04  100.1 / 0.89
+        Gram space, K = N = 10, rtol 1e-8: tsit5 3.15 / 0.54, vern7 3.28 / 0.11,
+          [dop853] 2.81 / 0.84
+
+    The choice holds: at rtol 1e-8 Tsitouras' pair is 4–6 % faster than Verner's at every
+    size, and DOP853 13 % faster at K = N = 10, but Verner's error is 5–15× smaller than
+    Tsitouras' and DOP853's exceeds the tolerance (1.49; 11.5 at 1e-10) at K = N = 10; from
+    1e-10 Verner's pair is also faster than Tsitouras' (by 25 %) and within 3 % of DOP853 at
+    K = N = 64 (docs/stiff.md, "The default method").
+
     Arguments:
         rtol: the run's relative tolerance.
 

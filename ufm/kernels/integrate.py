@@ -169,54 +169,104 @@ def _error_norm_of(y, ynew, acc, h, rtol, atol):
 
 
 @njit(cache=True)
-def _weighted_sum_some(k, wts, row, m, acc):
-    """acc = Σ_{l < m} w_l k_l with w = ``wts[row]``, accumulated in l order, zero weights
-    skipped; the first nonzero term is written, not added to zeros (the same bits, one pass
-    fewer). Returns False, leaving ``acc`` untouched, when every weight is zero."""
-    n = acc.shape[0]
-    some = False
+def _nonzero_terms(wts, row, m, ix, cf):
+    """The nonzero weights of ``wts[row, :m]`` in l order: their indices into ``ix[row]``, their
+    values into ``cf[row]``; returns how many. The step loop sums stages through these lists,
+    so no pass and no test is spent on a zero coefficient."""
+    c = 0
     for l in range(m):
-        c = wts[row, l]
-        if c != 0.0:
-            if some:
+        w = wts[row, l]
+        if w != 0.0:
+            ix[row, c] = l
+            cf[row, c] = w
+            c += 1
+    return c
+
+
+@njit(cache=True)
+def _sum_terms(k, ix, cf, row, a, b, acc, first):
+    """acc (+)= Σ_{a <= u < b} cf[row, u] · k[ix[row, u]], the terms added one at a time in u
+    order -- ``first``: the first term written, not added to zeros --, up to four terms per
+    pass over the state. Why four per pass: at n = 320 (K = N = 10, d = 16) a pass per term
+    spends its time loading and storing ``acc``; each element's additions are the same and in
+    the same order as one pass per term, so the result is the same to the bit (no fast-math:
+    LLVM neither reorders nor contracts them)."""
+    n = acc.shape[0]
+    u = a
+    while u < b:
+        r = min(4, b - u)
+        i0 = ix[row, u]
+        c0 = cf[row, u]
+        if r == 4:
+            i1, i2, i3 = ix[row, u + 1], ix[row, u + 2], ix[row, u + 3]
+            c1, c2, c3 = cf[row, u + 1], cf[row, u + 2], cf[row, u + 3]
+            if first:
                 for q in range(n):
-                    acc[q] += c * k[l, q]
+                    acc[q] = c0 * k[i0, q] + c1 * k[i1, q] + c2 * k[i2, q] + c3 * k[i3, q]
             else:
                 for q in range(n):
-                    acc[q] = c * k[l, q]
-                some = True
-    return some
+                    acc[q] = acc[q] + c0 * k[i0, q] + c1 * k[i1, q] + c2 * k[i2, q] + c3 * k[i3, q]
+        elif r == 3:
+            i1, i2 = ix[row, u + 1], ix[row, u + 2]
+            c1, c2 = cf[row, u + 1], cf[row, u + 2]
+            if first:
+                for q in range(n):
+                    acc[q] = c0 * k[i0, q] + c1 * k[i1, q] + c2 * k[i2, q]
+            else:
+                for q in range(n):
+                    acc[q] = acc[q] + c0 * k[i0, q] + c1 * k[i1, q] + c2 * k[i2, q]
+        elif r == 2:
+            i1 = ix[row, u + 1]
+            c1 = cf[row, u + 1]
+            if first:
+                for q in range(n):
+                    acc[q] = c0 * k[i0, q] + c1 * k[i1, q]
+            else:
+                for q in range(n):
+                    acc[q] = acc[q] + c0 * k[i0, q] + c1 * k[i1, q]
+        else:
+            if first:
+                for q in range(n):
+                    acc[q] = c0 * k[i0, q]
+            else:
+                for q in range(n):
+                    acc[q] = acc[q] + c0 * k[i0, q]
+        first = False
+        u += r
 
 
 @njit(cache=True)
-def _weighted_sum(k, wts, row, m, acc):
-    """acc = Σ_{l < m} w_l k_l with w = ``wts[row]`` (:func:`_weighted_sum_some`; zeros when
-    every weight is zero)."""
-    if not _weighted_sum_some(k, wts, row, m, acc):
+def _weighted_sum(k, ix, cf, cnt, row, acc):
+    """acc = Σ_l w_l k_l over the nonzero weights of ``row`` (:func:`_nonzero_terms`), in l
+    order (zeros when there are none)."""
+    m = cnt[row]
+    if m == 0:
         for q in range(acc.shape[0]):
             acc[q] = 0.0
+    else:
+        _sum_terms(k, ix, cf, row, 0, m, acc, True)
 
 
 @njit(cache=True)
-def _combine(y, k, wts, row, m, h, acc, out):
-    """out = y + h · Σ_{l < m} w_l k_l with w = ``wts[row]`` (the sum formed first, in l order,
-    as in the tableau; its last term is added in the same pass that writes ``out``)."""
-    last = -1
-    for l in range(m):
-        if wts[row, l] != 0.0:
-            last = l
-    if last < 0:
-        for q in range(y.shape[0]):
+def _combine(y, k, ix, cf, cnt, row, h, acc, out):
+    """out = y + h · Σ_l w_l k_l over the nonzero weights of ``row`` (:func:`_nonzero_terms`):
+    the sum formed first, in l order, as in the tableau; its last term is added in the same
+    pass that writes ``out``."""
+    m = cnt[row]
+    n = y.shape[0]
+    if m == 0:
+        for q in range(n):
             out[q] = y[q]
         return
-    c = wts[row, last]
-    n = y.shape[0]
-    if not _weighted_sum_some(k, wts, row, last, acc):
+    il = ix[row, m - 1]
+    c = cf[row, m - 1]
+    if m == 1:
         for q in range(n):
-            out[q] = y[q] + h * (c * k[last, q])
+            out[q] = y[q] + h * (c * k[il, q])
     else:
+        _sum_terms(k, ix, cf, row, 0, m - 1, acc, True)
         for q in range(n):
-            out[q] = y[q] + h * (acc[q] + c * k[last, q])
+            out[q] = y[q] + h * (acc[q] + c * k[il, q])
 
 
 @njit(cache=True)
@@ -342,11 +392,25 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
     wts[row_e, :s] = e
     if e3.shape[0] > 0:
         wts[row_e3, :s] = e3
+    # each row's nonzero weights as (stage index, weight) lists, made once per call; a stage
+    # row i sums stages l < i, b and the error weights the step's s stages; the dense row is
+    # listed per save (its weights depend on where the save falls)
+    ix = np.zeros((n_all + 4, n_all), dtype=np.int64)
+    cf = np.zeros((n_all + 4, n_all))
+    cnt = np.zeros(n_all + 4, dtype=np.int64)
+    for i in range(n_all):
+        cnt[i] = _nonzero_terms(wts, i, i, ix, cf)
+    for i in (row_b, row_e, row_e3):
+        cnt[i] = _nonzero_terms(wts, i, s, ix, cf)
     work = np.empty(work_size(model))
     # The step loop works on views without reference counting (ufm.kernels.unmanaged): each
     # field evaluation and helper call otherwise pays atomic increments and decrements for
     # every array it is handed or makes. The owners stay alive to the end (keep_alive below).
     k_o, ynew_o, ytmp_o, acc_o, acc3_o, wts_o, work_o = k, ynew, ytmp, acc, acc3, wts, work
+    ix_o, cf_o, cnt_o = ix, cf, cnt
+    ix = unmanaged(ix_o)
+    cf = unmanaged(cf_o)
+    cnt = unmanaged(cnt_o)
     k = unmanaged(k_o)
     ynew = unmanaged(ynew_o)
     ytmp = unmanaged(ytmp_o)
@@ -412,10 +476,10 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
         # Stage sums run along the state (contiguous, vectorisable) and skip zero
         # coefficients; each is y + h·(Σ_l a_il k_l) with the sum accumulated in l order.
         for i in range(1, s):
-            _combine(y, k, wts, i, i, h_try, acc, ytmp)
+            _combine(y, k, ix, cf, cnt, i, h_try, acc, ytmp)
             field_of_parts(p, ytmp, k[i], ip, coef, Y, pi, theta, tab_i, tab_f, work)
         carry[CARRY_RHS] += s - 1
-        _combine(y, k, wts, row_b, s, h_try, acc, ynew)
+        _combine(y, k, ix, cf, cnt, row_b, h_try, acc, ynew)
         attempted += 1
 
         # a count, not a loop with an early exit: vectorised, and divergence is rare
@@ -428,11 +492,11 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             if not finite:
                 err = np.inf
             elif two_estimates:
-                _weighted_sum(k, wts, row_e, s, acc)
-                _weighted_sum(k, wts, row_e3, s, acc3)
+                _weighted_sum(k, ix, cf, cnt, row_e, acc)
+                _weighted_sum(k, ix, cf, cnt, row_e3, acc3)
                 err = _error_norm_dop853(y, ynew, acc, acc3, h_try, rtol, atol)
             else:
-                _weighted_sum(k, wts, row_e, s, acc)
+                _weighted_sum(k, ix, cf, cnt, row_e, acc)
                 err = _error_norm_of(y, ynew, acc, h_try, rtol, atol)
             if not (err <= 1.0):
                 # reject: shrink (a non-finite trial state or error shrinks by the maximum)
@@ -458,7 +522,7 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             if extended and j < j_end and t_save[j] < t_new:
                 # a save inside the step: the dense-only stages, once per step
                 for i in range(s + 1, n_all):
-                    _combine(y, k, wts, i, i, h_try, acc, ytmp)
+                    _combine(y, k, ix, cf, cnt, i, h_try, acc, ytmp)
                     field_of_parts(p, ytmp, k[i], ip, coef, Y, pi, theta, tab_i, tab_f, work)
                 carry[CARRY_RHS] += n_all - s - 1
             while j < j_end and t_save[j] <= t_new:
@@ -467,7 +531,8 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
                     record(j, t_save[j], ynew, model, out, work)
                 else:
                     _dense_weights(P, (t_save[j] - t) / h_try, wts, row_dense)
-                    _combine(y, k, wts, row_dense, n_all, h_try, acc, ytmp)
+                    cnt[row_dense] = _nonzero_terms(wts, row_dense, n_all, ix, cf)
+                    _combine(y, k, ix, cf, cnt, row_dense, h_try, acc, ytmp)
                     record(j, t_save[j], ytmp, model, out, work)
                 j += 1
         else:
@@ -491,5 +556,5 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
     carry[CARRY_H] = h
     carry[CARRY_FACOLD] = facold
     carry[CARRY_J] = j
-    keep_alive(k_o, ynew_o, ytmp_o, acc_o, acc3_o, wts_o, work_o)
+    keep_alive(k_o, ynew_o, ytmp_o, acc_o, acc3_o, wts_o, work_o, ix_o, cf_o, cnt_o)
     return status, j
