@@ -123,6 +123,7 @@ def test_local_fit_differences_with_the_absolute_log_step(monkeypatch):
     f = br.fit(_synthetic_run(), "standard", observables=["relations", "norms"], init="isotropic",
                params=["time_scale", "lambda"], scan=False, max_nfev=3)
     k = len(f.param_names_)
+    assert 0.0 < f.cpu_time_ and 0.0 < f.wall_time_           # both clocks are read
     start, columns = seen[0], seen[1:1 + k]
     for i, q in enumerate(columns):
         step = np.log(q / start)

@@ -172,7 +172,8 @@ class Fit:
             mean), for the fitted observables and, when defined, the semantic gap and the ETF
             distance. rss_, n_, k_, aic_, bic_: weighted residual sum of squares, residual
             count, number of fitted parameters and information criteria n·log(rss/n) + 2k,
-            + k·log n. success_, message_, nfev_, wall_time_.
+            + k·log n. success_, message_, nfev_, wall_time_ (seconds, wall clock), cpu_time_
+            (this process's CPU seconds: what to compare on a shared machine).
 
     Raises (from :meth:`fit`):
         TypeError / ValueError: bad arguments, naming them (unknown family, parameter or
@@ -237,7 +238,7 @@ class Fit:
         """
         from scipy.optimize import least_squares
 
-        started = _time.perf_counter()
+        started, cpu_started = _time.perf_counter(), _time.process_time()
         run = _check_run(run)
         self._check_budget()
         eng = _Engine(self, run)
@@ -291,6 +292,7 @@ class Fit:
         self.r2_ = {name: _r2(self.observed_[name], self.predicted_[name]) for name in eng.report_names}
         self.success_, self.message_, self.nfev_ = success, message, nfev
         self.wall_time_ = _time.perf_counter() - started
+        self.cpu_time_ = _time.process_time() - cpu_started
         return self
 
     def predict(self, params: dict | None = None):
