@@ -7,7 +7,8 @@ not wall (and a fit's ``max_time`` is wall time: under load it stops fits earlie
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.fit_methods OUT.json RUN.npz [RUN.npz ...]
 
 ``--profile`` instead runs the default ``compare`` once per run and prints, per fit, its CPU
-seconds (``Fit.cpu_time_``), predictions (integrations, scan and Jacobians included),
+seconds (``Fit.cpu_time_``: this process's, not the Jacobian workers'; compare wall with
+``UFM_JAC_WORKERS=1``), predictions (integrations, scan and Jacobians included),
 iterations, rss and message — where a slow compare spends its time — with the load average:
 
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.fit_methods --profile OUT.json RUN.npz [...]

@@ -177,7 +177,8 @@ class Fit:
             distance. rss_, n_, k_, aic_, bic_: weighted residual sum of squares, residual
             count, number of fitted parameters and information criteria n·log(rss/n) + 2k,
             + k·log n. success_, message_, nfev_, wall_time_ (seconds, wall clock), cpu_time_
-            (this process's CPU seconds: what to compare on a shared machine).
+            (this process's CPU seconds, what to compare on a shared machine; without the
+            Jacobian workers' when they ran, :func:`_open_pool`).
 
     Raises (from :meth:`fit`):
         TypeError / ValueError: bad arguments, naming them (unknown family, parameter or
