@@ -5,6 +5,13 @@ fits whose rss differs by more than 0.1 %. On a shared machine read CPU (``time.
 not wall (and a fit's ``max_time`` is wall time: under load it stops fits earlier).
 
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.fit_methods OUT.json RUN.npz [RUN.npz ...]
+
+``--profile`` instead runs the default ``compare`` once per run and prints, per fit, its CPU
+seconds (``Fit.cpu_time_``: this process's, not the Jacobian workers'; compare wall with
+``UFM_JAC_WORKERS=1``), predictions (integrations, scan and Jacobians included),
+iterations, rss and message — where a slow compare spends its time — with the load average:
+
+    OPENBLAS_NUM_THREADS=1 python -m benchmarks.fit_methods --profile OUT.json RUN.npz [...]
 """
 
 from __future__ import annotations
@@ -42,7 +49,37 @@ def main(out: str, paths) -> list:
     return res
 
 
+def profile(out: str, paths) -> list:
+    import ufm.bridge as br
+    warnings.simplefilter("ignore")
+    res = []
+    for path in paths:
+        run = br.load(path)
+        load = open("/proc/loadavg").read().split()[:3] if sys.platform.startswith("linux") else None
+        t0, c0 = time.perf_counter(), time.process_time()
+        cmp_ = br.compare(run)
+        entry = {"run": path, "N": int(run.N), "wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                 "best": cmp_.best_, "load": load, "fits": {}}
+        print(f"{path.split('/')[-1]:45s} CPU {entry['cpu']:6.1f} s  wall {entry['wall']:6.1f} s  best {cmp_.best_}  "
+              f"load {load}", flush=True)
+        for nm, f in cmp_.fits.items():
+            eng = getattr(f, "engine_", None)
+            if eng is None or not hasattr(f, "cpu_time_"):       # the frozen baseline (no fit)
+                continue
+            entry["fits"][nm] = {"cpu": f.cpu_time_, "wall": f.wall_time_, "predictions": eng.predictions,
+                                 "nfev": f.nfev_, "rss": f.rss_, "success": f.success_, "msg": f.message_}
+            print(f"    {nm:28s} CPU {f.cpu_time_:6.1f} s  {eng.predictions:4d} predictions  {f.nfev_:3d} nfev  "
+                  f"rss {f.rss_:.6g}  {'' if f.success_ else 'NOT converged: '}{f.message_[:60]}", flush=True)
+        res.append(entry)
+        with open(out, "w") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return res
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    prof = "--profile" in args
+    args = [a for a in args if a != "--profile"]
+    if len(args) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
+    (profile if prof else main)(args[0], args[1:])

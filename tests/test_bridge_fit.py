@@ -252,6 +252,30 @@ def test_fit_all_in_workers_matches_the_serial_fits(small_run):
         fit_all(specs(), small_run, workers=0)
 
 
+def test_jacobian_columns_in_workers_match_the_serial_fit(small_run, monkeypatch):
+    """With Jacobian workers (forced on for this quick fit: no CPU threshold) the columns are
+    computed in forked processes and the fit ends where the serial one does, bit for bit; the
+    pool is closed after the fit. Where forking is unsafe (numba's OpenMP layer started in this
+    test worker) no pool opens and the fit is the serial one."""
+    from ufm.bridge import fitting
+    kw = dict(params=["time_scale", "lambda", "beta"], observables=["relations", "semantic_gap"], init="isotropic")
+    serial = br.fit(small_run, "coupled", **kw)
+    used = []
+    orig = fitting._Engine.columns_in_workers
+
+    def columns_in_workers(self, points):
+        used.append(self.pool is not None)
+        return orig(self, points)
+    monkeypatch.setattr(fitting._Engine, "columns_in_workers", columns_in_workers)
+    monkeypatch.setattr(fitting, "_JAC_WORKERS", 2)
+    monkeypatch.setattr(fitting, "_JAC_POOL_MIN_SECONDS", 0.0)
+    forked = fitting._fork_safe()
+    parallel = br.fit(small_run, "coupled", **kw)
+    assert (len(used) > 0 and all(used)) == forked
+    assert parallel.params_ == serial.params_ and parallel.rss_ == serial.rss_ and parallel.r2_ == serial.r2_
+    assert parallel.engine_.pool is None and fitting._WORKER_ENGINE is None
+
+
 def test_decayed_components_do_not_become_subnormal():
     """On the dead-features run the linear-features Θ(t) prediction decays some Gram entries
     for ~1e6 time units: they reach 0 (flushed below ufm.kernels.integrate.TINY) instead of

@@ -123,6 +123,7 @@ def test_local_fit_differences_with_the_absolute_log_step(monkeypatch):
     f = br.fit(_synthetic_run(), "standard", observables=["relations", "norms"], init="isotropic",
                params=["time_scale", "lambda"], scan=False, max_nfev=3)
     k = len(f.param_names_)
+    assert 0.0 < f.cpu_time_ and 0.0 < f.wall_time_           # both clocks are read
     start, columns = seen[0], seen[1:1 + k]
     for i, q in enumerate(columns):
         step = np.log(q / start)
@@ -209,3 +210,42 @@ def test_auto_prediction_is_not_cut_by_the_explicit_projection():
     a, d = out["auto", 36_390][0], out["dopri5", 200_000][0]
     assert out["dopri5", 200_000][1] is None
     assert np.max(np.abs(a.gram_H - d.gram_H)) <= 1e-4 * np.max(np.abs(d.gram_H))
+
+
+# --- the local fit's stall rule and extrapolation along aligned steps ----------------------------
+
+def test_stall_is_measured_in_aic_units():
+    """The stall rule stops when n·log(cost) fell by at most _STALL_AIC over the window: the
+    same relative fall stalls a fit with many residuals later than one with few."""
+    rel = 1.0 - np.exp(-fitting._STALL_AIC / 1000)         # exactly the threshold at n = 1000
+    assert fitting._stalled(100.0, 100.0 * (1 - 0.5 * rel), 1000)
+    assert not fitting._stalled(100.0, 100.0 * (1 - 2 * rel), 1000)
+    assert fitting._stalled(100.0, 100.0 * (1 - 2 * rel), 100)      # the same fall, 10x fewer residuals
+    assert fitting._stalled(100.0, 100.5, 10)                       # no progress at all
+
+
+def test_extrapolation_jumps_to_the_limit_of_geometric_steps():
+    """Steps that line up and shrink by ρ = 1/2 sum to one more last step: the jump lands on the
+    minimum of a quadratic along that line, and a doubled jump (worse) is not taken."""
+    target = np.array([1.0, -2.0])
+    calls = []
+
+    def fun(z):
+        calls.append(np.array(z))
+        return 3.0 * (z - target)
+    d = np.array([0.4, -0.8])
+    path = [target - 2.0 * d, target - d, target - 0.5 * d]          # remaining sum: 0.5 d
+    z, used = fitting._extrapolate(fun, path, np.full(2, -10.0), np.full(2, 10.0))
+    assert np.allclose(z, target, atol=1e-12)
+    assert used == 2                                                 # the jump and the refused doubling
+    assert len(path) == 1 and np.array_equal(path[0], target - 0.5 * d)
+
+
+def test_extrapolation_needs_aligned_steps_and_stays_in_the_box():
+    def fun(z):
+        return np.asarray(z, dtype=np.float64) - 5.0
+    path = [np.zeros(2), np.array([1.0, 0.0]), np.array([1.0, 1.0])]   # a right angle: no jump
+    assert fitting._extrapolate(fun, list(path), np.full(2, -10.0), np.full(2, 10.0)) == (None, 0)
+    path = [np.zeros(2), np.ones(2), np.full(2, 1.9)]                  # towards (5, 5), past the box edge 2
+    z, used = fitting._extrapolate(fun, path, np.full(2, -10.0), np.full(2, 2.0))
+    assert used >= 1 and np.all(z <= 2.0) and np.allclose(z, 2.0)
