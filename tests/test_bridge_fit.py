@@ -276,6 +276,42 @@ def test_jacobian_columns_in_workers_match_the_serial_fit(small_run, monkeypatch
     assert parallel.engine_.pool is None and fitting._WORKER_ENGINE is None
 
 
+def _die_at_once(args):
+    """A Jacobian worker that dies on its first column (module level: the pool pickles it by name)."""
+    import os
+    os._exit(3)
+
+
+def test_a_dead_jacobian_worker_falls_back_to_serial_columns(small_run, monkeypatch):
+    """A Jacobian worker that dies (here: exits at once, as an out-of-memory kill would) loses
+    nothing: a RuntimeWarning names the fit, the pool is closed and never reopened, and the
+    columns are computed serially, so the fit ends where the serial one does, bit for bit."""
+    import warnings
+    from ufm.bridge import fitting
+    forked = fitting._fork_safe()       # False where numba's OpenMP layer started: no pool at all
+    kw = dict(params=["time_scale", "lambda", "beta"], observables=["relations", "semantic_gap"], init="isotropic")
+    serial = br.fit(small_run, "coupled", **kw)
+    opened = []
+    orig_open = fitting._open_pool
+
+    def open_pool(eng, seconds):
+        orig_open(eng, seconds)
+        opened.append(eng.pool is not None)
+    monkeypatch.setattr(fitting, "_open_pool", open_pool)
+    monkeypatch.setattr(fitting, "_column_in_worker", _die_at_once)
+    monkeypatch.setattr(fitting, "_JAC_WORKERS", 2)
+    monkeypatch.setattr(fitting, "_JAC_POOL_MIN_SECONDS", 0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        broken = br.fit(small_run, "coupled", **kw)
+    died = [w for w in caught if issubclass(w.category, RuntimeWarning)
+            and "Jacobian worker process of the 'coupled' fit failed (BrokenProcessPool" in str(w.message)]
+    assert len(died) == (1 if forked else 0)
+    assert opened[:1] == [forked] and not any(opened[1:])   # opened once (where it can), never again
+    assert broken.params_ == serial.params_ and broken.rss_ == serial.rss_ and broken.r2_ == serial.r2_
+    assert broken.engine_.pool is None and fitting._WORKER_ENGINE is None
+
+
 def test_decayed_components_do_not_become_subnormal():
     """On the dead-features run the linear-features Θ(t) prediction decays some Gram entries
     for ~1e6 time units: they reach 0 (flushed below ufm.kernels.integrate.TINY) instead of

@@ -975,7 +975,21 @@ class _Engine:
             return
         if self.deadline is not None and _time.perf_counter() > self.deadline:
             raise _OutOfTime()
-        for q, (out, failed, info) in zip(todo, self.pool.map(_column_in_worker, [(q, budget, rtol) for q in todo])):
+        try:
+            results = list(self.pool.map(_column_in_worker, [(q, budget, rtol) for q in todo]))
+        except Exception as exc:
+            # a worker died (killed, out of memory) or could not be reached: nothing is lost, the
+            # columns are computed serially by the caller (where an error of the prediction
+            # itself is raised again), and this fit opens no further pool
+            import warnings
+            warnings.warn(f"a Jacobian worker process of the {self.family!r} fit failed "
+                          f"({type(exc).__name__}: {exc}); "
+                          "computing its columns serially from here (UFM_JAC_WORKERS=1 avoids the workers)",
+                          RuntimeWarning, stacklevel=2)
+            _close_pool(self)
+            self.pool_failed = True
+            return
+        for q, (out, failed, info) in zip(todo, results):
             self._record(self._key(q, budget, rtol, False), q, out, False, None, None, failed, info)
 
     def step_budget(self) -> int:
@@ -1413,7 +1427,7 @@ def _open_pool(eng, seconds: float) -> None:
     (forking and shipping residual vectors cost ~10 ms a column)."""
     global _WORKER_ENGINE
     n = _jac_workers()
-    if eng.pool is not None or n <= 1 or eng.jac is not None or seconds < _JAC_POOL_MIN_SECONDS or not _fork_safe():
+    if eng.pool is not None or getattr(eng, "pool_failed", False) or n <= 1 or eng.jac is not None or seconds < _JAC_POOL_MIN_SECONDS or not _fork_safe():
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
