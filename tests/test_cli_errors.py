@@ -200,3 +200,22 @@ def test_console_script_prints_no_traceback(tmp_path):
                          timeout=120, cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"ufm run: config {cfg}: d: expected an integer, got 'wide'"]
+
+
+def test_a_repeated_warning_is_printed_once(monkeypatch, capsys):
+    """The fits of one comparison each warn about the same logged kernel: the command line
+    prints each warning text once, one line each, and a different text still gets its line."""
+    import warnings
+    from ufm.commands import cache
+
+    def noisy(args):
+        for _ in range(4):
+            warnings.warn("the logged kernel is the Euclidean NTK", UserWarning)
+        warnings.warn("another warning", UserWarning)
+        return 0
+    monkeypatch.setattr(cache, "main", noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli_main(["cache"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["ufm cache: warning: the logged kernel is the Euclidean NTK", "ufm cache: warning: another warning"]

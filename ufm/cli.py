@@ -62,8 +62,15 @@ def main(argv=None) -> int:
     prog = f"ufm {args.command}"
     shown = warnings.showwarning
     if not args.debug:
-        # a warning is one line too ("ufm inspect: warning: ..."), not file:line plus source
-        warnings.showwarning = lambda message, *rest, **kw: print(f"{prog}: warning: {message}", file=sys.stderr)
+        # a warning is one line too ("ufm inspect: warning: ..."), not file:line plus source, and
+        # each text is printed once (the fits of a comparison each warn about the same kernel)
+        printed = set()
+
+        def show(message, *rest, **kw):
+            if str(message) not in printed:
+                printed.add(str(message))
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+        warnings.showwarning = show
     try:
         return int(args._main(args) or 0)
     except KeyboardInterrupt:
