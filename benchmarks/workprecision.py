@@ -95,13 +95,10 @@ def reach_table(curves: dict, targets=TARGETS, base=BASE) -> dict:
 
 
 def _fmt_s(x):
-    if x is None:
-        return "–"
-    if x >= 1:
-        return f"{x:.2f} s"
-    if x >= 1e-3:
-        return f"{x * 1e3:.1f} ms"
-    return f"{x * 1e6:.0f} µs"
+    """The benchmark's time format (benchmarks.run.fmt_s; imported here, not at the top,
+    because run.py imports this module)."""
+    from benchmarks.run import fmt_s
+    return fmt_s(x)
 
 
 def _auto_note(wp: dict) -> str:
