@@ -81,7 +81,10 @@ T_LONG = np.geomspace(0.1, 1e6, 40)      # the long horizon
 REDUCED_SCALE = 1e-3                    # the reduced-ODE section keeps its own (issue 9) setting
 MSE_SCALE = 1e3                         # the stiff case: MSE from a large init
 SIZES = {"small": (10, 16), "medium": (64, 64), "large": (512, 256)}   # K = N, d
-SECTIONS = ("single", "workprecision", "long", "stiff", "sweep", "fit", "reduced", "gd", "gram", "roofline", "startup")
+# "fit" runs before "sweep": the sweep's parallel kernel starts numba's threading layer, and once
+# that is GNU OpenMP the fits may not fork their Jacobian worker processes (as in a fresh
+# `ufm fit` process they do)
+SECTIONS = ("single", "workprecision", "long", "stiff", "fit", "sweep", "reduced", "gd", "gram", "roofline", "startup")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,13 +529,21 @@ def bench_fit(cfg, res):
     if not FIT_RUN.exists():
         res["fit"] = {"skipped": f"skipped: {FIT_RUN} not found"}
         return
+    from ufm.bridge import fitting
+    workers = fitting._jac_workers() if fitting._fork_safe() else 1
+    workers_note = (f"Jacobian columns of slow predictions in {workers} worker processes (UFM_JAC_WORKERS), "
+                    "CPU time includes them" if workers > 1 else
+                    "Jacobian columns serial (UFM_JAC_WORKERS=1, or forking unsafe in this process: numba's "
+                    "OpenMP threading layer already started)")
     run = br.load(str(FIT_RUN))
     T = timed(lambda: br.compare(run), cfg["repeat_fit"], warmup=0)
     cmp_ = T[2]
     table = cmp_.table()
     res["fit"] = {"run": str(FIT_RUN.relative_to(ROOT)), "wall_s": T[0], "walls": T[1], "cpu_s": T.cpu,
                   "models": [row["model"] for row in table], "best_aic": cmp_.best("aic"),
-                  "note": "first call in the process includes loading the fitting kernels from numba's cache"}
+                  "jac_workers": workers,
+                  "note": "first call in the process includes loading the fitting kernels from numba's cache; "
+                          + workers_note}
     print(f"  fit --compare {res['fit']['run']}: {T[0]:.1f} s (runs {', '.join(f'{w:.1f}' for w in T[1])}), "
           f"{len(table)} models, best AIC {cmp_.best('aic')}", flush=True)
     runs = []
@@ -949,7 +960,8 @@ def machine() -> dict:
     except OSError:
         cpu = platform.processor() or "unknown"
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "numba": numba.__version__, "numba_threads": numba.get_num_threads(),
+            "scipy": scipy.__version__, "numba": numba.__version__, "numba_threads": numba.config.NUMBA_NUM_THREADS,   # get_num_threads() would start the threading layer
+           
             "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     try:
         info["numba_threading_layer"] = numba.config.THREADING_LAYER
