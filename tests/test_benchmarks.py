@@ -236,3 +236,23 @@ def test_step_history_replays_ufms_dop853_controller():
     assert peers.relative_error(y, ours.y) < 1e-9
     _, _, scipy_log = step_history.history(case, ufm_controller=False)
     assert not np.array_equal(scipy_log[:, 1], log[:, 1])
+
+
+def test_nothing_before_the_fit_section_starts_numbas_threading_layer():
+    """Once numba's threading layer is GNU OpenMP, fits may not fork their Jacobian workers, so
+    the benchmark would time serial fits where a fresh `ufm fit` process has workers: the
+    machine record must not start the layer (numba.get_num_threads() does), and the sweep (the
+    one parallel kernel) runs after the fits."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numba\nfrom benchmarks import run\ninfo = run.machine()\n"
+            "try:\n    numba.threading_layer()\n    print('started')\nexcept ValueError:\n    print('not started')\n"
+            "print(info['numba_threads'])")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert lines[0:2] == ["not", "started"] and int(lines[2]) >= 1
+    assert bench.SECTIONS.index("fit") < bench.SECTIONS.index("sweep")
