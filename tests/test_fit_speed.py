@@ -12,9 +12,9 @@ from ufm.bridge import fitting, settling
 from ufm.models import GramState
 
 
-def test_standard_errors_come_from_forward_differences_at_the_optimum():
-    """The standard errors are those of a forward-difference Jacobian at the optimum (the
-    optimiser's last one, scipy's steps; the engine's here: equal to 1e-3, measured 3e-5)."""
+def _synthetic_run():
+    """A noisy run made from a standard UFM (factorial 2×2, λ = 3e-3, time scale 0.4): the
+    fits' test case."""
     p = ufm.settings.factorial((2, 2))
     m = ufm.UFM(p, lambda_W=3e-3, lambda_H=3e-3)
     s2 = 1e-3
@@ -22,8 +22,14 @@ def test_standard_errors_come_from_forward_differences_at_the_optimum():
     steps = np.unique(np.concatenate([[0], np.geomspace(1, 5000, 25).round().astype(int)]))
     tr = ufm.solve(m, g0, 0.4 * steps, space="gram", rtol=1e-10, atol=1e-16)
     import ufm.bridge as br
-    run = br.Run.from_trajectory(tr, steps=steps, noise=0.01, seed=2)
-    f = br.fit(run, "standard", observables=["relations", "norms"], init="isotropic",
+    return br.Run.from_trajectory(tr, steps=steps, noise=0.01, seed=2)
+
+
+def test_standard_errors_come_from_forward_differences_at_the_optimum():
+    """The standard errors are those of a forward-difference Jacobian at the optimum (the
+    optimiser's last one, scipy's steps; the engine's here: equal to 1e-3, measured 3e-5)."""
+    import ufm.bridge as br
+    f = br.fit(_synthetic_run(), "standard", observables=["relations", "norms"], init="isotropic",
                params=["time_scale", "lambda", "init_scale"])
     eng = f.engine_
     x = np.array([f.params_[k] for k in eng.names])
@@ -94,17 +100,6 @@ def test_settling_never_ends_at_the_saddle_of_a_small_start(monkeypatch):
 
 
 # --- the local fit's Jacobian -------------------------------------------------------------------
-
-def _synthetic_run():
-    p = ufm.settings.factorial((2, 2))
-    m = ufm.UFM(p, lambda_W=3e-3, lambda_H=3e-3)
-    s2 = 1e-3
-    g0 = GramState(np.zeros((p.K, p.N)), s2 * np.eye(p.K), s2 * np.eye(p.N))
-    steps = np.unique(np.concatenate([[0], np.geomspace(1, 5000, 25).round().astype(int)]))
-    tr = ufm.solve(m, g0, 0.4 * steps, space="gram", rtol=1e-10, atol=1e-16)
-    import ufm.bridge as br
-    return br.Run.from_trajectory(tr, steps=steps, noise=0.01, seed=2)
-
 
 def test_local_fit_differences_with_the_absolute_log_step(monkeypatch):
     """The local fit's forward differences step every parameter by _DIFF_STEP in log

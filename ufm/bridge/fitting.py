@@ -671,6 +671,7 @@ class _Engine:
         self.predictions = 0
         self.last_jac_p = None
         self.pool = None                     # worker processes for Jacobian columns (_open_pool)
+        self.pool_failed = False             # a pool failed: this fit opens no other
         self.slowest = 0.0                   # CPU seconds of the slowest local-fit prediction so far
         # starting values
         start = []
@@ -1427,7 +1428,7 @@ def _open_pool(eng, seconds: float) -> None:
     (forking and shipping residual vectors cost ~10 ms a column)."""
     global _WORKER_ENGINE
     n = _jac_workers()
-    if eng.pool is not None or getattr(eng, "pool_failed", False) or n <= 1 or eng.jac is not None or seconds < _JAC_POOL_MIN_SECONDS or not _fork_safe():
+    if eng.pool is not None or eng.pool_failed or n <= 1 or eng.jac is not None or seconds < _JAC_POOL_MIN_SECONDS or not _fork_safe():
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
