@@ -59,8 +59,8 @@ import numpy as np
 from numba import njit
 
 from .expfn import exp_nonpositive, fast_exp  # noqa: F401  (exp_nonpositive: the older name, tests/test_models.py)
-from .smallmm import mm_rows, softmax_gradient, transpose_into
-from .unmanaged import matrix_view
+from .smallmm import decay_into, mm_rows, softmax_gradient, softmax_gradient_rows, transpose_into
+from .unmanaged import matrix_view, unmanaged
 from .reduced import reduced_field, reduced_objective, reduced_state_size, reduced_work_size
 from .layout import (C_LAM_B, C_LAM_E, C_LAM_H, C_LAM_W, C_LR_B, C_LR_H, C_LR_W, C_SIZE, IP_BIAS,  # noqa: F401
                      IP_D, IP_K, IP_LOSS, IP_N, IP_NTHETA, IP_SIZE, IP_SPACE, LOSS_CE, LOSS_MSE, SPACE_GRAM,
@@ -224,10 +224,12 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
             bk = b[k]
             for i in range(N):
                 Z[k, i] += bk
+    nwork = work.shape[0]
     if ip[IP_LOSS] == LOSS_CE and nZ <= SMALL_SOFTMAX_MAX:
         softmax_gradient(work[:nZ], Y, pi, work[nZ:2 * nZ], K, N)
+    elif ip[IP_LOSS] == LOSS_CE:
+        softmax_gradient_rows(work[:nZ], Y, pi, work[nZ:2 * nZ], K, N, work[nwork - 2 * N:nwork - N], work[nwork - N:])
     else:
-        nwork = work.shape[0]
         logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
 
     lr_w = coef[C_LR_W]
@@ -249,21 +251,16 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
             mm_rows(y, 0, 1, d, work, nZ, N, dy, nW, N, d, K, N, -lr_h, y, nW, N, lam_h + lam_e, True)
     else:
         np.dot(G, H.T, matrix_view(dy, 0, K, d))
-        for q in range(nW):
-            dy[q] = -lr_w * (dy[q] + lam_w * y[q])
+        decay_into(dy, 0, y, 0, nW, -lr_w, lam_w, 0.0)
         if coupled:
             np.dot(W.T, G, matrix_view(work, 2 * nZ, d, N))
-            Tf = work[2 * nZ:2 * nZ + nH]
-            for q in range(nH):
-                Tf[q] += lam_h * y[nW + q]
+            decay_into(work, 2 * nZ, y, nW, nH, 1.0, lam_h, 0.0)
         else:
             np.dot(W.T, G, matrix_view(dy, nW, d, N))
-            for q in range(nW, nW + nH):
-                dy[q] = -lr_h * ((dy[q] + lam_h * y[q]) + lam_e * y[q])
+            decay_into(dy, nW, y, nW, nH, -lr_h, lam_h, lam_e)
     if coupled:
         np.dot(matrix_view(work, 2 * nZ, d, N), theta[p], matrix_view(dy, nW, d, N))
-        for q in range(nW, nW + nH):
-            dy[q] = -lr_h * (dy[q] + lam_e * y[q])
+        decay_into(dy, nW, y, nW, nH, -lr_h, lam_e, 0.0)
 
     if ip[IP_BIAS]:
         _bias_field(G, y[nW + nH:], dy[nW + nH:], coef)
@@ -359,8 +356,17 @@ def _gram_field(p, y, dy, ip, coef, Y, pi, theta, work):
 def vector_field(p, y, dy, model, work):
     """Write dy/dt at state ``y`` into ``dy`` for the packed ``model`` (a
     :class:`~ufm.kernels.groups.Model`, maths in the module docstring), with coupling piece
-    ``p`` in force (see :func:`theta_piece`; ignored without coupling)."""
-    field_of_parts(p, y, dy, model.ip, model.coef, model.Y, model.pi, model.theta, model.tab_i, model.tab_f, work)
+    ``p`` in force (see :func:`theta_piece`; ignored without coupling).
+
+    The field runs on views without reference counts (:func:`~ufm.kernels.unmanaged.unmanaged`;
+    the caller owns the arrays for the whole call), so that none of the kernels it calls counts
+    references to its arguments. Measured at K = N = 10, d = 16 (CPU time, a loop of calls,
+    /tmp/s8prof/small.py, session 8): 0.89 µs per evaluation with the managed arrays, 0.76 µs
+    without (the driver's step loop already unpacks unmanaged views and calls
+    :func:`field_of_parts`)."""
+    field_of_parts(p, unmanaged(y), unmanaged(dy), unmanaged(model.ip), unmanaged(model.coef), unmanaged(model.Y),
+                   unmanaged(model.pi), unmanaged(model.theta), unmanaged(model.tab_i), unmanaged(model.tab_f),
+                   unmanaged(work))
 
 
 @njit(cache=True)
