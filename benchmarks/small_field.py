@@ -1,9 +1,10 @@
 """The size switches of the parameter-space field (ufm.kernels.fields.small_products and
 SMALL_SOFTMAX_MAX), measured: one CE field evaluation per size with the products through BLAS
-and through ufm.kernels.smallmm, and the softmax gradient through fields.logit_gradient and
-smallmm.softmax_gradient. CPU time (time.process_time), best of 3 loops; the two product builds
-run in alternate subprocesses (each compiles with its own threshold into its own numba cache,
-so the switch is read at compile time as in use), ROUNDS rounds.
+and through ufm.kernels.smallmm, and the softmax gradient through fields.logit_gradient (scalar
+row passes), smallmm.softmax_gradient (8-column blocks) and smallmm.softmax_gradient_rows (8-lane
+row passes). CPU time (time.process_time), best of 3 loops; the two product builds run in
+alternate subprocesses (each compiles with its own threshold into its own numba cache, so the
+switch is read at compile time as in use), ROUNDS rounds.
 
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.small_field [ROUNDS]
 """
@@ -18,7 +19,7 @@ import tempfile
 import time
 
 SIZES = ((10, 16), (10, 64), (16, 32), (20, 20), (24, 24), (32, 32), (40, 48), (64, 64))
-SOFTMAX_SIZES = ((10, 10), (7, 13), (20, 20), (32, 32), (48, 48), (64, 64), (128, 128))
+SOFTMAX_SIZES = ((10, 10), (7, 13), (20, 20), (32, 32), (48, 48), (64, 64), (128, 128), (512, 512))
 
 _FIELD = r"""
 import json, sys, time, numpy as np
@@ -66,12 +67,14 @@ def field_rounds(rounds: int) -> dict:
 
 
 def softmax_times() -> dict:
-    """size -> (logit_gradient µs, softmax_gradient µs), alternating, best of 2 each."""
+    """size -> (logit_gradient µs, softmax_gradient µs, softmax_gradient_rows µs), alternating,
+    best of 3 each; Z, G and the column buffers are slices of one buffer, as in the field's
+    ``work``."""
     import numpy as np
     from numba import njit
 
     from ufm.kernels.fields import LOSS_CE, logit_gradient
-    from ufm.kernels.smallmm import softmax_gradient
+    from ufm.kernels.smallmm import softmax_gradient, softmax_gradient_rows
 
     @njit
     def loop(n, Zf, Y, pi, Gf, cm, cs, K, N, which):
@@ -80,19 +83,23 @@ def softmax_times() -> dict:
         for _ in range(n):
             if which == 0:
                 logit_gradient(Z, Y, pi, LOSS_CE, G, cm, cs, False)
-            else:
+            elif which == 1:
                 softmax_gradient(Zf, Y, pi, Gf, K, N)
+            else:
+                softmax_gradient_rows(Zf, Y, pi, Gf, K, N, cm, cs)
     out = {}
     for K, N in SOFTMAX_SIZES:
         rng = np.random.default_rng(0)
-        Z, Y, pi, G = rng.normal(size=K * N) * 3, np.eye(K, N), rng.random(N), np.empty(K * N)
-        cm, cs = np.empty(N), np.empty(N)
+        buf = np.empty(2 * K * N + 2 * N)
+        Z, G, cm, cs = buf[:K * N], buf[K * N:2 * K * N], buf[2 * K * N:2 * K * N + N], buf[2 * K * N + N:]
+        Z[:] = rng.normal(size=K * N) * 3
+        Y, pi = np.eye(K, N), rng.random(N)
         n = int(3e7 / (K * N))
-        best = [float("inf"), float("inf")]
-        loop(1, Z, Y, pi, G, cm, cs, K, N, 0)
-        loop(1, Z, Y, pi, G, cm, cs, K, N, 1)
-        for _ in range(2):
-            for which in (0, 1):
+        best = [float("inf")] * 3
+        for which in range(3):
+            loop(1, Z, Y, pi, G, cm, cs, K, N, which)
+        for _ in range(3):
+            for which in range(3):
                 c0 = time.process_time()
                 loop(n, Z, Y, pi, G, cm, cs, K, N, which)
                 best[which] = min(best[which], 1e6 * (time.process_time() - c0) / n)
@@ -108,9 +115,9 @@ def main(rounds: int = 3) -> None:
         b = [r[key] for r in res["blas"]]
         v = [r[key] for r in res["vector"]]
         print(f"  K={K:3d} d={d:3d}  BLAS {min(b):7.3f}-{max(b):7.3f}   vector {min(v):7.3f}-{max(v):7.3f}")
-    print("softmax gradient, µs (logit_gradient / softmax_gradient)")
-    for key, (a, b) in softmax_times().items():
-        print(f"  {key:8s} {a:8.3f} {b:8.3f}")
+    print("softmax gradient, µs (logit_gradient / softmax_gradient / softmax_gradient_rows)")
+    for key, (a, b, c) in softmax_times().items():
+        print(f"  {key:8s} {a:8.3f} {b:8.3f} {c:8.3f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ explicit fused multiply-adds (:func:`_fma`: LLVM's ``llvm.fma``, vectorised to `
 underflow (subnormals, rounded once) and 0 below −745.13 without a branch or a table. NaN
 passes through. Tested against numpy's exp over the whole double range (tests/test_expfn.py).
 
+Its 8-lane twin :func:`ufm.kernels.smallmm.vexp` runs the same operations on a vector (the
+softmax kernels of the field), with the same bits (tests/test_field_vectors.py).
+
 Why not SVML: numba reports "llvmlite Using SVML Patched LLVM: False" for the llvmlite (LLVM
 22) installed here, so even with Intel's libsvml (``intel-cmplr-lib-rt``) on the library path
 ``numba -s`` says "SVML Operational: False" (checked): np.exp in a loop stays a scalar libm

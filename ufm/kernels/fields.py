@@ -169,11 +169,14 @@ def logit_gradient(Z, Y, pi, loss, G, colmax, colsum, want_loss=True):
 #: :func:`ufm.kernels.smallmm.mm_rows` (explicit 8-wide vectors, no BLAS call overhead) when
 #: K·d·N is at most this, and through BLAS above (measured: :func:`small_products`)
 SMALL_PRODUCTS_MAX = 32 * 32 * 32
-#: and its cross-entropy gradient through :func:`ufm.kernels.smallmm.softmax_gradient` when
-#: K·N is at most this: its column-block passes stride through Z and G, which stops paying
-#: against :func:`logit_gradient`'s row passes near K = N = 48. Measured (CPU time, the two
-#: alternately, µs, ``python -m benchmarks.small_field``, session 6): K = N = 10 0.36 vs 0.23,
-#: 20 0.83 vs 0.65, 32 1.93 vs 1.65, 48 3.9-4.0 vs 4.0, 64 6.2-7.3 vs 7.0-7.3, 128 26-29 vs 32-38
+#: and its cross-entropy gradient through :func:`ufm.kernels.smallmm.softmax_gradient` (8-column
+#: blocks, each through all three steps) when K·N is at most this, and through
+#: :func:`ufm.kernels.smallmm.softmax_gradient_rows` (the same arithmetic in row passes) above:
+#: the column blocks stride through Z and G, which stops paying near K = N = 48-64. Measured (CPU
+#: time, the three alternately, µs, ``python -m benchmarks.small_field``'s softmax part, session 8,
+#: load 5.7): K = N = 10: logit_gradient 0.35, blocks 0.18, rows 0.53; 20: 0.74, 0.44, 1.03;
+#: 32: 1.64, 0.93, 1.03; 48: 3.34, 1.94, 1.99; 64: 6.64, 4.19, 4.31; 128: 24.8, 19.0, 15.9;
+#: 512: 523, 1009, 399
 SMALL_SOFTMAX_MAX = 32 * 32
 
 
@@ -197,10 +200,12 @@ def small_products(K, d, N):
 
 @njit(cache=True)
 def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
-    # The weight-decay terms run as flat loops over the 1-D state slices (one long vectorised
-    # loop instead of K or d short ones), and without coupling the product WᵀG is written
+    # The weight-decay terms run as flat 8-lane passes over the 1-D state slices
+    # (ufm.kernels.smallmm.decay_into), and without coupling the product WᵀG is written
     # straight into dH (no copy through the scratch T). At small sizes the products and the
     # decay terms are one pass each (ufm.kernels.smallmm.mm_rows, the decay in its epilogue).
+    # The cross-entropy gradient is one 8-lane kernel (no loss: the field needs only G), in
+    # column blocks up to SMALL_SOFTMAX_MAX and in row passes above.
     K = ip[IP_K]
     d = ip[IP_D]
     N = ip[IP_N]
@@ -361,7 +366,7 @@ def vector_field(p, y, dy, model, work):
     The field runs on views without reference counts (:func:`~ufm.kernels.unmanaged.unmanaged`;
     the caller owns the arrays for the whole call), so that none of the kernels it calls counts
     references to its arguments. Measured at K = N = 10, d = 16 (CPU time, a loop of calls,
-    /tmp/s8prof/small.py, session 8): 0.89 µs per evaluation with the managed arrays, 0.76 µs
+    a scratch script, session 8): 0.89 µs per evaluation with the managed arrays, 0.76 µs
     without (the driver's step loop already unpacks unmanaged views and calls
     :func:`field_of_parts`)."""
     field_of_parts(p, unmanaged(y), unmanaged(dy), unmanaged(model.ip), unmanaged(model.coef), unmanaged(model.Y),

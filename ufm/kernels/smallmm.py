@@ -26,7 +26,14 @@ Measured at K = N = 10, d = 16 (CPU time per call in a loop, session 6; /tmp scr
 field-level comparison is ``python -m benchmarks.small_field``): Z = WH 95-102 ns, the copy of
 Hᵀ 57-59 ns, dW = −η(GHᵀ + λW) 80-90 ns, dH = −η(WᵀG + λH) 112-122 ns, against ``np.dot``
 alone 155, 249 (G·Hᵀ) and 130 ns (Wᵀ·G); :func:`softmax_gradient` 0.22-0.23 µs against
-0.36-0.37 µs.
+0.36-0.37 µs. Session 8 (the same way, load 5-6): the gathered copy of Hᵀ 33-34 ns,
+:func:`softmax_gradient` with :func:`vexp` 0.16-0.18 µs.
+
+The cross-entropy gradient of the field (:func:`softmax_gradient`, column blocks, and
+:func:`softmax_gradient_rows`, row passes) runs on the same vectors, with :func:`vexp`, an
+8-lane :func:`~ufm.kernels.expfn.fast_exp` (one zmm value where LLVM's loop vectoriser makes
+four-lane ymm code of the scalar one) that gives fast_exp's bits; :func:`decay_into` is the
+weight-decay epilogue of the BLAS products and :func:`transpose_into` gathers (:func:`vgather`).
 
 Each accumulator lane is the serial sum Σ_k in k order, every step one fused multiply-add, and
 the epilogue rounds as written; the interpreted twins (``NUMBA_DISABLE_JIT``) do exactly that
@@ -525,7 +532,7 @@ def transpose_into(src, off, rows, cols, dst, dst_off):
     """dst[dst_off + c·rows + r] = src[off + r·cols + c]: the (cols, rows) row-major transpose
     of the (rows, cols) row-major block of ``src`` at ``off``, each row of ``dst`` gathered 8
     elements at a time (:func:`vgather`). Measured at rows = 16, cols = 10 (CPU time, a loop of
-    calls, /tmp/s8prof/small2.py, session 8): 106 ns as a scalar double loop, XX ns gathered."""
+    calls, a scratch script, session 8): 106 ns as a scalar double loop, 33-34 ns gathered."""
     for c in range(cols):
         for r0 in range(0, rows, 8):
             n = min(8, rows - r0)
@@ -584,7 +591,14 @@ def _normalise_block(G, Y, pi, K, N, i0, c, inv):
     w = vload(pi, i0, c)
     for k in range(K):
         at_k = k * N + i0
-        vstore(G, at_k, vmul(vsub(vmul(vload(G, at_k, c), inv), vload(Y, at_k, c)), w), c)
+        vstore(G, at_k, _gradient_of(vload(G, at_k, c), inv, vload(Y, at_k, c), w), c)
+
+
+@njit(cache=True, inline="always")
+def _gradient_of(e, inv, y, w):
+    """(e·inv − y)·w lane by lane: the softmax e/Σ minus the label, weighted (both softmax
+    kernels)."""
+    return vmul(vsub(vmul(e, inv), y), w)
 
 
 @njit(cache=True)
@@ -592,34 +606,50 @@ def softmax_gradient_rows(Z, Y, pi, G, K, N, colmax, colsum):
     """:func:`softmax_gradient` (the same arithmetic and bits) in passes along rows, the column
     maxima and sums kept in the length-N buffers ``colmax`` and ``colsum``: for large N, where a
     block of 8 columns strides through K rows N·8 bytes apart (at N = 512 every row of a block
-    falls into the same few cache sets, and the three passes over it miss each time)."""
-    for i0 in range(0, N, 8):
-        c = min(8, N - i0)
-        vstore(colmax, i0, vload(Z, i0, c), c)
+    falls into the same few cache sets, and the three passes over it miss each time). Each pass
+    runs over the full 8-lane blocks of a row with a constant lane count (no mask to build per
+    vector) and then over the partial last block."""
+    n8 = N - N % 8
+    tail = N - n8
+    for i0 in range(0, n8, 8):
+        vstore(colmax, i0, vload(Z, i0, 8), 8)
+        vstore(colsum, i0, vzero(), 8)
+    if tail:
+        vstore(colmax, n8, vload(Z, n8, tail), tail)
+        vstore(colsum, n8, vzero(), tail)
     for k in range(1, K):
-        for i0 in range(0, N, 8):
-            c = min(8, N - i0)
-            vstore(colmax, i0, vmax(vload(colmax, i0, c), vload(Z, k * N + i0, c)), c)
-    for i0 in range(0, N, 8):
-        c = min(8, N - i0)
-        vstore(colsum, i0, vzero(), c)
+        for i0 in range(0, n8, 8):
+            vstore(colmax, i0, vmax(vload(colmax, i0, 8), vload(Z, k * N + i0, 8)), 8)
+        if tail:
+            vstore(colmax, n8, vmax(vload(colmax, n8, tail), vload(Z, k * N + n8, tail)), tail)
     for k in range(K):
-        for i0 in range(0, N, 8):
-            c = min(8, N - i0)
-            at_k = k * N + i0
-            e = vexp(vsub(vload(Z, at_k, c), vload(colmax, i0, c)))
-            vstore(G, at_k, e, c)
-            vstore(colsum, i0, vadd(vload(colsum, i0, c), e), c)
+        for i0 in range(0, n8, 8):
+            _exp_sum_block(Z, G, colmax, colsum, k * N + i0, i0, 8)
+        if tail:
+            _exp_sum_block(Z, G, colmax, colsum, k * N + n8, n8, tail)
     one = vsplat(1.0)
     for i0 in range(0, N, 8):
         c = min(8, N - i0)
         vstore(colsum, i0, vdiv(one, vload(colsum, i0, c)), c)
     for k in range(K):
-        for i0 in range(0, N, 8):
-            c = min(8, N - i0)
-            at_k = k * N + i0
-            vstore(G, at_k, vmul(vsub(vmul(vload(G, at_k, c), vload(colsum, i0, c)), vload(Y, at_k, c)),
-                                 vload(pi, i0, c)), c)
+        for i0 in range(0, n8, 8):
+            _normalise_at(G, Y, pi, colsum, k * N + i0, i0, 8)
+        if tail:
+            _normalise_at(G, Y, pi, colsum, k * N + n8, n8, tail)
+
+
+@njit(cache=True, inline="always")
+def _exp_sum_block(Z, G, colmax, colsum, at_k, i0, c):
+    """G[at_k …] = exp(Z[at_k …] − colmax[i0 …]), colsum[i0 …] += that, ``c`` lanes."""
+    e = vexp(vsub(vload(Z, at_k, c), vload(colmax, i0, c)))
+    vstore(G, at_k, e, c)
+    vstore(colsum, i0, vadd(vload(colsum, i0, c), e), c)
+
+
+@njit(cache=True, inline="always")
+def _normalise_at(G, Y, pi, inv, at_k, i0, c):
+    """G[at_k …] = (G·inv[i0 …] − Y[at_k …])·π[i0 …], ``c`` lanes."""
+    vstore(G, at_k, _gradient_of(vload(G, at_k, c), vload(inv, i0, c), vload(Y, at_k, c), vload(pi, i0, c)), c)
 
 
 @njit(cache=True)
@@ -627,16 +657,29 @@ def decay_into(x, x_off, y, y_off, n, s, mu, nu):
     """x[x_off + q] = s·((x[x_off + q] + μ·y[y_off + q]) + ν·y[y_off + q]) for q < n (the ν term
     only when ν ≠ 0), rounded as written: the weight-decay epilogue of the BLAS products, 8 lanes
     at a time (numba leaves the plain loop scalar: measured at K = N = d = 64, the two decay
-    passes of the field cost 3.9 µs as loops and 1.3 µs here, /tmp/s8prof/parts2.py, session 8)."""
+    passes of the field cost 3.9 µs as loops and 1.3 µs here, a scratch script, session 8)."""
     sv = vsplat(s)
     mv = vsplat(mu)
+    nv = vsplat(nu)
+    n8 = n - n % 8
     if nu != 0.0:
-        nv = vsplat(nu)
-        for q in range(0, n, 8):
-            c = min(8, n - q)
-            yv = vload(y, y_off + q, c)
-            vstore(x, x_off + q, vmul(sv, vadd(vadd(vload(x, x_off + q, c), vmul(mv, yv)), vmul(nv, yv))), c)
+        for q in range(0, n8, 8):
+            _decay2_at(x, x_off + q, y, y_off + q, sv, mv, nv, 8)
+        if n8 < n:
+            _decay2_at(x, x_off + n8, y, y_off + n8, sv, mv, nv, n - n8)
     else:
-        for q in range(0, n, 8):
-            c = min(8, n - q)
-            vstore(x, x_off + q, vmul(sv, vadd(vload(x, x_off + q, c), vmul(mv, vload(y, y_off + q, c)))), c)
+        for q in range(0, n8, 8):
+            _decay1_at(x, x_off + q, y, y_off + q, sv, mv, 8)
+        if n8 < n:
+            _decay1_at(x, x_off + n8, y, y_off + n8, sv, mv, n - n8)
+
+
+@njit(cache=True, inline="always")
+def _decay1_at(x, xa, y, ya, sv, mv, c):
+    vstore(x, xa, vmul(sv, vadd(vload(x, xa, c), vmul(mv, vload(y, ya, c)))), c)
+
+
+@njit(cache=True, inline="always")
+def _decay2_at(x, xa, y, ya, sv, mv, nv, c):
+    yv = vload(y, ya, c)
+    vstore(x, xa, vmul(sv, vadd(vadd(vload(x, xa, c), vmul(mv, yv)), vmul(nv, yv))), c)
