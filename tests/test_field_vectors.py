@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -103,17 +104,9 @@ def test_softmax_gradient_rows_is_logit_gradient_bit_for_bit(K, N):
         G, G_ref, Z, Y, pi = _rows_pair(K, N, scale, soft, seed=K * 31 + N)
         assert np.all(np.isfinite(G))
         np.testing.assert_array_equal(G, G_ref)
-
-    class _Problem:
-        pass
-
-    class _Model:
-        loss_name = "ce"
     G, _, Z, Y, pi = _rows_pair(K, N, 1.0, True, seed=5)
-    m = _Model()
-    m.problem = _Problem()
-    m.problem.Y, m.problem.weights = Y, pi
-    _, G_np = ref.data_loss_and_grad(m, Z)
+    model = SimpleNamespace(loss_name="ce", problem=SimpleNamespace(Y=Y, weights=pi))
+    _, G_np = ref.data_loss_and_grad(model, Z)
     np.testing.assert_allclose(G, G_np, rtol=0, atol=1e-15)
 
 

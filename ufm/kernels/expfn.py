@@ -40,6 +40,7 @@ _X_MAX = 710.0                         # e^x > largest double above 709.78
 _TAYLOR = (1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
            1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0)
 
+
 def _float_bits_py(x):
     """The IEEE-754 bits of a float64 as a Python int (for constants at compile time)."""
     return struct.unpack("<q", struct.pack("<d", x))[0]
