@@ -165,6 +165,24 @@ def logit_gradient(Z, Y, pi, loss, G, colmax, colsum, want_loss=True):
     return total
 
 
+@njit(cache=True)
+def field_logit_gradient(work, Y, pi, loss, K, N):
+    """G = ∂ℓ/∂Z for the vector fields: Z is ``work[:K·N]`` and G goes to ``work[K·N:2·K·N]``
+    (row-major K×N), the last 2N entries of ``work`` are scratch; no loss value (the fields need
+    only G). Cross-entropy through the 8-lane kernels of :mod:`ufm.kernels.smallmm` (column
+    blocks up to :data:`SMALL_SOFTMAX_MAX`, row passes above; :func:`logit_gradient`'s bits),
+    MSE through :func:`logit_gradient`."""
+    nZ = K * N
+    nwork = work.shape[0]
+    if loss == LOSS_CE and nZ <= SMALL_SOFTMAX_MAX:
+        softmax_gradient(work[:nZ], Y, pi, work[nZ:2 * nZ], K, N)
+    elif loss == LOSS_CE:
+        softmax_gradient_rows(work[:nZ], Y, pi, work[nZ:2 * nZ], K, N, work[nwork - 2 * N:nwork - N], work[nwork - N:])
+    else:
+        logit_gradient(matrix_view(work, 0, K, N), Y, pi, loss, matrix_view(work, nZ, K, N),
+                       work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
+
+
 #: the parameter-space field takes its three products through
 #: :func:`ufm.kernels.smallmm.mm_rows` (explicit 8-wide vectors, no BLAS call overhead) when
 #: K·d·N is at most this, and through BLAS above (measured: :func:`small_products`)
@@ -229,13 +247,7 @@ def _parameter_field(p, y, dy, ip, coef, Y, pi, theta, work):
             bk = b[k]
             for i in range(N):
                 Z[k, i] += bk
-    nwork = work.shape[0]
-    if ip[IP_LOSS] == LOSS_CE and nZ <= SMALL_SOFTMAX_MAX:
-        softmax_gradient(work[:nZ], Y, pi, work[nZ:2 * nZ], K, N)
-    elif ip[IP_LOSS] == LOSS_CE:
-        softmax_gradient_rows(work[:nZ], Y, pi, work[nZ:2 * nZ], K, N, work[nwork - 2 * N:nwork - N], work[nwork - N:])
-    else:
-        logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
+    field_logit_gradient(work, Y, pi, ip[IP_LOSS], K, N)
 
     lr_w = coef[C_LR_W]
     lr_h = coef[C_LR_H]
@@ -305,8 +317,7 @@ def _gram_field(p, y, dy, ip, coef, Y, pi, theta, work):
         for k in range(K):
             for i in range(N):
                 Z[k, i] += b[k]
-    nwork = work.shape[0]
-    logit_gradient(Z, Y, pi, ip[IP_LOSS], G, work[nwork - 2 * N:nwork - N], work[nwork - N:], False)
+    field_logit_gradient(work, Y, pi, ip[IP_LOSS], K, N)
 
     lr_w = coef[C_LR_W]
     lr_h = coef[C_LR_H]
