@@ -1004,16 +1004,22 @@ class _Engine:
                 or self.coupling_kind not in ("identity", "attribute", "measured", "matrix")):
             return out
         v = self.values(p)
+        lo, hi = self.box if self.box is not None else (np.zeros(len(p)), np.full(len(p), np.inf))
         for i, nm in enumerate(self.names):
             if nm not in ("time_scale", "time_power"):
                 continue
-            q = np.array(p, dtype=np.float64)
-            q[i] *= math.exp(-_DIFF_STEP)
-            if self.box is not None and q[i] < self.box[0][i]:
-                q = np.array(p, dtype=np.float64)          # at the lower edge: forward
-                q[i] *= math.exp(_DIFF_STEP)
-            vq = self.values(q)
-            if any(vq.get(k) != x for k, x in v.items() if k not in ("time_scale", "time_power")):
+            # decay_factor (λ = f·wd·lr/s) moves with s: stepping both keeps λ, so the point is
+            # again the base path at other times, along the direction e_s + e_f (jacobian)
+            move = [i] + ([self.names.index("decay_factor")] if nm == "time_scale" and "decay_factor" in self.names
+                          else [])
+            for h in (-_DIFF_STEP, _DIFF_STEP):          # backward first; forward at a lower edge
+                q = np.array(p, dtype=np.float64)
+                q[move] *= math.exp(h)
+                if np.all(q[move] >= lo[move]) and np.all(q[move] <= hi[move]):
+                    break
+            else:
+                continue
+            if not _same_model(v, self.values(q)):
                 continue                     # the model itself moves with it (a decay tied to s)
             out[i] = q
         return out
@@ -1060,8 +1066,7 @@ class _Engine:
         taus = []
         for q in others:
             vq = self.values(q)
-            if (not np.array_equal(q[rest], base[rest])
-                    or any(vq.get(k) != x for k, x in vb.items() if k != "time_scale")):
+            if not np.array_equal(q[rest], base[rest]) or not _same_model(vb, vq):
                 return                       # not one model at several time scales
             tq, tq0 = self.times(vq)
             taus.append(tq - tq0)
@@ -1212,10 +1217,15 @@ class _Engine:
         J = np.zeros((r0.size, len(p)))
         steps = {}
         shifted = self.time_columns(p) if hasattr(self, "time_columns") else {}
+        along = {}                           # time column -> the columns its point also moved (decay_factor)
+        for i, q in shifted.items():
+            comp = [j for j in range(len(p)) if j != i and q[j] != p[j]]
+            if all(columns is None or columns[j] for j in comp) and not any(j in shifted for j in comp):
+                along[i] = comp
         for i in range(len(p)):
             if columns is not None and not columns[i]:
                 continue
-            if i in shifted:                 # a time column: seen in the prediction at p (time_columns)
+            if i in along:                   # a time column: seen in the prediction at p (time_columns)
                 steps[i] = (shifted[i], -_DIFF_STEP if shifted[i][i] < p[i] else _DIFF_STEP)
                 self.take_shifted(shifted[i])
                 continue
@@ -1229,6 +1239,10 @@ class _Engine:
                 self.columns_in_workers([q for q, _ in steps.values()])
         for i, (q, h) in steps.items():
             J[:, i] = (self.residuals(q) - r0) / h
+        for i, comp in along.items():
+            # a difference along e_i + Σ e_j: the directional derivative, less the others' columns
+            if i in steps:
+                J[:, i] -= J[:, comp].sum(axis=1)
         if columns is None or np.all(columns):
             self.last_jac_p = np.array(p)
         return J
@@ -1703,6 +1717,14 @@ def _jac_workers() -> int:
 
 class _OutOfTime(Exception):
     """Raised inside the residual function when a fit's max_time has passed."""
+
+
+def _same_model(v: dict, w: dict) -> bool:
+    """Whether two parameter value sets (:meth:`_Engine.values`) make the same model: equal but
+    for the time map (and decay_factor, which enters as the decays it makes), to rounding
+    (λ = f·wd·lr/s with f and s stepped by one factor)."""
+    return v.keys() == w.keys() and all(math.isclose(x, w[k], rel_tol=1e-13, abs_tol=0.0) for k, x in v.items()
+                                        if k not in ("time_scale", "time_power", "decay_factor"))
 
 
 def _steps_of(info) -> int:
