@@ -60,8 +60,8 @@ by a coarse scan. Where the flow is autonomous and the model does not depend on 
 ``time_power`` is the same path seen at other times: the Jacobian columns of those two are read
 off the base prediction at shifted save times (:meth:`_Engine.time_columns`), and the scan's
 time-scale candidates of one model share one integration (:meth:`_Engine.prefetch_scan`); a
-prediction that reached its end is not integrated again when the step budget changes. A few parameters against 50–100 checkpoints at N ≈ 16 take seconds. A
-Gram-space prediction ends where the model has settled at a *stable* equilibrium
+prediction that reached its end is not integrated again when the step budget changes. A few
+parameters against 50–100 checkpoints at N ≈ 16 take seconds. A Gram-space prediction ends where the model has settled at a *stable* equilibrium
 (:mod:`ufm.bridge.settling`: remaining displacement below the tolerance and every eigenvalue
 of the Jacobian negative, so a saddle plateau never ends it); its later saves hold that state
 (``trajectory_.info["settled_from"]``). A deep-family prediction ends where it is certified
@@ -983,8 +983,7 @@ class _Engine:
                 self._shifted.clear()
             need = _steps_of(tr.info)
             for (q, _), (gH, gW, _) in zip(shifts, seen):
-                self._shifted[self._point(q, rtol)] = (self._residual_vector(gH, gW, None), tr.info,
-                                                                            need)
+                self._shifted[self._point(q, rtol)] = (self._residual_vector(gH, gW, None), tr.info, need)
         self._record(key, p, out, scan, model, tr, failed, tr.info)
         return out
 
@@ -1040,10 +1039,12 @@ class _Engine:
         on the time scale (:meth:`time_columns`' condition): the prediction with the largest
         time scale, saving also at the others' times (t − t₀ = s·(step^p − step₀^p) scales
         with s, so they lie within its horizon); the others' residuals are cached as scan
-        evaluations. A point whose horizon the integration did not reach (it failed first) is
-        left to be predicted on its own, so every cached residual is what its own prediction
-        gives, to the tolerance (the path is the same; only ``auto``'s stiff trials, which look
-        at the horizon, can take other steps)."""
+        evaluations. Where the step budget ran out first, a point beyond it is penalised from
+        the same save on as its own prediction (on the same path, it runs out at the same
+        step); where the integration stopped for another reason (stiff, non-finite: judged on
+        its own horizon) such points are left to be predicted on their own. So every cached
+        residual is what the point's own prediction gives, to the tolerance (the path is the
+        same; only ``auto``'s stiff trials, which look at the horizon, can take other steps)."""
         if (not _SHIFT_COLUMNS or self.time_map not in ("scale", "power") or "time_scale" not in self.names
                 or self.coupling_kind not in ("identity", "attribute", "measured", "matrix")):
             return
