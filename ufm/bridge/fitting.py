@@ -1365,7 +1365,17 @@ _DEEP_SETTLE = True
 #: 1e-4 left mlp_factorial5x5_sgd's coupled · NTK Θ(t) in its noise (2484.8; 3e-4: 2399.9)
 _DIFF_STEP = 3e-4
 #: the Jacobian columns of time_scale and time_power are read off the base prediction at shifted
-#: save times where the flow is autonomous (_Engine.time_columns): no prediction for them
+#: save times where the flow is autonomous (_Engine.time_columns: no prediction for them), the
+#: scan's time-scale candidates share an integration (_Engine.prefetch_scan), and (with these, in
+#: the A/B below) a finished prediction is not integrated again at another step budget. Off
+#: against on, compare CPU s, UFM_JAC_WORKERS=1, max_time=None, one process alternating
+#: (2026-12-02 21:32-21:46 UTC, load 5-6 from other jobs; a /tmp script doing what
+#: benchmarks.fit_methods does; before the decay_factor companion step): transformer_hierarchy_adamw
+#: 100.6 -> 75.1 (linear-features 92.4 -> 67.8, 300 -> 157 integrations, rss 57.2707 both),
+#: mlp_factorial_adamw 43.2 -> 32.6 (linear-features 33.9 -> 24.3), mlp_factorial_sgd_dead
+#: 17.6 -> 14.1 (deep 13.3 -> 9.5); every fitted rss within 0.01 % (coupled 325.332 -> 325.311).
+#: The shifted residuals agree with separate predictions to 1e-10 of the column (scratch check on
+#: transformer_hierarchy_adamw's and mlp_factorial_sgd's default rows at their starts)
 _SHIFT_COLUMNS = True
 _COARSE_RTOL = 1e-5      # tolerance of the first optimisation stage
 _MIN_BUDGET = 4_000      # early rejection: a trial prediction may take max(this, ...
