@@ -1679,10 +1679,11 @@ def _can_fork(fits) -> bool:
 
 
 def _fit_in_worker(f, run):
-    """Fit in a worker process; the residual cache stays behind (it can hold thousands of
+    """Fit in a worker process; the residual caches stay behind (they can hold thousands of
     residual vectors)."""
     f.fit(run)
-    f.engine_._cache.clear()
+    for store in (f.engine_._cache, f.engine_._finished, f.engine_._shifted):
+        store.clear()
     return f
 
 
