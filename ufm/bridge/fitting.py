@@ -993,13 +993,11 @@ class _Engine:
         the time maps t = s·step^p the model and its start do not depend on s and p (unless a
         decay is tied to s, ``decay_factor`` or the run's decay per step), and for an autonomous
         flow (no Θ(t), no optimiser map) the state at a save is y(t − t₀) of one path. Their
-        columns step as every column does (forward, backward where the forward step would leave
-        the search box, :meth:`jacobian`): the base prediction then runs on by e^h − 1 = 3e-4
-        of its horizon to the shifted saves, so its own saves move by its interpolation error.
-        (Backward steps would keep the shifted saves inside the horizon and the base prediction
-        bit for bit, but their other O(h) error sent non-converged fits elsewhere: the shipped
-        mlp_hierarchy_sgd's linear-features row, stopped by max_nfev, rss 148.91 -> 155.86;
-        forward 148.93; /tmp/s8/diag.py of session 8.)"""
+        columns step backward (p·e^(−h): the shifted saves stay within the prediction's horizon,
+        so they cost the base prediction nothing and leave its steps as they were,
+        :meth:`residuals`); forward only where the backward step would leave the search box
+        (a time power at its lower bound; then the base prediction runs on by that step's
+        share of its horizon, e^h − 1 = 3e-4, and its saves move by its interpolation error)."""
         out = {}
         if (not _SHIFT_COLUMNS or self.jac is not None or self.time_map not in ("scale", "power")
                 or self.coupling_kind not in ("identity", "attribute", "measured", "matrix")):
@@ -1013,7 +1011,7 @@ class _Engine:
             # again the base path at other times, along the direction e_s + e_f (jacobian)
             move = [i] + ([self.names.index("decay_factor")] if nm == "time_scale" and "decay_factor" in self.names
                           else [])
-            for h in _SHIFT_DIRECTIONS:
+            for h in (-_DIFF_STEP, _DIFF_STEP):          # backward first; forward at a lower edge
                 q = np.array(p, dtype=np.float64)
                 q[move] *= math.exp(h)
                 if np.all(q[move] >= lo[move]) and np.all(q[move] <= hi[move]):
@@ -1379,8 +1377,6 @@ _DIFF_STEP = 3e-4
 #: The shifted residuals agree with separate predictions to 1e-10 of the column (scratch check on
 #: transformer_hierarchy_adamw's and mlp_factorial_sgd's default rows at their starts)
 _SHIFT_COLUMNS = True
-#: ... stepping forward, backward at the box's upper edge (as every forward-difference column)
-_SHIFT_DIRECTIONS = (_DIFF_STEP, -_DIFF_STEP)
 _COARSE_RTOL = 1e-5      # tolerance of the first optimisation stage
 _MIN_BUDGET = 4_000      # early rejection: a trial prediction may take max(this, ...
 _BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator steps
