@@ -8,8 +8,10 @@ not wall (and a fit's ``max_time`` is wall time: under load it stops fits earlie
 
 ``--profile`` instead runs the default ``compare`` once per run and prints, per fit, its CPU
 seconds (``Fit.cpu_time_``: this process's, not the Jacobian workers'; compare wall with
-``UFM_JAC_WORKERS=1``), predictions (integrations, scan and Jacobians included),
-iterations, rss and message — where a slow compare spends its time — with the load average:
+``UFM_JAC_WORKERS=1``), predictions (evaluated points, scan and Jacobians included) and
+integrations (fewer: time-map points read off another prediction, ``_Engine.time_columns``,
+``prefetch_scan``), iterations, rss and message — where a slow compare spends its time — with
+the load average:
 
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.fit_methods --profile OUT.json RUN.npz [...]
 """
@@ -67,8 +69,10 @@ def profile(out: str, paths) -> list:
             if eng is None or not hasattr(f, "cpu_time_"):       # the frozen baseline (no fit)
                 continue
             entry["fits"][nm] = {"cpu": f.cpu_time_, "wall": f.wall_time_, "predictions": eng.predictions,
-                                 "nfev": f.nfev_, "rss": f.rss_, "success": f.success_, "msg": f.message_}
-            print(f"    {nm:28s} CPU {f.cpu_time_:6.1f} s  {eng.predictions:4d} predictions  {f.nfev_:3d} nfev  "
+                                 "integrations": eng.integrations, "nfev": f.nfev_, "rss": f.rss_,
+                                 "success": f.success_, "msg": f.message_}
+            print(f"    {nm:28s} CPU {f.cpu_time_:6.1f} s  {eng.predictions:4d} predictions "
+                  f"({eng.integrations:4d} integrated)  {f.nfev_:3d} nfev  "
                   f"rss {f.rss_:.6g}  {'' if f.success_ else 'NOT converged: '}{f.message_[:60]}", flush=True)
         res.append(entry)
         with open(out, "w") as fh:

@@ -244,3 +244,123 @@ def test_extrapolation_needs_aligned_steps_and_stays_in_the_box():
     path = [np.zeros(2), np.ones(2), np.full(2, 1.9)]                  # towards (5, 5), past the box edge 2
     z, used = fitting._extrapolate(fun, path, np.full(2, -10.0), np.full(2, 2.0))
     assert used >= 1 and np.all(z <= 2.0) and np.allclose(z, 2.0)
+
+
+# --- time-map columns and scan points read off one prediction -----------------------------------
+
+def _power_engine(params=("time_scale", "lambda", "time_power"), time="power", meta=None):
+    import ufm.bridge as br
+    run = _synthetic_run()
+    if meta:
+        run = br.Run.from_trajectory(ufm.solve(ufm.UFM(ufm.settings.factorial((2, 2)), lambda_W=3e-3, lambda_H=3e-3),
+                                               GramState(np.zeros((4, 4)), 1e-3 * np.eye(4), 1e-3 * np.eye(4)),
+                                               0.4 * run.steps, space="gram", rtol=1e-10, atol=1e-16),
+                                     steps=run.steps, noise=0.01, seed=2, meta=meta)
+    f = fitting.Fit("standard", list(params), ["relations", "norms"], time=time, init="isotropic")
+    eng = fitting._Engine(f, run)
+    eng.box = eng.bounds()
+    return eng
+
+
+def test_time_columns_are_read_off_the_base_prediction():
+    """The Jacobian columns of time_scale and time_power (t = s·step^p: the model does not
+    depend on them, and the flow is autonomous) are the base prediction at shifted save times:
+    equal to separate predictions at the columns' points (to 1e-9 of the column, measured
+    ~1e-13), without another integration, and the base residuals are bit for bit those
+    without the extra saves (dense output: the same steps)."""
+    eng = _power_engine()
+    p = eng.start * np.array([0.7, 1.3, 1.1])
+    cols = eng.time_columns(p)
+    assert sorted(cols) == [0, 2]                                  # not lambda
+    for i, q in cols.items():
+        assert np.log(q[i] / p[i]) == pytest.approx(-fitting._DIFF_STEP, rel=1e-12)
+        assert np.array_equal(np.delete(q, i), np.delete(p, i))
+    budget, rtol = eng.step_budget(), eng.stage_rtol
+    r0 = eng.residuals(p)
+    assert eng.integrations == 1
+    assert np.array_equal(r0, eng._evaluate(p, budget, rtol)[0])
+    J = eng.jacobian(p, upper=eng.box[1])
+    assert eng.integrations == 3                                   # the check above, and lambda's column
+    for i, q in cols.items():
+        sep = eng._evaluate(q, budget, rtol)[0]
+        col = (sep - r0) / -fitting._DIFF_STEP
+        assert np.max(np.abs(J[:, i] - col)) <= 1e-9 * np.max(np.abs(col))
+    # switched off: every column is its own prediction, and the Jacobian the same
+    saved = fitting._SHIFT_COLUMNS
+    try:
+        fitting._SHIFT_COLUMNS = False
+        other = _power_engine()
+        assert other.time_columns(p) == {}
+        other.residuals(p)
+        other.jacobian(p, upper=other.box[1])
+        assert other.integrations == 4
+    finally:
+        fitting._SHIFT_COLUMNS = saved
+
+
+def test_time_columns_with_a_decay_tied_to_the_time_scale():
+    """A decay tied to the time scale (decay_factor: λ = f·wd·lr/s) moves the model with s: the
+    time_scale point steps decay_factor with it (λ kept, the base path at other times), and
+    the column is that directional difference less decay_factor's column: equal to the
+    separately predicted column to O(h) (measured 4e-6 of the column here, where forward and
+    backward differences differ by 5e-4: a scratch check of this test's engine). Without a fitted
+    decay_factor (the run's decay per step, λ = wd·lr/s) it is predicted on its own."""
+    meta = {"weight_decay": 1e-3, "lr": 0.4}
+    eng = _power_engine(("time_scale", "decay_factor", "time_power"), meta=meta)
+    p = eng.start * np.array([0.7, 1.3, 1.1])
+    cols = eng.time_columns(p)
+    assert sorted(cols) == [0, 2]
+    q = cols[0]
+    assert np.allclose(np.log(q[:2] / p[:2]), -fitting._DIFF_STEP, rtol=1e-12, atol=0) and q[2] == p[2]
+    assert eng.values(q)["lambda_W"] == pytest.approx(eng.values(p)["lambda_W"], rel=1e-14)
+    r0 = eng.residuals(p)
+    J = eng.jacobian(p, upper=eng.box[1])
+    assert eng.integrations == 2                                   # the base and decay_factor's column
+    budget, rtol = eng.step_budget(), eng.stage_rtol
+    qs = p.copy()
+    qs[0] *= np.exp(-fitting._DIFF_STEP)
+    col = (eng._evaluate(qs, budget, rtol)[0] - r0) / -fitting._DIFF_STEP
+    assert np.max(np.abs(J[:, 0] - col)) <= 1e-2 * np.max(np.abs(col))
+    untied = _power_engine(("time_scale", "time_power"), meta=meta)
+    assert sorted(untied.time_columns(untied.start)) == [1]
+
+
+def test_scan_points_at_several_time_scales_share_one_integration():
+    """The scan's time-scale candidates of one model are read off the prediction with the
+    largest time scale (their saves lie within its horizon): one integration, residuals equal
+    to separate predictions to the scan's tolerance; where the step budget runs out first, the
+    candidates beyond it are penalised from the same save on as their own predictions are."""
+    for max_steps in (fitting._SCAN_MAX_STEPS, 60):
+        eng = _power_engine(("time_scale", "lambda"), time="scale")
+        q0 = eng.start.copy()
+        points = [q0 * np.array([10.0 ** f, 1.0]) for f in (-2.0, -1.0, 0.0, 1.0, 2.0)]
+        eng.prefetch_scan(points, max_steps)
+        assert eng.integrations == 1
+        rtol = max(eng.rtol, fitting._SCAN_RTOL)
+        fresh = _power_engine(("time_scale", "lambda"), time="scale")
+        failed = 0
+        for q in points:
+            r = eng._cache[eng._key(q, max_steps, rtol, True)]
+            sep = fresh._evaluate(q, max_steps, rtol)[0]
+            pen = sep == fitting._PENALTY
+            failed += bool(pen.any())
+            assert np.array_equal(r == fitting._PENALTY, pen)
+            assert np.max(np.abs(r - sep)) <= 1e-4 * max(1.0, np.max(np.abs(sep[~pen])))
+        assert (failed > 0) == (max_steps == 60)
+
+
+def test_a_time_column_at_the_lower_edge_steps_forward():
+    """At the lower edge of its box the time power's column steps forward (the backward point
+    would leave the box), still read off the base prediction, which then runs on past its
+    horizon: equal to a separate prediction to 1e-9 of the column."""
+    eng = _power_engine()
+    p = eng.start * np.array([0.7, 1.3, 1.0])
+    p[2] = eng.box[0][2]
+    q = eng.time_columns(p)[2]
+    assert np.log(q[2] / p[2]) == pytest.approx(fitting._DIFF_STEP, rel=1e-12)
+    r0 = eng.residuals(p)
+    J = eng.jacobian(p, upper=eng.box[1])
+    assert eng.integrations == 2                                   # the base and lambda's column
+    sep = eng._evaluate(q, eng.step_budget(), eng.stage_rtol)[0]
+    col = (sep - r0) / fitting._DIFF_STEP
+    assert np.max(np.abs(J[:, 2] - col)) <= 1e-9 * np.max(np.abs(col))
