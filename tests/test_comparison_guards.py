@@ -163,7 +163,7 @@ def test_fit_compare_json_via_the_cli(run, tmp_path):
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert set(out) >= {"best", "reason", "models", "n_eff", "cv"}
-    assert out["criterion_key"] == "cv" and out["cv"]["scheme"] == "leave-one-out" and len(out["cv"]["folds"]) == 4
+    assert out["criterion_key"] == "cv" and out["cv"]["scheme"] == "leave-one-out" and len(out["cv"]["folds"]) == 3
     assert all("cv_error" in m for m in out["models"])
     assert out["best"] is None or out["best"] in [m["name"] for m in out["models"]]
     names = [m["name"] for m in out["models"]]

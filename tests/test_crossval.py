@@ -71,11 +71,14 @@ def test_split_holds_out_contiguous_blocks_and_never_the_start():
         assert train[0] == 0 and np.array_equal(train, np.arange(hold[0]))       # everything before the block
         assert np.array_equal(hold, np.arange(hold[0], hold[-1] + 1))            # contiguous
     lo = split(41, 4, "leave-one-out")
-    assert len(lo) == 4
+    assert len(lo) == 3
     held = np.concatenate([h for _, h in lo])
-    assert np.array_equal(held, np.arange(1, 41))                                # each checkpoint once, not 0
+    # each checkpoint after the first block once: the first block anchors the time map
+    assert np.array_equal(held, np.arange(fw[0][1][0], 41)) and fw[0][1][0] == 11
+    assert np.array_equal(held, np.concatenate([h for _, h in fw]))             # the same held-out blocks
     for train, hold in lo:
-        assert 0 in train and not set(train) & set(hold)
+        assert np.array_equal(np.sort(np.concatenate([train, hold])), np.arange(41))
+        assert np.array_equal(train[:11], np.arange(11)) and not set(train) & set(hold)
     with pytest.raises(ValueError, match="blocks: 4 blocks need at least 9 checkpoints, the run has 8"):
         split(8, 4, "forward")
     with pytest.raises(ValueError, match="scheme"):
@@ -98,7 +101,7 @@ def test_the_generating_family_is_best_by_cross_validation(coupled_run):
     # the default criterion agrees here, and needs no refit
     assert br.compare(coupled_run, _families(), OBS).best() == "coupled"
     d = cmp.as_dict()
-    assert d["criterion_key"] == "cv" and d["cv"]["scheme"] == "leave-one-out" and len(d["cv"]["folds"]) == 4
+    assert d["criterion_key"] == "cv" and d["cv"]["scheme"] == "leave-one-out" and len(d["cv"]["folds"]) == 3
     assert {m["name"]: m["cv_error"] for m in d["models"]}["coupled"] == pytest.approx(cv.error["coupled"])
 
 
@@ -117,6 +120,10 @@ def test_held_out_error_is_the_scaled_residual_of_the_refit_prediction(coupled_r
             r = (pred[nm][hold] - eng.observed[nm][hold]) / eng.scales[nm]
             total += float(np.sum(r ** 2))
         assert err == pytest.approx(total, rel=1e-10)
+    # a run too short for 4 blocks of two checkpoints gets fewer blocks (7 checkpoints: 3 blocks)
+    short = br.compare(coupled_run.select(slice(0, 7)), {"coupled": _families()["coupled"]}, OBS)
+    few = cross_validate(short)
+    assert few.blocks == 3 and len(few.folds) == 2 and np.array_equal(few.folds[-1][1], [5, 6])
     # the baseline's error is its own residuals on the held-out checkpoints
     rb = scaled_residuals(eng, cmp.baseline.predicted_)
     assert cv.error[BASELINE] == pytest.approx(sum(float(np.sum(rb[h] ** 2)) for _, h in cv.folds), rel=1e-12)
