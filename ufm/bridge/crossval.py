@@ -158,7 +158,8 @@ def cross_validate(cmp, *, blocks: int = 4, scheme: str = "leave-one-out", max_n
     Returns:
         :class:`CrossValidation`; the baseline's error is included under its row name.
     """
-    from .comparison import BASELINE
+    # the baseline's row name from the comparison itself (importing it from .comparison would be a cycle)
+    base = next(nm for nm in cmp.rows() if cmp.role(nm) == "baseline")
     run = cmp.run
     # a short run (an exporter that stopped early) gets fewer blocks: two checkpoints a block at least
     folds = split(run.T, min(int(blocks), max(2, (run.T - 1) // 2)), scheme)
@@ -168,9 +169,9 @@ def cross_validate(cmp, *, blocks: int = 4, scheme: str = "leave-one-out", max_n
     held = np.concatenate([h for _, h in folds])
     cv.n = int(held.size * sum(base_eng.observed[nm].shape[1] for nm in base_eng.obs_names))
     rb = scaled_residuals(base_eng, cmp.baseline.predicted_)
-    cv.fold_error[BASELINE] = [float(np.sum(rb[h] ** 2)) for _, h in folds]
-    cv.error[BASELINE] = float(sum(cv.fold_error[BASELINE]))
-    cv.cpu_time[BASELINE] = 0.0
+    cv.fold_error[base] = [float(np.sum(rb[h] ** 2)) for _, h in folds]
+    cv.error[base] = float(sum(cv.fold_error[base]))
+    cv.cpu_time[base] = 0.0
     if names is None:
         names = [nm for nm in cmp.fits if cmp.role(nm) == "predictive" or (oracle and cmp.role(nm) == "oracle")]
     for nm in names:
