@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time as _time
+import warnings
 
 import numpy as np
 
@@ -86,12 +87,14 @@ class CrossValidation:
     """Result of :func:`cross_validate`.
 
     Attributes:
-        scheme, blocks: as given. folds: [(train indices, held-out indices), ...].
+        scheme: as given. blocks: the blocks used (fewer than asked on a short run).
+        folds: [(train indices, held-out indices), ...].
         error: row name -> held-out sum of squared scaled residuals over every fold (inf when a
             refit's prediction failed to integrate; absent for rows not cross-validated).
         fold_error: row name -> list of per-fold held-out errors.
         n: held-out residuals in all (the same for every row).
-        cpu_time: row name -> CPU seconds of its refits; cpu_time_total the sum.
+        cpu_time: row name -> this process's CPU seconds of its refits (without the Jacobian
+            workers', :func:`ufm.bridge.fitting.fit_all`); cpu_time_total the sum.
         refit_params: row name -> list of per-fold fitted parameters.
     """
 
@@ -121,7 +124,7 @@ class CrossValidation:
 
 def _refit(f, run, train, max_nfev: int):
     """A copy of the fitted ``f`` refitted on the checkpoints ``train`` of ``run`` (module
-    docstring), or None when the refit raised."""
+    docstring)."""
     from .fitting import Fit
     eng = f.engine_
     kw = f.get_params()
@@ -137,7 +140,10 @@ def _refit(f, run, train, max_nfev: int):
     if getattr(f, "family_", None) == "deep":
         kw["layers"] = f.layers_
     g = Fit(**kw)
-    return g.fit(run.select(train))
+    with warnings.catch_warnings():
+        # the full fit has said it already (e.g. a Euclidean kernel on an Adam run); once per refit is noise
+        warnings.simplefilter("ignore", UserWarning)
+        return g.fit(run.select(train))
 
 
 def cross_validate(cmp, *, blocks: int = 4, scheme: str = "leave-one-out", max_nfev: int = 8, oracle: bool = False,
