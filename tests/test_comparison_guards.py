@@ -148,19 +148,23 @@ def test_ess_correction_uses_the_residual_autocorrelation(run):
 
 
 def test_fit_compare_json_via_the_cli(run, tmp_path):
-    """``ufm fit RUN --compare --json`` prints one JSON object with best, reason and models (the
-    same object as the .json file it writes); each fit limited to 3 s, so which row wins is not
-    asserted here (the guards are tested above, in-process)."""
+    """``ufm fit RUN --compare --json --criterion cv`` prints one JSON object with best, reason,
+    models and the cross-validation (the same object as the .json file it writes); each fit
+    limited to 3 s, so which row wins is not asserted here (the guards are tested above and in
+    tests/test_crossval.py, in-process)."""
     small = run.select(slice(0, None, 2))
     path = br.export(tmp_path / "small.npz", **{k: v for k, v in small.fields().items() if k not in ("kernel",
                                                                                                       "kernel_steps")})
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.dirname(HERE) + os.pathsep + env.get("PYTHONPATH", "")
     res = subprocess.run([sys.executable, "-m", "ufm", "fit", path, "--compare", "--json", "--init", "isotropic",
-                          "--out-dir", str(tmp_path), "--max-time", "3"], capture_output=True, text=True, env=env, timeout=300)
+                          "--out-dir", str(tmp_path), "--max-time", "3", "--criterion", "cv"], capture_output=True,
+                         text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert set(out) >= {"best", "reason", "models", "n_eff"}
+    assert set(out) >= {"best", "reason", "models", "n_eff", "cv"}
+    assert out["criterion_key"] == "cv" and out["cv"]["scheme"] == "leave-one-out" and len(out["cv"]["folds"]) == 3
+    assert all("cv_error" in m for m in out["models"])
     assert out["best"] is None or out["best"] in [m["name"] for m in out["models"]]
     names = [m["name"] for m in out["models"]]
     assert names == [BASELINE, "standard", "coupled", "linear-features", "deep"]

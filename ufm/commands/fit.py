@@ -50,6 +50,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--format", default="png", choices=("png", "pdf", "svg"),
                         help="figure file format (default png; pdf and svg are vector)")
     parser.add_argument("--out-dir", default=".", help="directory for the outputs (default: current)")
+    parser.add_argument("--criterion", default="aic_eff", choices=("aic_eff", "cv"),
+                        help="with --compare: how the best model is chosen — aic_eff (default: ESS-corrected AIC) "
+                             "or cv (leave-one-block-out cross-validation: blocks 2-4 of 4 blocks of checkpoints held "
+                             "out in turn; refits every family 3 times: slower)")
     parser.add_argument("--max-time", type=float, default=120.0, help="seconds per fit before keeping the best so far")
     parser.add_argument("--method", default=None,
                         help="integrator of the predictions, any method of ufm.solve (default auto: an explicit "
@@ -108,7 +112,7 @@ def main(args) -> int:
                 result = ufm.bridge.kernel_prediction(run, obs, **kw)
                 suffix = "_kernel"
             else:
-                result = ufm.bridge.compare(run, None, obs, **kw)
+                result = ufm.bridge.compare(run, None, obs, criterion=args.criterion, **kw)
                 suffix = "_compare"
             report = result.report()
             payload = result.as_dict()
