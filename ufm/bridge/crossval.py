@@ -13,7 +13,7 @@ the initial state every prediction starts from, so it is never held out). Two sc
 The first block is never held out: its checkpoints anchor the map from steps to ODE time. A
 power map t = s·step^p fitted without them is free at small steps, so a held-out first block
 is predicted by extrapolating backwards over decades of log step — a test of the time map's
-parametrisation, not of the dynamics. Measured (``python /tmp/s8-cv/cvrun.py`` on
+parametrisation, not of the dynamics. Measured (``python -m benchmarks.crossval_evidence`` on
 transformer_hierarchy_adamw, 4 blocks, the first held out too): the coupled · NTK Θ(0) row's
 held-out error was 164 against the frozen baseline's 51 in the first block, and 20, 6, 22
 against 76, 47, 77 in the other three.
