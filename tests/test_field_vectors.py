@@ -24,6 +24,8 @@ from ufm.kernels import fields as kf
 from ufm.kernels.expfn import fast_exp
 from ufm.kernels.smallmm import decay_into, softmax_gradient_rows, vexp, vgather, vload, vstore
 
+from test_smallmm import softmax_case
+
 
 @njit(cache=True)
 def _scalar_exp(x, out):
@@ -79,17 +81,7 @@ def test_vgather_reads_the_strided_lanes_and_zeros_the_rest(count):
 
 
 def _rows_pair(K, N, scale, soft, seed):
-    rng = np.random.default_rng(seed)
-    Z = rng.normal(size=(K, N)) * scale
-    if soft:
-        Y = rng.random(size=(K, N))
-        Y /= Y.sum(axis=0)
-    else:
-        Y = np.zeros((K, N))
-        Y[rng.integers(0, K, size=N), np.arange(N)] = 1.0
-    pi = rng.random(N) + 0.1
-    G_ref = np.empty((K, N))
-    kf.logit_gradient(Z, Y, pi, kf.LOSS_CE, G_ref, np.empty(N), np.empty(N), False)
+    Z, Y, pi, G_ref = softmax_case(K, N, scale, seed, soft)
     G = np.full(K * N, np.nan)
     softmax_gradient_rows(Z.ravel(), Y, pi, G, K, N, np.full(N, np.nan), np.full(N, np.nan))
     return G.reshape(K, N), G_ref, Z, Y, pi

@@ -85,7 +85,10 @@ def test_transpose_into():
     assert np.all(dst[:2] == -1.0) and np.all(dst[23:] == -1.0)
 
 
-def _softmax_pair(K, N, scale, seed, soft):
+def softmax_case(K, N, scale, seed, soft):
+    """Random logits Z (K, N), labels Y (one-hot columns, or soft ones summing to 1), weights pi
+    (N,) and the reference CE logit gradient G_ref (K, N) from ``fields.logit_gradient``; shared
+    with tests/test_field_vectors.py."""
     rng = np.random.default_rng(seed)
     Z = rng.normal(size=(K, N)) * scale
     if soft:
@@ -97,6 +100,11 @@ def _softmax_pair(K, N, scale, seed, soft):
     pi = rng.random(N) + 0.1
     G_ref = np.empty((K, N))
     kf.logit_gradient(Z, Y, pi, kf.LOSS_CE, G_ref, np.empty(N), np.empty(N), False)
+    return Z, Y, pi, G_ref
+
+
+def _softmax_pair(K, N, scale, seed, soft):
+    Z, Y, pi, G_ref = softmax_case(K, N, scale, seed, soft)
     G = np.full(K * N, np.nan)
     softmax_gradient(Z.ravel(), Y, pi, G, K, N)
     return G.reshape(K, N), G_ref, Z, Y, pi

@@ -223,6 +223,12 @@ class Comparison:
             return "baseline"
         return "oracle" if is_oracle(self.fits[name]) else "predictive"
 
+    def _r2_clause(self, f) -> str:
+        """The reason's tail naming the winner's R² on the key observables (empty without them)."""
+        if not self.key_observables_:
+            return ""
+        return " with R² > 0 on " + ", ".join(f"{k} ({f.r2_[k]:.2f})" for k in self.key_observables_)
+
     def _assess(self) -> None:
         rows = self.rows()
         # the residual correlation is estimated from the row that describes the run best (smallest
@@ -300,16 +306,14 @@ class Comparison:
             self.reason_ = (f"smallest held-out error ({cv.error[self.best_]:.1f}, baseline {cv.error[BASELINE]:.1f}; "
                             f"{cv.describe()}; AIC* {self.aic_eff_[self.best_]:.1f}, baseline {base_aic:.1f}) among "
                             f"the {len(ok)} predictive model(s) that beat the frozen baseline on held-out checkpoints"
-                            + (" with R² > 0 on " + ", ".join(f"{k} ({f.r2_[k]:.2f})" for k in self.key_observables_)
-                               if self.key_observables_ else ""))
+                            + self._r2_clause(f))
         elif ok:
             self.best_ = min(ok, key=lambda nm: self.aic_eff_[nm])
             f = self.fits[self.best_]
             self.reason_ = (f"smallest AIC* ({self.aic_eff_[self.best_]:.1f}, baseline {base_aic:.1f}; n_eff "
                             f"{self.n_eff_:.1f} of {n} residuals, lag-1 autocorrelation {self.rho_:.2f}) among the "
                             f"{len(ok)} predictive model(s) that beat the frozen baseline"
-                            + (" with R² > 0 on " + ", ".join(f"{k} ({f.r2_[k]:.2f})" for k in self.key_observables_)
-                               if self.key_observables_ else ""))
+                            + self._r2_clause(f))
         else:
             self.best_ = None
             self.reason_ = ("no predictive model beats the frozen initial state"
