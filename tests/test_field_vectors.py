@@ -24,7 +24,7 @@ from ufm.kernels import fields as kf
 from ufm.kernels.expfn import fast_exp
 from ufm.kernels.smallmm import decay_into, softmax_gradient_rows, vexp, vgather, vload, vstore
 
-from test_smallmm import softmax_case
+from test_smallmm import compiled_and_interpreted, softmax_case
 
 
 @njit(cache=True)
@@ -143,13 +143,7 @@ json.dump(out, sys.stdout)
 def test_interpreted_twins_give_the_compiled_bits():
     """Under NUMBA_DISABLE_JIT the new kernels run on the numpy twins of vexp, vgather and the
     other vector intrinsics: the same bits as compiled."""
-    def run(flag):
-        env = dict(os.environ, NUMBA_DISABLE_JIT=flag)
-        res = subprocess.run([sys.executable, "-c", TWIN_SCRIPT], capture_output=True, text=True, env=env,
-                             timeout=600)
-        assert res.returncode == 0, res.stderr
-        return json.loads(res.stdout)
-    jit, nojit = run("0"), run("1")
+    jit, nojit = compiled_and_interpreted(TWIN_SCRIPT)
     assert len(jit) == len(nojit) == 5
     for a, b in zip(jit, nojit):
         np.testing.assert_array_equal(np.array(a), np.array(b))

@@ -159,16 +159,21 @@ json.dump(out, sys.stdout)
 """
 
 
+def compiled_and_interpreted(script):
+    """The JSON that ``script`` prints, run in a fresh interpreter compiled and then with
+    NUMBA_DISABLE_JIT=1 (shared with tests/test_field_vectors.py)."""
+    def run(flag):
+        env = dict(os.environ, NUMBA_DISABLE_JIT=flag)
+        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+    return run("0"), run("1")
+
+
 def test_interpreted_twins_give_the_compiled_bits():
     """Under NUMBA_DISABLE_JIT the kernels run on the numpy twins of the vector intrinsics
     (exactly rounded fma): the same bits as compiled, on shapes with partial blocks."""
-    def run(flag):
-        env = dict(os.environ, NUMBA_DISABLE_JIT=flag)
-        res = subprocess.run([sys.executable, "-c", TWIN_SCRIPT], capture_output=True, text=True, env=env,
-                             timeout=600)
-        assert res.returncode == 0, res.stderr
-        return json.loads(res.stdout)
-    jit, nojit = run("0"), run("1")
+    jit, nojit = compiled_and_interpreted(TWIN_SCRIPT)
     assert len(jit) == len(nojit) == 13
     for a, b in zip(jit, nojit):
         np.testing.assert_array_equal(np.array(a), np.array(b))
