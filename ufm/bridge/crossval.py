@@ -49,15 +49,9 @@ SCHEMES = ("forward", "leave-one-out")
 
 def scaled_residuals(engine, predicted: dict) -> np.ndarray:
     """(T, total columns) residuals of ``predicted`` (observable -> (T, m)) against the
-    engine's observations, each observable divided by the fit's scale of it; checkpoints where
-    the observation is undefined count 0, a non-finite prediction counts inf."""
-    parts = []
-    for nm in engine.obs_names:
-        r = (np.asarray(predicted[nm], dtype=np.float64) - engine.observed[nm]) / engine.scales[nm]
-        r[~engine.valid_rows[nm]] = 0.0
-        r[~np.isfinite(r)] = np.inf
-        parts.append(r)
-    return np.concatenate(parts, axis=1)
+    engine's observations, scaled as the fit scales them (``engine.scaled_residuals``), the
+    observables side by side; a non-finite prediction counts inf."""
+    return np.concatenate(engine.scaled_residuals(predicted, nonfinite=math.inf), axis=1)
 
 
 def split(T: int, blocks: int, scheme: str) -> list:

@@ -1120,18 +1120,24 @@ class _Engine:
     def _residual_vector(self, gram_H, gram_W, failed, n_ok=None) -> np.ndarray:
         """The weighted residuals of predicted Grams (saves from ``n_ok`` on penalised when the
         prediction ``failed``)."""
-        pred = observe(gram_H, gram_W, self.problem, self.obs_names)
+        parts = self.scaled_residuals(observe(gram_H, gram_W, self.problem, self.obs_names))
+        if failed is not None:
+            for r in parts:
+                r[n_ok:] = _PENALTY
+        return np.concatenate([r.ravel() for r in parts])
+
+    def scaled_residuals(self, predicted: dict, nonfinite: float = _PENALTY) -> list:
+        """[(T, m) residuals of each observable, in ``obs_names`` order]: ``predicted``
+        (observable -> (T, m)) minus the observations, divided by the fit's scale of it;
+        checkpoints where the observation is undefined count 0, a non-finite value counts
+        ``nonfinite``."""
         parts = []
         for nm in self.obs_names:
-            o, q = self.observed[nm], pred[nm]
-            r = (q - o) / self.scales[nm]
+            r = (np.asarray(predicted[nm], dtype=np.float64) - self.observed[nm]) / self.scales[nm]
             r[~self.valid_rows[nm]] = 0.0
-            bad = ~np.isfinite(r)
-            r[bad] = _PENALTY
-            if failed is not None:
-                r[n_ok:] = _PENALTY
-            parts.append(r.ravel())
-        return np.concatenate(parts)
+            r[~np.isfinite(r)] = nonfinite
+            parts.append(r)
+        return parts
 
     def _record(self, key, p, out, scan, model, tr, failed, info) -> None:
         """Cache a residual vector and keep the best prediction (``tr`` None: evaluated in a
