@@ -211,6 +211,32 @@ def test_a_degenerate_verdict_withholds_best_even_when_a_family_beats_the_baseli
     assert "standard would beat the frozen baseline" in cmp.reason
 
 
+def test_a_degenerate_run_is_said_so_even_when_no_family_beats_the_baseline(monkeypatch):
+    """On a degenerate run the reason opens with the verdict whether or not some family beat the
+    frozen start, the report warns before its tables (with the verdict's own warnings), and the
+    JSON carries the run's verdict; on the same run judged as it is, none of that appears."""
+    run = br.load(os.path.join(HERE, "data", "real", "mlp_hierarchy_sgd.npz"))
+    models = {"standard": {"model": "standard", "params": ["time_scale"]}}
+    plain = br.compare(run, models)
+    assert plain.best() is None and plain.reason.startswith("no predictive model beats"), plain.reason
+    real = run.verdict()
+    assert real.late != "degenerate"
+    assert "warning: the run is degenerate" not in plain.report()
+    assert plain.as_dict()["run_verdict"] == {"early": real.early, "late": real.late, "warnings": list(real.warnings)}
+    monkeypatch.setattr(type(run), "verdict", lambda self, thresholds=None: real.__class__(
+        **{**real.__dict__, "late": "degenerate", "late_rule": "a test says so", "warnings": ["norm spike at step 9"]}))
+    cmp = br.compare(run, models)
+    assert cmp.best() is None
+    assert cmp.reason.startswith("the run is degenerate (a test says so); no predictive model beats"), cmp.reason
+    text = cmp.report().splitlines()
+    tables = text.index(next(line for line in text if line.startswith("predictive")))
+    assert "warning: the run is degenerate (a test says so)" in "\n".join(text[:tables])
+    assert "warning: norm spike at step 9" in text[:tables]
+    d = cmp.as_dict()
+    assert d["run_verdict"] == {"early": real.early, "late": "degenerate", "warnings": ["norm spike at step 9"]}
+    assert d["reason"] == cmp.reason
+
+
 def test_a_vocabulary_larger_than_the_contexts_is_fitted_in_its_own_shapes():
     """A held-out run with K = 32 classes for N = 16 contexts (16 classes are never a label):
     the fits start from the run's own state — the predicted logits at step 0 are W₀H₀ᵀ of the

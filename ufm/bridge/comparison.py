@@ -290,6 +290,7 @@ class Comparison:
         # any UFM family describes: a family can still follow some of its curves, but naming it
         # "best" would read as an explanation of the run
         verdict = self.run.verdict()
+        self.run_verdict_ = verdict
         if ok and verdict.late == "degenerate":
             self.best_ = None
             self.reason_ = (f"the run is degenerate ({verdict.late_rule}); no family is named best, although "
@@ -316,7 +317,10 @@ class Comparison:
                             + self._r2_clause(f))
         else:
             self.best_ = None
-            self.reason_ = ("no predictive model beats the frozen initial state"
+            # said first on a degenerate run even when nothing beat the baseline: the rows below
+            # then describe curves of a run that no family is meant to explain
+            self.reason_ = ((f"the run is degenerate ({verdict.late_rule}); " if verdict.late == "degenerate" else "")
+                            + "no predictive model beats the frozen initial state"
                             + (f" on {', '.join(self.key_observables_)}" if self.key_observables_ else "") + ": "
                             + ("; ".join(f"{nm}: {w}" for nm, w in why.items()) if why else
                                "there are only oracle rows"))
@@ -408,7 +412,8 @@ class Comparison:
         """What ``ufm fit RUN --compare --json`` prints: ``{"best", "reason", "criterion",
         "n_eff", "lag1_autocorrelation", "key_observables", "observables", "conventions",
         "models": [{"name", "role", "family", "params", "stderr", "bounds", "r2", "flags",
-        "success", "message", "wall_time", "k", "rss", "aic", "bic", "aic_eff"}, ...]}``
+        "success", "message", "wall_time", "k", "rss", "aic", "bic", "aic_eff"}, ...], "run_verdict":
+        {"early", "late", "warnings"}}`` (the run's own verdict, :meth:`Run.verdict`)
         (non-finite numbers as None); ``"criterion_key"`` is ``"aic_eff"`` or ``"cv"``, and with
         ``"cv"`` there is a ``"cv"`` object (scheme, blocks, folds, n, cpu_time_s) and every
         model carries ``"cv_error"`` and ``"cv_fold_error"``."""
@@ -430,7 +435,10 @@ class Comparison:
                "criterion": self._criterion_text(), "criterion_key": self.criterion_,
                "n": int(self.baseline.n_), "n_eff": _num(self.n_eff_), "lag1_autocorrelation": _num(self.rho_),
                "key_observables": list(self.key_observables_), "observables": list(self.observables),
-               "conventions": self.conventions(), "models": models}
+               "conventions": self.conventions(),
+               "run_verdict": {"early": self.run_verdict_.early, "late": self.run_verdict_.late,
+                               "warnings": list(self.run_verdict_.warnings)},
+               "models": models}
         if self.cv_ is not None:
             out["cv"] = self.cv_.as_dict()
         return out
@@ -457,7 +465,12 @@ class Comparison:
             "  resid.norm    AIC*  ΔAIC*" + ("   held-out" if cv is not None else "") + "   flags"
         lines = [f"model comparison on {self.run.source} (observables: {', '.join(self.observables)})",
                  f"{'AIC*' if cv is not None else 'ranking'}: AIC* = n_eff·log(rss/n) + 2k, n_eff = {self.n_eff_:.1f} "
-                 f"of n = {self.baseline.n_} residuals (lag-1 autocorrelation {self.rho_:.2f} along the checkpoints)"]
+                 f"of n = {self.baseline.n_} residuals (lag-1 autocorrelation {self.rho_:.2f} along the checkpoints)",
+                 f"run verdict: early {self.run_verdict_.early}, late {self.run_verdict_.late} (ufm inspect RUN)"]
+        if self.run_verdict_.late == "degenerate":
+            lines.append(f"warning: the run is degenerate ({self.run_verdict_.late_rule}); no UFM family describes it, "
+                         "and the fits below only follow its curves")
+        lines += [f"warning: {w}" for w in self.run_verdict_.warnings]
         if cv is not None:
             lines.append(f"ranking: held-out error (sum of squared scaled residuals over {cv.n} held-out residuals) "
                          f"of {cv.describe()}, held out: checkpoints "
