@@ -530,18 +530,19 @@ def bench_fit(cfg, res):
         res["fit"] = {"skipped": f"skipped: {FIT_RUN} not found"}
         return
     from ufm.bridge import fitting
-    workers = fitting._jac_workers() if fitting._fork_safe() else 1
-    workers_note = (f"Jacobian columns of slow predictions in {workers} worker processes (UFM_JAC_WORKERS), "
-                    "CPU time includes them" if workers > 1 else
-                    "Jacobian columns serial (UFM_JAC_WORKERS=1, or forking unsafe in this process: numba's "
-                    "OpenMP threading layer already started)")
+    workers = fitting._fit_workers() if fitting._fork_safe() else 1
+    workers_note = (f"families fitted in {workers} worker processes (UFM_FIT_WORKERS; their Jacobian columns "
+                    "serial), CPU time includes them" if workers > 1 else
+                    "families fitted one after the other (UFM_FIT_WORKERS=1, or forking unsafe in this process: "
+                    "numba's OpenMP threading layer already started), slow predictions' Jacobian columns in "
+                    f"{fitting._jac_workers()} worker processes (UFM_JAC_WORKERS)")
     run = br.load(str(FIT_RUN))
     T = timed(lambda: br.compare(run), cfg["repeat_fit"], warmup=0)
     cmp_ = T[2]
     table = cmp_.table()
     res["fit"] = {"run": str(FIT_RUN.relative_to(ROOT)), "wall_s": T[0], "walls": T[1], "cpu_s": T.cpu,
                   "models": [row["model"] for row in table], "best_aic": cmp_.best("aic"),
-                  "jac_workers": workers,
+                  "fit_workers": workers,
                   "note": "first call in the process includes loading the fitting kernels from numba's cache; "
                           + workers_note}
     print(f"  fit --compare {res['fit']['run']}: {T[0]:.1f} s (runs {', '.join(f'{w:.1f}' for w in T[1])}), "

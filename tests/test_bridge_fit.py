@@ -232,15 +232,18 @@ def test_observed_gap_is_the_semantic_gap_metric():
 
 
 def test_fit_all_in_workers_matches_the_serial_fits(small_run):
-    """Families fitted in forked workers come back (as copies) with the serial results; where
-    forking is unsafe (numba's OpenMP layer already started in this test worker, which depends
-    on which tests ran before here) fit_all falls back to serial fits of the same objects."""
+    """Families fitted in forked workers come back (as copies) with the serial results — the deep
+    family too, whose DeepUFM must survive pickling (it once killed the worker pool: an immutable
+    __slots__ class refuses the default unpickling); where forking is unsafe (numba's OpenMP
+    layer already started in this test worker, which depends on which tests ran before here)
+    fit_all falls back to serial fits of the same objects."""
     from ufm.bridge.fitting import _can_fork, fit_all
     kw = dict(observables=["relations", "semantic_gap"], init="isotropic")
 
     def specs():
         return [br.Fit("standard", **kw), br.Fit("coupled", params=["time_scale", "lambda"],
-                                                 fixed={"beta": TRUE["beta"]}, **kw)]
+                                                 fixed={"beta": TRUE["beta"]}, **kw),
+                br.Fit("deep", params=["time_scale"], observables=["relations", "semantic_gap"])]
     serial = fit_all(specs(), small_run, workers=1)
     first = specs()
     forked = _can_fork(first)

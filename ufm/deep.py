@@ -195,6 +195,12 @@ class DeepUFM:
     def __setattr__(self, name, value):
         raise AttributeError(f"DeepUFM is immutable; use model.replace({name}=...)")
 
+    def __reduce__(self):
+        # rebuilt through the constructor: the default pickling of a __slots__ object restores
+        # each slot with setattr, which this immutable class refuses (fits of the deep family
+        # travel between processes in ufm.bridge.fitting.fit_all)
+        return (_rebuild_deep, (self.problem, self.params()))
+
     def params(self) -> dict:
         """The constructor arguments (decays, rates, layers, loss, bias) as a plain dict."""
         out = {f: getattr(self, f) for f in _FIELDS if f != "loss"}
@@ -408,3 +414,7 @@ def solve_deep(model: DeepUFM, init, t, *, method="dopri5", rtol: float = 1e-8, 
                                          accepted=run.counts()["accepted_steps"])
         raise IntegrationError(message, t=run.t_reached, reason=reason, trajectory=traj)
     return traj
+
+
+def _rebuild_deep(problem, params):
+    return DeepUFM(problem, **params)

@@ -81,7 +81,7 @@ local-fit prediction has taken 0.2 s of CPU, the forward-difference columns of e
 computed in forked worker processes (``UFM_JAC_WORKERS``, default the CPU count; 1 for serial;
 every column at the step budget of the moment, so the results are the serial ones unless a
 column itself becomes the best point, :func:`_open_pool`). :func:`fit_all` (used by ``compare``)
-can fit families in parallel worker processes (``UFM_FIT_WORKERS``; serial by default, see there).
+can fit families in parallel worker processes (``UFM_FIT_WORKERS``, default the CPU count; 1 for serial; see there).
 """
 
 from __future__ import annotations
@@ -1594,12 +1594,14 @@ def fit_all(fits, run, workers=None) -> list:
         fits: Fit objects (not yet fitted).
         run: the :class:`ufm.bridge.Run`.
         workers: processes to use; None: the environment variable ``UFM_FIT_WORKERS`` if set,
-            else 1 (one after the other in this process). Serial is the default because
-            parallel fitting did not pay on the shipped 16-context runs on a 2-core machine:
-            3 families of ``mlp_factorial_sgd`` took 2.2 s in 2 workers against 1.6 s
-            serially (load average 3: no idle core; each forked worker also loads the
-            kernels it has not run yet from numba's disk cache), and a whole ``compare``
-            1.01x the serial time. It can pay for fits of many seconds on idle cores.
+            else the CPU count (``UFM_FIT_WORKERS=1``: one after the other in this process).
+            Measured with ``ufm fit RUN --compare`` on a 2-core machine at load 1–2
+            (2026-12-03): ``mlp_factorial_adamw_dead`` 16.5 s serially against 9.8 s in 2
+            workers, ``mlp_factorial_adamw_mse`` 15.6 against 11.4 s, the same rss on every
+            row; on a machine with no idle core (load 3) it did not pay (3 families of
+            ``mlp_factorial_sgd``: 2.2 s against 1.6 s), so set ``UFM_FIT_WORKERS=1`` there.
+            Fits in workers compute their Jacobian columns serially (a daemonic worker cannot
+            fork), which is why the costliest fits are started first.
             Parallel fitting falls back to serial when it cannot be done safely: no ``fork``
             start method, inside a daemonic worker, a fit argument that cannot be pickled
             (e.g. a lambda ``jac``), or numba's OpenMP threading layer already started (GNU
@@ -1608,15 +1610,9 @@ def fit_all(fits, run, workers=None) -> list:
     Returns:
         The fitted Fit objects, in order (copies when fitted in workers).
     """
-    import os
     fits = list(fits)
     if workers is None:
-        env = os.environ.get("UFM_FIT_WORKERS", "").strip()
-        if env:
-            from .._validation import as_positive_int
-            workers = as_positive_int(int(env) if env.isdigit() else env, "UFM_FIT_WORKERS")
-        else:
-            workers = 1
+        workers = _fit_workers()
     else:
         from .._validation import as_positive_int
         workers = as_positive_int(workers, "workers")
@@ -1630,6 +1626,17 @@ def fit_all(fits, run, workers=None) -> list:
         order = sorted(range(len(fits)), key=lambda i: -_expected_cost(fits[i]))
         futures = {i: pool.submit(_fit_in_worker, fits[i], run) for i in order}
         return [futures[i].result() for i in range(len(fits))]
+
+
+def _fit_workers() -> int:
+    """Worker processes for :func:`fit_all`'s families: the environment variable
+    ``UFM_FIT_WORKERS`` (1: serial), else the machine's CPU count."""
+    import os
+    env = os.environ.get("UFM_FIT_WORKERS", "").strip()
+    if env:
+        from .._validation import as_positive_int
+        return as_positive_int(int(env) if env.isdigit() else env, "UFM_FIT_WORKERS")
+    return os.cpu_count() or 1
 
 
 def _expected_cost(f) -> int:
@@ -1683,7 +1690,7 @@ def _can_fork(fits) -> bool:
     if not _fork_safe():
         return False
     try:
-        pickle.dumps([f.get_params() for f in fits])
+        pickle.loads(pickle.dumps([f.get_params() for f in fits]))     # both ways: a class may pickle but not unpickle
     except Exception:
         return False
     return True
