@@ -27,9 +27,10 @@ depends on the other Gram entries only through its own decay, as in the linear-f
 (dG_W/dt = −(G Mᵀ + M Gᵀ) − 2λ_W G_W, dG_H/dt = −(Mᵀ G Θ + Θ Gᵀ M) − 2λ_E G_H, G the loss
 gradient at M = WH (+ b)) and the standard one — the factorisation eliminates that block:
 S = P − Q D⁻¹ R on the (M, b) block (KN (+ K) of n_s: 256 of 528 at K = N = 16), one matrix
-product and an LU an eighth the size (:func:`schur_factor`, :func:`schur_solve`; the same
+product and an LU of half the order, a ninth of the flops (:func:`schur_factor`, :func:`schur_solve`; the same
 solution to rounding). The test is exact zeros off the block's diagonal, made on every
-factorisation (a coupled UFM's decay through Θ, λ_H(G_H Θ + Θ G_H), fills it: dense LU).
+factorisation (a coupled UFM's decay through Θ, λ_H(G_H Θ + Θ G_H), fills it unless Θ is
+diagonal: dense LU).
 
 **Jacobian reuse** (a W-method, :attr:`ufm.rosenbrock.RosenbrockMethod.reuses_jacobian`, e.g.
 ROS34PW2; ``cache.state[CACHE_REUSE]`` = 1): the method keeps its order for any matrix in place
