@@ -334,3 +334,88 @@ def test_unknown_method_lists_the_stiff_methods():
     m = _stiff_bias_model()
     with pytest.raises(ValueError, match="method: .*'rodas4', 'ros34pw2', 'auto'"):
         ufm.solve(m, bias_relaxation_init(m, 4, B0), T_STIFF, method="rodas9")
+
+
+def _schur_case(rng, nc_m, nd, nb):
+    """A stage matrix W (returned with its layout Wm = Wᵀ) whose block [nc_m, nc_m + nd) is
+    diagonal, the (M, b) coordinates around it dense (b at the end, as symmetric_coordinates
+    orders them)."""
+    n = nc_m + nd + nb
+    W = rng.normal(size=(n, n)) + 4.0 * np.eye(n)
+    d = slice(nc_m, nc_m + nd)
+    W[d, d] = np.diag(rng.uniform(1.0, 3.0, size=nd))
+    return W, np.ascontiguousarray(W.T)
+
+
+@pytest.mark.parametrize("nb", [0, 2])
+def test_schur_complement_solves_the_stage_system_as_the_dense_lu(nb):
+    """kernels.rosenbrock.schur_factor / schur_solve against numpy's dense solve (the reference):
+    W x = b with W's Gram block diagonal, the (M, b) coordinates before and after it."""
+    from ufm.kernels import rosenbrock as kr
+    rng = np.random.default_rng(11)
+    nc_m, nd = 6, 5
+    W, Wm = _schur_case(rng, nc_m, nd, nb)
+    n = W.shape[0]
+    assert kr.diagonal_block(Wm, nc_m, nc_m + nd)
+    ci = np.array(list(range(nc_m)) + list(range(n - nb, n)), dtype=np.int64)
+    nc = ci.size
+    S, piv = np.empty((nc, nc)), np.zeros(nc, dtype=np.int32)
+    Q, R, dinv = np.empty((nc, nd)), np.empty((nd, nc)), np.empty(nd)
+    assert kr.schur_factor(Wm.copy(), ci, nc_m, S, piv, Q, R, dinv) == 0
+    for _ in range(3):
+        b = rng.normal(size=n)
+        x = b.copy()
+        kr.schur_solve(S, piv, Q, R, dinv, ci, nc_m, x, np.empty(nc), np.empty(nd))
+        ref = np.linalg.solve(W, b)
+        assert np.abs(x - ref).max() < 1e-12 * np.linalg.cond(W) * np.abs(ref).max()
+    # one off-diagonal entry in the Gram block: not diagonal (the driver takes the dense LU)
+    Wm[nc_m, nc_m + 1] = 1e-300
+    assert not kr.diagonal_block(Wm, nc_m, nc_m + nd)
+    # a zero on D's diagonal: singular, reported as lu_factor does
+    Wm2 = Wm.copy()
+    Wm2[nc_m, nc_m + 1] = 0.0
+    Wm2[nc_m + 2, nc_m + 2] = 0.0
+    assert kr.schur_factor(Wm2, ci, nc_m, S, piv, Q, R, dinv) == 1
+
+
+def _stiff_gram_run(model, init, t, dense):
+    from ufm import engine
+    from ufm.integration import initial_vector
+    from ufm.kernels import rosenbrock as kr
+    y, _ = initial_vector(model, init, "gram", 0.0)
+    packed = engine.pack_model(model, "gram", 0)
+    rtab = engine.rosenbrock_tableau(RODAS4)
+    cache = engine.stage_cache(packed, y.size, rtab)
+    cache.state[kr.CACHE_DENSE] = 1.0 if dense else 0.0
+    buffers = engine.SaveBuffers(len(t), y.size, model.K, model.N, None, model.bias,
+                                 engine.parse_save(("gram_W", "gram_H"), "gram"))
+    stats = engine.stiff_stats()
+    run = engine.integrate_stiff(packed, y, t, rtab, engine.controls(1e-9, 1e-12), engine.new_carry(0.0, 0.0), buffers,
+                                 stats=stats, cache=cache)
+    assert run.ok
+    return buffers.fields(run.reached), stats
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_features_rodas4_factors_by_the_schur_complement_and_matches_the_dense_lu(bias):
+    """The linear-features UFM's Gram block of the Jacobian is diagonal (each Gram entry sees the
+    others only through its own decay): every RODAS4 factorisation takes the Schur complement
+    (kernels.rosenbrock.schur_factor), and the run is the dense-LU run to rounding. A coupled
+    UFM whose decay runs through Θ ≠ I fills that block: every factorisation is dense."""
+    from systems import pd_kernel
+    from ufm.kernels import rosenbrock as kr
+    prob = ufm.settings.balanced(3)
+    t = np.geomspace(0.1, 1e4, 10)
+    lf = ufm.UFM(prob, lambda_W=1e-3, lambda_H=0.0, lambda_E=0.7, bias=bias, lambda_b=1e-3 if bias else 0.0,
+                 coupling=pd_kernel(3, 1))
+    init = lf.init(4, scale=0.3, seed=2)
+    fast, st = _stiff_gram_run(lf, init, t, dense=False)
+    slow, sd = _stiff_gram_run(lf, init, t, dense=True)
+    assert st[kr.STAT_FACTORIZATIONS] > 10 and st[kr.STAT_SCHUR] == st[kr.STAT_FACTORIZATIONS]
+    assert sd[kr.STAT_SCHUR] == 0
+    for k in ("gram_H", "gram_W"):
+        assert np.abs(fast[k] - slow[k]).max() < 1e-9 * np.abs(slow[k]).max()
+    coupled = ufm.UFM(prob, lambda_W=1e-3, lambda_H=0.5, bias=bias, lambda_b=1e-3 if bias else 0.0,
+                 coupling=pd_kernel(3, 1))
+    _, sc = _stiff_gram_run(coupled, coupled.init(4, scale=0.3, seed=2), t, dense=False)
+    assert sc[kr.STAT_FACTORIZATIONS] > 0 and sc[kr.STAT_SCHUR] == 0

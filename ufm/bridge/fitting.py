@@ -71,7 +71,8 @@ symmetry orbit lifted off the Hessian; :mod:`ufm.bridge.deep_settling`). The
 local fit (:func:`_optimise`) rejects trial points whose integration needs more than 10× the
 steps of the best prediction so far (stiff or diverging corners), stops ("converged by
 stall", a success) when the last 3 accepted iterations lowered n·log(rss), the AIC's part that
-a fit moves, by less than 0.1 (:func:`_stalled`), jumps along its last step when two steps
+a fit moves, by less than 0.1 (:func:`_stalled`), or at once when the linearised model at an
+accepted point promises less than 0.01 of it within the search box (:func:`_promised_gain`), jumps along its last step when two steps
 line up (linear convergence in a valley: :func:`_extrapolate`, trf restarted from the jump),
 and reuses the optimiser's last Jacobian and best prediction; its forward differences step by 3e-4 in log parameters and keep the
 columns of parameters that no longer act or sit at a box edge (:class:`_HeldJacobian`);
@@ -1394,6 +1395,9 @@ _BUDGET_FACTOR = 10      # ... this × the best prediction's steps) integrator s
 _STALL_ITERATIONS = 4    # stop when the cost's n·log fell by less than _STALL_AIC over this
 _STALL_AIC = 0.1         # many iterations: creeping along a valley or towards a bound (_stalled)
 _POLISH_STALL_ITERATIONS = 3
+#: ... or at once when the linearised model promises at most _PROMISE_AIC (_promised_gain)
+_PROMISE_STOP = True
+_PROMISE_AIC = 0.01
 _EXTRAPOLATE = True      # jump along aligned steps (_extrapolate), restarting trf from there
 _ALIGN = 0.9             # ... when the cosine of the last two steps is at least this
 _MAX_JUMP = 8.0          # ... by at most this many last steps
@@ -1442,6 +1446,7 @@ def _optimise(eng, ref, lo, hi, spec):
         window = _STALL_ITERATIONS if stage == 0 and len(stages) > 1 else _POLISH_STALL_ITERATIONS
         eng.best_p, eng.best_c, eng.best_prediction, eng.best_r = None, math.inf, None, None
         costs = []                   # accepted costs of this stage, across restarts
+        promised = []                # set when the linearised model promised too little (_promised_gain)
         stale = False
         n_res = fun(x).size
         left = int(spec.max_nfev)
@@ -1457,6 +1462,12 @@ def _optimise(eng, ref, lo, hi, spec):
                 path.append(np.array(intermediate_result.x, dtype=np.float64))
                 if len(costs) > window and _stalled(costs[-1 - window], costs[-1], n_res):
                     raise StopIteration
+                if _PROMISE_STOP and isinstance(jac, _HeldJacobian) and jac.last_z is not None \
+                        and np.array_equal(jac.last_z, intermediate_result.x):
+                    gain = _promised_gain(jac.last, np.asarray(intermediate_result.fun), jac.last_z, lo_x, hi_x)
+                    if gain <= _PROMISE_AIC:
+                        promised.append(gain)
+                        raise StopIteration
                 if _EXTRAPOLATE and len(path) >= 3:
                     z, used = _extrapolate(fun, path, lo_x, hi_x)
                     jump.append(used)
@@ -1473,7 +1484,7 @@ def _optimise(eng, ref, lo, hi, spec):
             nfev += int(res.nfev) - int(restarted) + sum(j for j in jump if isinstance(j, int))
             left -= int(res.nfev) - int(restarted)
             x = res.x
-            if not (jump and not isinstance(jump[-1], int)):
+            if promised or not (jump and not isinstance(jump[-1], int)):
                 break                                    # no jump: scipy's verdict (or the stall) stands
             x = jump[-1]
             if left <= 0:
@@ -1481,7 +1492,10 @@ def _optimise(eng, ref, lo, hi, spec):
                 stale = True                             # res.jac is not the jump point's
                 break
     success, message = bool(res.success) or res.status == -2, str(res.message)
-    if res.status == -2:
+    if res.status == -2 and promised:
+        message = (f"converged: the linearised model promises less than {_PROMISE_AIC:g} in n·log(rss) (the AIC) "
+                   f"within the search box ({promised[-1]:.3g})")
+    elif res.status == -2:
         message = (f"converged by stall: the last {window} iterations lowered n·log(rss) (the AIC) by "
                    f"less than {_STALL_AIC:g}")
     if res.status == 0:
@@ -1501,6 +1515,31 @@ def _stalled(before: float, after: float, n: int) -> bool:
     if not (after > 0 and before > 0):
         return before - after <= 0
     return n * math.log(before / after) <= _STALL_AIC
+
+
+def _promised_gain(J, r, z, lo_x, hi_x) -> float:
+    """What the linearised model r + J·δ promises at z: n·log(rss / min rss) over steps δ that
+    stay in the search box [lo_x, hi_x] (bounded linear least squares, no trust region; n the
+    residual count), in the AIC units of :func:`_stalled`.
+
+    The local fit stops when this is at most :data:`_STALL_AIC`: even the model's best step
+    would not lower n·log(rss) by that much, so the stall rule's further iterations (each a
+    Jacobian) could not either, to the model's accuracy. Where the linear model is poor (a
+    curved valley, a nonlinear corner) it promises more than a step then delivers (trf's
+    rejected steps), so the rule does not fire there; it fires where the fit has converged."""
+    from scipy.optimize import lsq_linear
+    r = np.asarray(r, dtype=np.float64)
+    J = np.asarray(J, dtype=np.float64)
+    c = float(r @ r)
+    if not (c > 0 and np.all(np.isfinite(J)) and np.all(np.isfinite(r))):
+        return math.inf
+    lo, hi = np.asarray(lo_x) - z, np.asarray(hi_x) - z
+    if not np.all(hi > lo):
+        return math.inf
+    step = lsq_linear(J, -r, bounds=(lo, hi), method="bvls").x
+    after = r + J @ step
+    left = float(after @ after)
+    return r.size * math.log(c / left) if left > 0 else math.inf
 
 
 def _extrapolate(fun, path, lo_x, hi_x):
@@ -1551,6 +1590,7 @@ class _HeldJacobian:
     def __init__(self, eng, ref, lo_x, hi_x, upper):
         self.eng, self.ref, self.lo_x, self.hi_x, self.upper = eng, ref, lo_x, hi_x, upper
         self.last = None
+        self.last_z = None                   # where self.last was computed
         self.partial = 0                     # Jacobians with held columns since the last complete one
 
     def held(self, z) -> np.ndarray:
@@ -1572,6 +1612,7 @@ class _HeldJacobian:
         else:
             self.partial = 0
         self.last = J
+        self.last_z = np.array(z, dtype=np.float64)
         return J
 
 

@@ -21,6 +21,17 @@ a stage system whose right-hand side is symmetric has a symmetric solution, the 
 the system restricted to those coordinates. Its matrix sums the Jacobian's two columns of an
 off-diagonal pair; the increments are written to both mirror entries (exactly symmetric).
 
+**Schur complement** (Gram space without sensitivities): where the stage matrix's block on the
+Gram coordinates (the upper triangles of G_W and G_H) is diagonal — each Gram entry's rate
+depends on the other Gram entries only through its own decay, as in the linear-features UFM
+(dG_W/dt = −(G Mᵀ + M Gᵀ) − 2λ_W G_W, dG_H/dt = −(Mᵀ G Θ + Θ Gᵀ M) − 2λ_E G_H, G the loss
+gradient at M = WH (+ b)) and the standard one — the factorisation eliminates that block:
+S = P − Q D⁻¹ R on the (M, b) block (KN (+ K) of n_s: 256 of 528 at K = N = 16), one matrix
+product and an LU of half the order, a ninth of the flops (:func:`schur_factor`, :func:`schur_solve`; the same
+solution to rounding). The test is exact zeros off the block's diagonal, made on every
+factorisation (a coupled UFM's decay through Θ, λ_H(G_H Θ + Θ G_H), fills it unless Θ is
+diagonal: dense LU).
+
 **Jacobian reuse** (a W-method, :attr:`ufm.rosenbrock.RosenbrockMethod.reuses_jacobian`, e.g.
 ROS34PW2; ``cache.state[CACHE_REUSE]`` = 1): the method keeps its order for any matrix in place
 of J, so J and the LU of I/(h_LU γ) − J are kept over steps (in ``cache``, across calls too):
@@ -70,7 +81,8 @@ STATUS_SINGULAR = 4          # I/(hγ) − J stayed singular after repeated step
 STAT_JACOBIANS = 0
 STAT_FACTORIZATIONS = 1
 STAT_JVPS = 2
-STAT_SIZE = 3
+STAT_SCHUR = 3           # factorisations done by the Schur complement on the (M, b) block (schur_factor)
+STAT_SIZE = 4
 
 # ``StageCache.state`` (float64): the reuse policy, then what the driver keeps between steps/calls
 CACHE_REUSE = 0          # 1: a W-method, J and the LU may be kept over steps
@@ -81,7 +93,8 @@ CACHE_H_LU = 4           # h_LU
 CACHE_JAC_AGE = 5        # accepted steps since J was evaluated (0: J is at the current state)
 CACHE_JAC_VALID = 6      # 1: cache.JT holds a Jacobian
 CACHE_BAND_LOW = 7       # ... and not below band_low · h_LU (nor after a rejection asked for less)
-CACHE_SIZE = 8
+CACHE_DENSE = 8          # 1: always the dense LU of the stage matrix (no Schur complement; tests compare the two)
+CACHE_SIZE = 9
 
 
 class StageCache(NamedTuple):
@@ -296,6 +309,27 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
     h_lu = cst[CACHE_H_LU]
     jac_age = cst[CACHE_JAC_AGE] if lu_valid else 0.0
     xs = np.empty(nf)
+    # the Schur complement's (M, b) block: ci its positions among the factorised coordinates,
+    # the Gram block between them is [n_m, n_m + nd) (symmetric_coordinates' order)
+    n_m = model.ip[IP_K] * model.ip[IP_N] if sym else 0
+    nb_s = model.ip[IP_K] if (sym and model.ip[IP_BIAS]) else 0
+    nd = nf - n_m - nb_s if sym else 0
+    allow_schur = sym and nd > 0 and not (cst.shape[0] > CACHE_DENSE and cst[CACHE_DENSE] == 1.0)
+    nc = n_m + nb_s if allow_schur else 0
+    ndd = nd if allow_schur else 0
+    ci = np.empty(nc, dtype=np.int64)
+    for q in range(n_m if allow_schur else 0):
+        ci[q] = q
+    for q in range(nb_s if allow_schur else 0):
+        ci[n_m + q] = nf - nb_s + q
+    S_lu = np.empty((nc, nc))
+    piv_s = np.zeros(nc, dtype=np.int32)
+    Q_cd = np.empty((nc, ndd))
+    R_dc = np.empty((ndd, nc))
+    dinv = np.empty(ndd)
+    xc = np.empty(nc)
+    xd = np.empty(ndd)
+    schur = False                    # the current LU is schur_factor's
     work_f = np.empty(work_size(model))
     work_t = np.empty(tangent_work_size(model))
     work_j = np.empty(tangent_work_size(model))
@@ -369,7 +403,13 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
             inv_hg = 1.0 / (h_try * gamma)
             _stage_matrix(JT, Wm, inv_hg, sym, ia, ib)
             stats[STAT_FACTORIZATIONS] += 1
-            if lu_factor(Wm, piv) != 0:
+            schur = allow_schur and diagonal_block(Wm, n_m, n_m + nd)
+            if schur:
+                stats[STAT_SCHUR] += 1
+                singular = schur_factor(Wm, ci, n_m, S_lu, piv_s, Q_cd, R_dc, dinv)
+            else:
+                singular = lu_factor(Wm, piv)
+            if singular != 0:
                 singular_run += 1
                 if singular_run >= 5:
                     status = STATUS_SINGULAR
@@ -407,7 +447,10 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
             if sym:
                 for q in range(nf):
                     xs[q] = rhs[ia[q]]
-                lu_solve(Wm, piv, xs)
+                if schur:
+                    schur_solve(S_lu, piv_s, Q_cd, R_dc, dinv, ci, n_m, xs, xc, xd)
+                else:
+                    lu_solve(Wm, piv, xs)
                 for q in range(nf):
                     ui[ia[q]] = xs[q]
                     ui[ib[q]] = xs[q]
@@ -476,8 +519,9 @@ def integrate_rosenbrock(z, carry, t_save, j_end, rtab, ctl, model, out, sens, s
     carry[CARRY_H] = h
     carry[CARRY_FACOLD] = facold
     carry[CARRY_J] = j
-    cst[CACHE_LU_VALID] = 1.0 if (lu_valid and reuse) else 0.0
-    cst[CACHE_JAC_VALID] = 1.0 if (lu_valid and reuse) else 0.0
+    # (a Schur-form LU lives in this call's arrays: the next call factors again)
+    cst[CACHE_LU_VALID] = 1.0 if (lu_valid and reuse and not schur) else 0.0
+    cst[CACHE_JAC_VALID] = 1.0 if (lu_valid and reuse and not schur) else 0.0
     cst[CACHE_H_LU] = h_lu
     cst[CACHE_JAC_AGE] = jac_age
     return status, j
@@ -504,3 +548,75 @@ def _stage_matrix(JT, Wm, inv_hg, sym, ia, ib):
                 Wm[r, c] = -JT[r, c]
             Wm[r, r] += inv_hg
     return
+
+
+@njit(cache=True)
+def diagonal_block(Wm, lo, hi):
+    """Whether the block [lo, hi) × [lo, hi) of the stage matrix ``Wm`` is diagonal (exact zeros
+    off its diagonal; its diagonal is checked by :func:`schur_factor`)."""
+    for r in range(lo, hi):
+        row = Wm[r]
+        for c in range(lo, hi):
+            if c != r and row[c] != 0.0:
+                return False
+    return True
+
+
+@njit(cache=True)
+def schur_factor(Wm, ci, lo, S_lu, piv_s, Q_cd, R_dc, dinv):
+    """Factor the stage matrix W (``Wm`` = Wᵀ row-major, :func:`lu_factor`'s layout) by the
+    Schur complement of its diagonal block D = W[d, d], d = [lo, lo + nd) (:func:`diagonal_block`),
+    the other coordinates c = ``ci``: S = W[c, c] − W[c, d] D⁻¹ W[d, c], LU-factored into
+    ``S_lu`` (lu_factor's layout, pivots ``piv_s``); ``Q_cd`` = W[d, c]ᵀ, ``R_dc`` = D⁻¹ W[c, d]ᵀ
+    and ``dinv`` = 1/diag(D) are kept for :func:`schur_solve`. Returns lu_factor's code (1 also
+    for a zero or non-finite diagonal entry of D)."""
+    nc = ci.shape[0]
+    nd = dinv.shape[0]
+    for k in range(nd):
+        dv = Wm[lo + k, lo + k]
+        if not (abs(dv) > 0.0 and np.isfinite(dv)):
+            return 1
+        dinv[k] = 1.0 / dv
+    for j in range(nc):
+        row = Wm[ci[j]]
+        for i in range(nc):
+            S_lu[j, i] = row[ci[i]]          # Sᵀ starts as W[c, c]ᵀ
+        for k in range(nd):
+            Q_cd[j, k] = row[lo + k]         # Wm[c_j, d_k] = W[d_k, c_j]
+    for k in range(nd):
+        row = Wm[lo + k]
+        for i in range(nc):
+            R_dc[k, i] = row[ci[i]] * dinv[k]    # Wm[d_k, c_i] / D_k = (D⁻¹ W[c, d]ᵀ)[k, i]
+    # Sᵀ = W[c, c]ᵀ − W[d, c]ᵀ D⁻¹ W[c, d]ᵀ: one matrix product (BLAS)
+    S_lu -= np.dot(Q_cd, R_dc)
+    return lu_factor(S_lu, piv_s)
+
+
+@njit(cache=True)
+def schur_solve(S_lu, piv_s, Q_cd, R_dc, dinv, ci, lo, x, xc, xd):
+    """Solve W x = b in place (``x`` holds b) with :func:`schur_factor`'s factors:
+    S x_c = b_c − W[c, d] D⁻¹ b_d, then x_d = D⁻¹ (b_d − W[d, c] x_c). ``xc``, ``xd``: work
+    arrays of the two blocks' sizes."""
+    nc = ci.shape[0]
+    nd = dinv.shape[0]
+    for i in range(nc):
+        xc[i] = x[ci[i]]
+    for k in range(nd):                      # b_c − W[c, d] D⁻¹ b_d; W[c, d][i, k] D_k⁻¹ = R_dc[k, i]
+        bk = x[lo + k]
+        if bk != 0.0:
+            row = R_dc[k]
+            for i in range(nc):
+                xc[i] -= row[i] * bk
+    lu_solve(S_lu, piv_s, xc)
+    for k in range(nd):
+        xd[k] = x[lo + k]
+    for j in range(nc):                      # b_d − W[d, c] x_c; W[d, c][k, j] = Q_cd[j, k]
+        v = xc[j]
+        if v != 0.0:
+            row = Q_cd[j]
+            for k in range(nd):
+                xd[k] -= row[k] * v
+    for k in range(nd):
+        x[lo + k] = xd[k] * dinv[k]
+    for i in range(nc):
+        x[ci[i]] = xc[i]
