@@ -66,9 +66,9 @@ DIVERGED = 1e60     # |y| above this is reported as divergence (the quartic loss
 #: pass streaming the whole state from memory (2 MB a vector at K = N = 512, d = 256). The
 #: thresholds are measured (CPU µs per step, whole-vector vs blocked, dop853 / vern7 / tsit5
 #: tableaux, random k; ``python benchmarks/step_loop.py``, 2026-12-03): the blocked stage sums
-#: lose 5-25% at n <= 65,536 and win 7-13% from n = 98,304 (dop853 at 262,144: 6.8 -> 6.0 ms);
-#: the blocked step end wins from n = 8192 (dop853 at 8192: 42 -> 38 µs, at 262,144: 3.0 ->
-#: 1.7 ms). Blocks of 256, 1024-4096 measured no better than 512.
+#: lose 5-17% at 24,576 <= n <= 65,536 and win 5-14% from n = 98,304 (dop853 at 262,144: 6.8
+#: -> 5.9 ms a step); the blocked step end wins from n = 8192 (dop853 at 8192: 42 -> 38 µs, at
+#: 262,144: 2.9 -> 1.6 ms). Blocks of 256 and 1024-4096 measured no better than 512.
 BLOCK = 512
 BLOCKED_STAGES_MIN_N = 98304
 BLOCKED_END_MIN_N = 8192
@@ -711,16 +711,14 @@ def run_steps(y, carry, t_save, j_end, tab, ctl, model, out, stages_min_n, end_m
             n_bad = 0
             for m in range(n):
                 n_bad += 0 if abs(ynew[m]) <= DIVERGED else 1
-            err = 0.0
-            if not adaptive:
-                pass
-            elif n_bad > 0:
+            err = 0.0                         # read only when adaptive
+            if n_bad > 0:
                 err = np.inf
             elif estimates == 2:
                 _weighted_sum(k, ix, cf, cnt, row_e, acc)
                 _weighted_sum(k, ix, cf, cnt, row_e3, acc3)
                 err = _error_norm_dop853(y, ynew, acc, acc3, h_try, rtol, atol)
-            else:
+            elif estimates == 1:
                 _weighted_sum(k, ix, cf, cnt, row_e, acc)
                 err = _error_norm_of(y, ynew, acc, h_try, rtol, atol)
         else:
