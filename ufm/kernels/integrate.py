@@ -59,6 +59,19 @@ FAC_MIN = 0.2       # the step shrinks at most by 5 per step
 FAC_MAX = 10.0      # and grows at most by 10
 BETA = 0.04         # PI memory exponent
 DIVERGED = 1e60     # |y| above this is reported as divergence (the quartic loss stays finite)
+#: The stage sums and the step's end run over the state in blocks of BLOCK components (a
+#: multiple of 4: the error norm's lanes run on across blocks) in large states: the partial sum
+#: of a block (4 KB) stays in L1 between its passes, and at the step's end the block's k rows,
+#: y and ynew stay in L1/L2 from the b-sum through the error sums and the norm, instead of each
+#: pass streaming the whole state from memory (2 MB a vector at K = N = 512, d = 256). The
+#: thresholds are measured (CPU µs per step, whole-vector vs blocked, dop853 / vern7 / tsit5
+#: tableaux, random k; ``python benchmarks/step_loop.py``, 2026-12-03): the blocked stage sums
+#: lose 5-17% at 24,576 <= n <= 65,536 and win 5-14% from n = 98,304 (dop853 at 262,144: 6.8
+#: -> 5.9 ms a step); the blocked step end wins from n = 8192 (dop853 at 8192: 42 -> 38 µs, at
+#: 262,144: 2.9 -> 1.6 ms). Blocks of 256 and 1024-4096 measured no better than 512.
+BLOCK = 512
+BLOCKED_STAGES_MIN_N = 98304
+BLOCKED_END_MIN_N = 8192
 #: accepted states' components smaller than this are set to 0: a component decaying under weight
 #: decay (dead features, a decayed classifier) otherwise sinks into subnormal floats, whose
 #: arithmetic is 10-100x slower (a fit's prediction took 11 s instead of 1 s); 1e-150 is far
@@ -163,6 +176,34 @@ def _error_norm_of(y, ynew, acc, h, rtol, atol):
         s2 += r2 * r2
         s3 += r3 * r3
     for i in range(n4, n):
+        r = h * acc[i] / (atol + rtol * max(abs(y[i]), abs(ynew[i])))
+        s0 += r * r
+    return np.sqrt(((s0 + s1) + (s2 + s3)) / n)
+
+
+@njit(cache=True)
+def _scaled_squares4(y, ynew, acc, h, rtol, atol, q0, q1, s0, s1, s2, s3):
+    """The four partial sums of :func:`_error_norm_of` (the same operations in the same order)
+    continued over components q0 <= i < q1 (multiples of 4): component i adds its squared
+    scaled error to lane i mod 4."""
+    for i in range(q0, q1, 4):
+        r0 = h * acc[i] / (atol + rtol * max(abs(y[i]), abs(ynew[i])))
+        r1 = h * acc[i + 1] / (atol + rtol * max(abs(y[i + 1]), abs(ynew[i + 1])))
+        r2 = h * acc[i + 2] / (atol + rtol * max(abs(y[i + 2]), abs(ynew[i + 2])))
+        r3 = h * acc[i + 3] / (atol + rtol * max(abs(y[i + 3]), abs(ynew[i + 3])))
+        s0 += r0 * r0
+        s1 += r1 * r1
+        s2 += r2 * r2
+        s3 += r3 * r3
+    return s0, s1, s2, s3
+
+
+@njit(cache=True)
+def _lanes_norm(y, ynew, acc, h, rtol, atol, s0, s1, s2, s3):
+    """:func:`_error_norm_of` from its four lanes over the first n - n mod 4 components: the
+    last n mod 4 components go to lane 0, then the lanes are added pairwise."""
+    n = y.shape[0]
+    for i in range(n - n % 4, n):
         r = h * acc[i] / (atol + rtol * max(abs(y[i]), abs(ynew[i])))
         s0 += r * r
     return np.sqrt(((s0 + s1) + (s2 + s3)) / n)
@@ -289,6 +330,175 @@ def _error_norm_dop853(y, ynew, acc5, acc3, h, rtol, atol):
 
 
 @njit(cache=True)
+def _sum_terms_range(k, ix, cf, row, a, b, acc, first, q0, q1):
+    """:func:`_sum_terms` on acc[q0:q1] only (the same terms in the same order), for the
+    blocked passes of large states (:data:`BLOCK`). A copy rather than the one implementation:
+    called over the whole state, these range loops measured 1.3-1.6x slower than
+    :func:`_sum_terms` at n = 320 (the stage sums of one step: dopri5 1.29 against 0.83 µs,
+    vern7 2.04 against 1.49, dop853 2.62 against 1.70; CPU, best of 7, 2026-12-03), so small
+    states keep the whole-vector loops.
+
+    The loops index with unsigned integers (``range(np.uint64(q0), np.uint64(q1))``): with a
+    signed start numba cannot rule out a negative index and keeps its wrap-around select in
+    every access, which stops LLVM from vectorising (the blocked stage sums measured 3x slower
+    at n = 8192 that way, ``benchmarks/step_loop.py``; ``range(n)`` from 0 escapes it). The
+    blocked stage sums of commit d6affce had signed ranges and were 1.9x slower at K = N = 10,
+    probably for this reason (not re-measured)."""
+    u = a
+    while u < b:
+        r = min(4, b - u)
+        i0 = ix[row, u]
+        c0 = cf[row, u]
+        if r == 4:
+            i1, i2, i3 = ix[row, u + 1], ix[row, u + 2], ix[row, u + 3]
+            c1, c2, c3 = cf[row, u + 1], cf[row, u + 2], cf[row, u + 3]
+            if first:
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    acc[q] = c0 * k[i0, q] + c1 * k[i1, q] + c2 * k[i2, q] + c3 * k[i3, q]
+            else:
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    acc[q] = acc[q] + c0 * k[i0, q] + c1 * k[i1, q] + c2 * k[i2, q] + c3 * k[i3, q]
+        elif r == 3:
+            i1, i2 = ix[row, u + 1], ix[row, u + 2]
+            c1, c2 = cf[row, u + 1], cf[row, u + 2]
+            if first:
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    acc[q] = c0 * k[i0, q] + c1 * k[i1, q] + c2 * k[i2, q]
+            else:
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    acc[q] = acc[q] + c0 * k[i0, q] + c1 * k[i1, q] + c2 * k[i2, q]
+        elif r == 2:
+            i1 = ix[row, u + 1]
+            c1 = cf[row, u + 1]
+            if first:
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    acc[q] = c0 * k[i0, q] + c1 * k[i1, q]
+            else:
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    acc[q] = acc[q] + c0 * k[i0, q] + c1 * k[i1, q]
+        else:
+            if first:
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    acc[q] = c0 * k[i0, q]
+            else:
+                for q in range(np.uint64(q0), np.uint64(q1)):
+                    acc[q] = acc[q] + c0 * k[i0, q]
+        first = False
+        u += r
+
+
+@njit(cache=True)
+def _weighted_sum_range(k, ix, cf, cnt, row, acc, q0, q1):
+    """:func:`_weighted_sum` on acc[q0:q1] only (see :func:`_sum_terms_range`)."""
+    m = cnt[row]
+    if m == 0:
+        for q in range(np.uint64(q0), np.uint64(q1)):
+            acc[q] = 0.0
+    else:
+        _sum_terms_range(k, ix, cf, row, 0, m, acc, True, q0, q1)
+
+
+@njit(cache=True)
+def _combine_range(y, k, ix, cf, cnt, row, h, acc, out, q0, q1):
+    """:func:`_combine` on out[q0:q1] only (see :func:`_sum_terms_range`)."""
+    m = cnt[row]
+    if m == 0:
+        for q in range(np.uint64(q0), np.uint64(q1)):
+            out[q] = y[q]
+        return
+    il = ix[row, m - 1]
+    c = cf[row, m - 1]
+    if m == 1:
+        for q in range(np.uint64(q0), np.uint64(q1)):
+            out[q] = y[q] + h * (c * k[il, q])
+    else:
+        _sum_terms_range(k, ix, cf, row, 0, m - 1, acc, True, q0, q1)
+        for q in range(np.uint64(q0), np.uint64(q1)):
+            out[q] = y[q] + h * (acc[q] + c * k[il, q])
+
+
+@njit(cache=True)
+def _stage_blocked(y, k, ix, cf, cnt, row, h, acc, out, block):
+    """out = y + h · Σ_l w_l k_l (:func:`_combine`) block by block: each block's partial sum
+    ``acc`` stays in L1 between its passes (the whole-vector passes store and reload it once
+    per four terms, 2 MB each way at n = 262,144). Every element's arithmetic is the same."""
+    n = y.shape[0]
+    for q0 in range(0, n, block):
+        _combine_range(y, k, ix, cf, cnt, row, h, acc, out, q0, min(n, q0 + block))
+
+
+@njit(cache=True)
+def _diverged(v, q0, q1):
+    """How many of v[q0:q1] exceed :data:`DIVERGED` in magnitude or are not numbers (the step
+    loop's count, on a range)."""
+    n_bad = 0
+    for m in range(np.uint64(q0), np.uint64(q1)):
+        n_bad += 0 if abs(v[m]) <= DIVERGED else 1
+    return n_bad
+
+
+@njit(cache=True)
+def _scaled_squares53(y, ynew, acc5, acc3, h, rtol, atol, q0, q1, a5, a3):
+    """The two sums of :func:`_error_norm_dop853` (the same operations in the same order)
+    continued over components q0 <= i < q1."""
+    for i in range(np.uint64(q0), np.uint64(q1)):
+        sc = atol + rtol * max(abs(y[i]), abs(ynew[i]))
+        r5 = h * acc5[i] / sc
+        r3 = h * acc3[i] / sc
+        a5 += r5 * r5
+        a3 += r3 * r3
+    return a5, a3
+
+
+@njit(cache=True)
+def _dop853_norm(a5, a3, n):
+    """:func:`_error_norm_dop853` from its two sums."""
+    deno = a5 + 0.01 * a3
+    if deno <= 0.0:
+        return 0.0
+    return a5 / np.sqrt(deno * n)
+
+
+@njit(cache=True)
+def _step_end_blocked(y, k, ix, cf, cnt, row_b, row_e, row_e3, estimates, h, rtol, atol, acc, acc3, ynew, block):
+    """(n_bad, err) at the end of a step, block by block: ynew = y + h·Σ b_l k_l
+    (:func:`_combine`), the count of its diverged components and, for ``estimates`` = 1 or 2,
+    the error norm of h·Σ e_l k_l (:func:`_error_norm_of`) or DOP853's of it and h·Σ e3_l k_l
+    (:func:`_error_norm_dop853`); err = 0 for ``estimates`` = 0, inf when n_bad > 0 (then no
+    norm is formed, as in the whole-vector passes).
+
+    Why blocks: a block's k rows, y and ynew are read from memory once, and from L1/L2 by the
+    later sums and the norm, instead of once per pass over the whole state. Each element gets
+    the same operations in the same order, and the norm's partial sums run on across blocks
+    (``block`` a multiple of 4: the lanes of :func:`_scaled_squares4`), so the results are the
+    whole-vector passes' to the bit."""
+    n = y.shape[0]
+    n_bad = 0
+    n4 = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    for q0 in range(0, n, block):
+        q1 = min(n, q0 + block)
+        _combine_range(y, k, ix, cf, cnt, row_b, h, acc, ynew, q0, q1)
+        n_bad += _diverged(ynew, q0, q1)
+        if n_bad > 0:
+            continue
+        if estimates == 2:
+            _weighted_sum_range(k, ix, cf, cnt, row_e, acc, q0, q1)
+            _weighted_sum_range(k, ix, cf, cnt, row_e3, acc3, q0, q1)
+            s0, s1 = _scaled_squares53(y, ynew, acc, acc3, h, rtol, atol, q0, q1, s0, s1)
+        elif estimates == 1:
+            _weighted_sum_range(k, ix, cf, cnt, row_e, acc, q0, q1)
+            s0, s1, s2, s3 = _scaled_squares4(y, ynew, acc, h, rtol, atol, q0, min(q1, n4), s0, s1, s2, s3)
+    if n_bad > 0:
+        return n_bad, np.inf
+    if estimates == 2:
+        return n_bad, _dop853_norm(s0, s1, n)
+    if estimates == 1:
+        return n_bad, _lanes_norm(y, ynew, acc, h, rtol, atol, s0, s1, s2, s3)
+    return n_bad, 0.0
+
+
+@njit(cache=True)
 def _dense_weights(P, theta, wts, row):
     """wts[row, l] = Σ_m P[l, m] θ^(m+1): the weights of the dense output at θ."""
     for l in range(P.shape[0]):
@@ -349,6 +559,14 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
         (status, j): a STATUS_* code and the number of save times written so far (j_end on
         success); ``carry[CARRY_J]`` holds j as well.
     """
+    return run_steps(y, carry, t_save, j_end, tab, ctl, model, out, BLOCKED_STAGES_MIN_N, BLOCKED_END_MIN_N)
+
+
+@njit(cache=True)
+def run_steps(y, carry, t_save, j_end, tab, ctl, model, out, stages_min_n, end_min_n):
+    """:func:`integrate` with the state sizes from which the stage sums and the step's end run
+    block by block as arguments (tests force either path with them; the results are the same
+    to the bit)."""
     A = tab.A
     bw = tab.b
     e = tab.e
@@ -374,7 +592,10 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
     s = tab.stages
     n_all = A.shape[0]            # the step's stages, then f(y_new) and the dense-only stages
     extended = n_all > s
-    two_estimates = e3.shape[0] > 0
+    estimates = 0 if not adaptive else (2 if e3.shape[0] > 0 else 1)
+    # large states: the stage sums and the step's end run block by block (see BLOCK)
+    block = BLOCK if n >= stages_min_n else 0
+    end_block = BLOCK if n >= end_min_n else 0
     k = np.empty((n_all, n))
     ynew = np.empty(n)
     ytmp = np.empty(n)
@@ -475,29 +696,38 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
 
         # Stage sums run along the state (contiguous, vectorisable) and skip zero
         # coefficients; each is y + h·(Σ_l a_il k_l) with the sum accumulated in l order.
+        # Large states run these passes block by block (BLOCK), small ones as one pass each.
         for i in range(1, s):
-            _combine(y, k, ix, cf, cnt, i, h_try, acc, ytmp)
+            if block == 0:
+                _combine(y, k, ix, cf, cnt, i, h_try, acc, ytmp)
+            else:
+                _stage_blocked(y, k, ix, cf, cnt, i, h_try, acc, ytmp, block)
             field_of_parts(p, ytmp, k[i], ip, coef, Y, pi, theta, tab_i, tab_f, work)
         carry[CARRY_RHS] += s - 1
-        _combine(y, k, ix, cf, cnt, row_b, h_try, acc, ynew)
         attempted += 1
-
-        # a count, not a loop with an early exit: vectorised, and divergence is rare
-        n_bad = 0
-        for m in range(n):
-            n_bad += 0 if abs(ynew[m]) <= DIVERGED else 1
-        finite = n_bad == 0
-        h_next = h
-        if adaptive:
-            if not finite:
+        if end_block == 0:
+            _combine(y, k, ix, cf, cnt, row_b, h_try, acc, ynew)
+            # a count, not a loop with an early exit: vectorised, and divergence is rare
+            n_bad = 0
+            for m in range(n):
+                n_bad += 0 if abs(ynew[m]) <= DIVERGED else 1
+            err = 0.0                         # read only when adaptive
+            if n_bad > 0:
                 err = np.inf
-            elif two_estimates:
+            elif estimates == 2:
                 _weighted_sum(k, ix, cf, cnt, row_e, acc)
                 _weighted_sum(k, ix, cf, cnt, row_e3, acc3)
                 err = _error_norm_dop853(y, ynew, acc, acc3, h_try, rtol, atol)
-            else:
+            elif estimates == 1:
                 _weighted_sum(k, ix, cf, cnt, row_e, acc)
                 err = _error_norm_of(y, ynew, acc, h_try, rtol, atol)
+        else:
+            # the b-sum, the count and the error sums and norm in one pass over blocks
+            n_bad, err = _step_end_blocked(y, k, ix, cf, cnt, row_b, row_e, row_e3, estimates, h_try, rtol, atol,
+                                           acc, acc3, ynew, end_block)
+        finite = n_bad == 0
+        h_next = h
+        if adaptive:
             if not (err <= 1.0):
                 # reject: shrink (a non-finite trial state or error shrinks by the maximum)
                 carry[CARRY_REJECTED] += 1
@@ -522,7 +752,10 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
             if extended and j < j_end and t_save[j] < t_new:
                 # a save inside the step: the dense-only stages, once per step
                 for i in range(s + 1, n_all):
-                    _combine(y, k, ix, cf, cnt, i, h_try, acc, ytmp)
+                    if block == 0:
+                        _combine(y, k, ix, cf, cnt, i, h_try, acc, ytmp)
+                    else:
+                        _stage_blocked(y, k, ix, cf, cnt, i, h_try, acc, ytmp, block)
                     field_of_parts(p, ytmp, k[i], ip, coef, Y, pi, theta, tab_i, tab_f, work)
                 carry[CARRY_RHS] += n_all - s - 1
             while j < j_end and t_save[j] <= t_new:
@@ -532,7 +765,10 @@ def integrate(y, carry, t_save, j_end, tab, ctl, model, out):
                 else:
                     _dense_weights(P, (t_save[j] - t) / h_try, wts, row_dense)
                     cnt[row_dense] = _nonzero_terms(wts, row_dense, n_all, ix, cf)
-                    _combine(y, k, ix, cf, cnt, row_dense, h_try, acc, ytmp)
+                    if block == 0:
+                        _combine(y, k, ix, cf, cnt, row_dense, h_try, acc, ytmp)
+                    else:
+                        _stage_blocked(y, k, ix, cf, cnt, row_dense, h_try, acc, ytmp, block)
                     record(j, t_save[j], ytmp, model, out, work)
                 j += 1
         else:
