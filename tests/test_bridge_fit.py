@@ -255,6 +255,35 @@ def test_fit_all_in_workers_matches_the_serial_fits(small_run):
         fit_all(specs(), small_run, workers=0)
 
 
+def test_fits_leave_no_jacobian_pool_behind_and_travel_back_from_workers(small_run, monkeypatch):
+    """With Jacobian pools forced on (no CPU threshold), a fit closes its pool even after the
+    final Jacobian of its standard errors (which reopened one: the pool's locks then made a fit
+    returned by a family worker unpicklable, and a serial fit left worker processes running);
+    family workers compute their columns serially and return the serial results."""
+    from ufm.bridge import fitting
+    monkeypatch.setattr(fitting, "_JAC_POOL_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(fitting, "_JAC_WORKERS", 2)
+    kw = dict(observables=["relations", "semantic_gap"], init="isotropic")
+
+    def specs():
+        return [br.Fit("standard", **kw), br.Fit("coupled", params=["time_scale", "lambda"],
+                                                 fixed={"beta": TRUE["beta"]}, **kw)]
+    serial = fitting.fit_all(specs(), small_run, workers=1)
+    assert all(f.engine_.pool is None for f in serial)
+    parallel = fitting.fit_all(specs(), small_run, workers=2)
+    for a, b in zip(serial, parallel):
+        assert b.engine_.pool is None
+        assert a.params_ == b.params_ and a.rss_ == b.rss_
+    # the shipped transformer's linear-features fit ends away from its last Jacobian, so the
+    # standard errors take a final one (measured: this is where a pool was left open)
+    import pickle
+    from pathlib import Path
+    run = br.load(Path(__file__).parent / "data" / "transformer_factorial_adamw.npz")
+    f = br.Fit(**fitting.family_defaults(run)["linear-features"]).fit(run)
+    assert f.engine_.pool is None
+    pickle.dumps(f)
+
+
 def test_jacobian_columns_in_workers_match_the_serial_fit(small_run, monkeypatch):
     """With Jacobian workers (forced on for this quick fit: no CPU threshold) the columns are
     computed in forked processes and the fit ends where the serial one does, bit for bit; the

@@ -281,7 +281,10 @@ class Fit:
         p = eng.best_p if eng.best_p is not None else ref
         r = eng.best_r if eng.best_p is not None else eng.residuals(p)
         if jac.size and not np.array_equal(p, eng.last_jac_p):
-            jac = eng.jacobian(p, upper=hi)
+            try:
+                jac = eng.jacobian(p, upper=hi)
+            finally:
+                _close_pool(eng)             # the final Jacobian may have opened one again
         self.params_ = dict(zip(eng.names, map(float, p)))
         self.bounds_ = {nm: (float(a), float(b)) for nm, a, b in zip(eng.names, lo, hi)}
         self.at_bounds_ = [nm for nm, v in zip(eng.names, p) if _at_bound(v, *self.bounds_[nm])]
@@ -1641,8 +1644,8 @@ def fit_all(fits, run, workers=None) -> list:
             workers, ``mlp_factorial_adamw_mse`` 15.6 against 11.4 s, the same rss on every
             row; on a machine with no idle core (load 3) it did not pay (3 families of
             ``mlp_factorial_sgd``: 2.2 s against 1.6 s), so set ``UFM_FIT_WORKERS=1`` there.
-            Fits in workers compute their Jacobian columns serially (a daemonic worker cannot
-            fork), which is why the costliest fits are started first.
+            Fits in workers compute their Jacobian columns serially (the workers already hold
+            the cores), which is why the costliest fits are started first.
             Parallel fitting falls back to serial when it cannot be done safely: no ``fork``
             start method, inside a daemonic worker, a fit argument that cannot be pickled
             (e.g. a lambda ``jac``), or numba's OpenMP threading layer already started (GNU
@@ -1739,8 +1742,12 @@ def _can_fork(fits) -> bool:
 
 def _fit_in_worker(f, run):
     """Fit in a worker process; the residual caches stay behind (they can hold thousands of
-    residual vectors)."""
+    residual vectors). The worker computes its Jacobian columns itself: the workers already
+    hold the cores, and a pool forked from a pool worker would oversubscribe them."""
+    global _JAC_WORKERS
+    _JAC_WORKERS = 1                     # this process only (a forked pool worker)
     f.fit(run)
+    _close_pool(f.engine_)
     for store in (f.engine_._cache, f.engine_._finished, f.engine_._shifted):
         store.clear()
     return f
