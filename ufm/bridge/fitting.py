@@ -60,7 +60,9 @@ by a coarse scan. Where the flow is autonomous and the model does not depend on 
 ``time_power`` is the same path seen at other times: the Jacobian columns of those two are read
 off the base prediction at shifted save times (:meth:`_Engine.time_columns`), and the scan's
 time-scale candidates of one model share one integration (:meth:`_Engine.prefetch_scan`); a
-prediction that reached its end is not integrated again when the step budget changes. A few
+prediction that reached its end is not integrated again when the step budget changes. With the
+power map the local fit moves the time scale to the time at the run's geometric-mean step,
+s·step_ref^p, which decorrelates it from p (:meth:`_Engine.pivot_time`; reported in s). A few
 parameters against 50–100 checkpoints at N ≈ 16 take seconds. A Gram-space prediction ends where the model has settled at a *stable* equilibrium
 (:mod:`ufm.bridge.settling`: remaining displacement below the tolerance and every eigenvalue
 of the Jacobian negative, so a saddle plateau never ends it); its later saves hold that state
@@ -270,6 +272,8 @@ class Fit:
         try:
             if self.scan and eng.names:
                 ref = eng.search(ref, lo, hi, skip=set(self.x0 or ()))
+            ref, lo, hi = eng.pivot_time(ref, lo, hi)
+            eng.box = (lo, hi)
             if eng.names:
                 jac, success, message, nfev = _optimise(eng, ref, lo, hi, self)
         except _OutOfTime:
@@ -285,16 +289,20 @@ class Fit:
                 jac = eng.jacobian(p, upper=hi)
             finally:
                 _close_pool(eng)             # the final Jacobian may have opened one again
-        self.params_ = dict(zip(eng.names, map(float, p)))
-        self.bounds_ = {nm: (float(a), float(b)) for nm, a, b in zip(eng.names, lo, hi)}
-        self.at_bounds_ = [nm for nm, v in zip(eng.names, p) if _at_bound(v, *self.bounds_[nm])]
+        # the local fit's coordinates (pivot_time) -> the user's: the box of s at the fitted p
+        self.at_bounds_ = [nm for nm, v, a, b in zip(eng.names, p, lo, hi) if _at_bound(v, a, b)]
+        user = eng.user_params(p)
+        scale = user / p
+        jac = eng.user_jacobian(jac, p)
+        self.params_ = dict(zip(eng.names, map(float, user)))
+        self.bounds_ = {nm: (float(a * f), float(b * f)) for nm, a, b, f in zip(eng.names, lo, hi, scale)}
         self.values_ = eng.values(p)
         n, k = r.size, len(eng.names)
         rss = float(r @ r)
         if k and n > k and jac.size:
             s2 = rss / (n - k)
             cov = s2 * np.linalg.pinv(jac.T @ jac)
-            se = p * np.sqrt(np.clip(np.diag(cov), 0.0, None))
+            se = user * np.sqrt(np.clip(np.diag(cov), 0.0, None))
         else:
             se = np.full(k, np.nan)
         self.stderr_ = dict(zip(eng.names, map(float, se)))
@@ -328,7 +336,7 @@ class Fit:
         if unknown:
             raise ValueError(f"params: {sorted(unknown)} are not fitted parameters of this fit ({eng.names})")
         p = np.array([vals.get(nm, self.params_[nm]) for nm in eng.names])
-        return eng.predict(p, keep=True)[1]
+        return eng.predict(eng.engine_params(p), keep=True)[1]
 
     def _check_fitted(self):
         if not hasattr(self, "params_"):
@@ -689,6 +697,8 @@ class _Engine:
         self.last_reason = None
         self.integrations = 0                # predictions integrated (predictions also counts those read off one)
         self.box = None                      # the search box (lower, upper), set by Fit.fit
+        self.pivot = 0.0                     # the local fit's time-scale coordinate (pivot_time); 0: the user's
+        self.pivot_moves = []                # ... the parameters it scales
         # starting values
         start = []
         x0 = dict(spec.x0 or {})
@@ -743,6 +753,10 @@ class _Engine:
         """All parameter values (fitted + fixed + defaults) in model units."""
         v = dict(self.fixed)
         v.update(zip(self.names, map(float, p)))
+        if self.pivot:                       # the local fit's coordinates: the time at the pivot step (pivot_time)
+            back = self._pivot_shift(v["time_power"])
+            for i in self.pivot_moves:
+                v[self.names[i]] /= back
         tmpl = self.template.params() if self.template is not None else {}
         s = v.get("time_scale", self.run.lr if self.run.lr else 1.0)
         v.setdefault("time_scale", s)
@@ -782,6 +796,81 @@ class _Engine:
         v.setdefault("lr_W", tmpl.get("lr_W", 1.0))
         v.setdefault("lr_H", tmpl.get("lr_H", 1.0))
         return v
+
+    # -- the local fit's time coordinate ------------------------------------------------------
+    def pivot_time(self, p, lo, hi):
+        """Move the fitted time scale of the power map t = s·step^p to the time at the run's
+        pivot step, s̃ = s·step_ref^p, for the local fit (:func:`_optimise`), and return
+        (p, lo, hi) in those coordinates (unchanged unless both ``time_scale`` and
+        ``time_power`` are fitted).
+
+        Why: with log t = log s + p·log step, every change of p must be paid back in log s by
+        p·log(step) at the steps the fit weighs, so (log s, log p) lie in a narrow oblique
+        valley that trf, with its spherical trust region, crawls along (transformer_hierarchy_adamw's
+        linear-features fit: 17 Jacobians, log s from 0.37 to −0.33 while p went 1.16 → 1.47, the
+        ratio Δlog s/Δp = −5.2 = −log 180 ≈ −log of the run's typical step). About
+        step_ref = the geometric mean of the positive checkpoint steps, log s̃ and p are
+        nearly independent. A fitted ``decay_factor`` (λ = f·wd·lr/s) moves with s by the same
+        factor, f̃ = f·step_ref^p, so that λ = f̃·wd·lr/s̃ does not change with p either
+        (mlp_factorial_adam's linear-features · NTK Θ(t) crawled along log s = log f + const,
+        λ fixed, for 22 Jacobians). Where the model depends on s otherwise (the run's decay per
+        step, λ = wd·lr/s, not fitted) the coordinates stay the user's: a fixed s̃ would move
+        that decay with p. The scan keeps the user's coordinates (its grids, and so the basin
+        it picks, are unchanged); :meth:`values` maps back, so the model and its time map are
+        exactly those at the same (s, p, f); the boxes of s and f move at the scan's p (the same
+        log widths). :meth:`user_params` and :meth:`user_jacobian` map results back."""
+        moved = self._pivot_moves()
+        if moved is None:
+            return p, lo, hi
+        steps = self.steps[self.steps > 0]
+        q = np.array(p, dtype=np.float64)
+        q[moved] *= 2.0
+        if not steps.size or not _same_model(self.values(p), self.values(q)):
+            return p, lo, hi
+        self.pivot = float(np.mean(np.log(steps)))
+        self.pivot_moves = moved
+        p, lo, hi = (np.array(a, dtype=np.float64) for a in (p, lo, hi))
+        shift = math.exp(p[self.names.index("time_power")] * self.pivot)
+        for a in (p, lo, hi):
+            a[moved] *= shift
+        # the residuals cached so far are keyed by parameter vectors in the user's coordinates
+        for store in (self._cache, self._finished, self._shifted):
+            store.clear()
+        self.best_p, self.best_c, self.best_prediction, self.best_r, self.best_steps = None, math.inf, None, None, None
+        return p, lo, hi
+
+    def _pivot_moves(self):
+        """Indices that :meth:`pivot_time` scales (time_scale, + decay_factor), or None."""
+        if not (self.time_map == "power" and "time_scale" in self.names and "time_power" in self.names):
+            return None
+        return [self.names.index(nm) for nm in ("time_scale", "decay_factor") if nm in self.names]
+
+    def _pivot_shift(self, power: float) -> float:
+        return math.exp(power * self.pivot)
+
+    def user_params(self, p) -> np.ndarray:
+        """Parameters ``p`` of the local fit's coordinates (:meth:`pivot_time`) in the user's."""
+        p = np.array(p, dtype=np.float64)
+        if self.pivot:
+            p[self.pivot_moves] /= self._pivot_shift(p[self.names.index("time_power")])
+        return p
+
+    def engine_params(self, p) -> np.ndarray:
+        """The inverse of :meth:`user_params`."""
+        p = np.array(p, dtype=np.float64)
+        if self.pivot:
+            p[self.pivot_moves] *= self._pivot_shift(p[self.names.index("time_power")])
+        return p
+
+    def user_jacobian(self, J, p) -> np.ndarray:
+        """A Jacobian in the local fit's log coordinates at ``p`` (its coordinates) in the user's:
+        log s̃ = log s + p·pivot (and log f̃ = log f + p·pivot), so ∂r/∂log p (user) =
+        ∂r/∂log p + p·pivot·(∂r/∂log s̃ + ∂r/∂log f̃); the other columns are unchanged."""
+        J = np.array(J, dtype=np.float64)
+        if self.pivot and J.size:
+            ip = self.names.index("time_power")
+            J[:, ip] += float(p[ip]) * self.pivot * J[:, self.pivot_moves].sum(axis=1)
+        return J
 
     def derived(self, v) -> dict:
         """Interpretable combinations: decay per step and the equivalent weight decay."""
