@@ -1138,8 +1138,14 @@ def targets(res) -> list:
         worst = max(sixteen, key=lambda r: r["wall_s"])
         every = len(ft["runs"]) >= len(FIT_RUNS)
         fast = worst["wall_s"] <= FIT_SECONDS
+        within = sum(r["wall_s"] <= FIT_SECONDS for r in sixteen)
+        headline = ft.get("wall_s")
+        if headline is not None:
+            # the issue's case: the bridge's documented example run (16 contexts, 53 checkpoints)
+            add(f"issue 10: ufm fit RUN --compare on the shipped transformer run ({ft['run']})", f"{headline:.1f} s",
+                f"<= {FIT_SECONDS:g} s", headline <= FIT_SECONDS)
         # "every run" cannot be met on a sample: --quick can only fail it
-        add(f"issue 10: ufm fit RUN --compare, every shipped 16-context run measured ({len(sixteen)})",
+        add(f"issue 10: ... on every shipped 16-context run measured ({within} of {len(sixteen)} within)",
             f"max {worst['wall_s']:.1f} s ({worst['run']})", f"<= {FIT_SECONDS:g} s",
             fast if every or not fast else None,
             "" if every else f"--quick measures {len(ft['runs'])} of the runs: not judged unless one is too slow")
