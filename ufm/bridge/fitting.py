@@ -830,13 +830,13 @@ class _Engine:
         self.pivot = float(np.mean(np.log(steps)))
         self.pivot_moves = moved
         p, lo, hi = (np.array(a, dtype=np.float64) for a in (p, lo, hi))
-        shift = math.exp(p[self.names.index("time_power")] * self.pivot)
+        shift = self._pivot_shift(p[self.names.index("time_power")])
         for a in (p, lo, hi):
             a[moved] *= shift
         # the residuals cached so far are keyed by parameter vectors in the user's coordinates
+        # (the best point is the local fit's own: the scan records none, _optimise resets it)
         for store in (self._cache, self._finished, self._shifted):
             store.clear()
-        self.best_p, self.best_c, self.best_prediction, self.best_r, self.best_steps = None, math.inf, None, None, None
         return p, lo, hi
 
     def _pivot_moves(self):
